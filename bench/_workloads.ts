@@ -1,0 +1,477 @@
+/**
+ * The load generator's workloads. Each one drives a target (the upstream itself or a proxy in
+ * front of it) over real TCP sockets, verifies every echoed byte, and counts every failure.
+ *
+ * - {@linkcode runConnect}: connect, send one message, read its echo, close; in a loop per client.
+ * - {@linkcode runPingPong}: persistent connections, each sending a message and awaiting its echo.
+ * - {@linkcode runBulk}: streams writing a pattern while reading the echo back concurrently.
+ * - {@linkcode runHold}: many sessions opened at once and held until released.
+ *
+ * A watchdog closes a socket that makes no progress for {@linkcode STALL_MS}, so that a stuck
+ * proxy shows up as counted timeouts instead of a benchmark that never ends.
+ *
+ * ```ts
+ * import { runConnect } from "./_workloads.ts";
+ * const r = await runConnect({
+ *   kind: "connect", target: "127.0.0.1:9000", clients: 8, durationMs: 2000, warmupMs: 200,
+ *   messageBytes: 64,
+ * });
+ * console.log(r.perSecond, r.errors);
+ * ```
+ *
+ * @module
+ */
+
+import type {
+  BulkJob,
+  BulkResult,
+  ConnectJob,
+  ConnectResult,
+  HoldJob,
+  HoldResult,
+  PingPongJob,
+  PingPongResult,
+} from "./_job.ts";
+import { splitHostPort } from "./_job.ts";
+import { fillMessage, sameBytes, StreamPattern, StreamVerifier } from "./_pattern.ts";
+import { SampleRecorder } from "./_stats.ts";
+
+/** A socket that makes no progress for this long is closed and counted as an error. */
+export const STALL_MS = 10_000;
+/** Bulk transfers move data in chunks of this many bytes. */
+export const BULK_CHUNK = 256 * 1024;
+/** Sessions the hold workload opens concurrently while it builds up. */
+export const HOLD_OPEN_PARALLEL = 128;
+const ERROR_SAMPLES = 5;
+const BACKOFF_MS = 10;
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Failure counters shared by the clients of one workload. */
+class Failures {
+  errors = 0;
+  mismatches = 0;
+  readonly samples = new Set<string>();
+
+  error(err: unknown, what: string): void {
+    this.errors++;
+    if (this.samples.size < ERROR_SAMPLES) {
+      const text = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+      this.samples.add(`${what}: ${text}`);
+    }
+  }
+
+  mismatch(what: string): void {
+    this.mismatches++;
+    if (this.samples.size < ERROR_SAMPLES) this.samples.add(`${what}: echo differs from what was sent`);
+  }
+}
+
+/** One client's current socket and when it last made progress, for the watchdog. */
+class Slot {
+  conn: Deno.Conn | null = null;
+  since = 0;
+  busy = false;
+  timedOut = false;
+  abort = new AbortController();
+
+  /** Marks the start of a step that must finish within the stall limit. */
+  begin(): void {
+    this.since = performance.now();
+    this.busy = true;
+  }
+
+  /** Gets a fresh abort signal after a timeout used up the old one. */
+  signal(): AbortSignal {
+    if (this.abort.signal.aborted) this.abort = new AbortController();
+    return this.abort.signal;
+  }
+}
+
+/** Closes the socket of any busy slot that has made no progress for `STALL_MS`. */
+class Watchdog {
+  readonly #timer: ReturnType<typeof setInterval>;
+
+  constructor(slots: Iterable<Slot>) {
+    this.#timer = setInterval(() => {
+      const now = performance.now();
+      for (const s of slots) {
+        if (!s.busy || now - s.since < STALL_MS) continue;
+        s.timedOut = true;
+        s.busy = false;
+        s.abort.abort(new Deno.errors.TimedOut(`no progress for ${STALL_MS} ms`));
+        try {
+          s.conn?.close();
+        } catch { /* already closed */ }
+      }
+    }, 500);
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+}
+
+function explain(slot: Slot, err: unknown): unknown {
+  if (!slot.timedOut) return err;
+  slot.timedOut = false;
+  return new Deno.errors.TimedOut(`no progress for ${STALL_MS} ms`);
+}
+
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += await conn.write(data.subarray(off));
+}
+
+/** Reads exactly `buf.length` bytes. @throws {Deno.errors.UnexpectedEof} at an early EOF. */
+async function readFull(conn: Deno.Conn, buf: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < buf.length) {
+    const n = await conn.read(buf.subarray(off));
+    if (n === null) {
+      throw new Deno.errors.UnexpectedEof(`connection closed after ${off} of ${buf.length} bytes`);
+    }
+    off += n;
+  }
+}
+
+function closeQuietly(conn: Deno.Conn | null): void {
+  try {
+    conn?.close();
+  } catch { /* already closed */ }
+}
+
+async function connect(
+  target: { hostname: string; port: number },
+  slot: Slot,
+): Promise<Deno.Conn> {
+  slot.begin();
+  const conn = await Deno.connect({ ...target, signal: slot.signal() });
+  slot.conn = conn;
+  conn.setNoDelay(true);
+  return conn;
+}
+
+/** Runs a {@linkcode ConnectJob}: one session per iteration, latency per session. */
+export async function runConnect(job: ConnectJob): Promise<ConnectResult> {
+  const target = splitHostPort(job.target);
+  const fail = new Failures();
+  const latency = new SampleRecorder(1 << 16);
+  const slots = Array.from({ length: job.clients }, () => new Slot());
+  const watchdog = new Watchdog(slots);
+  const measureFrom = performance.now() + job.warmupMs;
+  const endAt = measureFrom + job.durationMs;
+  let sessions = 0;
+  let lastEnd = measureFrom;
+
+  async function client(id: number, slot: Slot): Promise<void> {
+    const msg = new Uint8Array(job.messageBytes);
+    const echo = new Uint8Array(job.messageBytes);
+    let seq = 0;
+    while (performance.now() < endAt) {
+      fillMessage(msg, id, seq++);
+      const start = performance.now();
+      let ok = false;
+      try {
+        const conn = await connect(target, slot);
+        await writeAll(conn, msg);
+        await readFull(conn, echo);
+        if (sameBytes(msg, echo)) ok = true;
+        else fail.mismatch("connect session");
+      } catch (err) {
+        fail.error(explain(slot, err), "connect session");
+      } finally {
+        slot.busy = false;
+        closeQuietly(slot.conn);
+        slot.conn = null;
+      }
+      const end = performance.now();
+      if (ok && start >= measureFrom) {
+        latency.add(end - start);
+        sessions++;
+        if (end > lastEnd) lastEnd = end;
+      }
+      if (!ok) await sleep(BACKOFF_MS);
+    }
+  }
+
+  try {
+    await Promise.all(slots.map((s, i) => client(i, s)));
+  } finally {
+    watchdog.stop();
+  }
+  const elapsedMs = Math.max(lastEnd, endAt) - measureFrom;
+  return {
+    kind: "connect",
+    errors: fail.errors,
+    mismatches: fail.mismatches,
+    errorSamples: [...fail.samples],
+    elapsedMs,
+    sessions,
+    perSecond: sessions / (elapsedMs / 1000),
+    latency: latency.summary(),
+  };
+}
+
+/** Runs a {@linkcode PingPongJob}: round trips over persistent connections. */
+export async function runPingPong(job: PingPongJob): Promise<PingPongResult> {
+  const target = splitHostPort(job.target);
+  const fail = new Failures();
+  const rtt = new SampleRecorder(1 << 16);
+  const slots = Array.from({ length: job.clients }, () => new Slot());
+  const watchdog = new Watchdog(slots);
+  let messages = 0;
+  let measureFrom = 0;
+  let endAt = 0;
+  let lastEnd = 0;
+
+  async function open(slot: Slot): Promise<void> {
+    try {
+      await connect(target, slot);
+    } catch (err) {
+      fail.error(explain(slot, err), "ping-pong connect");
+      closeQuietly(slot.conn);
+      slot.conn = null;
+    } finally {
+      slot.busy = false;
+    }
+  }
+
+  async function client(id: number, slot: Slot): Promise<void> {
+    const msg = new Uint8Array(job.messageBytes);
+    const echo = new Uint8Array(job.messageBytes);
+    let seq = 0;
+    while (performance.now() < endAt) {
+      if (slot.conn === null) {
+        await open(slot);
+        if (slot.conn === null) {
+          await sleep(BACKOFF_MS);
+          continue;
+        }
+      }
+      const conn: Deno.Conn = slot.conn;
+      fillMessage(msg, id, seq++);
+      const start = performance.now();
+      try {
+        slot.begin();
+        await writeAll(conn, msg);
+        await readFull(conn, echo);
+        slot.busy = false;
+      } catch (err) {
+        slot.busy = false;
+        fail.error(explain(slot, err), "ping-pong message");
+        closeQuietly(conn);
+        slot.conn = null;
+        continue;
+      }
+      const end = performance.now();
+      if (!sameBytes(msg, echo)) {
+        // the stream is out of step now; start over on a new connection
+        fail.mismatch("ping-pong message");
+        closeQuietly(conn);
+        slot.conn = null;
+        continue;
+      }
+      if (start >= measureFrom) {
+        rtt.add(end - start);
+        messages++;
+        if (end > lastEnd) lastEnd = end;
+      }
+    }
+  }
+
+  try {
+    await Promise.all(slots.map(open));
+    measureFrom = performance.now() + job.warmupMs;
+    endAt = measureFrom + job.durationMs;
+    lastEnd = measureFrom;
+    await Promise.all(slots.map((s, i) => client(i, s)));
+  } finally {
+    watchdog.stop();
+    for (const s of slots) closeQuietly(s.conn);
+  }
+  const elapsedMs = Math.max(lastEnd, endAt) - measureFrom;
+  return {
+    kind: "pingpong",
+    errors: fail.errors,
+    mismatches: fail.mismatches,
+    errorSamples: [...fail.samples],
+    elapsedMs,
+    messages,
+    perSecond: messages / (elapsedMs / 1000),
+    latency: rtt.summary(),
+  };
+}
+
+/** Runs a {@linkcode BulkJob}: every stream writes and reads back `bytesPerStream` bytes. */
+export async function runBulk(job: BulkJob): Promise<BulkResult> {
+  const target = splitHostPort(job.target);
+  const fail = new Failures();
+  const slots = Array.from({ length: job.streams }, () => new Slot());
+  const watchdog = new Watchdog(slots);
+  const size = job.bytesPerStream;
+  let verified = 0;
+  let mismatches = 0;
+
+  async function stream(id: number, slot: Slot): Promise<void> {
+    const conn = slot.conn;
+    if (conn === null) return;
+    const pattern = new StreamPattern(0x1234567 + id * 7919, BULK_CHUNK);
+    const verifier = new StreamVerifier(pattern);
+    const writer = async () => {
+      for (let pos = 0; pos < size; pos += BULK_CHUNK) {
+        await writeAll(conn, pattern.slice(pos, Math.min(BULK_CHUNK, size - pos)));
+        slot.since = performance.now();
+      }
+    };
+    const reader = async () => {
+      while (verifier.pos < size) {
+        const n = await conn.read(verifier.readInto(size - verifier.pos));
+        if (n === null) {
+          throw new Deno.errors.UnexpectedEof(`stream ended after ${verifier.pos} of ${size} bytes`);
+        }
+        verifier.check(n);
+        slot.since = performance.now();
+      }
+    };
+    slot.begin();
+    try {
+      const results = await Promise.allSettled([writer(), reader()]);
+      const bad = results.find((r) => r.status === "rejected");
+      if (bad) throw bad.reason;
+    } catch (err) {
+      fail.error(explain(slot, err), `bulk stream ${id}`);
+      closeQuietly(conn); // also ends the other half
+    } finally {
+      slot.busy = false;
+      verified += verifier.pos;
+      mismatches += verifier.mismatches;
+      if (verifier.mismatches > 0) fail.mismatch(`bulk stream ${id}`);
+    }
+  }
+
+  let elapsedMs = 0;
+  try {
+    await Promise.all(slots.map(async (slot, i) => {
+      try {
+        await connect(target, slot);
+      } catch (err) {
+        fail.error(explain(slot, err), `bulk connect ${i}`);
+        slot.conn = null;
+      } finally {
+        slot.busy = false;
+      }
+    }));
+    const start = performance.now();
+    await Promise.all(slots.map((s, i) => stream(i, s)));
+    elapsedMs = performance.now() - start;
+  } finally {
+    watchdog.stop();
+    for (const s of slots) closeQuietly(s.conn);
+  }
+  return {
+    kind: "bulk",
+    errors: fail.errors,
+    // count mismatched reads, not streams: a stream that drifted shows as many
+    mismatches: mismatches,
+    errorSamples: [...fail.samples],
+    elapsedMs,
+    bytes: verified,
+    mbPerSecond: elapsedMs > 0 ? verified / 1e6 / (elapsedMs / 1000) : 0,
+  };
+}
+
+/** The orchestrator side of the hold workload, as seen by {@linkcode runHold}. */
+export interface HoldControl {
+  /** Called after the warm-up sessions; resolves when the sessions may be opened. */
+  warm(): Promise<void>;
+  /** Called with every session held; resolves when they may be closed. */
+  ready(opened: number, errors: number): Promise<void>;
+}
+
+/** Runs a {@linkcode HoldJob}; `control` paces it (see {@linkcode HoldControl}). */
+export async function runHold(job: HoldJob, control: HoldControl): Promise<HoldResult> {
+  const target = splitHostPort(job.target);
+  const fail = new Failures();
+  const held: Deno.Conn[] = [];
+  const slots = Array.from({ length: HOLD_OPEN_PARALLEL }, () => new Slot());
+  const watchdog = new Watchdog(slots);
+  let released = false;
+  let closedEarly = 0;
+  const watches: Promise<void>[] = [];
+  const sink = new Uint8Array(64);
+
+  async function session(slot: Slot, id: number, keep: boolean): Promise<void> {
+    const msg = new Uint8Array(job.messageBytes);
+    const echo = new Uint8Array(job.messageBytes);
+    fillMessage(msg, id, 0);
+    let conn: Deno.Conn | null = null;
+    try {
+      conn = await connect(target, slot);
+      await writeAll(conn, msg);
+      await readFull(conn, echo);
+      if (!sameBytes(msg, echo)) {
+        fail.mismatch("held session");
+        return;
+      }
+      if (keep) {
+        held.push(conn);
+        conn = null;
+      }
+    } catch (err) {
+      fail.error(explain(slot, err), "held session");
+    } finally {
+      slot.busy = false;
+      slot.conn = null;
+      closeQuietly(conn);
+    }
+  }
+
+  async function openMany(count: number, keep: boolean, firstId: number): Promise<void> {
+    let next = 0;
+    await Promise.all(slots.map(async (slot) => {
+      while (next < count) await session(slot, firstId + next++, keep);
+    }));
+  }
+
+  let elapsedMs = 0;
+  try {
+    await openMany(job.warmupSessions, false, 1_000_000);
+    await control.warm();
+    const start = performance.now();
+    await openMany(job.sessions, true, 0);
+    elapsedMs = performance.now() - start;
+    for (const conn of held) {
+      // one read per held session: the far side must neither close nor speak while held
+      watches.push(conn.read(sink).then(
+        (n) => {
+          if (released) return;
+          if (n === null) closedEarly++;
+          else fail.mismatch("held session (unexpected bytes)");
+        },
+        (err) => {
+          if (!released) fail.error(err, "held session");
+        },
+      ));
+    }
+    await control.ready(held.length, fail.errors);
+  } finally {
+    released = true;
+    watchdog.stop();
+    for (const conn of held) closeQuietly(conn);
+    await Promise.all(watches);
+  }
+  if (closedEarly > 0) {
+    fail.errors += closedEarly;
+    fail.samples.add(`held session: ${closedEarly} closed by the far side while held`);
+  }
+  return {
+    kind: "hold",
+    errors: fail.errors,
+    mismatches: fail.mismatches,
+    errorSamples: [...fail.samples],
+    elapsedMs,
+    opened: held.length,
+    closedEarly,
+  };
+}

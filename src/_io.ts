@@ -1,0 +1,73 @@
+/**
+ * Small socket helpers shared by the relay and the pool: writing a whole chunk, sizing read
+ * buffers that grow while a stream is busy and shrink back when it is quiet, and telling the
+ * interruption we caused (closing a socket under a pending read) from a real network error.
+ *
+ * @module
+ */
+
+/** The smallest read buffer: what an idle session's pending read holds. */
+export const MIN_READ_BUFFER = 1024;
+/** The largest read buffer a busy stream grows to. */
+export const MAX_READ_BUFFER = 256 * 1024;
+
+/**
+ * Writes every byte of `chunk` to `conn`, looping over short writes.
+ *
+ * @throws whatever `conn.write` throws (for example `Deno.errors.BrokenPipe`).
+ */
+export async function writeAll(conn: Deno.Conn, chunk: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < chunk.length) {
+    offset += await conn.write(offset === 0 ? chunk : chunk.subarray(offset));
+  }
+}
+
+/**
+ * Picks the buffer for the next read from the size of the last one: a read that filled the
+ * buffer means the stream is busy, so the buffer grows fourfold (up to {@link MAX_READ_BUFFER});
+ * a read that used under an eighth of a large buffer means it is quiet again, so it drops back to
+ * {@link MIN_READ_BUFFER}. Otherwise the same buffer is reused.
+ */
+export function nextReadBuffer(
+  buffer: Uint8Array<ArrayBuffer>,
+  bytesRead: number,
+): Uint8Array<ArrayBuffer> {
+  const size = buffer.length;
+  if (bytesRead === size && size < MAX_READ_BUFFER) {
+    return new Uint8Array(Math.min(size * 4, MAX_READ_BUFFER));
+  }
+  if (size > MIN_READ_BUFFER && bytesRead <= size / 8) {
+    return new Uint8Array(MIN_READ_BUFFER);
+  }
+  return buffer;
+}
+
+/**
+ * Whether `error` is what a pending read or write reports when we closed its socket ourselves
+ * (`Interrupted` or `BadResource`), as opposed to a failure that the network reported.
+ */
+export function isLocalInterruption(error: unknown): boolean {
+  return error instanceof Deno.errors.Interrupted || error instanceof Deno.errors.BadResource;
+}
+
+/** A short, stable name for a network error, for logs and session summaries. */
+export function describeError(error: unknown): string {
+  if (error instanceof Deno.errors.ConnectionReset) return "connection reset";
+  if (error instanceof Deno.errors.BrokenPipe) return "broken pipe";
+  if (error instanceof Deno.errors.ConnectionRefused) return "connection refused";
+  if (error instanceof Deno.errors.ConnectionAborted) return "connection aborted";
+  if (error instanceof Deno.errors.TimedOut) return "timed out";
+  if (error instanceof Deno.errors.NotConnected) return "not connected";
+  if (error instanceof Error) return error.message;
+  return String(error);
+}
+
+/** Closes `conn`, ignoring the error Deno throws when it is closed already. */
+export function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
+}

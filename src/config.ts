@@ -1,0 +1,435 @@
+/**
+ * The command line of tcp-pool-proxy: its flags, their defaults, and the
+ * validated {@link ProxyConfig} they produce.
+ *
+ * Users script against this contract, so every flag, default and error
+ * message here is part of the interface. `parseCli` never prints or exits; it
+ * returns what to do, or throws a {@link ConfigError} whose message is one
+ * line naming the flag, the bad value and what is accepted.
+ *
+ * @example
+ * ```ts
+ * import { parseCli } from "./config.ts";
+ *
+ * const command = parseCli(["--pool", "reuse", "--upstream", "db.internal:5432"]);
+ * if (command.kind === "run") console.log(command.config.minIdle); // 0
+ * ```
+ *
+ * @module
+ */
+
+import { parseArgs } from "@std/cli/parse-args";
+import denoJson from "../deno.json" with { type: "json" };
+import { AddressError, formatHostPort, type HostPort, parseHostPort } from "./address.ts";
+import { DurationError, formatDuration, parseDuration } from "./duration.ts";
+
+/**
+ * How upstream connections are pooled.
+ * - `off`: dial the upstream for every client; nothing is pooled.
+ * - `warm`: keep fresh connections dialed ahead of demand; each serves one client, then is closed.
+ * - `reuse`: also put a connection back in the pool after a clean session (stateless protocols only).
+ */
+export type PoolMode = "off" | "warm" | "reuse";
+
+/** The lowest level of log records written. */
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+/** How log records are written to stderr: one text line or one JSON object per record. */
+export type LogFormat = "text" | "json";
+
+/** The validated configuration of the proxy. Durations are whole milliseconds. */
+export interface ProxyConfig {
+  /** Where clients connect. Default `127.0.0.1:8848`; port 0 lets the system pick. */
+  listen: HostPort;
+  /** Where connections are forwarded. Default `127.0.0.1:8849`. */
+  upstream: HostPort;
+  /** The pooling mode. Default `warm`. */
+  pool: PoolMode;
+  /** The most idle upstream connections kept. Default 100. */
+  poolSize: number;
+  /** Connections kept ready ahead of demand. Default {@link defaultMinIdle} of the mode (4 in warm, 0 otherwise). */
+  minIdle: number;
+  /** An idle pooled connection older than this is closed. Default 60000 (60s). Always > 0. */
+  idleTimeoutMs: number;
+  /** A pooled connection is not reused past this age; 0 means no limit. Default 1800000 (30m). */
+  maxLifetimeMs: number;
+  /** How long a connect to the upstream may take. Default 5000 (5s). Always > 0. */
+  connectTimeoutMs: number;
+  /** On SIGINT/SIGTERM, how long active sessions may finish. Default 30000 (30s); 0 closes them at once. */
+  drainTimeoutMs: number;
+  /** The lowest level logged. Default `info`. */
+  logLevel: LogLevel;
+  /** The log format. Default `text`. */
+  logFormat: LogFormat;
+}
+
+/** What the command line asks for: run the proxy, or print help or the version. */
+export type CliCommand =
+  | { kind: "run"; config: ProxyConfig }
+  | { kind: "help"; text: string }
+  | { kind: "version"; text: string };
+
+/**
+ * Thrown by {@link parseCli} for a command line that cannot be run. The
+ * message is one line naming the flag, the bad value and what is accepted,
+ * e.g. `--pool: "sometimes" is not a pool mode; use off, warm or reuse`.
+ */
+export class ConfigError extends Error {
+  /** The flag at fault, with its dashes (e.g. `--pool`), when there is one. */
+  readonly flag?: string;
+
+  /**
+   * Builds the error.
+   *
+   * @param message The whole one-line message.
+   * @param flag The flag at fault, e.g. `--pool`.
+   */
+  constructor(message: string, flag?: string) {
+    super(message);
+    this.name = "ConfigError";
+    if (flag !== undefined) this.flag = flag;
+  }
+}
+
+/** The accepted pool modes, in the order help text lists them. */
+export const POOL_MODES: readonly PoolMode[] = ["off", "warm", "reuse"];
+/** The accepted log levels, lowest first. */
+export const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
+/** The accepted log formats. */
+export const LOG_FORMATS: readonly LogFormat[] = ["text", "json"];
+/** The largest accepted `--pool-size`. */
+export const MAX_POOL_SIZE = 100_000;
+
+/**
+ * The default `--min-idle` of a pool mode: 4 in `warm`, 0 in `reuse` and `off`.
+ *
+ * @param mode The pool mode.
+ * @returns The number of connections kept ready when `--min-idle` is not given.
+ */
+export function defaultMinIdle(mode: PoolMode): number {
+  return mode === "warm" ? 4 : 0;
+}
+
+/** The configuration when no flag is given (pool `warm`, so `minIdle` is 4). Frozen. */
+export const DEFAULT_CONFIG: Readonly<ProxyConfig> = Object.freeze({
+  listen: Object.freeze({ hostname: "127.0.0.1", port: 8848 }),
+  upstream: Object.freeze({ hostname: "127.0.0.1", port: 8849 }),
+  pool: "warm",
+  poolSize: 100,
+  minIdle: defaultMinIdle("warm"),
+  idleTimeoutMs: 60_000,
+  maxLifetimeMs: 1_800_000,
+  connectTimeoutMs: 5_000,
+  drainTimeoutMs: 30_000,
+  logLevel: "info",
+  logFormat: "text",
+});
+
+/** The version of tcp-pool-proxy, from `deno.json`. */
+export const VERSION: string = readVersion(denoJson);
+
+function readVersion(json: unknown): string {
+  const version = typeof json === "object" && json !== null
+    ? (json as Record<string, unknown>).version
+    : undefined;
+  if (typeof version !== "string") throw new TypeError('deno.json has no string "version"');
+  return version;
+}
+
+const VALUE_FLAGS = [
+  "listen",
+  "upstream",
+  "pool",
+  "pool-size",
+  "min-idle",
+  "idle-timeout",
+  "max-lifetime",
+  "connect-timeout",
+  "drain-timeout",
+  "log-level",
+  "log-format",
+] as const;
+type ValueFlag = typeof VALUE_FLAGS[number];
+
+/** What each value flag accepts: the end of every message about that flag. */
+const ACCEPTS: Record<ValueFlag, string> = {
+  "listen": "give HOST:PORT, e.g. 127.0.0.1:8848 or [::1]:8848",
+  "upstream": "give HOST:PORT, e.g. 127.0.0.1:8849",
+  "pool": "use off, warm or reuse",
+  "pool-size": `give an integer from 0 to ${MAX_POOL_SIZE}`,
+  "min-idle": "give an integer from 0 to --pool-size",
+  "idle-timeout": "give a duration greater than 0, e.g. 60s",
+  "max-lifetime": "give a duration, e.g. 30m, or 0 for no limit",
+  "connect-timeout": "give a duration greater than 0, e.g. 5s",
+  "drain-timeout": "give a duration, e.g. 30s, or 0",
+  "log-level": "use debug, info, warn or error",
+  "log-format": "use text or json",
+};
+
+/**
+ * Parses the command line (without the program name, i.e. `Deno.args`).
+ *
+ * Flags take their value as `--flag value` or `--flag=value`. `--help` wins
+ * over `--version`, and both win over invalid values (but not over unknown
+ * flags, stray arguments or missing values). When `--min-idle` is not given,
+ * it defaults to {@link defaultMinIdle} of the mode, capped at `--pool-size`.
+ *
+ * @param args The arguments, e.g. `Deno.args`.
+ * @returns `run` with a validated config, or `help` / `version` with the text to print.
+ * @throws {ConfigError} for an unknown flag, a stray argument, a flag given
+ * twice or without a value, or a value that is not accepted.
+ *
+ * @example
+ * ```ts
+ * import { parseCli } from "./config.ts";
+ *
+ * parseCli(["--version"]); // { kind: "version", text: "tcp-pool-proxy 0.1.0" }
+ * ```
+ */
+export function parseCli(args: string[]): CliCommand {
+  rejectMissingValues(args);
+  const parsed: unknown = parseArgs(args, {
+    string: [...VALUE_FLAGS],
+    collect: [...VALUE_FLAGS],
+    boolean: ["help", "version"],
+    unknown: rejectUnknown,
+  });
+  const raw = toRecord(parsed);
+  const stray = raw["_"];
+  if (Array.isArray(stray) && stray.length > 0) {
+    throw strayArgument(String(stray[0]));
+  }
+  if (raw["help"] === true) return { kind: "help", text: helpText() };
+  if (raw["version"] === true) return { kind: "version", text: versionText() };
+  const values = new Map<ValueFlag, string>();
+  for (const flag of VALUE_FLAGS) {
+    const value = singleValue(flag, raw[flag]);
+    if (value !== undefined) values.set(flag, value);
+  }
+  return { kind: "run", config: buildConfig(values) };
+}
+
+/** The text printed by `--version`, e.g. `tcp-pool-proxy 0.1.0`. */
+export function versionText(): string {
+  return `tcp-pool-proxy ${VERSION}`;
+}
+
+/**
+ * The text printed by `--help`: every flag with its default, and a line per pool mode.
+ *
+ * @returns Several lines, ending without a newline.
+ */
+export function helpText(): string {
+  const d = DEFAULT_CONFIG;
+  const [listen, upstream] = [formatHostPort(d.listen), formatHostPort(d.upstream)];
+  const [idle, lifetime] = [formatDuration(d.idleTimeoutMs), formatDuration(d.maxLifetimeMs)];
+  const [connect, drain] = [formatDuration(d.connectTimeoutMs), formatDuration(d.drainTimeoutMs)];
+  const [warmIdle, reuseIdle] = [defaultMinIdle("warm"), defaultMinIdle("reuse")];
+  const rows: [string, string][] = [
+    ["--listen HOST:PORT", `where clients connect (default ${listen});`],
+    ["", "IPv6 as [::1]:8848; port 0 lets the system pick a free port"],
+    ["--upstream HOST:PORT", `where connections go (default ${upstream})`],
+    ["--pool off|warm|reuse", `how upstream connections are pooled (default ${d.pool}):`],
+    ["", "  off    dial the upstream for every client; nothing is pooled"],
+    ["", "  warm   keep fresh connections dialed ahead of demand;"],
+    ["", "         each serves one client, then is closed"],
+    ["", "  reuse  also put a connection back in the pool after a clean session;"],
+    ["", "         only for stateless request/response protocols (see README)"],
+    [
+      "--pool-size N",
+      `most idle upstream connections kept (default ${d.poolSize}; up to ${MAX_POOL_SIZE})`,
+    ],
+    ["--min-idle N", "connections kept ready ahead of demand, at most --pool-size"],
+    ["", `(default ${warmIdle} with warm, ${reuseIdle} with reuse)`],
+    [
+      "--idle-timeout DURATION",
+      `close an idle pooled connection older than this (default ${idle})`,
+    ],
+    [
+      "--max-lifetime DURATION",
+      `do not reuse a pooled connection past this age (default ${lifetime});`,
+    ],
+    ["", "0 = no limit"],
+    [
+      "--connect-timeout DURATION",
+      `how long connecting to the upstream may take (default ${connect})`,
+    ],
+    [
+      "--drain-timeout DURATION",
+      `on SIGINT/SIGTERM, how long active sessions may finish (default ${drain})`,
+    ],
+    ["--log-level LEVEL", `debug, info, warn or error (default ${d.logLevel})`],
+    ["--log-format FORMAT", `text or json, written to stderr (default ${d.logFormat})`],
+    ["--help", "print this help and exit"],
+    ["--version", "print the version and exit"],
+  ];
+  const flags = rows.map(([flag, text]) => `  ${flag.padEnd(26)}  ${text}`.trimEnd());
+  return [
+    `tcp-pool-proxy ${VERSION}: a TCP proxy that can keep upstream connections ready in a pool.`,
+    "",
+    "Usage:",
+    "  tcp-pool-proxy [flags]",
+    "  deno run --allow-net main.ts [flags]",
+    "",
+    "Flags:",
+    ...flags,
+    "",
+    "A DURATION is a number with a unit ms, s, m or h, e.g. 250ms, 5s, 1.5s, 2m, 1h; 0 needs no unit.",
+    "A value follows its flag after a space or an equals sign: --pool reuse, --pool=reuse.",
+  ].join("\n");
+}
+
+/** `--flag` followed by nothing, by "" or by another flag: parseArgs would give "". */
+function rejectMissingValues(args: string[]): void {
+  for (let i = 0; i < args.length && args[i] !== "--"; i++) {
+    const name = args[i].slice(2);
+    if (!args[i].startsWith("--") || !isValueFlag(name)) continue;
+    const next = args[i + 1];
+    if (next === undefined || next === "" || next.startsWith("-")) {
+      throw new ConfigError(`--${name}: missing value; ${ACCEPTS[name]}`, `--${name}`);
+    }
+  }
+}
+
+function rejectUnknown(arg: string, key?: string): never {
+  if (key === undefined) throw strayArgument(arg);
+  const flag = `${arg.startsWith("--") ? "--" : "-"}${key}`;
+  throw new ConfigError(`unknown flag ${flag}; see --help`, flag);
+}
+
+function strayArgument(arg: string): ConfigError {
+  return new ConfigError(
+    `unexpected argument ${JSON.stringify(arg)}; every option is a --flag, see --help`,
+  );
+}
+
+function isValueFlag(name: string): name is ValueFlag {
+  return (VALUE_FLAGS as readonly string[]).includes(name);
+}
+
+function toRecord(value: unknown): Record<string, unknown> {
+  if (typeof value !== "object" || value === null) {
+    throw new TypeError("parseArgs returned something other than an object");
+  }
+  return value as Record<string, unknown>;
+}
+
+/** The one value given for a collected flag, or undefined when it is absent. */
+function singleValue(flag: ValueFlag, collected: unknown): string | undefined {
+  if (collected === undefined) return undefined;
+  const values: unknown[] = Array.isArray(collected) ? collected : [collected];
+  if (values.length === 0) return undefined;
+  if (values.length > 1) {
+    const given = values.map((v) => JSON.stringify(String(v))).join(", ");
+    throw new ConfigError(`--${flag}: given more than once (${given}); give it once`, `--${flag}`);
+  }
+  const [value] = values;
+  if (typeof value !== "string" || value === "") {
+    throw new ConfigError(`--${flag}: missing value; ${ACCEPTS[flag]}`, `--${flag}`);
+  }
+  return value;
+}
+
+function buildConfig(values: Map<ValueFlag, string>): ProxyConfig {
+  const d = DEFAULT_CONFIG;
+  const pool = oneOf("pool", values.get("pool"), POOL_MODES, "a pool mode") ?? d.pool;
+  const poolSize = integer("pool-size", values.get("pool-size"), MAX_POOL_SIZE) ?? d.poolSize;
+  const minIdle = integer("min-idle", values.get("min-idle"), MAX_POOL_SIZE) ??
+    Math.min(defaultMinIdle(pool), poolSize);
+  if (minIdle > poolSize) {
+    throw new ConfigError(
+      `--min-idle: ${minIdle} is more than --pool-size ${poolSize}; use 0 to ${poolSize}`,
+      "--min-idle",
+    );
+  }
+  if (pool === "off" && minIdle > 0) {
+    throw new ConfigError(
+      `--min-idle: ${minIdle} has no effect with --pool off; drop it, or use --pool warm or reuse`,
+      "--min-idle",
+    );
+  }
+  return {
+    listen: address("listen", values.get("listen"), true) ?? { ...d.listen },
+    upstream: address("upstream", values.get("upstream"), false) ?? { ...d.upstream },
+    pool,
+    poolSize,
+    minIdle,
+    idleTimeoutMs: duration("idle-timeout", values.get("idle-timeout"), 1) ?? d.idleTimeoutMs,
+    maxLifetimeMs: duration("max-lifetime", values.get("max-lifetime"), 0) ?? d.maxLifetimeMs,
+    connectTimeoutMs: duration("connect-timeout", values.get("connect-timeout"), 1) ??
+      d.connectTimeoutMs,
+    drainTimeoutMs: duration("drain-timeout", values.get("drain-timeout"), 0) ?? d.drainTimeoutMs,
+    logLevel: oneOf("log-level", values.get("log-level"), LOG_LEVELS, "a log level") ?? d.logLevel,
+    logFormat: oneOf("log-format", values.get("log-format"), LOG_FORMATS, "a log format") ??
+      d.logFormat,
+  };
+}
+
+function oneOf<T extends string>(
+  flag: ValueFlag,
+  text: string | undefined,
+  accepted: readonly T[],
+  what: string,
+): T | undefined {
+  if (text === undefined) return undefined;
+  const found = accepted.find((a) => a === text);
+  if (found === undefined) {
+    throw new ConfigError(
+      `--${flag}: ${JSON.stringify(text)} is not ${what}; ${ACCEPTS[flag]}`,
+      `--${flag}`,
+    );
+  }
+  return found;
+}
+
+function integer(flag: ValueFlag, text: string | undefined, max: number): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text)) {
+    const problem = /^-\d+$/.test(text) ? "is negative" : "is not an integer";
+    throw new ConfigError(
+      `--${flag}: ${JSON.stringify(text)} ${problem}; ${ACCEPTS[flag]}`,
+      `--${flag}`,
+    );
+  }
+  const value = Number(text);
+  if (value > max) {
+    throw new ConfigError(`--${flag}: ${text} is too large; ${ACCEPTS[flag]}`, `--${flag}`);
+  }
+  return value;
+}
+
+function duration(flag: ValueFlag, text: string | undefined, min: 0 | 1): number | undefined {
+  if (text === undefined) return undefined;
+  let ms: number;
+  try {
+    ms = parseDuration(text);
+  } catch (err) {
+    if (err instanceof DurationError) {
+      throw new ConfigError(`--${flag}: ${err.message}`, `--${flag}`);
+    }
+    throw err;
+  }
+  if (ms < min) {
+    throw new ConfigError(
+      `--${flag}: ${JSON.stringify(text)} must be greater than 0; ${ACCEPTS[flag]}`,
+      `--${flag}`,
+    );
+  }
+  return ms;
+}
+
+function address(
+  flag: ValueFlag,
+  text: string | undefined,
+  allowPortZero: boolean,
+): HostPort | undefined {
+  if (text === undefined) return undefined;
+  try {
+    return parseHostPort(text, { allowPortZero });
+  } catch (err) {
+    if (err instanceof AddressError) {
+      throw new ConfigError(`--${flag}: ${err.message}`, `--${flag}`);
+    }
+    throw err;
+  }
+}

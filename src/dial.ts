@@ -1,0 +1,69 @@
+/**
+ * Dialling the upstream with a bounded connect time. A connect that times out or is abandoned is
+ * aborted through `Deno.connect`'s signal, so no late socket is left behind.
+ *
+ * @module
+ */
+
+import { formatHostPort, type HostPort } from "./address.ts";
+import { describeError } from "./_io.ts";
+
+/** Why a dial failed. */
+export type ConnectFailure = "timeout" | "refused" | "aborted" | "error";
+
+/** A dial to the upstream failed. Carries the address and the reason. */
+export class UpstreamConnectError extends Error {
+  /** The upstream that was dialled. */
+  readonly address: HostPort;
+  /** What went wrong, in one word. */
+  readonly failure: ConnectFailure;
+
+  constructor(address: HostPort, failure: ConnectFailure, detail: string, options?: ErrorOptions) {
+    super(`connect to upstream ${formatHostPort(address)} failed: ${detail}`, options);
+    this.name = "UpstreamConnectError";
+    this.address = address;
+    this.failure = failure;
+  }
+}
+
+/**
+ * Connects to `address` with TCP_NODELAY set, giving up after `timeoutMs` or when `signal`
+ * aborts.
+ *
+ * @throws {UpstreamConnectError} with `failure` `"timeout"`, `"refused"`, `"aborted"` or
+ * `"error"`.
+ */
+export async function dialUpstream(
+  address: HostPort,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<Deno.TcpConn> {
+  const controller = new AbortController();
+  const timeout = new Error("connect timeout");
+  const timer = setTimeout(() => controller.abort(timeout), timeoutMs);
+  const onOuterAbort = () => controller.abort(signal?.reason);
+  signal?.addEventListener("abort", onOuterAbort, { once: true });
+  try {
+    signal?.throwIfAborted();
+    const conn = await Deno.connect({
+      hostname: address.hostname,
+      port: address.port,
+      transport: "tcp",
+      signal: controller.signal,
+    });
+    conn.setNoDelay(true);
+    return conn;
+  } catch (error) {
+    if (controller.signal.aborted && controller.signal.reason === timeout) {
+      throw new UpstreamConnectError(address, "timeout", `timed out after ${timeoutMs}ms`);
+    }
+    if (controller.signal.aborted || signal?.aborted) {
+      throw new UpstreamConnectError(address, "aborted", "aborted", { cause: error });
+    }
+    const failure = error instanceof Deno.errors.ConnectionRefused ? "refused" : "error";
+    throw new UpstreamConnectError(address, failure, describeError(error), { cause: error });
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener("abort", onOuterAbort);
+  }
+}

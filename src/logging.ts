@@ -1,0 +1,151 @@
+/**
+ * Logging for tcp-pool-proxy: LogTape, configured once, writing each record
+ * synchronously to stderr as a text line or a JSON object.
+ *
+ * Every logger lives under the category `["tcp-pool-proxy"]`. The sink uses
+ * `Deno.stderr.writeSync` only, so logging starts no async op and holds no
+ * stream (test sanitizers stay quiet), and a record is on stderr before the
+ * logging call returns.
+ *
+ * For a log line that is costly to build, check the level first with
+ * LogTape's `logger.isEnabledFor("debug")` (see {@link isDebugEnabled}).
+ *
+ * @example
+ * ```ts
+ * import { configureLogging, getProxyLogger, resetLogging } from "./logging.ts";
+ *
+ * configureLogging({ level: "info", format: "json" });
+ * const log = getProxyLogger("pool");
+ * log.info("pool ready with {idle} connections", { idle: 4 });
+ * resetLogging();
+ * ```
+ *
+ * @module
+ */
+
+import {
+  configureSync,
+  getJsonLinesFormatter,
+  getLogger,
+  getTextFormatter,
+  type Logger,
+  type LogLevel as LogTapeLevel,
+  resetSync,
+  type Sink,
+  type TextFormatter,
+} from "@logtape/logtape";
+import type { LogFormat, LogLevel } from "./config.ts";
+
+export type { Logger } from "@logtape/logtape";
+
+/** The category every logger of the proxy lives under. */
+export const ROOT_CATEGORY = "tcp-pool-proxy";
+
+/** Options for {@link configureLogging}. */
+export interface LoggingOptions {
+  /** The lowest level written; lower records are dropped before they are built. */
+  level: LogLevel;
+  /** `text`: one line per record (`2025-01-01T00:00:00.000Z [INF] tcp-pool-proxy.pool: message`); `json`: one JSON object per line. */
+  format: LogFormat;
+}
+
+const LOGTAPE_LEVEL: Record<LogLevel, LogTapeLevel> = {
+  debug: "debug",
+  info: "info",
+  warn: "warning",
+  error: "error",
+};
+
+/**
+ * Configures LogTape for the proxy: one sink writing to stderr, the
+ * `tcp-pool-proxy` category at `opts.level`, and LogTape's own meta logger
+ * (`["logtape", "meta"]`) at `warning` so its start-up notice stays quiet.
+ *
+ * Calling it again replaces the earlier configuration. If a write to stderr
+ * fails, LogTape catches the error and the record is lost; the caller never
+ * sees an exception.
+ *
+ * @param opts The level and the format; see {@link LoggingOptions}.
+ *
+ * @example
+ * ```ts
+ * import { configureLogging, resetLogging } from "./logging.ts";
+ *
+ * configureLogging({ level: "debug", format: "text" });
+ * resetLogging();
+ * ```
+ */
+export function configureLogging(opts: LoggingOptions): void {
+  const formatter = opts.format === "json" ? getJsonLinesFormatter() : textFormatter();
+  configureSync({
+    reset: true,
+    sinks: { stderr: stderrSink(formatter) },
+    loggers: [
+      { category: [ROOT_CATEGORY], sinks: ["stderr"], lowestLevel: LOGTAPE_LEVEL[opts.level] },
+      { category: ["logtape", "meta"], sinks: ["stderr"], lowestLevel: "warning" },
+    ],
+  });
+}
+
+/**
+ * Removes the configuration made by {@link configureLogging}; afterwards
+ * records go nowhere. Meant for tests.
+ */
+export function resetLogging(): void {
+  resetSync();
+}
+
+/**
+ * Returns the logger for a part of the proxy, under `tcp-pool-proxy`.
+ *
+ * @param sub Sub-categories, e.g. `"pool"` gives `["tcp-pool-proxy", "pool"]`; none gives the root.
+ * @returns A LogTape logger; its methods are `debug`, `info`, `warn`, `error`
+ * (and `isEnabledFor(level)` taking LogTape's level names: `"debug"`,
+ * `"info"`, `"warning"`, `"error"`).
+ *
+ * @example
+ * ```ts
+ * import { getProxyLogger } from "./logging.ts";
+ *
+ * getProxyLogger("session").debug("session {id} ended: {code}", { id: 7, code: "CD" });
+ * ```
+ */
+export function getProxyLogger(...sub: string[]): Logger {
+  return getLogger([ROOT_CATEGORY, ...sub]);
+}
+
+/**
+ * Whether `debug` records of `logger` would be written, so that a per-session
+ * debug line costs one check at `info` level. The same as
+ * `logger.isEnabledFor("debug")`.
+ *
+ * @param logger The logger to ask; default the root `tcp-pool-proxy` logger.
+ * @returns `true` when logging is configured at `debug`.
+ *
+ * @example
+ * ```ts
+ * import { getProxyLogger, isDebugEnabled } from "./logging.ts";
+ *
+ * const log = getProxyLogger("session");
+ * if (isDebugEnabled(log)) log.debug("bytes {n}", { n: 42 });
+ * ```
+ */
+export function isDebugEnabled(logger: Logger = getProxyLogger()): boolean {
+  return logger.isEnabledFor("debug");
+}
+
+function textFormatter(): TextFormatter {
+  return getTextFormatter({ timestamp: "rfc3339", level: "ABBR", category: ".", value: "bare" });
+}
+
+function stderrSink(format: TextFormatter): Sink {
+  const encoder = new TextEncoder();
+  return (record) => writeAllSync(encoder.encode(format(record)));
+}
+
+function writeAllSync(bytes: Uint8Array): void {
+  let written = 0;
+  while (written < bytes.length) {
+    written += Deno.stderr.writeSync(bytes.subarray(written));
+  }
+}

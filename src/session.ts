@@ -1,0 +1,429 @@
+/**
+ * One client session: gets an upstream connection from the pool and relays bytes both ways until
+ * the session ends, then gives the connection back (or closes it) exactly once, after every user
+ * of it has finished.
+ *
+ * Client to upstream is a pump that owns the client's reader; upstream to client is the upstream
+ * connection's lifelong reader ({@link UpstreamConn}), which delivers to this session while it
+ * holds the lease. Both await each write before reading again, so a side that does not read
+ * stalls the other side's reads instead of growing a buffer. Read buffers start at 1 KiB and grow
+ * only while a direction is busy.
+ *
+ * How a session ends (its {@link SessionEnd}):
+ * - The client sends FIN. In `reuse`, if the upstream spoke last (its answer came after the
+ *   client's last bytes) or nobody spoke, the exchange is complete: the session ends and the
+ *   connection may be pooled. Otherwise (the client's bytes are unanswered, or the mode does not
+ *   reuse) the FIN is passed on, the upstream's answer is still relayed, and the session ends when
+ *   the upstream closes: `client-closed` either way.
+ * - The upstream sends FIN: passed on to the client, whose bytes are still relayed until it
+ *   closes: `server-closed`.
+ * - An error on either socket closes both: `client-error`, `server-error`.
+ * - A connection that came from the pool and fails before a single byte came back is replaced
+ *   once by a fresh dial, and the client's bytes so far (up to 64 KiB) are replayed.
+ *
+ * @module
+ */
+
+import { formatHostPort, type HostPort } from "./address.ts";
+import {
+  closeQuietly,
+  describeError,
+  isLocalInterruption,
+  MIN_READ_BUFFER,
+  nextReadBuffer,
+  writeAll,
+} from "./_io.ts";
+import { UpstreamConnectError } from "./dial.ts";
+import type { ReleaseOutcome, UpstreamPool } from "./pool.ts";
+import type { UpstreamConn } from "./upstream_conn.ts";
+
+/**
+ * How a session ended, one vocabulary for logs, metrics and tests (after HAProxy's termination
+ * states):
+ * - `client-closed`: the client closed first (its FIN ended or was passed on).
+ * - `server-closed`: the upstream closed first; its FIN was passed on to the client.
+ * - `client-error`: a read or write on the client's socket failed (for example a reset).
+ * - `server-error`: a read or write on the upstream socket failed, after any retry.
+ * - `connect-failed`: no upstream connection could be had (refused, unreachable).
+ * - `connect-timeout`: the upstream did not accept within the connect timeout.
+ * - `shutdown`: the proxy was stopping and the drain timeout ran out.
+ */
+export type SessionEnd =
+  | "client-closed"
+  | "server-closed"
+  | "client-error"
+  | "server-error"
+  | "connect-failed"
+  | "connect-timeout"
+  | "shutdown";
+
+/** What a finished session reports (the per-session log line). */
+export interface SessionSummary {
+  /** Session number, for logs. */
+  id: number;
+  /** The client's address. */
+  client: string;
+  /** The upstream's address. */
+  upstream: string;
+  /** How it ended. */
+  end: SessionEnd;
+  /** Where its upstream connection came from: the pool, a dial, or none at all. */
+  source: "pool" | "dial" | "none";
+  /** Whether a failed pooled connection was replaced by a fresh one. */
+  retried: boolean;
+  /** Whether a FIN was passed on (so the connection could not be reused). */
+  halfClosed: boolean;
+  /** Bytes read from the client and sent upstream. */
+  bytesFromClient: number;
+  /** Bytes read from the upstream and sent to the client. */
+  bytesFromServer: number;
+  /** Milliseconds from accept to end. */
+  durationMs: number;
+  /** What the pool did with the connection at the end. */
+  release: ReleaseOutcome | "none";
+  /** The error behind an error ending, in a few words. */
+  error?: string;
+}
+
+/** Options for {@link relaySession}. */
+export interface SessionOptions {
+  /** Session number, for logs. */
+  id: number;
+  /** Where upstream connections come from. */
+  pool: UpstreamPool;
+  /** Whether connections may go back to the pool (`--pool reuse`). */
+  reuse: boolean;
+  /** Aborts the session with `shutdown` (the proxy's drain ran out). */
+  signal: AbortSignal;
+}
+
+/** Most client bytes kept for replaying onto a fresh connection. */
+export const REPLAY_LIMIT = 64 * 1024;
+
+/**
+ * Relays one client session to the upstream and resolves when it has ended and its upstream
+ * connection was released. Closes `client`. Never rejects.
+ */
+export function relaySession(
+  client: Deno.TcpConn,
+  options: SessionOptions,
+): Promise<SessionSummary> {
+  return new Session(client, options).run();
+}
+
+class Session {
+  readonly #client: Deno.TcpConn;
+  readonly #options: SessionOptions;
+  readonly #startedAt = performance.now();
+  #up: UpstreamConn | undefined;
+  #source: SessionSummary["source"] = "none";
+  #fromPool = false;
+  #end: SessionEnd | undefined;
+  #error: unknown;
+  #signalEnd!: () => void;
+  readonly #ended = new Promise<void>((resolve) => this.#signalEnd = resolve);
+  #clientEof = false;
+  #upstreamEof = false;
+  #finSentUpstream = false;
+  #halfClosed = false;
+  #lastSpeaker: "none" | "client" | "upstream" = "none";
+  #bytesFromClient = 0;
+  #bytesFromServer = 0;
+  // Replay: client chunks kept, in order, until the upstream answers or they exceed the limit.
+  #replay: Uint8Array[] = [];
+  #replayBytes = 0;
+  #replayable = true;
+  #retried = false;
+  #retrying: Promise<boolean> | undefined;
+  /** Client chunks read so far, and how many of them the current upstream has been sent. */
+  #clientChunks = 0;
+  #sentToUpstream = 0;
+
+  constructor(client: Deno.TcpConn, options: SessionOptions) {
+    this.#client = client;
+    this.#options = options;
+  }
+
+  async run(): Promise<SessionSummary> {
+    const { pool, signal } = this.#options;
+    const onShutdown = () => this.#finish("shutdown");
+    signal.addEventListener("abort", onShutdown, { once: true });
+    let release: ReleaseOutcome | "none" = "none";
+    try {
+      try {
+        this.#client.setNoDelay(true);
+        const borrowed = await pool.borrow(signal);
+        this.#fromPool = borrowed.fromPool;
+        this.#source = borrowed.fromPool ? "pool" : "dial";
+        this.#attach(borrowed.conn);
+      } catch (error) {
+        this.#finish(connectEnd(error, signal), error);
+        closeQuietly(this.#client);
+        return this.#summary("none");
+      }
+      const pumping = this.#pumpClientToUpstream();
+      await this.#ended;
+      const clean = this.#isClean();
+      // Unblock every user of the sockets: a write stuck on a peer that stopped reading, a read.
+      if (!clean) this.#up?.close();
+      closeQuietly(this.#client);
+      await pumping;
+      if (this.#retrying !== undefined) await this.#retrying;
+      const up = this.#up;
+      if (up !== undefined) {
+        await up.endLease();
+        release = pool.release(up, clean);
+      }
+      return this.#summary(release);
+    } finally {
+      signal.removeEventListener("abort", onShutdown);
+    }
+  }
+
+  #summary(release: ReleaseOutcome | "none"): SessionSummary {
+    const summary: SessionSummary = {
+      id: this.#options.id,
+      client: addressOf(this.#client.remoteAddr),
+      upstream: formatHostPort(this.#options.pool.options.upstream),
+      end: this.#end ?? "shutdown",
+      source: this.#source,
+      retried: this.#retried,
+      halfClosed: this.#halfClosed,
+      bytesFromClient: this.#bytesFromClient,
+      bytesFromServer: this.#bytesFromServer,
+      durationMs: performance.now() - this.#startedAt,
+      release,
+    };
+    if (this.#error !== undefined) summary.error = describeError(this.#error);
+    return summary;
+  }
+
+  /** The only clean end: the client closed after a complete exchange, with no FIN passed on. */
+  #isClean(): boolean {
+    return this.#end === "client-closed" && !this.#halfClosed && this.#options.reuse;
+  }
+
+  #finish(end: SessionEnd, error?: unknown): void {
+    if (this.#end !== undefined) return;
+    this.#end = end;
+    this.#error = error;
+    this.#signalEnd();
+  }
+
+  #attach(conn: UpstreamConn): void {
+    this.#up = conn;
+    conn.lease({
+      onData: (chunk) => this.#onUpstreamData(chunk),
+      onEof: () => this.#onUpstreamEof(conn),
+      onError: (error) => this.#onUpstreamError(conn, error),
+    });
+  }
+
+  // ---- client to upstream ----
+
+  async #pumpClientToUpstream(): Promise<void> {
+    let buffer = new Uint8Array(MIN_READ_BUFFER);
+    while (this.#end === undefined) {
+      let bytesRead: number | null;
+      try {
+        bytesRead = await this.#client.read(buffer);
+      } catch (error) {
+        if (!isLocalInterruption(error)) this.#finish("client-error", error);
+        return;
+      }
+      if (bytesRead === null) {
+        await this.#onClientEof();
+        return;
+      }
+      if (this.#end !== undefined) return;
+      const chunk = buffer.subarray(0, bytesRead);
+      this.#bytesFromClient += bytesRead;
+      this.#lastSpeaker = "client";
+      const seq = ++this.#clientChunks;
+      this.#keepForReplay(chunk);
+      if (!await this.#sendUpstream(chunk, seq)) return;
+      buffer = nextReadBuffer(buffer, bytesRead);
+    }
+  }
+
+  #keepForReplay(chunk: Uint8Array): void {
+    if (!this.#replayable) return;
+    this.#replayBytes += chunk.length;
+    if (this.#replayBytes > REPLAY_LIMIT) {
+      this.#stopReplay();
+      return;
+    }
+    this.#replay.push(chunk.slice());
+  }
+
+  #stopReplay(): void {
+    this.#replayable = false;
+    if (this.#retrying === undefined) this.#replay = [];
+  }
+
+  /**
+   * Sends client chunk number `seq` to the current upstream. During a retry, the retry sends
+   * every kept chunk itself; a chunk it already sent is not sent twice.
+   *
+   * @returns false when the session has ended.
+   */
+  async #sendUpstream(chunk: Uint8Array, seq: number): Promise<boolean> {
+    if (this.#retrying !== undefined && !await this.#retrying) return false;
+    if (this.#sentToUpstream >= seq) return true;
+    const up = this.#up;
+    if (up === undefined) return false;
+    try {
+      await up.write(chunk);
+      if (this.#up === up) this.#sentToUpstream = seq;
+      return this.#end === undefined;
+    } catch (error) {
+      if (this.#end !== undefined) return false;
+      if (this.#retrying === undefined && !this.#canRetry()) {
+        this.#finish("server-error", error);
+        return false;
+      }
+      // The connection failed under us: a retry (started now, or already by the reader) resends.
+      if (!await (this.#retrying ?? this.#retry(up))) return false;
+      return this.#sentToUpstream >= seq || await this.#sendUpstream(chunk, seq);
+    }
+  }
+
+  async #onClientEof(): Promise<void> {
+    this.#clientEof = true;
+    if (this.#retrying !== undefined && !await this.#retrying) return;
+    if (this.#end !== undefined) return;
+    if (this.#upstreamEof) {
+      this.#finish("server-closed");
+      return;
+    }
+    if (this.#options.reuse && this.#lastSpeaker !== "client") {
+      this.#finish("client-closed");
+      return;
+    }
+    await this.#passFinUpstream();
+  }
+
+  async #passFinUpstream(): Promise<void> {
+    const up = this.#up;
+    if (up === undefined) return;
+    this.#halfClosed = true;
+    this.#finSentUpstream = true;
+    try {
+      await up.closeWrite();
+    } catch (error) {
+      if (this.#up === up && !isLocalInterruption(error)) this.#finish("server-error", error);
+    }
+  }
+
+  // ---- upstream to client (called by the upstream connection's reader) ----
+
+  async #onUpstreamData(chunk: Uint8Array): Promise<void> {
+    this.#bytesFromServer += chunk.length;
+    this.#lastSpeaker = "upstream";
+    if (this.#replayable) this.#stopReplay();
+    try {
+      await writeAll(this.#client, chunk);
+    } catch (error) {
+      if (this.#end === undefined) this.#finish("client-error", error);
+      // The answer was cut short: what is left of it must not reach anyone.
+      else if (this.#up !== undefined) this.#up.unfitReason ??= "answer cut short";
+    }
+  }
+
+  #onUpstreamEof(conn: UpstreamConn): void {
+    if (this.#end !== undefined || conn !== this.#up) return;
+    if (this.#canRetry()) {
+      void this.#retry(conn);
+      return;
+    }
+    this.#upstreamEof = true;
+    if (this.#clientEof) {
+      this.#finish("client-closed");
+      return;
+    }
+    this.#halfClosed = true;
+    this.#client.closeWrite().catch((error: unknown) => {
+      if (!isLocalInterruption(error)) this.#finish("client-error", error);
+    });
+  }
+
+  #onUpstreamError(conn: UpstreamConn, error: unknown): void {
+    if (this.#end !== undefined || conn !== this.#up) return;
+    if (this.#canRetry()) {
+      void this.#retry(conn);
+      return;
+    }
+    this.#finish("server-error", error);
+  }
+
+  // ---- retry on a fresh connection ----
+
+  /**
+   * A pooled connection that failed before anything came back may be replaced, once; not when
+   * the client sent nothing but a FIN, which the upstream's close simply answers.
+   */
+  #canRetry(): boolean {
+    return this.#fromPool && !this.#retried && this.#replayable && this.#end === undefined &&
+      !(this.#finSentUpstream && this.#clientChunks === 0);
+  }
+
+  /** Replaces the failed `failed` with a fresh connection and replays the client's bytes. */
+  #retry(failed: UpstreamConn): Promise<boolean> {
+    this.#retried = true;
+    const retrying = this.#replaceUpstream(failed).finally(() => {
+      this.#retrying = undefined;
+      if (!this.#replayable) this.#replay = [];
+    });
+    this.#retrying = retrying;
+    return retrying;
+  }
+
+  async #replaceUpstream(failed: UpstreamConn): Promise<boolean> {
+    const { pool, signal } = this.#options;
+    failed.close();
+    await failed.endLease();
+    this.#up = undefined;
+    pool.release(failed, false);
+    let fresh: UpstreamConn;
+    try {
+      fresh = (await pool.borrow(signal, { fresh: true })).conn;
+    } catch (error) {
+      this.#finish("server-error", error);
+      return false;
+    }
+    if (this.#end !== undefined) {
+      pool.release(fresh, false);
+      return false;
+    }
+    this.#fromPool = false;
+    this.#sentToUpstream = 0;
+    this.#attach(fresh);
+    try {
+      // Chunks the pump keeps while this runs are sent here too, until caught up.
+      while (this.#sentToUpstream < this.#replay.length) {
+        await fresh.write(this.#replay[this.#sentToUpstream]);
+        this.#sentToUpstream++;
+      }
+      if (this.#finSentUpstream) await fresh.closeWrite();
+    } catch (error) {
+      if (this.#end === undefined) this.#finish("server-error", error);
+      return false;
+    }
+    return this.#end === undefined;
+  }
+}
+
+function connectEnd(error: unknown, signal: AbortSignal): SessionEnd {
+  if (signal.aborted) return "shutdown";
+  if (error instanceof UpstreamConnectError && error.failure === "timeout") {
+    return "connect-timeout";
+  }
+  return "connect-failed";
+}
+
+function addressOf(addr: Deno.Addr): string {
+  if (addr.transport === "tcp" || addr.transport === "udp") {
+    return formatHostPort({ hostname: addr.hostname, port: addr.port } satisfies HostPort);
+  }
+  return addr.transport;
+}

@@ -1,0 +1,217 @@
+/**
+ * One upstream connection and its lifelong reader, after Go's `net/http` `persistConn`: the
+ * connection owns the only reader of its socket for its whole life. While a session holds it
+ * (a lease), what the reader reads goes to that session; while it is idle, any byte, EOF or
+ * error means the upstream gave up on it, and it is discarded at once. An in-flight `read` cannot
+ * be cancelled in Deno, so this is also the only way a connection can outlive one session without
+ * a stray read swallowing the next session's bytes.
+ *
+ * One exception: bytes that arrive before the connection's first lease are the upstream's
+ * greeting (MySQL, SMTP and other server-speaks-first protocols send one on connect). They are
+ * kept (up to {@link GREETING_LIMIT}) and delivered to the first session, so a pre-dialled
+ * connection is as good as a fresh dial for every protocol.
+ *
+ * @module
+ */
+
+import {
+  closeQuietly,
+  isLocalInterruption,
+  MIN_READ_BUFFER,
+  nextReadBuffer,
+  writeAll,
+} from "./_io.ts";
+
+/** What the reader does with what it reads while a session holds the connection. */
+export interface LeaseHandlers {
+  /**
+   * Takes bytes read from the upstream. The reader waits for the returned promise before it
+   * reads again (backpressure), and reuses `chunk`'s memory afterwards. Must not reject.
+   */
+  onData(chunk: Uint8Array): Promise<void>;
+  /** The upstream sent FIN. */
+  onEof(): void;
+  /** A read failed with a real error (never our own interruption). */
+  onError(error: unknown): void;
+}
+
+/** Why an idle connection was dropped by its own reader. */
+export type IdleLossReason =
+  | "closed by upstream"
+  | "error while idle"
+  | "bytes while idle"
+  | "greeting too large";
+
+/** Most bytes kept from an upstream that speaks before its connection's first lease. */
+export const GREETING_LIMIT = 64 * 1024;
+
+/** Life-cycle state of an {@link UpstreamConn}. */
+export type UpstreamConnState = "idle" | "leased" | "closed";
+
+let nextId = 1;
+
+/** An upstream TCP connection with its lifelong reader. Created by the pool's dialer. */
+export class UpstreamConn {
+  /** Process-unique number, for logs. */
+  readonly id: number = nextId++;
+  /** The socket. Only this class reads it. */
+  readonly conn: Deno.TcpConn;
+  /** `performance.now()` when it was connected. */
+  readonly createdAt: number = performance.now();
+  /** `performance.now()` when it last became idle. */
+  idleSince: number = this.createdAt;
+  /** Sessions that have held it. */
+  leases = 0;
+  /** Set once anything made it unfit to reuse: a real error, a half-close, unread bytes. */
+  unfitReason: string | undefined;
+
+  #state: UpstreamConnState = "idle";
+  #lease: LeaseHandlers | undefined;
+  #delivering: Promise<void> | undefined;
+  #greeting: Uint8Array[] = [];
+  #greetingBytes = 0;
+  #greetingDelivery: Promise<void> | undefined;
+  #onIdleLoss: ((conn: UpstreamConn, reason: IdleLossReason) => void) | undefined;
+  #readLoopDone: Promise<void>;
+
+  /** Wraps a connected socket and starts its reader; the connection starts idle. */
+  constructor(conn: Deno.TcpConn) {
+    this.conn = conn;
+    this.#readLoopDone = this.#readLoop();
+  }
+
+  /** Current state. */
+  get state(): UpstreamConnState {
+    return this.#state;
+  }
+
+  /** Resolves when the reader has stopped (after {@link close}, EOF or an error). */
+  get readerDone(): Promise<void> {
+    return this.#readLoopDone;
+  }
+
+  /** Milliseconds since connected. */
+  age(now: number = performance.now()): number {
+    return now - this.createdAt;
+  }
+
+  /**
+   * Sets what happens when the idle reader notices the connection died (the pool removes it).
+   * Called once by the pool.
+   */
+  watchWhileIdle(onLoss: (conn: UpstreamConn, reason: IdleLossReason) => void): void {
+    this.#onIdleLoss = onLoss;
+  }
+
+  /** Hands the connection to a session. @throws {Error} if it is not idle. */
+  lease(handlers: LeaseHandlers): void {
+    if (this.#state !== "idle") {
+      throw new Error(`upstream connection #${this.id} is ${this.#state}`);
+    }
+    this.#state = "leased";
+    this.#lease = handlers;
+    this.leases++;
+    if (this.#greeting.length > 0) {
+      const greeting = this.#greeting;
+      this.#greeting = [];
+      this.#greetingDelivery = (async () => {
+        for (const part of greeting) await handlers.onData(part);
+        this.#greetingDelivery = undefined;
+      })();
+    }
+  }
+
+  /**
+   * Ends the lease: waits until a delivery to the session in flight has finished, then the
+   * connection is idle again (a byte read from now on makes it unfit) unless it is closed.
+   * Whether it goes back to the pool is the pool's decision.
+   */
+  async endLease(): Promise<void> {
+    this.#lease = undefined;
+    if (this.#greetingDelivery !== undefined) await this.#greetingDelivery;
+    if (this.#delivering !== undefined) await this.#delivering;
+    if (this.#state === "leased") {
+      this.#state = "idle";
+      this.idleSince = performance.now();
+    }
+  }
+
+  /** Writes all of `chunk` upstream. A failure marks the connection unfit and is rethrown. */
+  async write(chunk: Uint8Array): Promise<void> {
+    try {
+      await writeAll(this.conn, chunk);
+    } catch (error) {
+      this.unfitReason ??= "write failed";
+      throw error;
+    }
+  }
+
+  /** Sends FIN upstream (half-close); the connection can no longer be reused. */
+  async closeWrite(): Promise<void> {
+    this.unfitReason ??= "half-closed";
+    await this.conn.closeWrite();
+  }
+
+  /** Closes the socket; the reader stops. Safe to call more than once. */
+  close(): void {
+    if (this.#state === "closed") return;
+    this.#state = "closed";
+    this.#lease = undefined;
+    closeQuietly(this.conn);
+  }
+
+  async #readLoop(): Promise<void> {
+    let buffer = new Uint8Array(MIN_READ_BUFFER);
+    while (true) {
+      let bytesRead: number | null;
+      try {
+        bytesRead = await this.conn.read(buffer);
+      } catch (error) {
+        if (this.#state === "closed" && isLocalInterruption(error)) return;
+        this.unfitReason ??= "read failed";
+        this.#readEnded("error while idle", (lease) => lease.onError(error));
+        return;
+      }
+      if (bytesRead === null) {
+        this.unfitReason ??= "closed by upstream";
+        this.#readEnded("closed by upstream", (lease) => lease.onEof());
+        return;
+      }
+      if (this.#lease === undefined && this.leases === 0 && this.#state === "idle") {
+        this.#greetingBytes += bytesRead;
+        if (this.#greetingBytes <= GREETING_LIMIT) {
+          this.#greeting.push(buffer.slice(0, bytesRead));
+          continue;
+        }
+        this.unfitReason ??= "greeting too large";
+        this.#readEnded("greeting too large", undefined);
+        return;
+      }
+      if (this.#greetingDelivery !== undefined) await this.#greetingDelivery;
+      const lease = this.#lease;
+      if (lease === undefined) {
+        // Between sessions, or after the session's client left: never deliver these bytes.
+        this.unfitReason ??= "bytes while idle";
+        this.#readEnded("bytes while idle", undefined);
+        return;
+      }
+      const delivering = lease.onData(buffer.subarray(0, bytesRead));
+      this.#delivering = delivering;
+      await delivering;
+      this.#delivering = undefined;
+      buffer = nextReadBuffer(buffer, bytesRead);
+    }
+  }
+
+  #readEnded(idleReason: IdleLossReason, toLease: ((lease: LeaseHandlers) => void) | undefined) {
+    const lease = this.#lease;
+    if (lease !== undefined && toLease !== undefined) {
+      toLease(lease);
+      return;
+    }
+    if (this.#state === "idle") {
+      this.close();
+      this.#onIdleLoss?.(this, idleReason);
+    }
+  }
+}

@@ -1,0 +1,340 @@
+import {
+  type CliCommand,
+  ConfigError,
+  DEFAULT_CONFIG,
+  defaultMinIdle,
+  helpText,
+  parseCli,
+  type ProxyConfig,
+  VERSION,
+} from "../src/config.ts";
+import denoJson from "../deno.json" with { type: "json" };
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertNotEquals,
+  assertStringIncludes,
+  assertThrows,
+  fail,
+} from "./_assert.ts";
+
+function run(...args: string[]): ProxyConfig {
+  const command: CliCommand = parseCli(args);
+  if (command.kind !== "run") fail(`expected a run command, got ${command.kind}`);
+  return command.config;
+}
+
+function rejects(args: string[], message: string, flag?: string): ConfigError {
+  const err = assertThrows(() => parseCli(args), ConfigError);
+  assertEquals(err.message, message);
+  assertEquals(err.flag, flag);
+  assert(!err.message.includes("\n"), "the message is one line");
+  return err;
+}
+
+Deno.test("parseCli with no flags gives the documented defaults", () => {
+  const config = run();
+  assertEquals(config, {
+    listen: { hostname: "127.0.0.1", port: 8848 },
+    upstream: { hostname: "127.0.0.1", port: 8849 },
+    pool: "warm",
+    poolSize: 100,
+    minIdle: 4,
+    idleTimeoutMs: 60_000,
+    maxLifetimeMs: 1_800_000,
+    connectTimeoutMs: 5_000,
+    drainTimeoutMs: 30_000,
+    logLevel: "info",
+    logFormat: "text",
+  });
+  assertEquals(config, { ...DEFAULT_CONFIG });
+});
+
+Deno.test("parseCli returns a config the caller may change without touching the defaults", () => {
+  const config = run();
+  config.listen.port = 1;
+  assertEquals(DEFAULT_CONFIG.listen.port, 8848);
+  assert(Object.isFrozen(DEFAULT_CONFIG) && Object.isFrozen(DEFAULT_CONFIG.listen));
+});
+
+Deno.test("parseCli reads every flag, with a space or an equals sign", () => {
+  const args = [
+    "--listen",
+    "[::1]:0",
+    "--upstream=db.internal:5432",
+    "--pool",
+    "reuse",
+    "--pool-size=10",
+    "--min-idle",
+    "3",
+    "--idle-timeout",
+    "1.5s",
+    "--max-lifetime=0",
+    "--connect-timeout",
+    "250ms",
+    "--drain-timeout",
+    "0s",
+    "--log-level=warn",
+    "--log-format",
+    "json",
+  ];
+  assertEquals(run(...args), {
+    listen: { hostname: "::1", port: 0 },
+    upstream: { hostname: "db.internal", port: 5432 },
+    pool: "reuse",
+    poolSize: 10,
+    minIdle: 3,
+    idleTimeoutMs: 1_500,
+    maxLifetimeMs: 0,
+    connectTimeoutMs: 250,
+    drainTimeoutMs: 0,
+    logLevel: "warn",
+    logFormat: "json",
+  });
+});
+
+Deno.test("--min-idle defaults per mode: 4 in warm, 0 in reuse and off", () => {
+  assertEquals(defaultMinIdle("warm"), 4);
+  assertEquals(defaultMinIdle("reuse"), 0);
+  assertEquals(defaultMinIdle("off"), 0);
+  assertEquals(run("--pool", "warm").minIdle, 4);
+  assertEquals(run("--pool", "reuse").minIdle, 0);
+  assertEquals(run("--pool", "off").minIdle, 0);
+});
+
+Deno.test("--min-idle default is capped at a smaller --pool-size", () => {
+  assertEquals(run("--pool-size", "2").minIdle, 2);
+  assertEquals(run("--pool-size", "0").minIdle, 0);
+});
+
+Deno.test("--pool rejects an unknown mode naming the accepted ones", () => {
+  rejects(
+    ["--pool", "sometimes"],
+    `--pool: "sometimes" is not a pool mode; use off, warm or reuse`,
+    "--pool",
+  );
+  rejects(["--pool=WARM"], `--pool: "WARM" is not a pool mode; use off, warm or reuse`, "--pool");
+});
+
+Deno.test("--log-level and --log-format reject unknown values naming the accepted ones", () => {
+  rejects(
+    ["--log-level", "trace"],
+    `--log-level: "trace" is not a log level; use debug, info, warn or error`,
+    "--log-level",
+  );
+  rejects(
+    ["--log-level", "warning"],
+    `--log-level: "warning" is not a log level; use debug, info, warn or error`,
+    "--log-level",
+  );
+  rejects(
+    ["--log-format", "xml"],
+    `--log-format: "xml" is not a log format; use text or json`,
+    "--log-format",
+  );
+});
+
+Deno.test("--listen and --upstream reject bad addresses, naming the flag", () => {
+  rejects(
+    ["--listen", "::1:8848"],
+    `--listen: "::1:8848" looks like an IPv6 address without brackets; IPv6 addresses need brackets, e.g. [::1]:8848`,
+    "--listen",
+  );
+  const err = rejects(
+    ["--upstream", "127.0.0.1:0"],
+    `--upstream: "127.0.0.1:0" has port 0, which is not allowed here; use 1 to 65535`,
+    "--upstream",
+  );
+  assertNotEquals(err.message, "");
+  assertEquals(run("--listen", "127.0.0.1:0").listen.port, 0);
+  assertThrows(() => parseCli(["--upstream", "localhost"]), ConfigError, "has no port");
+});
+
+Deno.test("--pool-size and --min-idle accept integers only, within range", () => {
+  rejects(
+    ["--pool-size", "ten"],
+    `--pool-size: "ten" is not an integer; give an integer from 0 to 100000`,
+    "--pool-size",
+  );
+  rejects(
+    ["--pool-size", "1.5"],
+    `--pool-size: "1.5" is not an integer; give an integer from 0 to 100000`,
+    "--pool-size",
+  );
+  rejects(
+    ["--pool-size=-1"],
+    `--pool-size: "-1" is negative; give an integer from 0 to 100000`,
+    "--pool-size",
+  );
+  rejects(
+    ["--pool-size", "100001"],
+    `--pool-size: 100001 is too large; give an integer from 0 to 100000`,
+    "--pool-size",
+  );
+  assertEquals(run("--pool-size", "100000").poolSize, 100_000);
+  assertThrows(() => parseCli(["--min-idle", "1e2"]), ConfigError, "not an integer");
+});
+
+Deno.test("--min-idle above --pool-size is rejected", () => {
+  rejects(
+    ["--pool-size", "4", "--min-idle", "5"],
+    `--min-idle: 5 is more than --pool-size 4; use 0 to 4`,
+    "--min-idle",
+  );
+  assertEquals(run("--pool-size", "4", "--min-idle", "4").minIdle, 4);
+});
+
+Deno.test("--min-idle above 0 with --pool off is rejected as having no effect", () => {
+  rejects(
+    ["--pool", "off", "--min-idle", "2"],
+    `--min-idle: 2 has no effect with --pool off; drop it, or use --pool warm or reuse`,
+    "--min-idle",
+  );
+  assertEquals(run("--pool", "off", "--min-idle", "0").minIdle, 0);
+});
+
+Deno.test("duration flags reject bad durations, naming the flag and the units", () => {
+  rejects(
+    ["--idle-timeout", "60"],
+    `--idle-timeout: "60" has no unit; use a number with a unit ms, s, m or h, e.g. 250ms, 5s, 1.5s, 2m`,
+    "--idle-timeout",
+  );
+  assertThrows(
+    () => parseCli(["--drain-timeout", "forever"]),
+    ConfigError,
+    '--drain-timeout: "forever" is not a duration',
+  );
+  assertThrows(
+    () => parseCli(["--max-lifetime", "1000h"]),
+    ConfigError,
+    '--max-lifetime: "1000h" is too long',
+  );
+  assertThrows(
+    () => parseCli(["--connect-timeout=-5s"]),
+    ConfigError,
+    '--connect-timeout: "-5s" is negative',
+  );
+});
+
+Deno.test("--idle-timeout and --connect-timeout must be greater than 0; the others may be 0", () => {
+  rejects(
+    ["--idle-timeout", "0"],
+    `--idle-timeout: "0" must be greater than 0; give a duration greater than 0, e.g. 60s`,
+    "--idle-timeout",
+  );
+  rejects(
+    ["--connect-timeout", "0ms"],
+    `--connect-timeout: "0ms" must be greater than 0; give a duration greater than 0, e.g. 5s`,
+    "--connect-timeout",
+  );
+  assertEquals(run("--max-lifetime", "0").maxLifetimeMs, 0);
+  assertEquals(run("--drain-timeout", "0").drainTimeoutMs, 0);
+});
+
+Deno.test("an unknown flag is rejected with a pointer to --help", () => {
+  rejects(["--foo"], "unknown flag --foo; see --help", "--foo");
+  rejects(["--foo=1"], "unknown flag --foo; see --help", "--foo");
+  rejects(["-p", "warm"], "unknown flag -p; see --help", "-p");
+  rejects(
+    ["--pool-size", "1", "--poolsize", "2"],
+    "unknown flag --poolsize; see --help",
+    "--poolsize",
+  );
+  rejects(["--no-help"], "unknown flag --no-help; see --help", "--no-help");
+  rejects(
+    ["--listen.hostname=x"],
+    "unknown flag --listen.hostname; see --help",
+    "--listen.hostname",
+  );
+});
+
+Deno.test("a positional argument is rejected", () => {
+  rejects(["warm"], `unexpected argument "warm"; every option is a --flag, see --help`);
+  rejects(
+    ["--pool", "warm", "extra"],
+    `unexpected argument "extra"; every option is a --flag, see --help`,
+  );
+  rejects(["--", "--pool"], `unexpected argument "--pool"; every option is a --flag, see --help`);
+  rejects(["8848"], `unexpected argument "8848"; every option is a --flag, see --help`);
+});
+
+Deno.test("a value flag without a value is rejected, saying what it accepts", () => {
+  rejects(["--pool"], "--pool: missing value; use off, warm or reuse", "--pool");
+  rejects(
+    ["--listen", "--pool", "warm"],
+    "--listen: missing value; give HOST:PORT, e.g. 127.0.0.1:8848 or [::1]:8848",
+    "--listen",
+  );
+  rejects(["--pool="], "--pool: missing value; use off, warm or reuse", "--pool");
+  rejects(["--pool", ""], "--pool: missing value; use off, warm or reuse", "--pool");
+  rejects(
+    ["--pool-size", "-5"],
+    "--pool-size: missing value; give an integer from 0 to 100000",
+    "--pool-size",
+  );
+  rejects(
+    ["--drain-timeout", "--help"],
+    "--drain-timeout: missing value; give a duration, e.g. 30s, or 0",
+    "--drain-timeout",
+  );
+});
+
+Deno.test("a value flag given twice is rejected", () => {
+  rejects(
+    ["--pool", "warm", "--pool", "off"],
+    `--pool: given more than once ("warm", "off"); give it once`,
+    "--pool",
+  );
+  rejects(
+    ["--listen=a:1", "--listen", "a:1"],
+    `--listen: given more than once ("a:1", "a:1"); give it once`,
+    "--listen",
+  );
+});
+
+Deno.test("--help returns the help text, even alongside other flags", () => {
+  assertEquals(parseCli(["--help"]), { kind: "help", text: helpText() });
+  assertEquals(parseCli(["--pool", "sometimes", "--help"]).kind, "help");
+  assertEquals(parseCli(["--version", "--help"]).kind, "help");
+  assertThrows(() => parseCli(["--help", "--bogus"]), ConfigError, "unknown flag --bogus");
+});
+
+Deno.test("--version returns the name and the version from deno.json", () => {
+  assertEquals(parseCli(["--version"]), {
+    kind: "version",
+    text: `tcp-pool-proxy ${denoJson.version}`,
+  });
+  assertEquals(VERSION, denoJson.version);
+  assertMatch(VERSION, /^\d+\.\d+\.\d+/);
+});
+
+Deno.test("help text lists every flag with its default and a line per pool mode", () => {
+  const text = helpText();
+  for (
+    const [flag, fragment] of [
+      ["--listen HOST:PORT", "default 127.0.0.1:8848"],
+      ["--upstream HOST:PORT", "default 127.0.0.1:8849"],
+      ["--pool off|warm|reuse", "default warm"],
+      ["--pool-size N", "default 100"],
+      ["--min-idle N", ""],
+      ["--idle-timeout DURATION", "default 60s"],
+      ["--max-lifetime DURATION", "default 30m"],
+      ["--connect-timeout DURATION", "default 5s"],
+      ["--drain-timeout DURATION", "default 30s"],
+      ["--log-level LEVEL", "default info"],
+      ["--log-format FORMAT", "default text"],
+      ["--help", ""],
+      ["--version", ""],
+    ]
+  ) {
+    const line = text.split("\n").find((l) => l.trimStart().startsWith(flag));
+    if (line === undefined) fail(`help has no line for ${flag}`);
+    assertStringIncludes(line, fragment, flag);
+  }
+  assertStringIncludes(text, "default 4 with warm, 0 with reuse");
+  for (const mode of ["off", "warm", "reuse"]) {
+    assertMatch(text, new RegExp(`^ +${mode} +\\S`, "m"));
+  }
+  for (const line of text.split("\n")) assert(line.length <= 100, `help line too long: ${line}`);
+});

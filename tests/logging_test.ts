@@ -1,0 +1,106 @@
+import {
+  configureLogging,
+  getProxyLogger,
+  isDebugEnabled,
+  resetLogging,
+  ROOT_CATEGORY,
+} from "../src/logging.ts";
+import type { LogFormat, LogLevel } from "../src/config.ts";
+import { assert, assertEquals, assertFalse, assertMatch } from "./_assert.ts";
+
+const CHILD = import.meta.resolve("./_log_child.ts");
+
+interface ChildOutput {
+  stderrLines: string[];
+  stdoutLines: string[];
+  debugEnabled: boolean;
+  sessionDebug: boolean;
+}
+
+/** Runs `_log_child.ts` with no permissions and returns what it wrote. */
+async function runChild(level: LogLevel, format: LogFormat): Promise<ChildOutput> {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--quiet", "--no-prompt", CHILD, level, format],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const errText = new TextDecoder().decode(stderr);
+  assertEquals(code, 0, errText);
+  assert(errText.endsWith("\n"), "every record ends with a newline");
+  const stdoutLines = new TextDecoder().decode(stdout).trimEnd().split("\n");
+  const flags: { debugEnabled: boolean; sessionDebug: boolean } = JSON.parse(
+    stdoutLines.at(-1) ?? "",
+  );
+  return { stderrLines: errText.slice(0, -1).split("\n"), stdoutLines, ...flags };
+}
+
+Deno.test("json format writes one parseable JSON object per record to stderr", async () => {
+  const { stderrLines } = await runChild("info", "json");
+  const records = stderrLines.map((line) => JSON.parse(line));
+  assertEquals(records.map((r) => [r.level, r.logger, r.message]), [
+    ["INFO", "tcp-pool-proxy.session", "info record 2"],
+    ["WARN", "tcp-pool-proxy.session", `warn record "two\\nlines"`],
+    ["ERROR", "tcp-pool-proxy.session", "error record 4"],
+    ["INFO", "tcp-pool-proxy", "root record"],
+  ]);
+  assertEquals(records[0].properties, { id: 2 });
+  assertEquals(records[1].properties, { text: "two\nlines" });
+  assertMatch(records[0]["@timestamp"], /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+});
+
+Deno.test("text format writes one line per record with time, level, category and message", async () => {
+  const { stderrLines } = await runChild("info", "text");
+  assertEquals(stderrLines.length, 4, stderrLines.join("\n"));
+  const TIME = String.raw`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z`;
+  assertMatch(
+    stderrLines[0],
+    new RegExp(`^${TIME} \\[INF\\] tcp-pool-proxy\\.session: info record 2$`),
+  );
+  assertMatch(stderrLines[1], /\[WRN\] tcp-pool-proxy\.session: warn record "two\\nlines"$/);
+  assertMatch(stderrLines[2], /\[ERR\] tcp-pool-proxy\.session: error record 4$/);
+  assertMatch(stderrLines[3], /\[INF\] tcp-pool-proxy: root record$/);
+});
+
+Deno.test("debug records are written only at --log-level debug", async () => {
+  const debug = await runChild("debug", "json");
+  assertEquals(debug.stderrLines.length, 5);
+  assertEquals(JSON.parse(debug.stderrLines[0]).level, "DEBUG");
+  assert(debug.debugEnabled && debug.sessionDebug);
+  const info = await runChild("info", "json");
+  assertFalse(info.debugEnabled || info.sessionDebug);
+});
+
+Deno.test("warn and error levels drop the records below them", async () => {
+  const warn = await runChild("warn", "json");
+  assertEquals(warn.stderrLines.map((l) => JSON.parse(l).level), ["WARN", "ERROR"]);
+  const error = await runChild("error", "text");
+  assertEquals(error.stderrLines.length, 1);
+  assertMatch(error.stderrLines[0], /\[ERR\]/);
+});
+
+Deno.test("LogTape's own start-up notice is not printed", async () => {
+  const { stderrLines, stdoutLines } = await runChild("debug", "text");
+  const all = [...stderrLines, ...stdoutLines];
+  assertFalse(all.some((line) => line.includes("logtape")), all.join("\n"));
+  assertEquals(stdoutLines.length, 1, "logging writes nothing to stdout");
+});
+
+Deno.test("isDebugEnabled follows the configured level and resetLogging turns logging off", () => {
+  try {
+    configureLogging({ level: "info", format: "text" });
+    assertFalse(isDebugEnabled());
+    assertFalse(getProxyLogger("pool").isEnabledFor("debug"));
+    assert(getProxyLogger("pool").isEnabledFor("info"));
+    configureLogging({ level: "debug", format: "json" });
+    assert(isDebugEnabled(getProxyLogger("pool", "idle")));
+  } finally {
+    resetLogging();
+  }
+  assertFalse(getProxyLogger().isEnabledFor("error"));
+});
+
+Deno.test("getProxyLogger puts every logger under the tcp-pool-proxy category", () => {
+  assertEquals(ROOT_CATEGORY, "tcp-pool-proxy");
+  assertEquals(getProxyLogger().category, ["tcp-pool-proxy"]);
+  assertEquals(getProxyLogger("pool", "idle").category, ["tcp-pool-proxy", "pool", "idle"]);
+});
