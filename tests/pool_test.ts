@@ -1,0 +1,374 @@
+/**
+ * The pool's rules, through an in-process proxy with real upstream servers on loopback: what goes
+ * back and what is closed, the idle watch, timeouts, order, warm refills, and the one retry.
+ */
+
+import { assert, assertEquals, assertGreaterOrEqual, assertRejects } from "./_assert.ts";
+import { dialUpstream, UpstreamConnectError } from "../src/dial.ts";
+import { UpstreamPool } from "../src/pool.ts";
+import {
+  connect,
+  decoder,
+  delay,
+  echo,
+  encoder,
+  eventually,
+  quietClose,
+  readExactly,
+  readToEnd,
+  roundTrip,
+  startProxy,
+  TestUpstream,
+  within,
+  writeAll,
+} from "./_net.ts";
+
+/** Answers every read with the index of its connection, e.g. `#0`. */
+async function whoAmI(conn: Deno.TcpConn, index: number): Promise<void> {
+  const buffer = new Uint8Array(1024);
+  while (await conn.read(buffer) !== null) await writeAll(conn, encoder.encode(`#${index}`));
+}
+
+Deno.test("an idle pooled connection closed by the upstream is dropped at once, never handed out", async () => {
+  const upstream = new TestUpstream(async (conn, index) => {
+    const buffer = new Uint8Array(1024);
+    const n = await conn.read(buffer);
+    if (n === null) return;
+    await writeAll(conn, buffer.subarray(0, n));
+    if (index === 0) {
+      await delay(100); // closes a while after the first answer, once the connection is idle
+      return;
+    }
+    await echo(conn);
+  });
+  const proxy = startProxy(upstream.address, { pool: "reuse" });
+  try {
+    assertEquals(await roundTrip(proxy.address, "a"), "a");
+    await proxy.sessionsEnded(1);
+    assertEquals(proxy.sessions[0].release, "pooled");
+    await eventually(() => proxy.server.pool.stats.idleDropped === 1, 2_000, "idle conn dropped");
+    assertEquals(proxy.server.pool.stats.idle, 0);
+    assertEquals(await roundTrip(proxy.address, "b"), "b");
+    await proxy.sessionsEnded(2);
+    assertEquals(proxy.sessions[1].source, "dial");
+    assertEquals(proxy.sessions[1].retried, false);
+  } finally {
+    await proxy.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("idle connections past --idle-timeout are closed", async () => {
+  let upstreamSawEof = false;
+  const upstream = new TestUpstream(async (conn) => {
+    await echo(conn);
+    upstreamSawEof = true;
+  });
+  const proxy = startProxy(upstream.address, { pool: "reuse", idleTimeoutMs: 100 });
+  try {
+    assertEquals(await roundTrip(proxy.address, "x"), "x");
+    await proxy.sessionsEnded(1);
+    assertEquals(proxy.server.pool.stats.idle, 1);
+    await eventually(() => upstreamSawEof, 2_000, "idle timeout closed the connection");
+    assertEquals(proxy.server.pool.stats.idle, 0);
+  } finally {
+    await proxy.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("a connection past --max-lifetime is closed instead of pooled", async () => {
+  const upstream = new TestUpstream(echo);
+  const proxy = startProxy(upstream.address, { pool: "reuse", maxLifetimeMs: 50 });
+  try {
+    const client = await connect(proxy.address);
+    await within(client, 2_000, async () => {
+      await writeAll(client, encoder.encode("old"));
+      await readExactly(client, 3);
+      await delay(80);
+    });
+    quietClose(client);
+    await proxy.sessionsEnded(1);
+    assertEquals(proxy.sessions[0].release, "max lifetime");
+    assertEquals(await roundTrip(proxy.address, "new"), "new");
+    assertEquals(upstream.accepted, 2);
+  } finally {
+    await proxy.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("--pool-size bounds the idle connections kept; the rest are closed", async () => {
+  const upstream = new TestUpstream(echo);
+  const proxy = startProxy(upstream.address, { pool: "reuse", poolSize: 1 });
+  try {
+    const a = await connect(proxy.address);
+    const b = await connect(proxy.address);
+    for (const c of [a, b]) {
+      await within(c, 2_000, async () => {
+        await writeAll(c, encoder.encode("hi"));
+        await readExactly(c, 2);
+      });
+    }
+    quietClose(a);
+    quietClose(b);
+    await proxy.sessionsEnded(2);
+    assertEquals(proxy.sessions.map((s) => s.release).sort(), ["pool full", "pooled"]);
+    assertEquals(proxy.server.pool.stats.idle, 1);
+  } finally {
+    await proxy.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("the pool hands out the most recently returned connection first", async () => {
+  const upstream = new TestUpstream(whoAmI);
+  const proxy = startProxy(upstream.address, { pool: "reuse" });
+  try {
+    const a = await connect(proxy.address);
+    const b = await connect(proxy.address);
+    const names: string[] = [];
+    for (const c of [a, b]) {
+      names.push(
+        await within(c, 2_000, async () => {
+          await writeAll(c, encoder.encode("??"));
+          return decoder.decode(await readExactly(c, 2));
+        }),
+      );
+    }
+    quietClose(a);
+    await proxy.sessionsEnded(1);
+    quietClose(b);
+    await proxy.sessionsEnded(2);
+    // b's connection went back last, so it comes out first.
+    assertEquals(await roundTrip(proxy.address, "??"), names[1]);
+  } finally {
+    await proxy.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("warm keeps --min-idle fresh connections ready and refills after each borrow", async () => {
+  const upstream = new TestUpstream(echo);
+  const proxy = startProxy(upstream.address, { pool: "warm", minIdle: 3 });
+  try {
+    await eventually(() => proxy.server.pool.stats.idle === 3, 2_000, "3 idle");
+    assertEquals(upstream.accepted, 3);
+    assertEquals(await roundTrip(proxy.address, "w"), "w");
+    await proxy.sessionsEnded(1);
+    assertEquals(proxy.sessions[0].source, "pool");
+    assertEquals(proxy.sessions[0].release, "mode does not reuse");
+    await eventually(() => proxy.server.pool.stats.idle === 3 && upstream.accepted === 4);
+  } finally {
+    await proxy.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("off dials a new upstream connection for every session", async () => {
+  const upstream = new TestUpstream(echo);
+  const proxy = startProxy(upstream.address, { pool: "off" });
+  try {
+    for (const word of ["a", "b", "c"]) assertEquals(await roundTrip(proxy.address, word), word);
+    await proxy.sessionsEnded(3);
+    assertEquals(upstream.accepted, 3);
+    assertEquals(proxy.sessions.map((s) => s.source), ["dial", "dial", "dial"]);
+    assertEquals(proxy.server.pool.stats.idle, 0);
+  } finally {
+    await proxy.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("warm hands an upstream's greeting, sent before any client came, to the first client", async () => {
+  const upstream = new TestUpstream(async (conn) => {
+    await writeAll(conn, encoder.encode("220 ready\r\n"));
+    await echo(conn);
+  });
+  const proxy = startProxy(upstream.address, { pool: "warm", minIdle: 1 });
+  try {
+    await eventually(() => proxy.server.pool.stats.idle === 1);
+    await delay(50); // the greeting arrives while the connection is idle
+    assertEquals(proxy.server.pool.stats.idle, 1, "a greeting must not get the connection dropped");
+    const client = await connect(proxy.address);
+    try {
+      const got = await within(client, 2_000, async () => {
+        const greeting = decoder.decode(await readExactly(client, 11));
+        await writeAll(client, encoder.encode("EHLO"));
+        return greeting + decoder.decode(await readExactly(client, 4));
+      });
+      assertEquals(got, "220 ready\r\nEHLO");
+    } finally {
+      quietClose(client);
+    }
+  } finally {
+    await proxy.sessionsEnded(1);
+    await proxy.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("a pooled connection that fails before answering is replaced once, replaying the client's bytes", async () => {
+  // Conn 0 answers one request, then closes on the next without answering, as an upstream that
+  // timed the connection out just as the proxy reused it.
+  const upstream = new TestUpstream(async (conn, index) => {
+    const buffer = new Uint8Array(1024);
+    let n = await conn.read(buffer);
+    if (n === null) return;
+    await writeAll(conn, buffer.subarray(0, n));
+    if (index === 0) {
+      n = await conn.read(buffer);
+      return;
+    }
+    await echo(conn);
+  });
+  const proxy = startProxy(upstream.address, { pool: "reuse" });
+  try {
+    assertEquals(await roundTrip(proxy.address, "first"), "first");
+    await proxy.sessionsEnded(1);
+    assertEquals(await roundTrip(proxy.address, "second"), "second");
+    await proxy.sessionsEnded(2);
+    assertEquals(proxy.sessions[1].retried, true);
+    assertEquals(proxy.sessions[1].end, "client-closed");
+    assertEquals(upstream.accepted, 2);
+  } finally {
+    await proxy.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("no retry once a byte came back: the client sees the upstream's close", async () => {
+  const upstream = new TestUpstream(async (conn, index) => {
+    const buffer = new Uint8Array(1024);
+    const n = await conn.read(buffer);
+    if (n === null) return;
+    await writeAll(conn, buffer.subarray(0, n));
+    if (index === 0) {
+      await conn.read(buffer);
+      await writeAll(conn, encoder.encode("par")); // a partial answer, then close
+      return;
+    }
+    await echo(conn);
+  });
+  const proxy = startProxy(upstream.address, { pool: "reuse" });
+  try {
+    assertEquals(await roundTrip(proxy.address, "first"), "first");
+    await proxy.sessionsEnded(1);
+    const client = await connect(proxy.address);
+    try {
+      const got = await within(client, 2_000, async () => {
+        await writeAll(client, encoder.encode("second"));
+        return decoder.decode(await readToEnd(client));
+      });
+      assertEquals(got, "par");
+    } finally {
+      quietClose(client);
+    }
+    await proxy.sessionsEnded(2);
+    assertEquals(proxy.sessions[1].retried, false);
+    assertEquals(proxy.sessions[1].end, "server-closed");
+  } finally {
+    await proxy.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("more than 64 KiB of unanswered client bytes are not replayed", async () => {
+  const upstream = new TestUpstream(async (conn, index) => {
+    const buffer = new Uint8Array(128 * 1024);
+    const n = await conn.read(buffer);
+    if (n === null) return;
+    await writeAll(conn, buffer.subarray(0, n));
+    if (index === 0) {
+      let swallowed = 0;
+      while (swallowed < 100 * 1024) {
+        const r = await conn.read(buffer);
+        if (r === null) return;
+        swallowed += r;
+      }
+      return;
+    }
+    await echo(conn);
+  });
+  const proxy = startProxy(upstream.address, { pool: "reuse" });
+  try {
+    assertEquals(await roundTrip(proxy.address, "first"), "first");
+    await proxy.sessionsEnded(1);
+    const client = await connect(proxy.address);
+    try {
+      const got = await within(client, 3_000, async () => {
+        await writeAll(client, new Uint8Array(100 * 1024));
+        return await readToEnd(client);
+      });
+      assertEquals(got.length, 0);
+    } finally {
+      quietClose(client);
+    }
+    await proxy.sessionsEnded(2);
+    assertEquals(proxy.sessions[1].retried, false);
+    assertEquals(upstream.accepted, 1);
+  } finally {
+    await proxy.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("a connect that does not complete fails after --connect-timeout", async () => {
+  // A listener that never accepts: once its backlog is full, new SYNs are dropped and a connect
+  // hangs until our timeout.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const address = { hostname: "127.0.0.1", port: listener.addr.port };
+  const fillers: Deno.TcpConn[] = [];
+  try {
+    let timedOut = false;
+    for (let i = 0; i < 5_000 && !timedOut; i++) {
+      try {
+        fillers.push(await dialUpstream(address, 200));
+      } catch (error) {
+        assert(error instanceof UpstreamConnectError);
+        assertEquals(error.failure, "timeout");
+        assert(error.message.includes(`127.0.0.1:${address.port}`), error.message);
+        timedOut = true;
+      }
+    }
+    assert(timedOut, "the backlog never filled");
+    const pool = new UpstreamPool({
+      upstream: address,
+      mode: "off",
+      maxIdle: 0,
+      minIdle: 0,
+      idleTimeoutMs: 1_000,
+      maxLifetimeMs: 0,
+      connectTimeoutMs: 150,
+    });
+    const started = performance.now();
+    const error = await assertRejects(() => pool.borrow(), UpstreamConnectError);
+    assertEquals(error.failure, "timeout");
+    assertGreaterOrEqual(performance.now() - started, 140);
+    await pool.close();
+  } finally {
+    for (const conn of fillers) quietClose(conn);
+    listener.close();
+  }
+});
+
+Deno.test("shutdown cuts sessions that outlive the drain timeout and closes the pool", async () => {
+  const upstream = new TestUpstream(echo);
+  const proxy = startProxy(upstream.address, { pool: "reuse" });
+  const client = await connect(proxy.address);
+  try {
+    await within(client, 2_000, async () => {
+      await writeAll(client, encoder.encode("hold"));
+      await readExactly(client, 4);
+    });
+    const report = await proxy.server.shutdown(100);
+    assertEquals(report, { drained: 0, cut: 1 });
+    assertEquals(proxy.sessions[0].end, "shutdown");
+    assertEquals(proxy.server.pool.stats.idle, 0);
+    const rest = await within(client, 2_000, () => readToEnd(client));
+    assertEquals(rest.length, 0);
+  } finally {
+    quietClose(client);
+    await upstream.close();
+  }
+});

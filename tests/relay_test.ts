@@ -1,0 +1,298 @@
+/**
+ * The relay, end to end through an in-process proxy with real upstream servers on loopback:
+ * bytes, backpressure, half-close both ways, errors, and how sessions end in each pool mode.
+ */
+
+import { assert, assertEquals, assertLess, assertNotEquals } from "./_assert.ts";
+import type { PoolMode } from "../src/config.ts";
+import {
+  connect,
+  decoder,
+  delay,
+  echo,
+  encoder,
+  eventually,
+  patternBytes,
+  quietClose,
+  readExactly,
+  readToEnd,
+  roundTrip,
+  startProxy,
+  TestUpstream,
+  within,
+  writeAll,
+} from "./_net.ts";
+
+const MODES: PoolMode[] = ["off", "warm", "reuse"];
+
+for (const mode of MODES) {
+  Deno.test(`${mode}: 4 MiB are relayed unchanged both ways`, async () => {
+    const upstream = new TestUpstream(echo);
+    const proxy = startProxy(upstream.address, { pool: mode, minIdle: mode === "off" ? 0 : 2 });
+    const client = await connect(proxy.address);
+    try {
+      const sent = patternBytes(4 * 1024 * 1024, 7);
+      const [, received] = await within(client, 10_000, () =>
+        Promise.all([
+          writeAll(client, sent).then(() => client.closeWrite()),
+          readToEnd(client),
+        ]));
+      assertEquals(received.length, sent.length);
+      assert(received.every((b, i) => b === sent[i]), "bytes differ");
+      await proxy.sessionsEnded(1);
+      assertEquals(proxy.sessions[0].bytesFromClient, sent.length);
+      assertEquals(proxy.sessions[0].bytesFromServer, sent.length);
+    } finally {
+      quietClose(client);
+      await proxy.close();
+      await upstream.close();
+    }
+  });
+
+  Deno.test(`${mode}: a client's half-close reaches the upstream and its answer still arrives`, async () => {
+    // The upstream answers only after EOF: the length of what it got, then closes.
+    const upstream = new TestUpstream(async (conn) => {
+      const got = await readToEnd(conn);
+      await writeAll(conn, encoder.encode(`got ${got.length} bytes: ${decoder.decode(got)}`));
+    });
+    const proxy = startProxy(upstream.address, { pool: mode });
+    const client = await connect(proxy.address);
+    try {
+      const answer = await within(client, 5_000, async () => {
+        await writeAll(client, encoder.encode("question"));
+        await client.closeWrite();
+        return decoder.decode(await readToEnd(client));
+      });
+      assertEquals(answer, "got 8 bytes: question");
+      await proxy.sessionsEnded(1);
+      assertEquals(proxy.sessions[0].end, "client-closed");
+      assert(proxy.sessions[0].halfClosed);
+      assertNotEquals(proxy.sessions[0].release, "pooled");
+    } finally {
+      quietClose(client);
+      await proxy.close();
+      await upstream.close();
+    }
+  });
+
+  Deno.test(`${mode}: an upstream's half-close reaches the client and the client can still send`, async () => {
+    let late = "";
+    const upstream = new TestUpstream(async (conn) => {
+      await writeAll(conn, encoder.encode("bye"));
+      await conn.closeWrite();
+      late = decoder.decode(await readToEnd(conn));
+    });
+    const proxy = startProxy(upstream.address, { pool: mode });
+    const client = await connect(proxy.address);
+    try {
+      await within(client, 5_000, async () => {
+        assertEquals(decoder.decode(await readToEnd(client)), "bye");
+        await writeAll(client, encoder.encode("late words"));
+        await client.closeWrite();
+      });
+      await proxy.sessionsEnded(1);
+      await eventually(() => late === "late words", 3_000, "upstream got the late words");
+      assertEquals(proxy.sessions[0].end, "server-closed");
+      assertNotEquals(proxy.sessions[0].release, "pooled");
+    } finally {
+      quietClose(client);
+      await proxy.close();
+      await upstream.close();
+    }
+  });
+}
+
+Deno.test("a client that does not read stalls the upstream instead of filling the proxy's memory", async () => {
+  let written = 0;
+  const chunk = new Uint8Array(64 * 1024);
+  const upstream = new TestUpstream(async (conn) => {
+    for (let i = 0; i < 2048; i++) { // up to 128 MiB
+      written += await conn.write(chunk);
+    }
+  });
+  const proxy = startProxy(upstream.address, { pool: "off" });
+  const client = await connect(proxy.address);
+  try {
+    await delay(1_000);
+    const after1s = written;
+    await delay(500);
+    // Only socket buffers and one proxy read buffer are in flight: the upstream is stalled.
+    assertEquals(written, after1s, "the upstream kept writing into a client that does not read");
+    assertLess(written, 48 * 1024 * 1024);
+  } finally {
+    quietClose(client);
+    await proxy.sessionsEnded(1);
+    await proxy.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("reuse: a clean session returns its connection once and the next client gets it", async () => {
+  const upstream = new TestUpstream(echo);
+  const proxy = startProxy(upstream.address, { pool: "reuse" });
+  try {
+    assertEquals(await roundTrip(proxy.address, "one"), "one");
+    await proxy.sessionsEnded(1);
+    assertEquals(await roundTrip(proxy.address, "two"), "two");
+    await proxy.sessionsEnded(2);
+    assertEquals(upstream.accepted, 1);
+    assertEquals(proxy.sessions.map((s) => [s.source, s.end, s.release]), [
+      ["dial", "client-closed", "pooled"],
+      ["pool", "client-closed", "pooled"],
+    ]);
+    assertEquals(proxy.server.pool.stats.idle, 1);
+  } finally {
+    await proxy.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("reuse: many concurrent sessions never put one connection in the pool twice", async () => {
+  const open = new Set<number>();
+  const upstream = new TestUpstream(async (conn, index) => {
+    open.add(index);
+    try {
+      await echo(conn);
+    } finally {
+      open.delete(index);
+    }
+  });
+  const proxy = startProxy(upstream.address, { pool: "reuse" });
+  try {
+    const clients = Array.from({ length: 16 }, async (_, c) => {
+      for (let round = 0; round < 10; round++) {
+        assertEquals(await roundTrip(proxy.address, `c${c}r${round}`), `c${c}r${round}`);
+      }
+    });
+    await Promise.all(clients);
+    await proxy.sessionsEnded(160);
+    const stats = proxy.server.pool.stats;
+    assertEquals(stats.idle, open.size, "idle entries must be distinct live connections");
+    // Reused, not dialled per session (a dial that loses the race to a returned one is pooled).
+    assert(upstream.accepted <= 32, `dialled ${upstream.accepted} for 160 sessions of 16 clients`);
+    assertEquals(stats.pooled, 160);
+  } finally {
+    await proxy.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("reuse: a client EOF after an unanswered request passes the FIN on and the answer arrives", async () => {
+  // Upstream answers each request only after a pause: the client closes before the answer.
+  const upstream = new TestUpstream(async (conn) => {
+    const buffer = new Uint8Array(1024);
+    while (true) {
+      const n = await conn.read(buffer);
+      if (n === null) return;
+      await delay(100);
+      await writeAll(conn, buffer.subarray(0, n));
+    }
+  });
+  const proxy = startProxy(upstream.address, { pool: "reuse" });
+  const client = await connect(proxy.address);
+  try {
+    const answer = await within(client, 5_000, async () => {
+      await writeAll(client, encoder.encode("slow"));
+      await client.closeWrite();
+      return decoder.decode(await readToEnd(client));
+    });
+    assertEquals(answer, "slow");
+    await proxy.sessionsEnded(1);
+    assertEquals(proxy.sessions[0].halfClosed, true);
+    assertEquals(proxy.sessions[0].release, "session not clean");
+  } finally {
+    quietClose(client);
+    await proxy.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("bytes the upstream sends after a client left never reach the next client", async () => {
+  // Conn 0 echoes, then 50 ms later sends a stray "LEAK"; later conns only echo.
+  const upstream = new TestUpstream(async (conn, index) => {
+    const buffer = new Uint8Array(1024);
+    const n = await conn.read(buffer);
+    if (n === null) return;
+    await writeAll(conn, buffer.subarray(0, n));
+    if (index === 0) {
+      await delay(50);
+      await writeAll(conn, encoder.encode("LEAK"));
+    }
+    await echo(conn);
+  });
+  const proxy = startProxy(upstream.address, { pool: "reuse" });
+  try {
+    assertEquals(await roundTrip(proxy.address, "first"), "first");
+    await proxy.sessionsEnded(1);
+    assertEquals(proxy.sessions[0].release, "pooled");
+    await eventually(
+      () => proxy.server.pool.stats.idle === 0,
+      2_000,
+      "stray bytes drop the connection",
+    );
+    const client = await connect(proxy.address);
+    try {
+      const got = await within(client, 5_000, async () => {
+        await writeAll(client, encoder.encode("second"));
+        const echoed = decoder.decode(await readExactly(client, 6));
+        await client.closeWrite();
+        return echoed + decoder.decode(await readToEnd(client));
+      });
+      assertEquals(got, "second");
+    } finally {
+      quietClose(client);
+    }
+    await proxy.sessionsEnded(2);
+    assertEquals(proxy.sessions[1].source, "dial");
+    assertEquals(upstream.accepted, 2);
+  } finally {
+    await proxy.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("an upstream that is down closes the client promptly; sessions succeed once it is back", async () => {
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = probe.addr.port;
+  probe.close();
+  const proxy = startProxy({ hostname: "127.0.0.1", port }, { pool: "reuse" });
+  let upstream: TestUpstream | undefined;
+  try {
+    const client = await connect(proxy.address);
+    try {
+      const started = performance.now();
+      const got = await within(
+        client,
+        2_000,
+        () => readToEnd(client).catch(() => new Uint8Array()),
+      );
+      assertEquals(got.length, 0);
+      assertLess(performance.now() - started, 1_000);
+    } finally {
+      quietClose(client);
+    }
+    await proxy.sessionsEnded(1);
+    assertEquals(proxy.sessions[0].end, "connect-failed");
+    assert(proxy.sessions[0].error?.includes("refused"), proxy.sessions[0].error);
+    upstream = new TestUpstream(echo, { hostname: "127.0.0.1", port });
+    assertEquals(await roundTrip(proxy.address, "back"), "back");
+  } finally {
+    await proxy.close();
+    await upstream?.close();
+  }
+});
+
+Deno.test("the proxy listens and dials on IPv6 loopback", async () => {
+  const upstream = new TestUpstream(echo, { hostname: "::1", port: 0 });
+  const proxy = startProxy(upstream.address, {
+    pool: "reuse",
+    listen: { hostname: "::1", port: 0 },
+  });
+  try {
+    assertEquals(proxy.address.hostname, "::1");
+    assertEquals(await roundTrip(proxy.address, "six"), "six");
+  } finally {
+    await proxy.close();
+    await upstream.close();
+  }
+});
