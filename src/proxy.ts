@@ -1,5 +1,5 @@
 /**
- * The proxy server: a listener, an accept loop that starts one {@link relaySession} per client,
+ * The proxy server: a listener, an accept loop that starts one {@link startSession} per client,
  * the upstream pool they share, and a graceful drain on shutdown.
  *
  * ```ts ignore
@@ -23,7 +23,12 @@ import { describeError } from "./_io.ts";
 import type { ProxyConfig } from "./config.ts";
 import { getProxyLogger, isDebugEnabled } from "./logging.ts";
 import { UpstreamPool } from "./pool.ts";
-import { relaySession, type SessionSummary } from "./session.ts";
+import {
+  type SessionContext,
+  type SessionHandle,
+  type SessionSummary,
+  startSession,
+} from "./session.ts";
 
 /** What {@link ProxyServer.listen} needs: the listening and pooling part of the configuration. */
 export type ProxyServerOptions =
@@ -73,12 +78,14 @@ export class ProxyServer {
   readonly pool: UpstreamPool;
   readonly #listener: Deno.TcpListener;
   readonly #options: ProxyServerOptions;
-  readonly #sessions = new Set<Promise<void>>();
+  readonly #sessions = new Set<SessionHandle>();
+  #allEnded: (() => void) | undefined;
   readonly #shutdown = new AbortController();
   readonly #log = getProxyLogger("proxy");
   readonly #sessionLog = getProxyLogger("session");
   readonly #accepting: Promise<void>;
   readonly #upstreamText: string;
+  readonly #sessionContext: SessionContext;
   #nextSessionId = 1;
   #stopping = false;
 
@@ -97,6 +104,16 @@ export class ProxyServer {
       maxLifetimeMs: options.maxLifetimeMs,
       connectTimeoutMs: options.connectTimeoutMs,
     });
+    this.#sessionContext = {
+      pool: this.pool,
+      reuse: options.pool === "reuse",
+      signal: this.#shutdown.signal,
+      onEnd: (session, summary) => {
+        this.#sessions.delete(session);
+        this.#onSessionEnd(summary);
+        if (this.#sessions.size === 0) this.#allEnded?.();
+      },
+    };
     this.#accepting = this.#acceptLoop();
   }
 
@@ -146,19 +163,25 @@ export class ProxyServer {
     }
     await this.#accepting;
     const running = this.#sessions.size;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const drained = await Promise.race([
-      Promise.all(this.#sessions).then(() => true),
-      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), drainTimeoutMs)),
-    ]);
-    clearTimeout(timer);
-    const cut = drained ? 0 : this.#sessions.size;
-    if (!drained) {
-      this.#shutdown.abort();
-      await Promise.all(this.#sessions);
+    if (running > 0) {
+      const allEnded = new Promise<void>((resolve) => this.#allEnded = resolve);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const drained = await Promise.race([
+        allEnded.then(() => true),
+        new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), drainTimeoutMs)),
+      ]);
+      clearTimeout(timer);
+      if (!drained) {
+        const cut = this.#sessions.size;
+        this.#shutdown.abort();
+        for (const session of this.#sessions) session.abort();
+        await allEnded;
+        await this.pool.close();
+        return { drained: running - cut, cut };
+      }
     }
     await this.pool.close();
-    return { drained: running - cut, cut };
+    return { drained: running, cut: 0 };
   }
 
   async #acceptLoop(): Promise<void> {
@@ -181,15 +204,7 @@ export class ProxyServer {
   }
 
   #startSession(client: Deno.TcpConn): void {
-    const id = this.#nextSessionId++;
-    const session = relaySession(client, {
-      id,
-      pool: this.pool,
-      reuse: this.#options.pool === "reuse",
-      signal: this.#shutdown.signal,
-    }).then((summary) => this.#onSessionEnd(summary))
-      .finally(() => this.#sessions.delete(session));
-    this.#sessions.add(session);
+    this.#sessions.add(startSession(client, this.#nextSessionId++, this.#sessionContext));
   }
 
   #onSessionEnd(summary: SessionSummary): void {

@@ -35,7 +35,7 @@ import {
 } from "./_io.ts";
 import { UpstreamConnectError } from "./dial.ts";
 import type { ReleaseOutcome, UpstreamPool } from "./pool.ts";
-import type { UpstreamConn } from "./upstream_conn.ts";
+import type { LeaseHandlers, UpstreamConn } from "./upstream_conn.ts";
 
 /**
  * How a session ended, one vocabulary for logs, metrics and tests (after HAProxy's termination
@@ -85,43 +85,54 @@ export interface SessionSummary {
   error?: string;
 }
 
-/** Options for {@link relaySession}. */
-export interface SessionOptions {
-  /** Session number, for logs. */
-  id: number;
+/** What every session of one proxy shares (one object, not one per session). */
+export interface SessionContext {
   /** Where upstream connections come from. */
   pool: UpstreamPool;
   /** Whether connections may go back to the pool (`--pool reuse`). */
   reuse: boolean;
-  /** Aborts the session with `shutdown` (the proxy's drain ran out). */
+  /** The proxy's shutdown signal: aborts a dial under way when the drain runs out. */
   signal: AbortSignal;
+  /** Called once per session, when it has ended and its upstream connection was released. */
+  onEnd(session: SessionHandle, summary: SessionSummary): void;
+}
+
+/** A running session, as the proxy holds it. */
+export interface SessionHandle {
+  /** Ends the session now, as `shutdown` (the drain timeout ran out). */
+  abort(): void;
 }
 
 /** Most client bytes kept for replaying onto a fresh connection. */
 export const REPLAY_LIMIT = 64 * 1024;
 
 /**
- * Relays one client session to the upstream and resolves when it has ended and its upstream
- * connection was released. Closes `client`. Never rejects.
+ * Starts relaying client session number `id` to the upstream. The session closes `client` and
+ * reports through `context.onEnd` once everything it used is released. Nothing is allocated per chunk,
+ * and little per session: a session is one object whose methods are its callbacks.
  */
-export function relaySession(
+export function startSession(
   client: Deno.TcpConn,
-  options: SessionOptions,
-): Promise<SessionSummary> {
-  return new Session(client, options).run();
+  id: number,
+  context: SessionContext,
+): SessionHandle {
+  const session = new Session(client, id, context);
+  session.start();
+  return session;
 }
 
-class Session {
+class Session implements LeaseHandlers, SessionHandle {
   readonly #client: Deno.TcpConn;
-  readonly #options: SessionOptions;
+  readonly #id: number;
+  readonly #options: SessionContext;
   readonly #startedAt = performance.now();
   #up: UpstreamConn | undefined;
   #source: SessionSummary["source"] = "none";
   #fromPool = false;
   #end: SessionEnd | undefined;
   #error: unknown;
-  #signalEnd!: () => void;
-  readonly #ended = new Promise<void>((resolve) => this.#signalEnd = resolve);
+  #starting: Promise<void> | undefined;
+  #pumping: Promise<void> | undefined;
   #clientEof = false;
   #upstreamEof = false;
   #finSentUpstream = false;
@@ -130,7 +141,7 @@ class Session {
   #bytesFromClient = 0;
   #bytesFromServer = 0;
   // Replay: client chunks kept, in order, until the upstream answers or they exceed the limit.
-  #replay: Uint8Array[] = [];
+  #replay: Uint8Array[] | undefined;
   #replayBytes = 0;
   #replayable = true;
   #retried = false;
@@ -139,50 +150,72 @@ class Session {
   #clientChunks = 0;
   #sentToUpstream = 0;
 
-  constructor(client: Deno.TcpConn, options: SessionOptions) {
+  constructor(client: Deno.TcpConn, id: number, context: SessionContext) {
     this.#client = client;
-    this.#options = options;
+    this.#id = id;
+    this.#options = context;
   }
 
-  async run(): Promise<SessionSummary> {
+  start(): void {
+    this.#starting = this.#connect();
+  }
+
+  abort(): void {
+    this.#finish("shutdown");
+  }
+
+  async #connect(): Promise<void> {
     const { pool, signal } = this.#options;
-    const onShutdown = () => this.#finish("shutdown");
-    signal.addEventListener("abort", onShutdown, { once: true });
+    let borrowed;
+    try {
+      this.#client.setNoDelay(true);
+      borrowed = await pool.borrow(signal);
+    } catch (error) {
+      this.#finish(connectEnd(error, signal), error);
+      return;
+    }
+    if (this.#end !== undefined) {
+      pool.release(borrowed.conn, false);
+      return;
+    }
+    this.#fromPool = borrowed.fromPool;
+    this.#source = borrowed.fromPool ? "pool" : "dial";
+    this.#attach(borrowed.conn);
+    this.#pumping = this.#pumpClientToUpstream();
+  }
+
+  #finish(end: SessionEnd, error?: unknown): void {
+    if (this.#end !== undefined) return;
+    this.#end = end;
+    this.#error = error;
+    void this.#teardown();
+  }
+
+  /** Unblocks and waits for every user of the sockets, releases the upstream, reports. */
+  async #teardown(): Promise<void> {
     let release: ReleaseOutcome | "none" = "none";
     try {
-      try {
-        this.#client.setNoDelay(true);
-        const borrowed = await pool.borrow(signal);
-        this.#fromPool = borrowed.fromPool;
-        this.#source = borrowed.fromPool ? "pool" : "dial";
-        this.#attach(borrowed.conn);
-      } catch (error) {
-        this.#finish(connectEnd(error, signal), error);
-        closeQuietly(this.#client);
-        return this.#summary("none");
-      }
-      const pumping = this.#pumpClientToUpstream();
-      await this.#ended;
       const clean = this.#isClean();
-      // Unblock every user of the sockets: a write stuck on a peer that stopped reading, a read.
+      // A write stuck on a peer that stopped reading, a pending read: closing ends them.
       if (!clean) this.#up?.close();
       closeQuietly(this.#client);
-      await pumping;
+      await this.#starting;
+      if (!clean) this.#up?.close();
+      await this.#pumping;
       if (this.#retrying !== undefined) await this.#retrying;
       const up = this.#up;
       if (up !== undefined) {
         await up.endLease();
-        release = pool.release(up, clean);
+        release = this.#options.pool.release(up, clean);
       }
-      return this.#summary(release);
     } finally {
-      signal.removeEventListener("abort", onShutdown);
+      this.#options.onEnd(this, this.#summary(release));
     }
   }
 
   #summary(release: ReleaseOutcome | "none"): SessionSummary {
     const summary: SessionSummary = {
-      id: this.#options.id,
+      id: this.#id,
       client: addressOf(this.#client.remoteAddr),
       upstream: formatHostPort(this.#options.pool.options.upstream),
       end: this.#end ?? "shutdown",
@@ -203,20 +236,9 @@ class Session {
     return this.#end === "client-closed" && !this.#halfClosed && this.#options.reuse;
   }
 
-  #finish(end: SessionEnd, error?: unknown): void {
-    if (this.#end !== undefined) return;
-    this.#end = end;
-    this.#error = error;
-    this.#signalEnd();
-  }
-
   #attach(conn: UpstreamConn): void {
     this.#up = conn;
-    conn.lease({
-      onData: (chunk) => this.#onUpstreamData(chunk),
-      onEof: () => this.#onUpstreamEof(conn),
-      onError: (error) => this.#onUpstreamError(conn, error),
-    });
+    conn.lease(this);
   }
 
   // ---- client to upstream ----
@@ -253,12 +275,12 @@ class Session {
       this.#stopReplay();
       return;
     }
-    this.#replay.push(chunk.slice());
+    (this.#replay ??= []).push(chunk.slice());
   }
 
   #stopReplay(): void {
     this.#replayable = false;
-    if (this.#retrying === undefined) this.#replay = [];
+    if (this.#retrying === undefined) this.#replay = undefined;
   }
 
   /**
@@ -317,7 +339,8 @@ class Session {
 
   // ---- upstream to client (called by the upstream connection's reader) ----
 
-  async #onUpstreamData(chunk: Uint8Array): Promise<void> {
+  /** Part of {@link LeaseHandlers}: bytes from the upstream go to the client. */
+  async onUpstreamData(_conn: UpstreamConn, chunk: Uint8Array): Promise<void> {
     this.#bytesFromServer += chunk.length;
     this.#lastSpeaker = "upstream";
     if (this.#replayable) this.#stopReplay();
@@ -330,7 +353,8 @@ class Session {
     }
   }
 
-  #onUpstreamEof(conn: UpstreamConn): void {
+  /** Part of {@link LeaseHandlers}: the upstream sent FIN. */
+  onUpstreamEof(conn: UpstreamConn): void {
     if (this.#end !== undefined || conn !== this.#up) return;
     if (this.#canRetry()) {
       void this.#retry(conn);
@@ -347,7 +371,8 @@ class Session {
     });
   }
 
-  #onUpstreamError(conn: UpstreamConn, error: unknown): void {
+  /** Part of {@link LeaseHandlers}: a read from the upstream failed. */
+  onUpstreamError(conn: UpstreamConn, error: unknown): void {
     if (this.#end !== undefined || conn !== this.#up) return;
     if (this.#canRetry()) {
       void this.#retry(conn);
@@ -372,7 +397,7 @@ class Session {
     this.#retried = true;
     const retrying = this.#replaceUpstream(failed).finally(() => {
       this.#retrying = undefined;
-      if (!this.#replayable) this.#replay = [];
+      if (!this.#replayable) this.#replay = undefined;
     });
     this.#retrying = retrying;
     return retrying;
@@ -400,8 +425,8 @@ class Session {
     this.#attach(fresh);
     try {
       // Chunks the pump keeps while this runs are sent here too, until caught up.
-      while (this.#sentToUpstream < this.#replay.length) {
-        await fresh.write(this.#replay[this.#sentToUpstream]);
+      for (const replay = this.#replay ?? []; this.#sentToUpstream < replay.length;) {
+        await fresh.write(replay[this.#sentToUpstream]);
         this.#sentToUpstream++;
       }
       if (this.#finSentUpstream) await fresh.closeWrite();

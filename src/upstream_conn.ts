@@ -22,17 +22,20 @@ import {
   writeAll,
 } from "./_io.ts";
 
-/** What the reader does with what it reads while a session holds the connection. */
+/**
+ * What the reader does with what it reads while a session holds the connection. A session
+ * implements it as methods, so a lease allocates nothing.
+ */
 export interface LeaseHandlers {
   /**
    * Takes bytes read from the upstream. The reader waits for the returned promise before it
    * reads again (backpressure), and reuses `chunk`'s memory afterwards. Must not reject.
    */
-  onData(chunk: Uint8Array): Promise<void>;
+  onUpstreamData(conn: UpstreamConn, chunk: Uint8Array): Promise<void>;
   /** The upstream sent FIN. */
-  onEof(): void;
+  onUpstreamEof(conn: UpstreamConn): void;
   /** A read failed with a real error (never our own interruption). */
-  onError(error: unknown): void;
+  onUpstreamError(conn: UpstreamConn, error: unknown): void;
 }
 
 /** Why an idle connection was dropped by its own reader. */
@@ -115,7 +118,7 @@ export class UpstreamConn {
       const greeting = this.#greeting;
       this.#greeting = [];
       this.#greetingDelivery = (async () => {
-        for (const part of greeting) await handlers.onData(part);
+        for (const part of greeting) await handlers.onUpstreamData(this, part);
         this.#greetingDelivery = undefined;
       })();
     }
@@ -169,12 +172,12 @@ export class UpstreamConn {
       } catch (error) {
         if (this.#state === "closed" && isLocalInterruption(error)) return;
         this.unfitReason ??= "read failed";
-        this.#readEnded("error while idle", (lease) => lease.onError(error));
+        this.#readEnded("error while idle", (lease) => lease.onUpstreamError(this, error));
         return;
       }
       if (bytesRead === null) {
         this.unfitReason ??= "closed by upstream";
-        this.#readEnded("closed by upstream", (lease) => lease.onEof());
+        this.#readEnded("closed by upstream", (lease) => lease.onUpstreamEof(this));
         return;
       }
       if (this.#lease === undefined && this.leases === 0 && this.#state === "idle") {
@@ -195,7 +198,7 @@ export class UpstreamConn {
         this.#readEnded("bytes while idle", undefined);
         return;
       }
-      const delivering = lease.onData(buffer.subarray(0, bytesRead));
+      const delivering = lease.onUpstreamData(this, buffer.subarray(0, bytesRead));
       this.#delivering = delivering;
       await delivering;
       this.#delivering = undefined;
