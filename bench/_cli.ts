@@ -80,7 +80,9 @@ export function parseDurationMs(flag: string, text: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)$/.exec(text);
   const ms = m ? Number(m[1]) * (m[2] === "ms" ? 1 : m[2] === "s" ? 1000 : 60_000) : NaN;
   if (!m || !(ms > 0)) {
-    throw new UsageError(`--${flag}: expected a positive duration like 500ms, 5s or 1m, got "${text}"`);
+    throw new UsageError(
+      `--${flag}: expected a positive duration like 500ms, 5s or 1m, got "${text}"`,
+    );
   }
   return ms;
 }

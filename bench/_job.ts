@@ -289,7 +289,11 @@ export function parseLoadgenEvent(line: string): LoadgenEvent {
     case "warm":
       return { event: "warm" };
     case "ready":
-      return { event: "ready", opened: int(o, "opened", "event"), errors: int(o, "errors", "event") };
+      return {
+        event: "ready",
+        opened: int(o, "opened", "event"),
+        errors: int(o, "errors", "event"),
+      };
     case "result":
       return { event: "result", result: parseResult(o.result) };
     default:

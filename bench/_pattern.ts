@@ -60,7 +60,9 @@ export class StreamPattern {
       x ^= x << 5;
       this.words[i] = x;
     }
-    for (let i = PERIOD_WORDS; i < this.words.length; i++) this.words[i] = this.words[i - PERIOD_WORDS];
+    for (let i = PERIOD_WORDS; i < this.words.length; i++) {
+      this.words[i] = this.words[i - PERIOD_WORDS];
+    }
     this.bytes = new Uint8Array(this.words.buffer);
   }
 
@@ -72,7 +74,9 @@ export class StreamPattern {
    */
   slice(pos: number, len: number): Uint8Array {
     if (pos % 4 !== 0 || len > this.maxChunk) {
-      throw new RangeError(`slice(${pos}, ${len}): position must be a multiple of 4, length <= ${this.maxChunk}`);
+      throw new RangeError(
+        `slice(${pos}, ${len}): position must be a multiple of 4, length <= ${this.maxChunk}`,
+      );
     }
     const start = (Math.floor(pos / 4) % PERIOD_WORDS) * 4;
     return this.bytes.subarray(start, start + len);

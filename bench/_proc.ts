@@ -98,7 +98,11 @@ export class ChildProc {
       if (this.#tail.length > TAIL_LINES) this.#tail.shift();
       if (this.#listening === undefined) {
         const m = LISTENING.exec(line);
-        if (m) this.#listening = m[1];
+        if (m) {
+          this.#listening = m[1];
+          this.#wake();
+          return; // the start-up line is not part of the child's answers
+        }
       }
       if (isStdout) this.#lines.push(line);
       this.#wake();
@@ -180,7 +184,7 @@ export class ChildProc {
   }
 
   /**
-   * Returns the next stdout line.
+   * Returns the next stdout line (the `listening on` start-up line is not among them).
    *
    * @throws {ChildError} when stdout ends first or the time runs out.
    */
@@ -210,7 +214,9 @@ export class ChildProc {
   /** Waits for the child to exit on its own, at most `timeoutMs`; undefined if it has not. */
   async waitExit(timeoutMs: number): Promise<Deno.CommandStatus | undefined> {
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<undefined>((r) => timer = setTimeout(() => r(undefined), timeoutMs));
+    const timeout = new Promise<undefined>((r) =>
+      timer = setTimeout(() => r(undefined), timeoutMs)
+    );
     try {
       return await Promise.race([this.#status, timeout]);
     } finally {
@@ -229,7 +235,10 @@ export class ChildProc {
       if ((await this.waitExit(graceMs)) === undefined) this.#signal("SIGKILL");
     }
     const status = await this.#status;
-    await this.#readers;
+    // a forked grandchild (socat) may hold the pipes a little longer; do not wait forever
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([this.#readers, new Promise((r) => timer = setTimeout(r, graceMs))]);
+    clearTimeout(timer);
     return status;
   }
 
@@ -240,20 +249,34 @@ export class ChildProc {
   }
 
   /** The child's resident memory in bytes, from /proc/PID/status. */
-  rssBytes(): number {
+  rssBytes(): Promise<number> {
     return readRssBytes(this.pid);
   }
 }
 
 /**
- * Reads `VmRSS` of process `pid` from /proc, in bytes.
+ * Reads `VmRSS` of process `pid` from /proc, in bytes. Deno lets a script read another
+ * process's /proc entry only with `--allow-all`; without it, `cat` reads it (which
+ * `--allow-run` allows).
  *
  * @throws {Error} when the process does not exist or has no VmRSS line.
  */
-export function readRssBytes(pid: number): number {
-  const text = Deno.readTextFileSync(`/proc/${pid}/status`);
+export async function readRssBytes(pid: number): Promise<number> {
+  const file = `/proc/${pid}/status`;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotCapable || err instanceof Deno.errors.PermissionDenied)) {
+      throw err;
+    }
+    const out = await new Deno.Command("cat", { args: [file], stdin: "null", stderr: "null" })
+      .output();
+    if (!out.success) throw new Error(`cannot read ${file}`);
+    text = new TextDecoder().decode(out.stdout);
+  }
   const m = /^VmRSS:\s+(\d+)\s+kB$/m.exec(text);
-  if (!m) throw new Error(`no VmRSS line in /proc/${pid}/status`);
+  if (!m) throw new Error(`no VmRSS line in ${file}`);
   return Number(m[1]) * 1024;
 }
 
@@ -293,7 +316,9 @@ export async function waitForPort(hostname: string, port: number, timeoutMs: num
       return;
     } catch (err) {
       if (performance.now() > deadline) {
-        throw new Error(`${hostname}:${port} not accepting connections after ${timeoutMs} ms: ${err}`);
+        throw new Error(
+          `${hostname}:${port} not accepting connections after ${timeoutMs} ms: ${err}`,
+        );
       }
       await new Promise((r) => setTimeout(r, 50));
     }

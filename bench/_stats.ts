@@ -112,6 +112,7 @@ export function percentile(sorted: Float64Array, p: number): number {
 /** Formats a number with a precision that suits its size (3 significant digits, at least). */
 export function formatNumber(v: number): string {
   if (!Number.isFinite(v)) return String(v);
+  if (Number.isInteger(v)) return v.toLocaleString("en-US");
   const a = Math.abs(v);
   if (a >= 1000) return Math.round(v).toLocaleString("en-US");
   if (a >= 100) return v.toFixed(0);

@@ -63,7 +63,9 @@ class Failures {
 
   mismatch(what: string): void {
     this.mismatches++;
-    if (this.samples.size < ERROR_SAMPLES) this.samples.add(`${what}: echo differs from what was sent`);
+    if (this.samples.size < ERROR_SAMPLES) {
+      this.samples.add(`${what}: echo differs from what was sent`);
+    }
   }
 }
 
@@ -328,7 +330,9 @@ export async function runBulk(job: BulkJob): Promise<BulkResult> {
       while (verifier.pos < size) {
         const n = await conn.read(verifier.readInto(size - verifier.pos));
         if (n === null) {
-          throw new Deno.errors.UnexpectedEof(`stream ended after ${verifier.pos} of ${size} bytes`);
+          throw new Deno.errors.UnexpectedEof(
+            `stream ended after ${verifier.pos} of ${size} bytes`,
+          );
         }
         verifier.check(n);
         slot.since = performance.now();
@@ -443,16 +447,18 @@ export async function runHold(job: HoldJob, control: HoldControl): Promise<HoldR
     elapsedMs = performance.now() - start;
     for (const conn of held) {
       // one read per held session: the far side must neither close nor speak while held
-      watches.push(conn.read(sink).then(
-        (n) => {
-          if (released) return;
-          if (n === null) closedEarly++;
-          else fail.mismatch("held session (unexpected bytes)");
-        },
-        (err) => {
-          if (!released) fail.error(err, "held session");
-        },
-      ));
+      watches.push(
+        conn.read(sink).then(
+          (n) => {
+            if (released) return;
+            if (n === null) closedEarly++;
+            else fail.mismatch("held session (unexpected bytes)");
+          },
+          (err) => {
+            if (!released) fail.error(err, "held session");
+          },
+        ),
+      );
     }
     await control.ready(held.length, fail.errors);
   } finally {

@@ -23,7 +23,9 @@ async function main(): Promise<number> {
     const flags = parseFlags(Deno.args, { string: ["listen"], boolean: [] });
     const text = flags.strings.get("listen") ?? "127.0.0.1:0";
     const m = /^(.+):(\d{1,5})$/.exec(text);
-    if (!m || Number(m[2]) > 65535) throw new UsageError(`--listen: expected HOST:PORT, got "${text}"`);
+    if (!m || Number(m[2]) > 65535) {
+      throw new UsageError(`--listen: expected HOST:PORT, got "${text}"`);
+    }
     listen = m[2] === "0" ? { hostname: m[1], port: 0 } : splitHostPort(text);
   } catch (err) {
     console.error(`echo_server: ${err instanceof Error ? err.message : err}`);
@@ -54,8 +56,7 @@ async function main(): Promise<number> {
   })();
 
   await stopped.promise;
-  Deno.removeSignalListener("SIGTERM", onSignal);
-  Deno.removeSignalListener("SIGINT", onSignal);
+  // the signal listeners stay: a SIGTERM that follows the end of stdin must not kill us mid-close
   await echo.close();
   console.log(JSON.stringify(echo.stats()));
   void commands; // stdin may still be open; the process exits anyway

@@ -113,7 +113,7 @@ export class AsyncQueue<T> {
     if (this.#closed) return Promise.reject(new QueueClosedError());
     const held = this.tryTake();
     if (held !== undefined) return Promise.resolve(held);
-    signal?.throwIfAborted();
+    if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise<T>((resolve, reject) => {
       const onAbort = () => {
         this.#waiters = this.#waiters.filter((w) => w !== waiter);

@@ -134,8 +134,18 @@ export function isDebugEnabled(logger: Logger = getProxyLogger()): boolean {
   return logger.isEnabledFor("debug");
 }
 
+const BARE_STRING = /^[\x21\x23-\x7e]+$/;
+
 function textFormatter(): TextFormatter {
-  return getTextFormatter({ timestamp: "rfc3339", level: "ABBR", category: ".", value: "bare" });
+  return getTextFormatter({
+    timestamp: "rfc3339",
+    level: "ABBR",
+    category: ".",
+    // Addresses and words read best bare; anything with spaces, quotes or control characters is
+    // quoted, so that one record stays one line.
+    value: (value, inspect) =>
+      typeof value === "string" && BARE_STRING.test(value) ? value : inspect(value),
+  });
 }
 
 function stderrSink(format: TextFormatter): Sink {

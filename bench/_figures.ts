@@ -1,0 +1,338 @@
+/**
+ * What the benchmark measures and what it must reach: the workloads, the figures taken from each
+ * measurement (with their ratio to a direct connection), and the targets of issue 3.
+ *
+ * ```ts
+ * import { computeFigures, evaluateGoals } from "./_figures.ts";
+ * const rows = computeFigures([], ["direct", "reuse"]);
+ * const goals = evaluateGoals(rows);
+ * ```
+ *
+ * @module
+ */
+
+import type { JobResult } from "./_job.ts";
+
+/** The workloads, by the names `--workloads` accepts. */
+export const WORKLOAD_IDS = [
+  "connect1",
+  "connect32",
+  "pingpong1",
+  "pingpong32",
+  "bulk1",
+  "bulk8",
+  "hold",
+] as const;
+
+/** One workload name. */
+export type WorkloadId = typeof WORKLOAD_IDS[number];
+
+/** Human titles of the workloads, for tables and the chart. */
+export const WORKLOAD_TITLES: Record<WorkloadId, string> = {
+  connect1: "connect-per-request, 1 client",
+  connect32: "connect-per-request, 32 clients",
+  pingpong1: "persistent ping-pong, 1 client",
+  pingpong32: "persistent ping-pong, 32 clients",
+  bulk1: "bulk echo, 1 stream",
+  bulk8: "bulk echo, 8 streams",
+  hold: "open sessions held at once",
+};
+
+/** Resident memory of the proxy process around the hold workload. */
+export interface RssDelta {
+  /** VmRSS before the sessions were opened. */
+  beforeBytes: number;
+  /** VmRSS with every session open. */
+  afterBytes: number;
+  /** (after - before) / sessions held. */
+  bytesPerSession: number;
+}
+
+/** One workload run against one column (direct, a pool mode, or a peer proxy). */
+export interface Measurement {
+  workload: WorkloadId;
+  /** `direct`, `off`, `warm`, `reuse`, `haproxy` or `socat`. */
+  column: string;
+  result: JobResult;
+  /** Connections the echo upstream accepted while the workload ran (its warm-up included). */
+  upstreamConnections: number;
+  /** Only for the hold workload through a proxy. */
+  rss?: RssDelta;
+}
+
+/** Whether a smaller or a larger value of a figure is better. */
+export type Better = "lower" | "higher";
+
+interface FigureSpec {
+  workload: WorkloadId;
+  key: string;
+  label: string;
+  unit: string;
+  better: Better;
+  /** False when a ratio to direct means nothing (memory, connection counts). */
+  ratio: boolean;
+  value(m: Measurement): number | undefined;
+}
+
+function latency(m: Measurement, which: "medianMs" | "p99Ms"): number | undefined {
+  const r = m.result;
+  return r.kind === "connect" || r.kind === "pingpong" ? r.latency[which] : undefined;
+}
+
+function rate(m: Measurement): number | undefined {
+  const r = m.result;
+  return r.kind === "connect" || r.kind === "pingpong" ? r.perSecond : undefined;
+}
+
+function specsFor(workload: WorkloadId): FigureSpec[] {
+  const w = workload;
+  switch (workload) {
+    case "connect1":
+    case "connect32":
+      return [
+        spec(
+          w,
+          "medianMs",
+          "median session latency",
+          "ms",
+          "lower",
+          true,
+          (m) => latency(m, "medianMs"),
+        ),
+        spec(w, "p99Ms", "p99 session latency", "ms", "lower", true, (m) => latency(m, "p99Ms")),
+        spec(w, "perSecond", "sessions per second", "1/s", "higher", true, rate),
+        spec(
+          w,
+          "upstreamConnections",
+          "upstream connections opened",
+          "",
+          "lower",
+          false,
+          (m) => m.upstreamConnections,
+        ),
+      ];
+    case "pingpong1":
+    case "pingpong32":
+      return [
+        spec(
+          w,
+          "medianMs",
+          "median round trip",
+          "ms",
+          "lower",
+          true,
+          (m) => latency(m, "medianMs"),
+        ),
+        spec(w, "p99Ms", "p99 round trip", "ms", "lower", true, (m) => latency(m, "p99Ms")),
+        spec(w, "perSecond", "messages per second", "1/s", "higher", true, rate),
+      ];
+    case "bulk1":
+    case "bulk8":
+      return [
+        spec(
+          w,
+          "mbPerSecond",
+          "throughput",
+          "MB/s",
+          "higher",
+          true,
+          (m) => m.result.kind === "bulk" ? m.result.mbPerSecond : undefined,
+        ),
+      ];
+    case "hold":
+      return [
+        spec(
+          w,
+          "kibPerSession",
+          "resident memory per session",
+          "KiB",
+          "lower",
+          false,
+          (m) => m.rss ? m.rss.bytesPerSession / 1024 : undefined,
+        ),
+      ];
+  }
+}
+
+function spec(
+  workload: WorkloadId,
+  key: string,
+  label: string,
+  unit: string,
+  better: Better,
+  ratio: boolean,
+  value: (m: Measurement) => number | undefined,
+): FigureSpec {
+  return { workload, key, label, unit, better, ratio, value };
+}
+
+/** One row of the report: one figure of one workload, across every column. */
+export interface FigureRow {
+  workload: WorkloadId;
+  /** Figure key, e.g. `medianMs`, `perSecond`, `mbPerSecond`, `kibPerSession`. */
+  key: string;
+  label: string;
+  unit: string;
+  better: Better;
+  /** Value per column; null where the column was not measured. */
+  values: Record<string, number | null>;
+  /** Ratio to direct per non-direct column; null where it does not apply. */
+  ratios: Record<string, number | null>;
+}
+
+/** Builds the report rows from the measurements, for the given columns (direct first). */
+export function computeFigures(measurements: Measurement[], columns: string[]): FigureRow[] {
+  const workloads = WORKLOAD_IDS.filter((w) => measurements.some((m) => m.workload === w));
+  const rows: FigureRow[] = [];
+  for (const w of workloads) {
+    for (const s of specsFor(w)) {
+      const values: Record<string, number | null> = {};
+      const ratios: Record<string, number | null> = {};
+      for (const c of columns) {
+        const m = measurements.find((x) => x.workload === w && x.column === c);
+        values[c] = m ? s.value(m) ?? null : null;
+      }
+      const direct = values["direct"];
+      for (const c of columns) {
+        if (c === "direct") continue;
+        const v = values[c];
+        ratios[c] = s.ratio && v !== null && direct !== null && direct !== undefined && direct > 0
+          ? v / direct
+          : null;
+      }
+      rows.push({
+        workload: w,
+        key: s.key,
+        label: s.label,
+        unit: s.unit,
+        better: s.better,
+        values,
+        ratios,
+      });
+    }
+  }
+  return rows;
+}
+
+/** A target of issue 3 and how it came out. */
+export interface GoalResult {
+  /** The workload as the issue names it. */
+  workload: string;
+  /** The figure as the issue names it. */
+  figure: string;
+  /** The target as the issue states it. */
+  target: string;
+  /** The mode whose figure is judged. */
+  mode: string;
+  /** Which report row it reads. */
+  row: { workload: WorkloadId; key: string };
+  /** `max`: measured must be at most `threshold`; `min`: at least. */
+  bound: "max" | "min";
+  threshold: number;
+  /** The measured ratio (or KiB for memory); null when not measured. */
+  measured: number | null;
+  /** Unit of `measured`: `x` for a ratio, `KiB`. */
+  unit: string;
+  /** null when not measured. */
+  met: boolean | null;
+}
+
+interface GoalSpec {
+  workload: string;
+  figure: string;
+  target: string;
+  row: { workload: WorkloadId; key: string };
+  bound: "max" | "min";
+  threshold: number;
+  unit: string;
+  measure(rows: FigureRow[]): number | null;
+}
+
+function rowOf(rows: FigureRow[], workload: WorkloadId, key: string): FigureRow | undefined {
+  return rows.find((r) => r.workload === workload && r.key === key);
+}
+
+function ratioGoal(
+  workload: WorkloadId,
+  key: string,
+  figure: string,
+  bound: "max" | "min",
+  threshold: number,
+): GoalSpec {
+  return {
+    workload: WORKLOAD_TITLES[workload],
+    figure,
+    target: `${bound === "max" ? "at most" : "at least"} ${threshold}x direct`,
+    row: { workload, key },
+    bound,
+    threshold,
+    unit: "x",
+    measure: (rows) => rowOf(rows, workload, key)?.ratios["reuse"] ?? null,
+  };
+}
+
+/** The targets table of issue 3 (reuse mode unless said; ratios to direct in the same run). */
+const GOALS: GoalSpec[] = [
+  ratioGoal("connect1", "medianMs", "median session latency", "max", 1.5),
+  ratioGoal("connect32", "perSecond", "sessions per second", "min", 1.0),
+  ratioGoal("pingpong1", "medianMs", "median round trip", "max", 2.0),
+  ratioGoal("pingpong32", "perSecond", "messages per second", "min", 0.65),
+  ratioGoal("bulk1", "mbPerSecond", "MB/s", "min", 0.75),
+  ratioGoal("bulk8", "mbPerSecond", "MB/s", "min", 0.75),
+  {
+    workload: "5000 open sessions",
+    figure: "resident memory per session",
+    target: "at most 8 KiB",
+    row: { workload: "hold", key: "kibPerSession" },
+    bound: "max",
+    threshold: 8,
+    unit: "KiB",
+    measure: (rows) => rowOf(rows, "hold", "kibPerSession")?.values["reuse"] ?? null,
+  },
+  {
+    workload: "pool effect",
+    figure: "reuse vs off, connect-per-request, 32 clients",
+    target: "at least 1.8x the sessions per second",
+    row: { workload: "connect32", key: "perSecond" },
+    bound: "min",
+    threshold: 1.8,
+    unit: "x",
+    measure: (rows) => {
+      const r = rowOf(rows, "connect32", "perSecond");
+      const reuse = r?.values["reuse"];
+      const off = r?.values["off"];
+      return reuse != null && off != null && off > 0 ? reuse / off : null;
+    },
+  },
+];
+
+/** Judges every target of issue 3 against the report rows. */
+export function evaluateGoals(rows: FigureRow[]): GoalResult[] {
+  return GOALS.map((g) => {
+    const measured = g.measure(rows);
+    const met = measured === null
+      ? null
+      : g.bound === "max"
+      ? measured <= g.threshold
+      : measured >= g.threshold;
+    return {
+      workload: g.workload,
+      figure: g.figure,
+      target: g.target,
+      mode: g.workload === "pool effect" ? "reuse vs off" : "reuse",
+      row: g.row,
+      bound: g.bound,
+      threshold: g.threshold,
+      measured,
+      unit: g.unit,
+      met,
+    };
+  });
+}
+
+/** The goal, if any, that judges a report row (the pool effect is judged apart). */
+export function goalForRow(goals: GoalResult[], row: FigureRow): GoalResult | undefined {
+  return goals.find((g) =>
+    g.row.workload === row.workload && g.row.key === row.key && g.workload !== "pool effect"
+  );
+}

@@ -1,0 +1,191 @@
+/**
+ * Renders benchmark results: a plain-text table for the terminal, the targets table, and an SVG
+ * bar chart of the ratios to direct that a browser can open.
+ *
+ * ```ts
+ * import { renderTable } from "./_report.ts";
+ * console.log(renderTable([], [], ["direct", "reuse"]));
+ * ```
+ *
+ * @module
+ */
+
+import { type FigureRow, goalForRow, type GoalResult, WORKLOAD_TITLES } from "./_figures.ts";
+import { formatNumber, formatRatio } from "./_stats.ts";
+
+/** Lays out rows of cells as aligned columns (first column left, others right-aligned). */
+export function alignColumns(rows: string[][], leftColumns = 1): string {
+  const widths: number[] = [];
+  for (const r of rows) r.forEach((c, i) => widths[i] = Math.max(widths[i] ?? 0, c.length));
+  return rows.map((r) =>
+    r.map((c, i) => i < leftColumns ? c.padEnd(widths[i]) : c.padStart(widths[i])).join("  ")
+      .trimEnd()
+  ).join("\n");
+}
+
+function goalMark(g: GoalResult | undefined): string {
+  if (!g) return "";
+  const sign = g.bound === "max" ? "<=" : ">=";
+  const verdict = g.met === null ? "not measured" : g.met ? "met" : "NOT MET";
+  return `${sign}${g.threshold}${g.unit === "x" ? "x" : ` ${g.unit}`}: ${verdict}`;
+}
+
+/**
+ * The main table: one row per workload and figure; a column per target with its value and, for
+ * proxies, the ratio to direct; the last column marks the issue's target for that row.
+ */
+export function renderTable(rows: FigureRow[], goals: GoalResult[], columns: string[]): string {
+  const header = ["workload", "figure", ...columns, "target (reuse)"];
+  const out: string[][] = [header];
+  let last = "";
+  for (const r of rows) {
+    const title = r.workload === last ? "" : WORKLOAD_TITLES[r.workload];
+    last = r.workload;
+    const cells = columns.map((c) => {
+      const v = r.values[c];
+      if (v === null || v === undefined) return "-";
+      const ratio = r.ratios[c];
+      return ratio === null || ratio === undefined
+        ? formatNumber(v)
+        : `${formatNumber(v)} (${formatRatio(ratio)})`;
+    });
+    const unit = r.unit && r.unit !== "1/s" ? ` [${r.unit}]` : "";
+    out.push([title, `${r.label}${unit}`, ...cells, goalMark(goalForRow(goals, r))]);
+  }
+  return alignColumns(out, 2);
+}
+
+/** The targets table of issue 3 with the measured value and met / NOT MET / not measured. */
+export function renderGoals(goals: GoalResult[]): string {
+  const out: string[][] = [["workload", "figure", "target", "mode", "measured", "result"]];
+  for (const g of goals) {
+    const measured = g.measured === null ? "-" : g.unit === "x"
+      ? `${g.measured.toFixed(3)}x` // three decimals: 0.646 must not read as a met 0.65
+      : `${formatNumber(g.measured)} ${g.unit}`;
+    const result = g.met === null ? "not measured" : g.met ? "met" : "NOT MET";
+    out.push([g.workload, g.figure, g.target, g.mode, measured, result]);
+  }
+  return alignColumns(out, 4);
+}
+
+const COLORS: Record<string, string> = {
+  off: "#9e9e9e",
+  warm: "#f2a93b",
+  reuse: "#2e7d32",
+  haproxy: "#1565c0",
+  socat: "#8e44ad",
+};
+
+function esc(s: string): string {
+  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+/**
+ * An SVG bar chart: for each headline figure that has a ratio to direct (medians, rates,
+ * throughput) and for the memory per session, one bar per proxy column, a line at 1.0x (direct),
+ * and a dashed line at the issue's target.
+ */
+export function renderSvg(
+  rows: FigureRow[],
+  goals: GoalResult[],
+  columns: string[],
+  subtitle: string,
+): string {
+  const proxies = columns.filter((c) => c !== "direct");
+  // the headline figures only (the p99s are in the table and the JSON)
+  const ratioRows = rows.filter((r) =>
+    r.key !== "p99Ms" && proxies.some((c) => r.ratios[c] != null)
+  );
+  const memRows = rows.filter((r) =>
+    r.key === "kibPerSession" && proxies.some((c) => r.values[c] != null)
+  );
+  const W = 980, labelW = 330, plotX = labelW + 10, plotW = W - plotX - 90;
+  const barH = 13, gap = 3, blockPad = 30;
+  const parts: string[] = [];
+  let y = 64;
+
+  const allRatios = ratioRows.flatMap((r) => proxies.map((c) => r.ratios[c] ?? 0));
+  const ratioTargets = goals.filter((g) => g.unit === "x" && g.workload !== "pool effect")
+    .map((g) => g.threshold);
+  const ratioMax = Math.max(1.2, ...allRatios, ...ratioTargets) * 1.08;
+
+  const block = (r: FigureRow, value: (c: string) => number | null, max: number, unit: string) => {
+    const g = goalForRow(goals, r);
+    const better = r.better === "lower" ? "lower is better" : "higher is better";
+    const title = `${WORKLOAD_TITLES[r.workload]}: ${r.label} (${better})`;
+    parts.push(`<text x="10" y="${y + 12}" class="t">${esc(title)}</text>`);
+    const top = y + 18;
+    const bars = proxies.filter((c) => value(c) !== null);
+    const h = bars.length * (barH + gap);
+    bars.forEach((c, i) => {
+      const v = value(c) ?? 0;
+      const by = top + i * (barH + gap);
+      const bw = Math.max(1, (v / max) * plotW);
+      parts.push(`<text x="${plotX - 6}" y="${by + barH - 3}" class="l">${esc(c)}</text>`);
+      parts.push(
+        `<rect x="${plotX}" y="${by}" width="${bw.toFixed(1)}" height="${barH}" fill="${
+          COLORS[c] ?? "#555"
+        }"/>`,
+      );
+      const label = unit === "x" ? formatRatio(v) : `${formatNumber(v)} ${unit}`;
+      parts.push(
+        `<text x="${(plotX + bw + 4).toFixed(1)}" y="${by + barH - 3}" class="v">${label}</text>`,
+      );
+    });
+    if (unit === "x") {
+      const x1 = plotX + (1 / max) * plotW;
+      parts.push(
+        `<line x1="${x1.toFixed(1)}" y1="${top - 3}" x2="${x1.toFixed(1)}" y2="${
+          top + h
+        }" class="direct"/>`,
+      );
+    }
+    if (g && (g.unit === unit || (unit === "x" && g.unit === "x"))) {
+      const xt = plotX + (g.threshold / max) * plotW;
+      const sign = g.bound === "max" ? "≤" : "≥";
+      parts.push(
+        `<line x1="${xt.toFixed(1)}" y1="${top - 3}" x2="${xt.toFixed(1)}" y2="${
+          top + h
+        }" class="goal"/>`,
+      );
+      parts.push(
+        `<text x="${(xt + 3).toFixed(1)}" y="${
+          top + h + 10
+        }" class="g">target ${sign}${g.threshold}${unit === "x" ? "x" : " " + unit} (reuse)</text>`,
+      );
+    }
+    y = top + h + blockPad;
+  };
+
+  for (const r of ratioRows) block(r, (c) => r.ratios[c] ?? null, ratioMax, "x");
+  for (const r of memRows) {
+    const vals = proxies.map((c) => r.values[c] ?? 0);
+    const g = goalForRow(goals, r);
+    const max = Math.max(...vals, g?.threshold ?? 0, 1) * 1.08;
+    block(r, (c) => r.values[c] ?? null, max, "KiB");
+  }
+
+  const legend = proxies.map((c, i) =>
+    `<rect x="${10 + i * 110}" y="${y}" width="12" height="12" fill="${COLORS[c] ?? "#555"}"/>` +
+    `<text x="${26 + i * 110}" y="${y + 11}" class="l2">${esc(c)}</text>`
+  ).join("");
+  const note = `<text x="10" y="${y + 32}" class="s">Grey line: direct to the upstream (1.0x). ` +
+    `Dashed red line: the target of issue 3 for reuse mode.</text>`;
+  const H = y + 48;
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" ` +
+    `font-family="sans-serif">
+<style>
+.h{font-size:18px;font-weight:bold}.s{font-size:12px;fill:#555}.t{font-size:13px;font-weight:bold}
+.l{font-size:12px;text-anchor:end}.l2{font-size:12px}
+.v{font-size:11px;paint-order:stroke;stroke:white;stroke-width:3px}.g{font-size:11px;fill:#c62828}
+.direct{stroke:#444;stroke-width:1.5}.goal{stroke:#c62828;stroke-width:1.5;stroke-dasharray:5,3}
+</style>
+<rect width="100%" height="100%" fill="white"/>
+<text x="10" y="24" class="h">tcp-pool-proxy benchmark: ratio to direct</text>
+<text x="10" y="44" class="s">${esc(subtitle)}</text>
+${parts.join("\n")}
+${legend}
+${note}
+</svg>
+`;
+}

@@ -1,0 +1,215 @@
+/**
+ * The processes a benchmark run drives: the echo upstream, the proxy under test (`main.ts`) in a
+ * pool mode, and peer proxies (HAProxy, socat) when they are on the PATH. Each is started as its
+ * own process and returned as a {@linkcode Server} that must be stopped.
+ *
+ * ```ts
+ * import { startEchoProcess, startProxy } from "./_servers.ts";
+ * const echo = await startEchoProcess();
+ * try {
+ *   const proxy = await startProxy({ mode: "reuse", upstream: echo.address });
+ *   try {
+ *     console.log(proxy.address);
+ *   } finally {
+ *     await proxy.stop();
+ *   }
+ * } finally {
+ *   await echo.stop();
+ * }
+ * ```
+ *
+ * @module
+ */
+
+import { ChildError, ChildProc, denoScript, findOnPath, freePort, waitForPort } from "./_proc.ts";
+import type { EchoStats } from "./_echo.ts";
+
+/** The proxy entry point of this repository, found from this file (works in any clone). */
+export const DEFAULT_PROXY_SCRIPT: URL = new URL("../main.ts", import.meta.url);
+/**
+ * The log level the proxy runs at while measured: its default, which is what users get (and the
+ * level that prints the `listening on` start-up line; nothing per session is logged at it).
+ */
+export const PROXY_LOG_LEVEL = "info";
+const START_TIMEOUT_MS = 15_000;
+
+/** A started process that accepts TCP connections. */
+export interface Server {
+  /** Short name: `echo`, `proxy (reuse)`, `haproxy`, ... */
+  readonly name: string;
+  /** `HOST:PORT` to connect to. */
+  readonly address: string;
+  /** The process, for its PID and memory. */
+  readonly proc: ChildProc;
+  /** Stops the process and waits for it; returns its exit code. */
+  stop(): Promise<number>;
+}
+
+/** The echo upstream process, which can also report its counters. */
+export interface EchoProcess extends Server {
+  /** Asks the upstream for its counters. @throws {ChildError} when it does not answer. */
+  stats(): Promise<EchoStats>;
+}
+
+async function started(proc: ChildProc, address: Promise<string>): Promise<string> {
+  try {
+    return await address;
+  } catch (err) {
+    await proc.stop(1000);
+    throw err;
+  }
+}
+
+function server(name: string, proc: ChildProc, address: string, cleanup?: () => void): Server {
+  return {
+    name,
+    address,
+    proc,
+    async stop() {
+      try {
+        return (await proc.stop()).code;
+      } finally {
+        cleanup?.();
+      }
+    },
+  };
+}
+
+/** Starts `bench/echo_server.ts` as its own process on 127.0.0.1 (a free port). */
+export async function startEchoProcess(): Promise<EchoProcess> {
+  const script = new URL("./echo_server.ts", import.meta.url);
+  const proc = ChildProc.spawn(
+    "echo upstream",
+    Deno.execPath(),
+    denoScript(script, ["--allow-net"], ["--listen", "127.0.0.1:0"]),
+    { stdin: true },
+  );
+  const address = await started(proc, proc.waitForListening(START_TIMEOUT_MS));
+  return {
+    ...server("echo upstream", proc, address),
+    async stats() {
+      await proc.writeLine("stats");
+      const line = await proc.nextLine(5000);
+      const v: unknown = JSON.parse(line);
+      if (typeof v !== "object" || v === null) {
+        throw new ChildError(proc.name, `bad stats ${line}`, "");
+      }
+      const o = v as Record<string, unknown>;
+      const n = (k: string) => {
+        const x = o[k];
+        if (typeof x !== "number") throw new ChildError(proc.name, `bad stats ${line}`, "");
+        return x;
+      };
+      return { accepted: n("accepted"), open: n("open"), errors: n("errors"), bytes: n("bytes") };
+    },
+  };
+}
+
+/** Options of {@linkcode startProxy}. */
+export interface ProxyOptions {
+  /** `off`, `warm` or `reuse`. */
+  mode: string;
+  /** The upstream `HOST:PORT`. */
+  upstream: string;
+  /** The proxy entry point; default {@linkcode DEFAULT_PROXY_SCRIPT}. */
+  script?: URL;
+  /** Log level; default {@linkcode PROXY_LOG_LEVEL}. */
+  logLevel?: string;
+}
+
+/**
+ * Starts the proxy under test (`deno run --allow-net main.ts ...`) on 127.0.0.1, port chosen by
+ * the system, and learns its address from its `listening on HOST:PORT` log line.
+ *
+ * @throws {ChildError} when the proxy exits or prints no such line in time.
+ */
+export async function startProxy(options: ProxyOptions): Promise<Server> {
+  const script = options.script ?? DEFAULT_PROXY_SCRIPT;
+  const name = `proxy (${options.mode})`;
+  const proc = ChildProc.spawn(
+    name,
+    Deno.execPath(),
+    denoScript(script, ["--allow-net"], [
+      "--listen",
+      "127.0.0.1:0",
+      "--upstream",
+      options.upstream,
+      "--pool",
+      options.mode,
+      "--log-level",
+      options.logLevel ?? PROXY_LOG_LEVEL,
+      "--drain-timeout",
+      "2s",
+    ]),
+  );
+  const address = await started(proc, proc.waitForListening(START_TIMEOUT_MS));
+  return server(name, proc, address);
+}
+
+/** Peer proxies the benchmark compares with, when installed. */
+export const PEERS = ["haproxy", "socat"] as const;
+
+/** One peer name. */
+export type PeerName = typeof PEERS[number];
+
+/** Peers found on the PATH (never installs anything). */
+export function availablePeers(): PeerName[] {
+  return PEERS.filter((p) => findOnPath(p) !== undefined);
+}
+
+/**
+ * Starts a peer proxy in front of `upstream` on a free 127.0.0.1 port and waits until it
+ * accepts connections. HAProxy runs in the foreground, `mode tcp`, one thread, with a config
+ * written to a temporary directory; socat forks a process per connection.
+ *
+ * @throws {Error} when the peer is not on the PATH or does not start.
+ */
+export async function startPeer(peer: PeerName, upstream: string): Promise<Server> {
+  const exe = findOnPath(peer);
+  if (!exe) throw new Error(`${peer} is not on the PATH`);
+  const port = freePort();
+  let proc: ChildProc;
+  let cleanup: (() => void) | undefined;
+  if (peer === "haproxy") {
+    const dir = Deno.makeTempDirSync({ prefix: "bench-haproxy-" });
+    cleanup = () => Deno.removeSync(dir, { recursive: true });
+    const cfg = `${dir}/haproxy.cfg`;
+    Deno.writeTextFileSync(cfg, haproxyConfig(port, upstream));
+    proc = ChildProc.spawn("haproxy", exe, ["-f", cfg, "-db"]);
+  } else {
+    proc = ChildProc.spawn("socat", exe, [
+      `TCP-LISTEN:${port},bind=127.0.0.1,fork,reuseaddr,backlog=4096,nodelay`,
+      `TCP:${upstream},nodelay`,
+    ]);
+  }
+  try {
+    await waitForPort("127.0.0.1", port, START_TIMEOUT_MS);
+  } catch (err) {
+    await proc.stop(1000);
+    cleanup?.();
+    throw new ChildError(peer, err instanceof Error ? err.message : String(err), proc.tail());
+  }
+  return server(peer, proc, `127.0.0.1:${port}`, cleanup);
+}
+
+/** A minimal HAProxy configuration: one TCP frontend, one backend, sensible timeouts. */
+export function haproxyConfig(port: number, upstream: string): string {
+  return `global
+    maxconn 8000
+    nbthread 1
+
+defaults
+    mode tcp
+    maxconn 8000
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+
+frontend bench
+    bind 127.0.0.1:${port}
+    default_backend upstream
+
+backend upstream
+    server echo ${upstream}
+`;
+}

@@ -1,0 +1,225 @@
+/**
+ * Tests of the benchmark (`bench/`): its byte verification catches corruption, and the short
+ * benchmark and the demo run end to end against `main.ts`, so that neither can rot.
+ *
+ * @module
+ */
+
+import { StreamPattern, StreamVerifier } from "../bench/_pattern.ts";
+import { percentile } from "../bench/_stats.ts";
+import { runConnect } from "../bench/_workloads.ts";
+import {
+  assert,
+  assertEquals,
+  assertGreater,
+  assertMatch,
+  assertStringIncludes,
+  fail,
+} from "./_assert.ts";
+
+const BENCH = new URL("../bench/bench.ts", import.meta.url);
+const DEMO = new URL("../bench/demo.ts", import.meta.url);
+const PERMISSIONS = [
+  "--allow-net",
+  "--allow-run",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+];
+
+interface Output {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function runScript(script: URL, args: string[]): Promise<Output> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--quiet", ...PERMISSIONS, decodeURIComponent(script.pathname), ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+function show(o: Output): string {
+  return `exit ${o.code}\n--- stdout ---\n${o.stdout}\n--- stderr ---\n${o.stderr}`;
+}
+
+function record(v: unknown, what: string): Record<string, unknown> {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) fail(`${what} is not an object`);
+  return v as Record<string, unknown>;
+}
+
+function list(v: unknown, what: string): unknown[] {
+  if (!Array.isArray(v)) fail(`${what} is not an array`);
+  return v;
+}
+
+Deno.test("stream verifier accepts the pattern in reads of any size and alignment", () => {
+  const pattern = new StreamPattern(7, 1024);
+  const total = 300_000; // crosses the pattern's period
+  const v = new StreamVerifier(pattern);
+  let sent = 0;
+  const sizes = [1, 3, 1024, 5, 777, 2, 1000];
+  for (let i = 0; v.pos < total; i++) {
+    const view = v.readInto(Math.min(sizes[i % sizes.length], total - v.pos));
+    // what the wire would carry: the pattern's bytes from position `sent`
+    for (let j = 0; j < view.length; j++) {
+      const p = sent + j;
+      view[j] = pattern.slice(p - (p % 4), 4)[p % 4];
+    }
+    sent += view.length;
+    v.check(view.length);
+  }
+  assertEquals(v.pos, total);
+  assertEquals(v.mismatches, 0);
+});
+
+Deno.test("stream verifier counts a flipped byte, a lost byte and a foreign stream", () => {
+  const flipped = new StreamVerifier(new StreamPattern(1, 4096));
+  const view = flipped.readInto(4096);
+  view.set(new StreamPattern(1, 4096).slice(0, 4096));
+  view[1234] ^= 1;
+  flipped.check(4096);
+  assertEquals(flipped.mismatches, 1);
+
+  const shifted = new StreamVerifier(new StreamPattern(1, 4096));
+  const view2 = shifted.readInto(4000);
+  view2.set(new StreamPattern(1, 4096).slice(0, 4004).subarray(1, 4001)); // first byte lost
+  shifted.check(4000);
+  assertEquals(shifted.mismatches, 1);
+
+  const foreign = new StreamVerifier(new StreamPattern(1, 4096));
+  const view3 = foreign.readInto(4096);
+  view3.set(new StreamPattern(2, 4096).slice(0, 4096));
+  foreign.check(4096);
+  assertEquals(foreign.mismatches, 1);
+});
+
+Deno.test("percentile takes the nearest rank", () => {
+  const sorted = Float64Array.from({ length: 100 }, (_, i) => i + 1);
+  assertEquals(percentile(sorted, 50), 50);
+  assertEquals(percentile(sorted, 99), 99);
+  assertEquals(percentile(sorted, 100), 100);
+  assertEquals(percentile(new Float64Array([4]), 99), 4);
+});
+
+Deno.test("load generator counts a corrupted echo as a mismatch, never as a session", async () => {
+  // an "echo" server that flips one bit of everything it sends back
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const serving: Promise<void>[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      serving.push((async () => {
+        const buf = new Uint8Array(1024);
+        try {
+          while (true) {
+            const n = await conn.read(buf);
+            if (n === null) break;
+            buf[0] ^= 0x80;
+            await conn.write(buf.subarray(0, n));
+          }
+        } catch {
+          /* the client closed */
+        } finally {
+          conn.close();
+        }
+      })());
+    }
+  })();
+  try {
+    const r = await runConnect({
+      kind: "connect",
+      target: `127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+      clients: 2,
+      durationMs: 100,
+      warmupMs: 0,
+      messageBytes: 64,
+    });
+    assertGreater(r.mismatches, 0);
+    assertEquals(r.sessions, 0);
+    assertEquals(r.latency.count, 0);
+  } finally {
+    listener.close();
+    await accepting;
+    await Promise.all(serving);
+  }
+});
+
+Deno.test("bench --short runs every workload through every mode with no error", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "bench-test-" });
+  try {
+    const out = await runScript(BENCH, ["--short", "--out", dir]);
+    assertEquals(out.code, 0, show(out));
+    assertStringIncludes(out.stdout, "Targets (issue 3");
+
+    const report = record(JSON.parse(await Deno.readTextFile(`${dir}/latest.json`)), "report");
+    for (const key of ["columns", "measurements", "figures", "goals", "totals", "failures"]) {
+      assert(key in report, `latest.json has no "${key}"`);
+    }
+    const columns = list(report.columns, "columns");
+    for (const c of ["direct", "off", "warm", "reuse"]) {
+      assert(columns.includes(c), `no ${c} column`);
+    }
+
+    const totals = record(report.totals, "totals");
+    assertEquals(totals.errors, 0, show(out));
+    assertEquals(totals.mismatches, 0, show(out));
+    assertEquals(list(report.failures, "failures").length, 0, show(out));
+
+    const measured = new Set(
+      list(report.measurements, "measurements").map((m) => {
+        const r = record(m, "measurement");
+        const result = record(r.result, "result");
+        assertEquals(result.errors, 0);
+        assertEquals(result.mismatches, 0);
+        return `${r.column}/${r.workload}`;
+      }),
+    );
+    for (const c of columns) {
+      for (const w of ["connect1", "connect32", "pingpong1", "pingpong32", "bulk1", "bulk8"]) {
+        assert(measured.has(`${c}/${w}`), `${c}/${w} was not measured`);
+      }
+    }
+    for (const c of ["off", "warm", "reuse"]) {
+      assert(measured.has(`${c}/hold`), `${c}/hold missing`);
+    }
+
+    const goals = list(report.goals, "goals");
+    assertEquals(goals.length, 8);
+    for (const g of goals) {
+      const goal = record(g, "goal");
+      assertEquals(typeof goal.met, "boolean", `goal not judged: ${JSON.stringify(goal)}`);
+    }
+
+    const svg = await Deno.readTextFile(`${dir}/latest.svg`);
+    assertMatch(svg, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+    assertStringIncludes(svg, "</svg>");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("bench rejects a bad option with one clear line and exit code 2", async () => {
+  const out = await runScript(BENCH, ["--duration", "fast"]);
+  assertEquals(out.code, 2, show(out));
+  assertEquals(out.stderr.trim().split("\n").length, 1, show(out));
+  assertStringIncludes(out.stderr, "--duration");
+
+  const unknown = await runScript(BENCH, ["--bogus"]);
+  assertEquals(unknown.code, 2, show(unknown));
+  assertStringIncludes(unknown.stderr, "unknown option --bogus");
+});
+
+Deno.test("demo prints sessions per second and upstream connections for each mode", async () => {
+  const out = await runScript(DEMO, ["--seconds", "0.5"]);
+  assertEquals(out.code, 0, show(out));
+  assertStringIncludes(out.stdout, "upstream connections opened");
+  for (const mode of ["direct (no proxy)", "off", "warm", "reuse"]) {
+    assertMatch(out.stdout, new RegExp(`^${mode.replace(/[()]/g, "\\$&")}\\s+[\\d,]+\\s`, "m"));
+  }
+  assertStringIncludes(out.stdout, "What the pool buys");
+});
