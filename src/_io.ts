@@ -1,7 +1,8 @@
 /**
- * Small socket helpers shared by the relay and the pool: writing a whole chunk, sizing read
- * buffers that grow while a stream is busy and shrink back when it is quiet, and telling the
- * interruption we caused (closing a socket under a pending read) from a real network error.
+ * Small socket helpers shared by the relay and the pool: writing a whole chunk, read buffers that
+ * grow while a stream is busy (and then alternate, so that one is read into while the other is
+ * written out) and shrink back when it is quiet, and telling the interruption we caused (closing
+ * a socket under a pending read) from a real network error.
  *
  * @module
  */
@@ -42,6 +43,45 @@ export function nextReadBuffer(
     return new Uint8Array(MIN_READ_BUFFER);
   }
   return buffer;
+}
+
+/**
+ * The read buffers of one direction of a relay. A quiet direction has one small buffer, and the
+ * caller waits for each write before reading again. A busy one (its buffer grew past
+ * {@link MIN_READ_BUFFER}) alternates two buffers: the next read goes into one while the write of
+ * the other is still in flight, so the socket being read and the one being written both stay
+ * busy. The caller still waits for the previous write before starting the next, so chunks stay
+ * in order and at most two buffers (one read, one write) are in use.
+ */
+export class ReadBuffers {
+  #current: Uint8Array<ArrayBuffer> = new Uint8Array(MIN_READ_BUFFER);
+  #spare: Uint8Array<ArrayBuffer> | undefined;
+
+  /** The buffer to read into next. */
+  get current(): Uint8Array<ArrayBuffer> {
+    return this.#current;
+  }
+
+  /**
+   * Call after `bytesRead` bytes of {@link current} were handed to a write that may still be in
+   * flight: picks the next read buffer.
+   *
+   * @returns true when the caller must wait for that write before reading again (the direction
+   * is quiet and its one buffer is the one being written).
+   */
+  rotate(bytesRead: number): boolean {
+    const next = nextReadBuffer(this.#current, bytesRead);
+    if (next !== this.#current) {
+      this.#current = next;
+      this.#spare = undefined;
+      return false;
+    }
+    if (next.length <= MIN_READ_BUFFER) return true;
+    const spare = this.#spare ?? new Uint8Array(next.length);
+    this.#spare = this.#current;
+    this.#current = spare;
+    return false;
+  }
 }
 
 /**

@@ -25,14 +25,7 @@
  */
 
 import { formatHostPort, type HostPort } from "./address.ts";
-import {
-  closeQuietly,
-  describeError,
-  isLocalInterruption,
-  MIN_READ_BUFFER,
-  nextReadBuffer,
-  writeAll,
-} from "./_io.ts";
+import { closeQuietly, describeError, isLocalInterruption, ReadBuffers, writeAll } from "./_io.ts";
 import { UpstreamConnectError } from "./dial.ts";
 import type { ReleaseOutcome, UpstreamPool } from "./pool.ts";
 import type { LeaseHandlers, UpstreamConn } from "./upstream_conn.ts";
@@ -244,27 +237,39 @@ class Session implements LeaseHandlers, SessionHandle {
   // ---- client to upstream ----
 
   async #pumpClientToUpstream(): Promise<void> {
-    let buffer = new Uint8Array(MIN_READ_BUFFER);
-    while (this.#end === undefined) {
-      let bytesRead: number | null;
-      try {
-        bytesRead = await this.#client.read(buffer);
-      } catch (error) {
-        if (!isLocalInterruption(error)) this.#finish("client-error", error);
-        return;
+    const buffers = new ReadBuffers();
+    // The previous chunk's send, still in flight while the next chunk is read.
+    let sending: Promise<boolean> | undefined;
+    try {
+      while (this.#end === undefined) {
+        let bytesRead: number | null;
+        try {
+          bytesRead = await this.#client.read(buffers.current);
+        } catch (error) {
+          if (!isLocalInterruption(error)) this.#finish("client-error", error);
+          return;
+        }
+        if (sending !== undefined && !await sending) return;
+        sending = undefined;
+        if (bytesRead === null) {
+          await this.#onClientEof();
+          return;
+        }
+        if (this.#end !== undefined) return;
+        const chunk = buffers.current.subarray(0, bytesRead);
+        this.#bytesFromClient += bytesRead;
+        this.#lastSpeaker = "client";
+        const seq = ++this.#clientChunks;
+        this.#keepForReplay(chunk);
+        sending = this.#sendUpstream(chunk, seq);
+        if (buffers.rotate(bytesRead)) {
+          if (!await sending) return;
+          sending = undefined;
+        }
       }
-      if (bytesRead === null) {
-        await this.#onClientEof();
-        return;
-      }
-      if (this.#end !== undefined) return;
-      const chunk = buffer.subarray(0, bytesRead);
-      this.#bytesFromClient += bytesRead;
-      this.#lastSpeaker = "client";
-      const seq = ++this.#clientChunks;
-      this.#keepForReplay(chunk);
-      if (!await this.#sendUpstream(chunk, seq)) return;
-      buffer = nextReadBuffer(buffer, bytesRead);
+    } finally {
+      // Every user of the upstream connection finishes before the session lets it go.
+      if (sending !== undefined) await sending;
     }
   }
 

@@ -14,13 +14,7 @@
  * @module
  */
 
-import {
-  closeQuietly,
-  isLocalInterruption,
-  MIN_READ_BUFFER,
-  nextReadBuffer,
-  writeAll,
-} from "./_io.ts";
+import { closeQuietly, isLocalInterruption, ReadBuffers, writeAll } from "./_io.ts";
 
 /**
  * What the reader does with what it reads while a session holds the connection. A session
@@ -28,8 +22,9 @@ import {
  */
 export interface LeaseHandlers {
   /**
-   * Takes bytes read from the upstream. The reader waits for the returned promise before it
-   * reads again (backpressure), and reuses `chunk`'s memory afterwards. Must not reject.
+   * Takes bytes read from the upstream. The reader may read the next chunk into another buffer
+   * meanwhile, but waits for the returned promise before it delivers again (backpressure, order)
+   * and reuses `chunk`'s memory only after it. Must not reject.
    */
   onUpstreamData(conn: UpstreamConn, chunk: Uint8Array): Promise<void>;
   /** The upstream sent FIN. */
@@ -164,15 +159,25 @@ export class UpstreamConn {
   }
 
   async #readLoop(): Promise<void> {
-    let buffer = new Uint8Array(MIN_READ_BUFFER);
+    const buffers = new ReadBuffers();
     while (true) {
       let bytesRead: number | null;
+      let readError: unknown;
       try {
-        bytesRead = await this.conn.read(buffer);
+        bytesRead = await this.conn.read(buffers.current);
       } catch (error) {
-        if (this.#state === "closed" && isLocalInterruption(error)) return;
+        bytesRead = null;
+        readError = error ?? new Error("read failed");
+      }
+      // Whatever comes next follows the chunk still being delivered.
+      if (this.#delivering !== undefined) {
+        await this.#delivering;
+        this.#delivering = undefined;
+      }
+      if (readError !== undefined) {
+        if (this.#state === "closed" && isLocalInterruption(readError)) return;
         this.unfitReason ??= "read failed";
-        this.#readEnded("error while idle", (lease) => lease.onUpstreamError(this, error));
+        this.#readEnded("error while idle", (lease) => lease.onUpstreamError(this, readError));
         return;
       }
       if (bytesRead === null) {
@@ -183,7 +188,7 @@ export class UpstreamConn {
       if (this.#lease === undefined && this.leases === 0 && this.#state === "idle") {
         this.#greetingBytes += bytesRead;
         if (this.#greetingBytes <= GREETING_LIMIT) {
-          this.#greeting.push(buffer.slice(0, bytesRead));
+          this.#greeting.push(buffers.current.slice(0, bytesRead));
           continue;
         }
         this.unfitReason ??= "greeting too large";
@@ -198,11 +203,11 @@ export class UpstreamConn {
         this.#readEnded("bytes while idle", undefined);
         return;
       }
-      const delivering = lease.onUpstreamData(this, buffer.subarray(0, bytesRead));
-      this.#delivering = delivering;
-      await delivering;
-      this.#delivering = undefined;
-      buffer = nextReadBuffer(buffer, bytesRead);
+      this.#delivering = lease.onUpstreamData(this, buffers.current.subarray(0, bytesRead));
+      if (buffers.rotate(bytesRead)) {
+        await this.#delivering;
+        this.#delivering = undefined;
+      }
     }
   }
 
