@@ -108,9 +108,9 @@ export class ProxyServer {
       pool: this.pool,
       reuse: options.pool === "reuse",
       signal: this.#shutdown.signal,
-      onEnd: (session, summary) => {
+      onEnd: (session) => {
         this.#sessions.delete(session);
-        this.#onSessionEnd(summary);
+        this.#onSessionEnd(session);
         if (this.#sessions.size === 0) this.#allEnded?.();
       },
     };
@@ -207,8 +207,13 @@ export class ProxyServer {
     this.#sessions.add(startSession(client, this.#nextSessionId++, this.#sessionContext));
   }
 
-  #onSessionEnd(summary: SessionSummary): void {
-    if (summary.end === "connect-failed" || summary.end === "connect-timeout") {
+  #onSessionEnd(session: SessionHandle): void {
+    const end = session.end;
+    const unavailable = end === "connect-failed" || end === "connect-timeout";
+    const debug = isDebugEnabled(this.#sessionLog);
+    if (!unavailable && !debug && this.#options.onSessionEnd === undefined) return;
+    const summary = session.summary();
+    if (unavailable) {
       this.#log.warn("session {id}: upstream {upstream} unavailable ({end}): {reason}", {
         id: summary.id,
         upstream: this.#upstreamText,
@@ -217,7 +222,7 @@ export class ProxyServer {
         client: summary.client,
       });
     }
-    if (isDebugEnabled(this.#sessionLog)) {
+    if (debug) {
       this.#sessionLog.debug(
         "session {id} {client} -> {upstream} {source} {end} up {bytesFromClient}B down {bytesFromServer}B {durationMs}ms release {release}",
         { ...summary, durationMs: Math.round(summary.durationMs * 100) / 100 },

@@ -86,14 +86,21 @@ export interface SessionContext {
   reuse: boolean;
   /** The proxy's shutdown signal: aborts a dial under way when the drain runs out. */
   signal: AbortSignal;
-  /** Called once per session, when it has ended and its upstream connection was released. */
-  onEnd(session: SessionHandle, summary: SessionSummary): void;
+  /**
+   * Called once per session, when it has ended and its upstream connection was released. The
+   * summary is built only if asked for, so that the default log level costs nothing per session.
+   */
+  onEnd(session: SessionHandle): void;
 }
 
-/** A running session, as the proxy holds it. */
+/** A session, as the proxy holds it. */
 export interface SessionHandle {
+  /** How it ended; `undefined` while it runs. */
+  readonly end: SessionEnd | undefined;
   /** Ends the session now, as `shutdown` (the drain timeout ran out). */
   abort(): void;
+  /** What the session did, for the log line (complete once ended). */
+  summary(): SessionSummary;
 }
 
 /** Most client bytes kept for replaying onto a fresh connection. */
@@ -138,6 +145,7 @@ class Session implements LeaseHandlers, SessionHandle {
   #replayBytes = 0;
   #replayable = true;
   #retried = false;
+  #release: ReleaseOutcome | "none" = "none";
   #retrying: Promise<boolean> | undefined;
   /** Client chunks read so far, and how many of them the current upstream has been sent. */
   #clientChunks = 0;
@@ -151,6 +159,10 @@ class Session implements LeaseHandlers, SessionHandle {
 
   start(): void {
     this.#starting = this.#connect();
+  }
+
+  get end(): SessionEnd | undefined {
+    return this.#end;
   }
 
   abort(): void {
@@ -186,7 +198,6 @@ class Session implements LeaseHandlers, SessionHandle {
 
   /** Unblocks and waits for every user of the sockets, releases the upstream, reports. */
   async #teardown(): Promise<void> {
-    let release: ReleaseOutcome | "none" = "none";
     try {
       const clean = this.#isClean();
       // A write stuck on a peer that stopped reading, a pending read: closing ends them.
@@ -199,14 +210,14 @@ class Session implements LeaseHandlers, SessionHandle {
       const up = this.#up;
       if (up !== undefined) {
         await up.endLease();
-        release = this.#options.pool.release(up, clean);
+        this.#release = this.#options.pool.release(up, clean);
       }
     } finally {
-      this.#options.onEnd(this, this.#summary(release));
+      this.#options.onEnd(this);
     }
   }
 
-  #summary(release: ReleaseOutcome | "none"): SessionSummary {
+  summary(): SessionSummary {
     const summary: SessionSummary = {
       id: this.#id,
       client: addressOf(this.#client.remoteAddr),
@@ -218,7 +229,7 @@ class Session implements LeaseHandlers, SessionHandle {
       bytesFromClient: this.#bytesFromClient,
       bytesFromServer: this.#bytesFromServer,
       durationMs: performance.now() - this.#startedAt,
-      release,
+      release: this.#release,
     };
     if (this.#error !== undefined) summary.error = describeError(this.#error);
     return summary;
