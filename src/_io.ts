@@ -47,8 +47,8 @@ export function nextReadBuffer(
 
 /**
  * The read buffers of one direction of a relay. A quiet direction has one small buffer, and the
- * caller waits for each write before reading again. A busy one (its buffer grew past
- * {@link MIN_READ_BUFFER}) alternates two buffers: the next read goes into one while the write of
+ * caller waits for each write before reading again. A busy one (its reads fill a buffer that grew
+ * past {@link MIN_READ_BUFFER}) alternates two buffers: the next read goes into one while the write of
  * the other is still in flight, so the socket being read and the one being written both stay
  * busy. The caller still waits for the previous write before starting the next, so chunks stay
  * in order and at most two buffers (one read, one write) are in use.
@@ -76,7 +76,12 @@ export class ReadBuffers {
       this.#spare = undefined;
       return false;
     }
-    if (next.length <= MIN_READ_BUFFER) return true;
+    // A read that did not fill the buffer: the stream is not pressing, one buffer will do (and
+    // an idle connection then holds one buffer in its pending read, not two).
+    if (next.length <= MIN_READ_BUFFER || bytesRead < next.length) {
+      this.#spare = undefined;
+      return true;
+    }
     const spare = this.#spare ?? new Uint8Array(next.length);
     this.#spare = this.#current;
     this.#current = spare;

@@ -51,7 +51,12 @@ export async function dialUpstream(
       transport: "tcp",
       signal: controller.signal,
     });
-    conn.setNoDelay(true);
+    try {
+      conn.setNoDelay(true);
+    } catch (error) {
+      conn.close();
+      throw error;
+    }
     return conn;
   } catch (error) {
     if (controller.signal.aborted && controller.signal.reason === timeout) {

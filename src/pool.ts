@@ -98,6 +98,8 @@ export class UpstreamPool {
   readonly #log: Logger = getLogger(["tcp-pool-proxy", "pool"]);
   readonly #address: string;
   readonly #dialing = new Set<Promise<unknown>>();
+  /** Aborts dials under way when the pool closes. */
+  readonly #closeController = new AbortController();
   readonly #closing = new Set<Promise<void>>();
   #refillsInFlight = 0;
   #refillBackoffMs = 0;
@@ -228,6 +230,7 @@ export class UpstreamPool {
    */
   async close(): Promise<void> {
     this.#closed = true;
+    this.#closeController.abort(new PoolClosedError());
     clearTimeout(this.#refillTimer);
     clearTimeout(this.#sweepTimer);
     this.#refillTimer = this.#sweepTimer = undefined;
@@ -275,7 +278,12 @@ export class UpstreamPool {
 
   #dial(signal?: AbortSignal): Promise<UpstreamConn> {
     this.#stats.dials++;
-    const dialing = dialUpstream(this.options.upstream, this.options.connectTimeoutMs, signal)
+    const closing = this.#closeController.signal;
+    const dialing = dialUpstream(
+      this.options.upstream,
+      this.options.connectTimeoutMs,
+      signal === undefined ? closing : AbortSignal.any([signal, closing]),
+    )
       .then((socket) => {
         const conn = new UpstreamConn(socket);
         conn.watchWhileIdle((lost, reason) => this.#onIdleLoss(lost, reason));

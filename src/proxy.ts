@@ -24,6 +24,7 @@ import type { ProxyConfig } from "./config.ts";
 import { getProxyLogger, isDebugEnabled } from "./logging.ts";
 import { UpstreamPool } from "./pool.ts";
 import {
+  REUSE_QUIET_MS,
   type SessionContext,
   type SessionHandle,
   type SessionSummary,
@@ -44,6 +45,8 @@ export type ProxyServerOptions =
     | "connectTimeoutMs"
   >
   & {
+    /** See {@link SessionContext.reuseQuietMs}; not a command-line flag. Default 5 ms. */
+    reuseQuietMs?: number;
     /** Called with each finished session's summary (metrics, tests). */
     onSessionEnd?: (summary: SessionSummary) => void;
   };
@@ -107,6 +110,7 @@ export class ProxyServer {
     this.#sessionContext = {
       pool: this.pool,
       reuse: options.pool === "reuse",
+      reuseQuietMs: options.reuseQuietMs ?? REUSE_QUIET_MS,
       signal: this.#shutdown.signal,
       onEnd: (session) => {
         this.#sessions.delete(session);

@@ -5,16 +5,17 @@
  *
  * Client to upstream is a pump that owns the client's reader; upstream to client is the upstream
  * connection's lifelong reader ({@link UpstreamConn}), which delivers to this session while it
- * holds the lease. Both await each write before reading again, so a side that does not read
- * stalls the other side's reads instead of growing a buffer. Read buffers start at 1 KiB and grow
- * only while a direction is busy.
+ * holds the lease. Each direction waits for a write before starting the next, so a side that
+ * does not read stalls the other side's reads instead of growing a buffer. Read buffers start at
+ * 256 bytes and grow only while a direction is busy ({@link ReadBuffers}).
  *
  * How a session ends (its {@link SessionEnd}):
  * - The client sends FIN. In `reuse`, if the upstream spoke last (its answer came after the
- *   client's last bytes) or nobody spoke, the exchange is complete: the session ends and the
- *   connection may be pooled. Otherwise (the client's bytes are unanswered, or the mode does not
- *   reuse) the FIN is passed on, the upstream's answer is still relayed, and the session ends when
- *   the upstream closes: `client-closed` either way.
+ *   client's last bytes) or nobody spoke, the exchange looks complete; once the upstream has also
+ *   been quiet for `reuseQuietMs`, the session ends and the connection may be pooled. Otherwise
+ *   (the client's bytes are unanswered, the answer is still flowing, or the mode does not reuse)
+ *   the FIN is passed on, the upstream's answer is still relayed, and the session ends when the
+ *   upstream closes: `client-closed` either way.
  * - The upstream sends FIN: passed on to the client, whose bytes are still relayed until it
  *   closes: `server-closed`.
  * - An error on either socket closes both: `client-error`, `server-error`.
@@ -84,6 +85,13 @@ export interface SessionContext {
   pool: UpstreamPool;
   /** Whether connections may go back to the pool (`--pool reuse`). */
   reuse: boolean;
+  /**
+   * In `reuse`, how long the upstream must stay quiet after a client's FIN (when the upstream
+   * spoke last) before the session counts as complete and the connection may be pooled. Bytes
+   * within that time mean the answer is still flowing: they go to this client, the FIN is passed
+   * on, and the connection is not pooled. Default {@link REUSE_QUIET_MS}.
+   */
+  reuseQuietMs: number;
   /** The proxy's shutdown signal: aborts a dial under way when the drain runs out. */
   signal: AbortSignal;
   /**
@@ -102,6 +110,9 @@ export interface SessionHandle {
   /** What the session did, for the log line (complete once ended). */
   summary(): SessionSummary;
 }
+
+/** Default {@link SessionContext.reuseQuietMs}: a few round trips on a local network. */
+export const REUSE_QUIET_MS = 5;
 
 /** Most client bytes kept for replaying onto a fresh connection. */
 export const REPLAY_LIMIT = 64 * 1024;
@@ -143,8 +154,10 @@ class Session implements LeaseHandlers, SessionHandle {
   // Replay: client chunks kept, in order, until the upstream answers or they exceed the limit.
   #replay: Uint8Array[] | undefined;
   #replayBytes = 0;
-  #replayable = true;
+  #replayable = false;
   #retried = false;
+  /** Running from a client's FIN in `reuse` until the upstream has been quiet long enough. */
+  #quietTimer: ReturnType<typeof setTimeout> | undefined;
   #release: ReleaseOutcome | "none" = "none";
   #retrying: Promise<boolean> | undefined;
   /** Client chunks read so far, and how many of them the current upstream has been sent. */
@@ -184,6 +197,8 @@ class Session implements LeaseHandlers, SessionHandle {
       return;
     }
     this.#fromPool = borrowed.fromPool;
+    // Only a connection that sat in the pool can be retried, so only then are bytes kept.
+    this.#replayable = borrowed.fromPool;
     this.#source = borrowed.fromPool ? "pool" : "dial";
     this.#attach(borrowed.conn);
     this.#pumping = this.#pumpClientToUpstream();
@@ -199,6 +214,7 @@ class Session implements LeaseHandlers, SessionHandle {
   /** Unblocks and waits for every user of the sockets, releases the upstream, reports. */
   async #teardown(): Promise<void> {
     try {
+      clearTimeout(this.#quietTimer);
       const clean = this.#isClean();
       // A write stuck on a peer that stopped reading, a pending read: closing ends them.
       if (!clean) this.#up?.close();
@@ -335,7 +351,10 @@ class Session implements LeaseHandlers, SessionHandle {
       return;
     }
     if (this.#options.reuse && this.#lastSpeaker !== "client") {
-      this.#finish("client-closed");
+      // The exchange looks complete; it is, if the upstream stays quiet for a moment.
+      const quietMs = this.#options.reuseQuietMs;
+      if (quietMs <= 0) this.#finish("client-closed");
+      else this.#quietTimer = setTimeout(() => this.#finish("client-closed"), quietMs);
       return;
     }
     await this.#passFinUpstream();
@@ -360,6 +379,12 @@ class Session implements LeaseHandlers, SessionHandle {
     this.#bytesFromServer += chunk.length;
     this.#lastSpeaker = "upstream";
     if (this.#replayable) this.#stopReplay();
+    if (this.#quietTimer !== undefined) {
+      // The answer is still flowing after the client's FIN: treat the FIN as a half-close.
+      clearTimeout(this.#quietTimer);
+      this.#quietTimer = undefined;
+      void this.#passFinUpstream();
+    }
     try {
       await writeAll(this.#client, chunk);
     } catch (error) {
@@ -372,7 +397,9 @@ class Session implements LeaseHandlers, SessionHandle {
   /** Part of {@link LeaseHandlers}: the upstream sent FIN. */
   onUpstreamEof(conn: UpstreamConn): void {
     if (this.#end !== undefined || conn !== this.#up) return;
-    if (this.#canRetry()) {
+    // After our FIN, a clean close is the upstream's answer to it (a sink that read to the end),
+    // not a connection that died in the pool; only a reset or a failed write is retried then.
+    if (!this.#finSentUpstream && this.#canRetry()) {
       void this.#retry(conn);
       return;
     }
@@ -399,21 +426,21 @@ class Session implements LeaseHandlers, SessionHandle {
 
   // ---- retry on a fresh connection ----
 
-  /**
-   * A pooled connection that failed before anything came back may be replaced, once; not when
-   * the client sent nothing but a FIN, which the upstream's close simply answers.
-   */
+  /** A pooled connection that failed before anything came back may be replaced, once. */
   #canRetry(): boolean {
     return this.#fromPool && !this.#retried && this.#replayable && this.#end === undefined &&
-      !(this.#finSentUpstream && this.#clientChunks === 0);
+      // A client that sent nothing and left has nothing to rescue.
+      !(this.#clientEof && this.#clientChunks === 0);
   }
 
   /** Replaces the failed `failed` with a fresh connection and replays the client's bytes. */
   #retry(failed: UpstreamConn): Promise<boolean> {
     this.#retried = true;
     const retrying = this.#replaceUpstream(failed).finally(() => {
+      // Every kept chunk has been sent again; there is no second retry to keep them for.
       this.#retrying = undefined;
-      if (!this.#replayable) this.#replay = undefined;
+      this.#replayable = false;
+      this.#replay = undefined;
     });
     this.#retrying = retrying;
     return retrying;
@@ -429,7 +456,7 @@ class Session implements LeaseHandlers, SessionHandle {
     try {
       fresh = (await pool.borrow(signal, { fresh: true })).conn;
     } catch (error) {
-      this.#finish("server-error", error);
+      this.#finish(connectEnd(error, signal), error);
       return false;
     }
     if (this.#end !== undefined) {

@@ -169,7 +169,8 @@ export class UpstreamConn {
         bytesRead = null;
         readError = error ?? new Error("read failed");
       }
-      // Whatever comes next follows the chunk still being delivered.
+      // Whatever comes next follows the greeting and the chunk still being delivered.
+      if (this.#greetingDelivery !== undefined) await this.#greetingDelivery;
       if (this.#delivering !== undefined) {
         await this.#delivering;
         this.#delivering = undefined;
@@ -195,7 +196,6 @@ export class UpstreamConn {
         this.#readEnded("greeting too large", undefined);
         return;
       }
-      if (this.#greetingDelivery !== undefined) await this.#greetingDelivery;
       const lease = this.#lease;
       if (lease === undefined) {
         // Between sessions, or after the session's client left: never deliver these bytes.

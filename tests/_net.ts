@@ -177,7 +177,10 @@ export interface TestProxy {
   close(): Promise<void>;
 }
 
-/** Starts a proxy on 127.0.0.1:0 in front of `upstream`; defaults: reuse, no min-idle. */
+/**
+ * Starts a proxy on 127.0.0.1:0 in front of `upstream`; defaults: reuse, no min-idle, and the
+ * product's defaults otherwise.
+ */
 export function startProxy(
   upstream: HostPort,
   overrides: Partial<ProxyServerOptions> = {},

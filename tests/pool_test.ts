@@ -3,7 +3,13 @@
  * back and what is closed, the idle watch, timeouts, order, warm refills, and the one retry.
  */
 
-import { assert, assertEquals, assertGreaterOrEqual, assertRejects } from "./_assert.ts";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertLess,
+  assertRejects,
+} from "./_assert.ts";
 import { dialUpstream, UpstreamConnectError } from "../src/dial.ts";
 import { UpstreamPool } from "../src/pool.ts";
 import {
@@ -370,5 +376,115 @@ Deno.test("shutdown cuts sessions that outlive the drain timeout and closes the 
   } finally {
     quietClose(client);
     await upstream.close();
+  }
+});
+
+for (const mode of ["warm", "reuse"] as const) {
+  Deno.test(`${mode}: bytes and FIN to an upstream that reads to the end and closes are delivered once, not retried`, async () => {
+    // A sink (syslog/carbon style): reads until EOF, never answers, then closes.
+    const received: string[] = [];
+    const upstream = new TestUpstream(async (conn) => {
+      received.push(await readToEnd(conn).then((bytes) => decoder.decode(bytes)));
+    });
+    const proxy = startProxy(upstream.address, { pool: mode, minIdle: 1 });
+    try {
+      // Wait for the pre-dialled connection, so that the session's connection comes from the pool.
+      await eventually(() => proxy.server.pool.stats.idle >= 1);
+      const client = await connect(proxy.address);
+      try {
+        const answer = await within(client, 3_000, async () => {
+          await writeAll(client, encoder.encode("metric 1\n"));
+          await client.closeWrite();
+          return decoder.decode(await readToEnd(client));
+        });
+        assertEquals(answer, "");
+      } finally {
+        quietClose(client);
+      }
+      await proxy.sessionsEnded(1);
+      await delay(50);
+      assertEquals(proxy.sessions[0].source, "pool");
+      assertEquals(
+        received.filter((r) => r !== "").join(""),
+        "metric 1\n",
+        `the upstream got the bytes ${received.filter((r) => r !== "").length} times ` +
+          `(retried: ${proxy.sessions[0].retried})`,
+      );
+    } finally {
+      await proxy.close();
+      await upstream.close();
+    }
+  });
+}
+
+Deno.test("a refused dial during the retry ends the session as connect-failed", async () => {
+  // One upstream connection: it answers one request, then, at the next one, the upstream stops
+  // listening and closes the connection without answering (it went away just as the proxy reused
+  // the connection). The retry's fresh dial is refused.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const address = { hostname: "127.0.0.1", port: listener.addr.port };
+  const served = (async () => {
+    const conn = await listener.accept();
+    try {
+      const buffer = new Uint8Array(1024);
+      const n = await conn.read(buffer);
+      if (n === null) return;
+      await writeAll(conn, buffer.subarray(0, n));
+      await conn.read(buffer);
+      listener.close();
+    } finally {
+      quietClose(conn);
+    }
+  })();
+  const proxy = startProxy(address, { pool: "reuse" });
+  try {
+    assertEquals(await roundTrip(proxy.address, "first"), "first");
+    await proxy.sessionsEnded(1);
+    const client = await connect(proxy.address);
+    try {
+      await within(client, 3_000, async () => {
+        await writeAll(client, encoder.encode("second"));
+        await readToEnd(client).catch(() => new Uint8Array());
+      });
+    } finally {
+      quietClose(client);
+    }
+    await proxy.sessionsEnded(2);
+    await served;
+    assertEquals(proxy.sessions[1].retried, true);
+    assert(proxy.sessions[1].error?.includes("refused"), proxy.sessions[1].error);
+    assertEquals(proxy.sessions[1].end, "connect-failed");
+  } finally {
+    await proxy.close();
+    quietClose(listener);
+    await served;
+  }
+});
+
+Deno.test("shutdown aborts a refill dial under way instead of waiting for its timeout", async () => {
+  // A listener that never accepts: once its backlog is full, connects hang.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const address = { hostname: "127.0.0.1", port: listener.addr.port };
+  const fillers: Deno.TcpConn[] = [];
+  try {
+    let full = false;
+    for (let i = 0; i < 5_000 && !full; i++) {
+      try {
+        fillers.push(await dialUpstream(address, 200));
+      } catch (error) {
+        assert(error instanceof UpstreamConnectError && error.failure === "timeout");
+        full = true;
+      }
+    }
+    assert(full, "the backlog never filled");
+    const proxy = startProxy(address, { pool: "warm", minIdle: 1, connectTimeoutMs: 3_000 });
+    await delay(50); // the refill dial is under way
+    const started = performance.now();
+    await proxy.server.shutdown(0);
+    const took = performance.now() - started;
+    assertLess(took, 500, `shutdown with no sessions took ${Math.round(took)}ms`);
+  } finally {
+    for (const conn of fillers) quietClose(conn);
+    listener.close();
   }
 });

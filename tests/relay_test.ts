@@ -5,6 +5,7 @@
 
 import { assert, assertEquals, assertLess, assertNotEquals } from "./_assert.ts";
 import type { PoolMode } from "../src/config.ts";
+import { REUSE_QUIET_MS } from "../src/session.ts";
 import {
   connect,
   decoder,
@@ -157,7 +158,8 @@ Deno.test("reuse: many concurrent sessions never put one connection in the pool 
       open.delete(index);
     }
   });
-  const proxy = startProxy(upstream.address, { pool: "reuse" });
+  // No quiet time: connections go back the moment their client leaves, the most pressure.
+  const proxy = startProxy(upstream.address, { pool: "reuse", reuseQuietMs: 0 });
   try {
     const clients = Array.from({ length: 16 }, async (_, c) => {
       for (let round = 0; round < 10; round++) {
@@ -291,6 +293,64 @@ Deno.test("the proxy listens and dials on IPv6 loopback", async () => {
   try {
     assertEquals(proxy.address.hostname, "::1");
     assertEquals(await roundTrip(proxy.address, "six"), "six");
+  } finally {
+    await proxy.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("reuse: an answer still flowing after the client's FIN goes to that client, and the connection is not pooled", async () => {
+  // Conn 0 echoes, then 20 ms later sends the tail of its answer ("LEAK"), then echoes.
+  const upstream = new TestUpstream(async (conn, index) => {
+    const buffer = new Uint8Array(1024);
+    const n = await conn.read(buffer);
+    if (n === null) return;
+    await writeAll(conn, buffer.subarray(0, n));
+    if (index === 0) {
+      await delay(20);
+      await writeAll(conn, encoder.encode("LEAK"));
+    }
+    await echo(conn);
+  });
+  const proxy = startProxy(upstream.address, { pool: "reuse", reuseQuietMs: 100 });
+  try {
+    // A client that half-closes after the first part of the answer still gets the rest.
+    const first = await connect(proxy.address);
+    try {
+      const got = await within(first, 3_000, async () => {
+        await writeAll(first, encoder.encode("first"));
+        const head = decoder.decode(await readExactly(first, 5));
+        await first.closeWrite();
+        return head + decoder.decode(await readToEnd(first));
+      });
+      assertEquals(got, "firstLEAK");
+    } finally {
+      quietClose(first);
+    }
+    await proxy.sessionsEnded(1);
+    assertEquals(proxy.sessions[0].halfClosed, true);
+    assertNotEquals(proxy.sessions[0].release, "pooled");
+    // The next client gets a connection of its own, and only its own bytes.
+    assertEquals(await roundTrip(proxy.address, "second"), "second");
+    await proxy.sessionsEnded(2);
+    assertEquals(proxy.sessions[1].source, "dial");
+  } finally {
+    await proxy.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("reuse: with the default quiet time a clean session is pooled once the upstream is quiet", async () => {
+  const upstream = new TestUpstream(echo);
+  const proxy = startProxy(upstream.address, { pool: "reuse", reuseQuietMs: REUSE_QUIET_MS });
+  try {
+    assertEquals(await roundTrip(proxy.address, "one"), "one");
+    await proxy.sessionsEnded(1);
+    assertEquals(proxy.sessions[0].release, "pooled");
+    assert(proxy.sessions[0].durationMs >= REUSE_QUIET_MS, "the session waited the quiet time");
+    assertEquals(await roundTrip(proxy.address, "two"), "two");
+    await proxy.sessionsEnded(2);
+    assertEquals(upstream.accepted, 1);
   } finally {
     await proxy.close();
     await upstream.close();
