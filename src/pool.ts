@@ -8,7 +8,9 @@
  *
  * Idle connections sit in a LIFO {@link AsyncQueue} (the most recently returned is handed out
  * first). Each is watched by its own lifelong reader ({@link UpstreamConn}): one that closes,
- * errors or sends a byte while idle leaves the pool at once. One timer closes idle connections
+ * errors or sends a byte while idle leaves the pool at once; in `reuse` a released connection is
+ * watched for a few milliseconds before it can be handed out again, so that the late tail of an
+ * answer drops it instead of reaching the next client. One timer closes idle connections
  * past the idle timeout or the maximum lifetime. {@link UpstreamPool.release} is the one place
  * that decides whether a connection may go back, and each refusal has a name.
  *
@@ -18,6 +20,7 @@
 import { getLogger, type Logger } from "@logtape/logtape";
 import { formatHostPort, type HostPort } from "./address.ts";
 import { AsyncQueue } from "./async_queue.ts";
+import { DelayQueue } from "./delay_queue.ts";
 import type { PoolMode } from "./config.ts";
 import { dialUpstream, UpstreamConnectError } from "./dial.ts";
 import { type IdleLossReason, UpstreamConn } from "./upstream_conn.ts";
@@ -38,7 +41,16 @@ export interface PoolOptions {
   maxLifetimeMs: number;
   /** Bound on one dial (`--connect-timeout`). */
   connectTimeoutMs: number;
+  /**
+   * In `reuse`, how long a released connection is watched before it can be handed out again, so
+   * that the late tail of an answer its client did not wait for discards the connection instead
+   * of reaching the next client. 0 hands it out at once. Default {@link REUSE_SETTLE_MS}.
+   */
+  settleMs?: number;
 }
+
+/** Default {@link PoolOptions.settleMs}: a few round trips on a local network. */
+export const REUSE_SETTLE_MS = 5;
 
 /** A connection handed out by {@link UpstreamPool.borrow}. */
 export interface Borrowed {
@@ -76,8 +88,10 @@ export interface PoolStats {
   refused: Record<ReleaseRefusal, number>;
   /** Idle connections dropped by their watcher, the idle timeout or the lifetime. */
   idleDropped: number;
-  /** Connections idle now. */
+  /** Connections idle now, ready to be handed out. */
   idle: number;
+  /** Released connections still waiting out the settle time. */
+  settling: number;
 }
 
 /** Thrown by {@link UpstreamPool.borrow} after {@link UpstreamPool.close}. */
@@ -100,6 +114,9 @@ export class UpstreamPool {
   readonly #dialing = new Set<Promise<unknown>>();
   /** Aborts dials under way when the pool closes. */
   readonly #closeController = new AbortController();
+  /** Released connections waiting out the settle time (one timer for all of them). */
+  readonly #settling = new Set<UpstreamConn>();
+  readonly #settleQueue: DelayQueue<UpstreamConn> | undefined;
   readonly #closing = new Set<Promise<void>>();
   #refillsInFlight = 0;
   #refillBackoffMs = 0;
@@ -108,7 +125,7 @@ export class UpstreamPool {
   #sweepAt = Infinity;
   #closed = false;
   #upstreamDown = false;
-  readonly #stats: Omit<PoolStats, "idle"> = {
+  readonly #stats: Omit<PoolStats, "idle" | "settling"> = {
     dials: 0,
     dialFailures: 0,
     hits: 0,
@@ -128,6 +145,10 @@ export class UpstreamPool {
   /** Creates the pool and, in `warm` and `reuse`, starts dialling `minIdle` connections. */
   constructor(options: PoolOptions) {
     this.options = { ...options };
+    const settleMs = options.settleMs ?? REUSE_SETTLE_MS;
+    if (options.mode === "reuse" && settleMs > 0) {
+      this.#settleQueue = new DelayQueue(settleMs, (conn) => this.#settled(conn));
+    }
     this.#address = formatHostPort(options.upstream);
     const capacity = options.mode === "off" ? 0 : options.maxIdle;
     this.#idle = new AsyncQueue<UpstreamConn>({ capacity, order: "lifo" });
@@ -137,7 +158,7 @@ export class UpstreamPool {
   /** A copy of the counters. */
   get stats(): PoolStats {
     const refused = { ...this.#stats.refused };
-    return { ...this.#stats, refused, idle: this.#idle.size };
+    return { ...this.#stats, refused, idle: this.#idle.size, settling: this.#settling.size };
   }
 
   /**
@@ -214,14 +235,26 @@ export class UpstreamPool {
       this.#dispose(conn);
       return refusal;
     }
-    if (!this.#idle.offer(conn)) {
+    if (this.#idle.size + this.#settling.size >= this.options.maxIdle) {
       this.#stats.refused["pool full"]++;
       this.#dispose(conn);
       return "pool full";
     }
     this.#stats.pooled++;
-    this.#scheduleSweep(conn);
+    if (this.#settleQueue === undefined) {
+      this.#putIdle(conn);
+    } else {
+      // Watched by its reader, not handed out: a late byte drops it (see #onIdleLoss).
+      this.#settling.add(conn);
+      this.#settleQueue.add(conn);
+    }
     return "pooled";
+  }
+
+  #settled(conn: UpstreamConn): void {
+    if (!this.#settling.delete(conn)) return; // dropped meanwhile
+    if (conn.state === "idle" && conn.unfitReason === undefined) this.#putIdle(conn);
+    else this.#dispose(conn);
   }
 
   /**
@@ -231,6 +264,9 @@ export class UpstreamPool {
   async close(): Promise<void> {
     this.#closed = true;
     this.#closeController.abort(new PoolClosedError());
+    this.#settleQueue?.clear();
+    for (const conn of this.#settling) this.#dispose(conn);
+    this.#settling.clear();
     clearTimeout(this.#refillTimer);
     clearTimeout(this.#sweepTimer);
     this.#refillTimer = this.#sweepTimer = undefined;
@@ -298,7 +334,7 @@ export class UpstreamPool {
   }
 
   #onIdleLoss(conn: UpstreamConn, reason: IdleLossReason): void {
-    if (this.#idle.remove(conn)) this.#stats.idleDropped++;
+    if (this.#idle.remove(conn) || this.#settling.delete(conn)) this.#stats.idleDropped++;
     this.#log.debug("idle upstream connection #{id} dropped: {reason}", { id: conn.id, reason });
     this.#track(conn);
     this.#refill();

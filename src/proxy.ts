@@ -24,7 +24,6 @@ import type { ProxyConfig } from "./config.ts";
 import { getProxyLogger, isDebugEnabled } from "./logging.ts";
 import { UpstreamPool } from "./pool.ts";
 import {
-  REUSE_QUIET_MS,
   type SessionContext,
   type SessionHandle,
   type SessionSummary,
@@ -45,8 +44,8 @@ export type ProxyServerOptions =
     | "connectTimeoutMs"
   >
   & {
-    /** See {@link SessionContext.reuseQuietMs}; not a command-line flag. Default 5 ms. */
-    reuseQuietMs?: number;
+    /** `settleMs` of the pool (`src/pool.ts`); not a command-line flag. */
+    reuseSettleMs?: number;
     /** Called with each finished session's summary (metrics, tests). */
     onSessionEnd?: (summary: SessionSummary) => void;
   };
@@ -106,11 +105,11 @@ export class ProxyServer {
       idleTimeoutMs: options.idleTimeoutMs,
       maxLifetimeMs: options.maxLifetimeMs,
       connectTimeoutMs: options.connectTimeoutMs,
+      settleMs: options.reuseSettleMs,
     });
     this.#sessionContext = {
       pool: this.pool,
       reuse: options.pool === "reuse",
-      reuseQuietMs: options.reuseQuietMs ?? REUSE_QUIET_MS,
       signal: this.#shutdown.signal,
       onEnd: (session) => {
         this.#sessions.delete(session);

@@ -11,11 +11,11 @@
  *
  * How a session ends (its {@link SessionEnd}):
  * - The client sends FIN. In `reuse`, if the upstream spoke last (its answer came after the
- *   client's last bytes) or nobody spoke, the exchange looks complete; once the upstream has also
- *   been quiet for `reuseQuietMs`, the session ends and the connection may be pooled. Otherwise
- *   (the client's bytes are unanswered, the answer is still flowing, or the mode does not reuse)
- *   the FIN is passed on, the upstream's answer is still relayed, and the session ends when the
- *   upstream closes: `client-closed` either way.
+ *   client's last bytes) or nobody spoke, and no more of the answer is on its way, the exchange is
+ *   complete: the session ends and the connection may be pooled. Otherwise (the client's bytes are
+ *   unanswered, the answer is still flowing, or the mode does not reuse) the FIN is passed on, the
+ *   upstream's answer is still relayed, and the session ends when the upstream closes:
+ *   `client-closed` either way.
  * - The upstream sends FIN: passed on to the client, whose bytes are still relayed until it
  *   closes: `server-closed`.
  * - An error on either socket closes both: `client-error`, `server-error`.
@@ -85,13 +85,6 @@ export interface SessionContext {
   pool: UpstreamPool;
   /** Whether connections may go back to the pool (`--pool reuse`). */
   reuse: boolean;
-  /**
-   * In `reuse`, how long the upstream must stay quiet after a client's FIN (when the upstream
-   * spoke last) before the session counts as complete and the connection may be pooled. Bytes
-   * within that time mean the answer is still flowing: they go to this client, the FIN is passed
-   * on, and the connection is not pooled. Default {@link REUSE_QUIET_MS}.
-   */
-  reuseQuietMs: number;
   /** The proxy's shutdown signal: aborts a dial under way when the drain runs out. */
   signal: AbortSignal;
   /**
@@ -110,9 +103,6 @@ export interface SessionHandle {
   /** What the session did, for the log line (complete once ended). */
   summary(): SessionSummary;
 }
-
-/** Default {@link SessionContext.reuseQuietMs}: a few round trips on a local network. */
-export const REUSE_QUIET_MS = 5;
 
 /** Most client bytes kept for replaying onto a fresh connection. */
 export const REPLAY_LIMIT = 64 * 1024;
@@ -149,6 +139,7 @@ class Session implements LeaseHandlers, SessionHandle {
   #finSentUpstream = false;
   #halfClosed = false;
   #lastSpeaker: "none" | "client" | "upstream" = "none";
+  #deliveringToClient = false;
   #bytesFromClient = 0;
   #bytesFromServer = 0;
   // Replay: client chunks kept, in order, until the upstream answers or they exceed the limit.
@@ -156,8 +147,6 @@ class Session implements LeaseHandlers, SessionHandle {
   #replayBytes = 0;
   #replayable = false;
   #retried = false;
-  /** Running from a client's FIN in `reuse` until the upstream has been quiet long enough. */
-  #quietTimer: ReturnType<typeof setTimeout> | undefined;
   #release: ReleaseOutcome | "none" = "none";
   #retrying: Promise<boolean> | undefined;
   /** Client chunks read so far, and how many of them the current upstream has been sent. */
@@ -214,7 +203,6 @@ class Session implements LeaseHandlers, SessionHandle {
   /** Unblocks and waits for every user of the sockets, releases the upstream, reports. */
   async #teardown(): Promise<void> {
     try {
-      clearTimeout(this.#quietTimer);
       const clean = this.#isClean();
       // A write stuck on a peer that stopped reading, a pending read: closing ends them.
       if (!clean) this.#up?.close();
@@ -350,14 +338,21 @@ class Session implements LeaseHandlers, SessionHandle {
       this.#finish("server-closed");
       return;
     }
-    if (this.#options.reuse && this.#lastSpeaker !== "client") {
-      // The exchange looks complete; it is, if the upstream stays quiet for a moment.
-      const quietMs = this.#options.reuseQuietMs;
-      if (quietMs <= 0) this.#finish("client-closed");
-      else this.#quietTimer = setTimeout(() => this.#finish("client-closed"), quietMs);
+    if (this.#options.reuse && this.#lastSpeaker !== "client" && !this.#answerFlowing()) {
+      // The upstream answered after the client's last bytes, and nothing more is on its way:
+      // the exchange is complete.
+      this.#finish("client-closed");
       return;
     }
     await this.#passFinUpstream();
+  }
+
+  /**
+   * Whether the upstream's answer is still arriving: a chunk of it is being written to the
+   * client, or its last read filled the read buffer (more was waiting).
+   */
+  #answerFlowing(): boolean {
+    return this.#deliveringToClient || this.#up?.lastReadFilled === true;
   }
 
   async #passFinUpstream(): Promise<void> {
@@ -379,15 +374,12 @@ class Session implements LeaseHandlers, SessionHandle {
     this.#bytesFromServer += chunk.length;
     this.#lastSpeaker = "upstream";
     if (this.#replayable) this.#stopReplay();
-    if (this.#quietTimer !== undefined) {
-      // The answer is still flowing after the client's FIN: treat the FIN as a half-close.
-      clearTimeout(this.#quietTimer);
-      this.#quietTimer = undefined;
-      void this.#passFinUpstream();
-    }
+    this.#deliveringToClient = true;
     try {
       await writeAll(this.#client, chunk);
+      this.#deliveringToClient = false;
     } catch (error) {
+      this.#deliveringToClient = false;
       if (this.#end === undefined) this.#finish("client-error", error);
       // The answer was cut short: what is left of it must not reach anyone.
       else if (this.#up !== undefined) this.#up.unfitReason ??= "answer cut short";

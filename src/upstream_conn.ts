@@ -60,6 +60,8 @@ export class UpstreamConn {
   idleSince: number = this.createdAt;
   /** Sessions that have held it. */
   leases = 0;
+  /** Whether the last read filled its buffer (more bytes were probably waiting). */
+  lastReadFilled = false;
   /** Set once anything made it unfit to reuse: a real error, a half-close, unread bytes. */
   unfitReason: string | undefined;
 
@@ -203,6 +205,7 @@ export class UpstreamConn {
         this.#readEnded("bytes while idle", undefined);
         return;
       }
+      this.lastReadFilled = bytesRead === buffers.current.length;
       this.#delivering = lease.onUpstreamData(this, buffers.current.subarray(0, bytesRead));
       if (buffers.rotate(bytesRead)) {
         await this.#delivering;

@@ -178,8 +178,8 @@ export interface TestProxy {
 }
 
 /**
- * Starts a proxy on 127.0.0.1:0 in front of `upstream`; defaults: reuse, no min-idle, and the
- * product's defaults otherwise.
+ * Starts a proxy on 127.0.0.1:0 in front of `upstream`; defaults: reuse, no min-idle, no settle
+ * time before a released connection is handed out again.
  */
 export function startProxy(
   upstream: HostPort,
@@ -195,6 +195,8 @@ export function startProxy(
     idleTimeoutMs: 60_000,
     maxLifetimeMs: 0,
     connectTimeoutMs: 2_000,
+    // Tests that reuse a connection right after a session; the settle time has tests of its own.
+    reuseSettleMs: 0,
     ...overrides,
     onSessionEnd: (summary) => sessions.push(summary),
   });

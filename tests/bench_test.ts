@@ -173,9 +173,13 @@ Deno.test("bench --short runs every workload through every mode with no error", 
     const measured = new Set(
       list(report.measurements, "measurements").map((m) => {
         const r = record(m, "measurement");
-        const result = record(r.result, "result");
-        assertEquals(result.errors, 0);
-        assertEquals(result.mismatches, 0);
+        const rounds = list(r.rounds, "rounds");
+        assertGreater(rounds.length, 0);
+        for (const round of rounds) {
+          const result = record(record(round, "round").result, "result");
+          assertEquals(result.errors, 0, JSON.stringify(result));
+          assertEquals(result.mismatches, 0, JSON.stringify(result));
+        }
         return `${r.column}/${r.workload}`;
       }),
     );

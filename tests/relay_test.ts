@@ -5,7 +5,7 @@
 
 import { assert, assertEquals, assertLess, assertNotEquals } from "./_assert.ts";
 import type { PoolMode } from "../src/config.ts";
-import { REUSE_QUIET_MS } from "../src/session.ts";
+import { REUSE_SETTLE_MS } from "../src/pool.ts";
 import {
   connect,
   decoder,
@@ -35,9 +35,11 @@ for (const mode of MODES) {
       const sent = patternBytes(4 * 1024 * 1024, 7);
       const [, received] = await within(client, 10_000, () =>
         Promise.all([
-          writeAll(client, sent).then(() => client.closeWrite()),
-          readToEnd(client),
+          writeAll(client, sent),
+          readExactly(client, sent.length),
         ]));
+      await client.closeWrite();
+      assertEquals((await within(client, 5_000, () => readToEnd(client))).length, 0);
       assertEquals(received.length, sent.length);
       assert(received.every((b, i) => b === sent[i]), "bytes differ");
       await proxy.sessionsEnded(1);
@@ -158,8 +160,8 @@ Deno.test("reuse: many concurrent sessions never put one connection in the pool 
       open.delete(index);
     }
   });
-  // No quiet time: connections go back the moment their client leaves, the most pressure.
-  const proxy = startProxy(upstream.address, { pool: "reuse", reuseQuietMs: 0 });
+  // No settle time: connections go back the moment their client leaves, the most pressure.
+  const proxy = startProxy(upstream.address, { pool: "reuse" });
   try {
     const clients = Array.from({ length: 16 }, async (_, c) => {
       for (let round = 0; round < 10; round++) {
@@ -299,7 +301,7 @@ Deno.test("the proxy listens and dials on IPv6 loopback", async () => {
   }
 });
 
-Deno.test("reuse: an answer still flowing after the client's FIN goes to that client, and the connection is not pooled", async () => {
+Deno.test("reuse: the late tail of an answer drops the connection while it settles, never reaching the next client", async () => {
   // Conn 0 echoes, then 20 ms later sends the tail of its answer ("LEAK"), then echoes.
   const upstream = new TestUpstream(async (conn, index) => {
     const buffer = new Uint8Array(1024);
@@ -312,46 +314,66 @@ Deno.test("reuse: an answer still flowing after the client's FIN goes to that cl
     }
     await echo(conn);
   });
-  const proxy = startProxy(upstream.address, { pool: "reuse", reuseQuietMs: 100 });
+  const proxy = startProxy(upstream.address, { pool: "reuse", reuseSettleMs: 100 });
   try {
-    // A client that half-closes after the first part of the answer still gets the rest.
-    const first = await connect(proxy.address);
-    try {
-      const got = await within(first, 3_000, async () => {
-        await writeAll(first, encoder.encode("first"));
-        const head = decoder.decode(await readExactly(first, 5));
-        await first.closeWrite();
-        return head + decoder.decode(await readToEnd(first));
-      });
-      assertEquals(got, "firstLEAK");
-    } finally {
-      quietClose(first);
-    }
+    assertEquals(await roundTrip(proxy.address, "first"), "first");
     await proxy.sessionsEnded(1);
-    assertEquals(proxy.sessions[0].halfClosed, true);
-    assertNotEquals(proxy.sessions[0].release, "pooled");
-    // The next client gets a connection of its own, and only its own bytes.
+    assertEquals(proxy.sessions[0].release, "pooled");
+    assertEquals(proxy.server.pool.stats.settling, 1);
+    // The next client comes at once, before the tail: it gets a connection of its own.
     assertEquals(await roundTrip(proxy.address, "second"), "second");
     await proxy.sessionsEnded(2);
     assertEquals(proxy.sessions[1].source, "dial");
+    await eventually(() => proxy.server.pool.stats.idleDropped === 1, 2_000, "the first dropped");
   } finally {
     await proxy.close();
     await upstream.close();
   }
 });
 
-Deno.test("reuse: with the default quiet time a clean session is pooled once the upstream is quiet", async () => {
+Deno.test("reuse: a released connection is handed out again once its settle time has passed", async () => {
   const upstream = new TestUpstream(echo);
-  const proxy = startProxy(upstream.address, { pool: "reuse", reuseQuietMs: REUSE_QUIET_MS });
+  const proxy = startProxy(upstream.address, { pool: "reuse", reuseSettleMs: REUSE_SETTLE_MS });
   try {
     assertEquals(await roundTrip(proxy.address, "one"), "one");
     await proxy.sessionsEnded(1);
-    assertEquals(proxy.sessions[0].release, "pooled");
-    assert(proxy.sessions[0].durationMs >= REUSE_QUIET_MS, "the session waited the quiet time");
+    await eventually(() => proxy.server.pool.stats.idle === 1, 2_000, "settled into the pool");
     assertEquals(await roundTrip(proxy.address, "two"), "two");
     await proxy.sessionsEnded(2);
     assertEquals(upstream.accepted, 1);
+    assertEquals(proxy.sessions[1].source, "pool");
   } finally {
+    await proxy.close();
+    await upstream.close();
+  }
+});
+
+Deno.test("reuse: a client's FIN while the answer is still being written to it is passed on, and the whole answer arrives", async () => {
+  // The upstream answers a request with 8 MiB, written as fast as the client takes it.
+  const answer = patternBytes(8 * 1024 * 1024, 3);
+  const upstream = new TestUpstream(async (conn) => {
+    const buffer = new Uint8Array(16);
+    if (await conn.read(buffer) === null) return;
+    await writeAll(conn, answer);
+    await readToEnd(conn);
+  });
+  const proxy = startProxy(upstream.address, { pool: "reuse" });
+  const client = await connect(proxy.address);
+  try {
+    const got = await within(client, 10_000, async () => {
+      await writeAll(client, encoder.encode("GET"));
+      const head = await readExactly(client, 1024 * 1024);
+      await delay(50); // socket buffers fill up: the proxy's write to this client is pending
+      await client.closeWrite(); // mid-answer
+      const rest = await readToEnd(client);
+      return head.length + rest.length;
+    });
+    assertEquals(got, answer.length);
+    await proxy.sessionsEnded(1);
+    assertEquals(proxy.sessions[0].halfClosed, true);
+    assertNotEquals(proxy.sessions[0].release, "pooled");
+  } finally {
+    quietClose(client);
     await proxy.close();
     await upstream.close();
   }
