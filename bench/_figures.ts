@@ -48,16 +48,63 @@ export interface RssDelta {
   bytesPerSession: number;
 }
 
-/** One workload run against one column (direct, a pool mode, or a peer proxy). */
+/** One round of a workload: one load generator process. */
+export interface Round {
+  result: JobResult;
+  /** Connections the echo upstream accepted while the round ran (its warm-up included). */
+  upstreamConnections: number;
+}
+
+/**
+ * One workload run against one column (direct, a pool mode, or a peer proxy). A workload runs in
+ * one or more rounds, each in a fresh load generator process (so the operating system places the
+ * processes on CPUs anew); the figures are those of the median round, ranked by rate or
+ * throughput (robust against one lucky or unlucky round on a shared machine).
+ */
 export interface Measurement {
   workload: WorkloadId;
   /** `direct`, `off`, `warm`, `reuse`, `haproxy` or `socat`. */
   column: string;
+  /** The median round's result. */
   result: JobResult;
-  /** Connections the echo upstream accepted while the workload ran (its warm-up included). */
+  /** The median round's upstream connections. */
   upstreamConnections: number;
+  /** Every round, in the order run; errors and mismatches count from all of them. */
+  rounds: Round[];
   /** Only for the hold workload through a proxy. */
   rss?: RssDelta;
+}
+
+/** The score by which rounds are ranked: rate, throughput, or sessions held. */
+export function roundScore(r: JobResult): number {
+  switch (r.kind) {
+    case "connect":
+    case "pingpong":
+      return r.perSecond;
+    case "bulk":
+      return r.mbPerSecond;
+    case "hold":
+      return r.opened;
+  }
+}
+
+/** The median of `rounds` by {@linkcode roundScore} (the lower middle one for an even count). */
+export function medianRound(rounds: Round[]): Round {
+  if (rounds.length === 0) throw new RangeError("medianRound needs at least one round");
+  const ranked = [...rounds].sort((a, b) => roundScore(a.result) - roundScore(b.result));
+  return ranked[Math.floor((ranked.length - 1) / 2)];
+}
+
+/** Errors and mismatches over every round of every measurement. */
+export function countFailures(measurements: Measurement[]): { errors: number; mismatches: number } {
+  let errors = 0, mismatches = 0;
+  for (const m of measurements) {
+    for (const r of m.rounds) {
+      errors += r.result.errors;
+      mismatches += r.result.mismatches;
+    }
+  }
+  return { errors, mismatches };
 }
 
 /** Whether a smaller or a larger value of a figure is better. */

@@ -87,7 +87,7 @@ export interface ConnectResult extends ResultBase {
   sessions: number;
   /** Sessions per second. */
   perSecond: number;
-  /** Session latency: from connect to having the full echo (close not included). */
+  /** Session latency: from the start of the connect to the close after the full echo. */
   latency: LatencySummary;
 }
 

@@ -30,6 +30,13 @@ export class ChildError extends Error {
   }
 }
 
+/** A `file:` URL for a path, absolute or relative to the working directory. */
+export function fileUrl(path: string): URL {
+  const url = new URL("file:///");
+  url.pathname = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+  return url;
+}
+
 /** Command-line arguments for `deno run` of a script given by URL, with permission flags. */
 export function denoScript(script: URL, permissions: string[], args: string[] = []): string[] {
   return ["run", "--quiet", ...permissions, decodeURIComponent(script.pathname), ...args];

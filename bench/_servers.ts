@@ -105,6 +105,34 @@ export async function startEchoProcess(): Promise<EchoProcess> {
   };
 }
 
+/**
+ * The `deno run` flags of the `start` task in this repository's deno.json, so that the proxy is
+ * measured as users run it (for example with V8 flags); `["--allow-net"]` when the task cannot
+ * be read or is not a plain `deno run FLAGS... main.ts`.
+ */
+export function startTaskFlags(): string[] {
+  const fallback = ["--allow-net"];
+  try {
+    const config: unknown = JSON.parse(
+      Deno.readTextFileSync(new URL("../deno.json", import.meta.url)),
+    );
+    const tasks = typeof config === "object" && config !== null
+      ? (config as Record<string, unknown>).tasks
+      : undefined;
+    const start = typeof tasks === "object" && tasks !== null
+      ? (tasks as Record<string, unknown>).start
+      : undefined;
+    if (typeof start !== "string") return fallback;
+    const words = start.trim().split(/\s+/);
+    const script = words.findIndex((w, i) => i >= 2 && !w.startsWith("-"));
+    if (words[0] !== "deno" || words[1] !== "run" || script < 0) return fallback;
+    if (!/(^|\/)main\.ts$/.test(words[script])) return fallback;
+    return words.slice(2, script);
+  } catch {
+    return fallback;
+  }
+}
+
 /** Options of {@linkcode startProxy}. */
 export interface ProxyOptions {
   /** `off`, `warm` or `reuse`. */
@@ -115,11 +143,14 @@ export interface ProxyOptions {
   script?: URL;
   /** Log level; default {@linkcode PROXY_LOG_LEVEL}. */
   logLevel?: string;
+  /** `deno run` flags; default {@linkcode startTaskFlags}. */
+  denoFlags?: string[];
 }
 
 /**
- * Starts the proxy under test (`deno run --allow-net main.ts ...`) on 127.0.0.1, port chosen by
- * the system, and learns its address from its `listening on HOST:PORT` log line.
+ * Starts the proxy under test (`deno run FLAGS main.ts ...`, with the flags of the `start` task)
+ * on 127.0.0.1, port chosen by the system, and learns its address from its
+ * `listening on HOST:PORT` log line.
  *
  * @throws {ChildError} when the proxy exits or prints no such line in time.
  */
@@ -129,7 +160,7 @@ export async function startProxy(options: ProxyOptions): Promise<Server> {
   const proc = ChildProc.spawn(
     name,
     Deno.execPath(),
-    denoScript(script, ["--allow-net"], [
+    denoScript(script, options.denoFlags ?? startTaskFlags(), [
       "--listen",
       "127.0.0.1:0",
       "--upstream",

@@ -4,9 +4,12 @@
  * every proxy figure as a ratio to direct, judges the targets of issue 3, and writes
  * `latest.json` and `latest.svg` (default directory `bench/results/`).
  *
- * The echo upstream, the proxy and the load generator each run as their own process. Every
- * echoed byte is verified; errors and mismatches are counted and printed, and make the exit
- * code 1.
+ * The echo upstream, the proxy and the load generator each run as their own process (the proxy
+ * with the `deno run` flags of the `start` task, one fresh process per mode). Each latency, rate
+ * and bulk workload runs in rounds, each in a fresh load generator process, interleaved across
+ * the columns (round 1 of every column, then round 2, ...), and the median round counts; the hold
+ * workload runs last, on a fresh proxy process per mode. Every echoed byte is verified; errors
+ * and mismatches are counted and printed, and make the exit code 1 (2 for a bad option).
  *
  * ```sh
  * deno task bench                       # the full run, a few minutes
@@ -20,8 +23,12 @@
 import { parseDurationMs, parseFlags, parseIntFlag, UsageError } from "./_cli.ts";
 import {
   computeFigures,
+  countFailures,
   evaluateGoals,
   type Measurement,
+  medianRound,
+  type Round,
+  roundScore,
   WORKLOAD_IDS,
   WORKLOAD_TITLES,
   type WorkloadId,
@@ -39,7 +46,9 @@ import {
   startEchoProcess,
   startPeer,
   startProxy,
+  startTaskFlags,
 } from "./_servers.ts";
+import { fileUrl } from "./_proc.ts";
 import { formatNumber } from "./_stats.ts";
 
 const POOL_MODES = ["off", "warm", "reuse"] as const;
@@ -48,7 +57,10 @@ const MIB = 1024 * 1024;
 
 const USAGE = `Usage: deno task bench [options]
 
-  --duration DURATION   measured time per latency/rate workload (default 5s; --short: 300ms)
+  --duration DURATION   measured time of one round of a latency or rate workload
+                        (default 2s; --short: 300ms)
+  --rounds N            rounds of each latency, rate and bulk workload, each in a fresh load
+                        generator process; the median round counts (default 3; --short: 1)
   --workloads LIST      comma list of ${WORKLOAD_IDS.join(", ")}
                         or the groups connect, pingpong, bulk, all (default all)
   --modes LIST          comma list of off, warm, reuse, ${PEERS.join(", ")}
@@ -65,6 +77,7 @@ const USAGE = `Usage: deno task bench [options]
 /** The validated options of one run. */
 interface Options {
   durationMs: number;
+  rounds: number;
   warmupMs: number;
   workloads: WorkloadId[];
   columns: string[];
@@ -89,7 +102,7 @@ function parseList(flag: string, text: string, known: readonly string[]): string
 
 function parseOptions(args: string[]): Options | "help" {
   const flags = parseFlags(args, {
-    string: ["duration", "workloads", "modes", "bulk-mib", "hold", "out", "proxy"],
+    string: ["duration", "rounds", "workloads", "modes", "bulk-mib", "hold", "out", "proxy"],
     boolean: ["short", "help"],
   });
   if (flags.booleans.get("help")) return "help";
@@ -100,7 +113,9 @@ function parseOptions(args: string[]): Options | "help" {
   const s = (name: string) => flags.strings.get(name);
 
   const durationText = s("duration");
-  const durationMs = durationText ? parseDurationMs("duration", durationText) : short ? 300 : 5000;
+  const durationMs = durationText ? parseDurationMs("duration", durationText) : short ? 300 : 2000;
+  const roundsText = s("rounds");
+  const rounds = roundsText ? parseIntFlag("rounds", roundsText, 1, 100) : short ? 1 : 3;
   const warmupMs = Math.min(1000, Math.max(50, Math.round(durationMs / 10)));
 
   const groups: Record<string, WorkloadId[]> = {
@@ -142,10 +157,7 @@ function parseOptions(args: string[]): Options | "help" {
   const outDir = outText ?? decodeURIComponent(new URL("./results", import.meta.url).pathname);
   const proxyText = s("proxy");
   let proxyScript = DEFAULT_PROXY_SCRIPT;
-  if (proxyText) {
-    const abs = proxyText.startsWith("/") ? proxyText : `${Deno.cwd()}/${proxyText}`;
-    proxyScript = new URL(`file://${abs}`);
-  }
+  if (proxyText) proxyScript = fileUrl(proxyText);
   if (modes.some((m) => (POOL_MODES as readonly string[]).includes(m))) {
     try {
       Deno.statSync(proxyScript);
@@ -157,6 +169,7 @@ function parseOptions(args: string[]): Options | "help" {
   }
   return {
     durationMs,
+    rounds,
     warmupMs,
     workloads,
     columns: ["direct", ...modes],
@@ -197,8 +210,13 @@ function jobFor(w: Exclude<WorkloadId, "hold">, target: string, o: Options): Job
   }
 }
 
-function describe(r: JobResult): string {
-  const failures = `errors ${r.errors}, mismatches ${r.mismatches}`;
+function describe(r: JobResult, rounds: Round[]): string {
+  let errors = 0, mismatches = 0;
+  for (const x of rounds) {
+    errors += x.result.errors;
+    mismatches += x.result.mismatches;
+  }
+  const failures = `errors ${errors}, mismatches ${mismatches}`;
   switch (r.kind) {
     case "connect":
       return `${formatNumber(r.perSecond)} sessions/s, median ${
@@ -278,35 +296,69 @@ class Run {
     }
   }
 
-  /** Runs every selected workload against one column. */
-  async column(column: string): Promise<void> {
+  /**
+   * Runs the latency, rate and bulk workloads against every column. Every column's server stays
+   * up for the whole pass, and the rounds are interleaved (round 1 of every column, then round 2,
+   * ...), so a drift of the machine's speed during the run touches every column alike.
+   */
+  async timed(): Promise<void> {
     const timed = this.options.workloads.filter((w): w is Exclude<WorkloadId, "hold"> =>
       w !== "hold"
     );
-    if (timed.length > 0) {
-      let server: Server | undefined;
-      try {
-        server = await this.#start(column);
-        const target = server?.address ?? this.echo.address;
-        for (const w of timed) {
-          try {
-            const before = (await this.echo.stats()).accepted;
-            const result = await runLoadgen(jobFor(w, target, this.options));
-            const upstreamConnections = (await this.echo.stats()).accepted - before;
-            this.measurements.push({ workload: w, column, result, upstreamConnections });
-            this.#progress(column, w, describe(result));
-          } catch (err) {
-            this.#progress(column, w, "failed");
-            this.#fail(column, w, err);
+    if (timed.length === 0) return;
+    const targets = new Map<string, { target: string; server?: Server }>();
+    try {
+      for (const c of this.options.columns) {
+        try {
+          const server = await this.#start(c);
+          targets.set(c, { target: server?.address ?? this.echo.address, server });
+        } catch (err) {
+          this.#fail(c, null, err);
+        }
+      }
+      for (const w of timed) {
+        console.log(
+          `${w}: ${this.options.rounds} round(s) through ${[...targets.keys()].join(", ")} ...`,
+        );
+        const rounds = new Map<string, Round[]>();
+        const failed = new Set<string>();
+        for (let i = 0; i < this.options.rounds; i++) {
+          for (const [c, { target }] of targets) {
+            if (failed.has(c)) continue;
+            try {
+              const before = (await this.echo.stats()).accepted;
+              const result = await runLoadgen(jobFor(w, target, this.options));
+              const upstreamConnections = (await this.echo.stats()).accepted - before;
+              rounds.set(c, [...rounds.get(c) ?? [], { result, upstreamConnections }]);
+            } catch (err) {
+              failed.add(c);
+              this.#fail(c, w, err);
+            }
           }
         }
-      } catch (err) {
-        this.#fail(column, null, err);
-      } finally {
-        await this.#stop(column, server);
+        for (const c of this.options.columns) {
+          const rs = rounds.get(c);
+          if (!rs || failed.has(c)) {
+            this.#progress(c, w, "failed");
+            continue;
+          }
+          const median = medianRound(rs);
+          this.measurements.push({ workload: w, column: c, ...median, rounds: rs });
+          const spread = rs.length > 1
+            ? ` [rounds: ${rs.map((r) => formatNumber(roundScore(r.result))).join(", ")}]`
+            : "";
+          this.#progress(c, w, describe(median.result, rs) + spread);
+        }
       }
+    } finally {
+      for (const [c, { server }] of targets) await this.#stop(c, server);
     }
-    if (this.options.workloads.includes("hold") && holdApplies(column)) await this.#hold(column);
+  }
+
+  /** Runs the hold workload against every column it applies to, each on a fresh server. */
+  async holds(): Promise<void> {
+    if (!this.options.workloads.includes("hold")) return;
+    for (const c of this.options.columns) if (holdApplies(c)) await this.#hold(c);
   }
 
   /** The hold workload, on a fresh proxy process so that earlier workloads do not blur it. */
@@ -342,13 +394,22 @@ class Run {
         afterBytes,
         bytesPerSession: opened > 0 ? (afterBytes - beforeBytes) / opened : 0,
       };
-      this.measurements.push({ workload: "hold", column, result, upstreamConnections, rss });
+      this.measurements.push({
+        workload: "hold",
+        column,
+        result,
+        upstreamConnections,
+        rounds: [{ result, upstreamConnections }],
+        rss,
+      });
       this.#progress(
         column,
         "hold",
-        `${describe(result)}; RSS ${formatNumber(beforeBytes / MIB)} -> ${
-          formatNumber(afterBytes / MIB)
-        } MiB = ${formatNumber(rss.bytesPerSession / 1024)} KiB per session`,
+        `${describe(result, [{ result, upstreamConnections }])}; RSS ${
+          formatNumber(beforeBytes / MIB)
+        } -> ${formatNumber(afterBytes / MIB)} MiB = ${
+          formatNumber(rss.bytesPerSession / 1024)
+        } KiB per session`,
       );
     } catch (err) {
       this.#progress(column, "hold", "failed");
@@ -399,9 +460,18 @@ async function main(): Promise<number> {
   const startedAt = new Date();
   console.log(
     `tcp-pool-proxy benchmark: ${o.columns.join(", ")}; workloads ${o.workloads.join(", ")}; ` +
-      `${o.durationMs} ms per timed workload (+${o.warmupMs} ms warm-up), bulk ${o.bulkMib} MiB, ` +
+      `${
+        o.rounds === 1 ? "1 round" : `median of ${o.rounds} rounds`
+      } of ${o.durationMs} ms (+${o.warmupMs} ms warm-up) per timed workload, bulk ${o.bulkMib} MiB, ` +
       `hold ${o.holdSessions} sessions`,
   );
+  if (o.columns.some((c) => (POOL_MODES as readonly string[]).includes(c))) {
+    console.log(
+      `proxy: deno run ${startTaskFlags().join(" ")} ${
+        decodeURIComponent(o.proxyScript.pathname)
+      } (flags of the start task)`,
+    );
+  }
   if (o.peersMissing.length > 0) {
     console.log(`peers not on the PATH, so not compared: ${o.peersMissing.join(", ")}`);
   }
@@ -409,7 +479,8 @@ async function main(): Promise<number> {
   const echo = await startEchoProcess();
   const run = new Run(o, echo);
   try {
-    for (const c of o.columns) await run.column(c);
+    await run.timed();
+    await run.holds();
   } finally {
     const code = await echo.stop();
     if (code !== 0) {
@@ -419,13 +490,7 @@ async function main(): Promise<number> {
 
   const figures = computeFigures(run.measurements, o.columns);
   const goals = evaluateGoals(figures);
-  const totals = run.measurements.reduce(
-    (t, m) => ({
-      errors: t.errors + m.result.errors,
-      mismatches: t.mismatches + m.result.mismatches,
-    }),
-    { errors: 0, mismatches: 0 },
-  );
+  const totals = countFailures(run.measurements);
   const finishedAt = new Date();
 
   console.log("");
@@ -435,17 +500,21 @@ async function main(): Promise<number> {
   console.log(renderGoals(goals));
   console.log("");
   console.log(
-    `Ratios are proxy / direct. Memory per session = (proxy VmRSS with ${o.holdSessions} ` +
-      `sessions held - VmRSS before) / ${o.holdSessions}.`,
+    `Ratios are proxy / direct; each timed figure is the median of ${o.rounds} round(s).` +
+      (o.workloads.includes("hold")
+        ? ` Memory per session = (proxy VmRSS with ${o.holdSessions} sessions held - VmRSS ` +
+          `before) / ${o.holdSessions}.`
+        : ""),
   );
   for (const m of run.measurements) {
-    const r = m.result;
-    if (r.errors === 0 && r.mismatches === 0) continue;
-    console.log(
-      `${m.column} ${m.workload}: ${r.errors} errors, ${r.mismatches} mismatches: ${
-        r.errorSamples.join("; ")
-      }`,
-    );
+    m.rounds.forEach(({ result: r }, i) => {
+      if (r.errors === 0 && r.mismatches === 0) return;
+      console.log(
+        `${m.column} ${m.workload} round ${
+          i + 1
+        }: ${r.errors} errors, ${r.mismatches} mismatches: ${r.errorSamples.join("; ")}`,
+      );
+    });
   }
   console.log(
     `errors: ${totals.errors}, mismatches: ${totals.mismatches}, failures: ${run.failures.length}`,
@@ -460,12 +529,14 @@ async function main(): Promise<number> {
     machine: machine(),
     options: {
       durationMs: o.durationMs,
+      rounds: o.rounds,
       warmupMs: o.warmupMs,
       workloads: o.workloads,
       bulkMib: o.bulkMib,
       holdSessions: o.holdSessions,
       short: o.short,
       proxy: decodeURIComponent(o.proxyScript.pathname),
+      proxyDenoFlags: startTaskFlags(),
     },
     columns: o.columns,
     peersMissing: o.peersMissing,
@@ -481,7 +552,7 @@ async function main(): Promise<number> {
   const svgPath = `${o.outDir}/latest.svg`;
   await Deno.writeTextFile(jsonPath, JSON.stringify(report, null, 2) + "\n");
   const subtitle = `${startedAt.toISOString().slice(0, 16).replace("T", " ")} UTC, ` +
-    `${navigator.hardwareConcurrency} CPUs, Deno ${Deno.version.deno}; ${o.durationMs} ms per timed ` +
+    `${navigator.hardwareConcurrency} CPUs, Deno ${Deno.version.deno}; median of ${o.rounds} round(s) of ${o.durationMs} ms per timed ` +
     `workload, bulk ${o.bulkMib} MiB, ${o.holdSessions} held sessions`;
   await Deno.writeTextFile(svgPath, renderSvg(figures, goals, o.columns, subtitle));
   console.log(`wrote ${jsonPath} and ${svgPath} (${report.seconds.toFixed(0)} s)`);

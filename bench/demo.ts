@@ -19,6 +19,7 @@ import { parseFlags, UsageError } from "./_cli.ts";
 import { startEchoServer } from "./_echo.ts";
 import type { ConnectResult } from "./_job.ts";
 import { runLoadgen } from "./_loadgen.ts";
+import { fileUrl } from "./_proc.ts";
 import { alignColumns } from "./_report.ts";
 import { DEFAULT_PROXY_SCRIPT, type Server, startProxy } from "./_servers.ts";
 import { formatNumber } from "./_stats.ts";
@@ -52,9 +53,7 @@ function parseOptions(args: string[]): { seconds: number; proxy: URL } | "help" 
     );
   }
   const p = flags.strings.get("proxy");
-  const proxy = p
-    ? new URL(`file://${p.startsWith("/") ? p : `${Deno.cwd()}/${p}`}`)
-    : DEFAULT_PROXY_SCRIPT;
+  const proxy = p ? fileUrl(p) : DEFAULT_PROXY_SCRIPT;
   return { seconds, proxy };
 }
 
