@@ -235,7 +235,7 @@ export class UpstreamPool {
       this.#dispose(conn);
       return refusal;
     }
-    if (this.#idle.size + this.#settling.size >= this.options.maxIdle) {
+    if (this.#idle.size >= this.options.maxIdle) {
       this.#stats.refused["pool full"]++;
       this.#dispose(conn);
       return "pool full";
