@@ -99,3 +99,27 @@ export function parseIntFlag(flag: string, text: string, min: number, max: numbe
   }
   return n;
 }
+
+/**
+ * Parses a script's options with `parse`: `"help"` prints `usage` and gives exit code 0, a
+ * {@link UsageError} prints one line `NAME: message` and gives exit code 2.
+ *
+ * @returns the options, or the exit code to end with.
+ */
+export function optionsOrExitCode<T>(
+  name: string,
+  usage: string,
+  args: string[],
+  parse: (args: string[]) => T | "help",
+): T | number {
+  try {
+    const parsed = parse(args);
+    if (parsed !== "help") return parsed;
+    console.log(usage);
+    return 0;
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    console.error(`${name}: ${err.message}`);
+    return 2;
+  }
+}

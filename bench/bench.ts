@@ -20,7 +20,13 @@
  * @module
  */
 
-import { parseDurationMs, parseFlags, parseIntFlag, UsageError } from "./_cli.ts";
+import {
+  optionsOrExitCode,
+  parseDurationMs,
+  parseFlags,
+  parseIntFlag,
+  UsageError,
+} from "./_cli.ts";
 import {
   computeFigures,
   countFailures,
@@ -441,22 +447,9 @@ function machine(): Record<string, string | number> {
 }
 
 async function main(): Promise<number> {
-  let options: Options;
-  try {
-    const parsed = parseOptions(Deno.args);
-    if (parsed === "help") {
-      console.log(USAGE);
-      return 0;
-    }
-    options = parsed;
-  } catch (err) {
-    if (err instanceof UsageError) {
-      console.error(`bench: ${err.message}`);
-      return 2;
-    }
-    throw err;
-  }
-  const o = options;
+  const parsed = optionsOrExitCode("bench", USAGE, Deno.args, parseOptions);
+  if (typeof parsed === "number") return parsed;
+  const o: Options = parsed;
   const startedAt = new Date();
   console.log(
     `tcp-pool-proxy benchmark: ${o.columns.join(", ")}; workloads ${o.workloads.join(", ")}; ` +

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { parseFlags, UsageError } from "./_cli.ts";
+import { optionsOrExitCode, parseFlags, UsageError } from "./_cli.ts";
 import { startEchoServer } from "./_echo.ts";
 import type { ConnectResult } from "./_job.ts";
 import { runLoadgen } from "./_loadgen.ts";
@@ -85,21 +85,9 @@ function summary(rows: Row[]): string {
 }
 
 async function main(): Promise<number> {
-  let options: { seconds: number; proxy: URL };
-  try {
-    const parsed = parseOptions(Deno.args);
-    if (parsed === "help") {
-      console.log(USAGE);
-      return 0;
-    }
-    options = parsed;
-  } catch (err) {
-    if (err instanceof UsageError) {
-      console.error(`demo: ${err.message}`);
-      return 2;
-    }
-    throw err;
-  }
+  const parsed = optionsOrExitCode("demo", USAGE, Deno.args, parseOptions);
+  if (typeof parsed === "number") return parsed;
+  const options = parsed;
 
   const echo = startEchoServer({ hostname: "127.0.0.1", port: 0 });
   const rows: Row[] = [];

@@ -73,6 +73,25 @@ export async function echo(conn: Deno.TcpConn): Promise<void> {
   }
 }
 
+/**
+ * An upstream handler for tests of what happens after a first exchange: every connection echoes
+ * its first read; then connection 0 runs `afterFirst` (the behaviour under test) and closes if it
+ * returns `"close"`, and every connection keeps echoing otherwise.
+ */
+export function echoOnceThen(
+  afterFirst: (conn: Deno.TcpConn, buffer: Uint8Array) => Promise<"close" | "echo">,
+  bufferSize = 1024,
+): (conn: Deno.TcpConn, index: number) => Promise<void> {
+  return async (conn, index) => {
+    const buffer = new Uint8Array(bufferSize);
+    const n = await conn.read(buffer);
+    if (n === null) return;
+    await writeAll(conn, buffer.subarray(0, n));
+    if (index === 0 && await afterFirst(conn, buffer) === "close") return;
+    await echo(conn);
+  };
+}
+
 /** Writes all of `bytes`. */
 export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   let offset = 0;

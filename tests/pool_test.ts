@@ -17,6 +17,7 @@ import {
   decoder,
   delay,
   echo,
+  echoOnceThen,
   encoder,
   eventually,
   quietClose,
@@ -36,17 +37,11 @@ async function whoAmI(conn: Deno.TcpConn, index: number): Promise<void> {
 }
 
 Deno.test("an idle pooled connection closed by the upstream is dropped at once, never handed out", async () => {
-  const upstream = new TestUpstream(async (conn, index) => {
-    const buffer = new Uint8Array(1024);
-    const n = await conn.read(buffer);
-    if (n === null) return;
-    await writeAll(conn, buffer.subarray(0, n));
-    if (index === 0) {
-      await delay(100); // closes a while after the first answer, once the connection is idle
-      return;
-    }
-    await echo(conn);
-  });
+  // Conn 0 closes a while after its first answer, once the connection is idle.
+  const upstream = new TestUpstream(echoOnceThen(async () => {
+    await delay(100);
+    return "close";
+  }));
   const proxy = startProxy(upstream.address, { pool: "reuse" });
   try {
     assertEquals(await roundTrip(proxy.address, "a"), "a");
@@ -217,17 +212,10 @@ Deno.test("warm hands an upstream's greeting, sent before any client came, to th
 Deno.test("a pooled connection that fails before answering is replaced once, replaying the client's bytes", async () => {
   // Conn 0 answers one request, then closes on the next without answering, as an upstream that
   // timed the connection out just as the proxy reused it.
-  const upstream = new TestUpstream(async (conn, index) => {
-    const buffer = new Uint8Array(1024);
-    let n = await conn.read(buffer);
-    if (n === null) return;
-    await writeAll(conn, buffer.subarray(0, n));
-    if (index === 0) {
-      n = await conn.read(buffer);
-      return;
-    }
-    await echo(conn);
-  });
+  const upstream = new TestUpstream(echoOnceThen(async (conn, buffer) => {
+    await conn.read(buffer);
+    return "close";
+  }));
   const proxy = startProxy(upstream.address, { pool: "reuse" });
   try {
     assertEquals(await roundTrip(proxy.address, "first"), "first");
@@ -244,18 +232,11 @@ Deno.test("a pooled connection that fails before answering is replaced once, rep
 });
 
 Deno.test("no retry once a byte came back: the client sees the upstream's close", async () => {
-  const upstream = new TestUpstream(async (conn, index) => {
-    const buffer = new Uint8Array(1024);
-    const n = await conn.read(buffer);
-    if (n === null) return;
-    await writeAll(conn, buffer.subarray(0, n));
-    if (index === 0) {
-      await conn.read(buffer);
-      await writeAll(conn, encoder.encode("par")); // a partial answer, then close
-      return;
-    }
-    await echo(conn);
-  });
+  const upstream = new TestUpstream(echoOnceThen(async (conn, buffer) => {
+    await conn.read(buffer);
+    await writeAll(conn, encoder.encode("par")); // a partial answer, then close
+    return "close";
+  }));
   const proxy = startProxy(upstream.address, { pool: "reuse" });
   try {
     assertEquals(await roundTrip(proxy.address, "first"), "first");
@@ -280,22 +261,15 @@ Deno.test("no retry once a byte came back: the client sees the upstream's close"
 });
 
 Deno.test("more than 64 KiB of unanswered client bytes are not replayed", async () => {
-  const upstream = new TestUpstream(async (conn, index) => {
-    const buffer = new Uint8Array(128 * 1024);
-    const n = await conn.read(buffer);
-    if (n === null) return;
-    await writeAll(conn, buffer.subarray(0, n));
-    if (index === 0) {
-      let swallowed = 0;
-      while (swallowed < 100 * 1024) {
-        const r = await conn.read(buffer);
-        if (r === null) return;
-        swallowed += r;
-      }
-      return;
+  const upstream = new TestUpstream(echoOnceThen(async (conn, buffer) => {
+    // Swallows 100 KiB without answering, then closes.
+    for (let swallowed = 0; swallowed < 100 * 1024;) {
+      const r = await conn.read(buffer);
+      if (r === null) break;
+      swallowed += r;
     }
-    await echo(conn);
-  });
+    return "close";
+  }, 128 * 1024));
   const proxy = startProxy(upstream.address, { pool: "reuse" });
   try {
     assertEquals(await roundTrip(proxy.address, "first"), "first");

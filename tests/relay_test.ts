@@ -11,6 +11,7 @@ import {
   decoder,
   delay,
   echo,
+  echoOnceThen,
   encoder,
   eventually,
   patternBytes,
@@ -213,17 +214,11 @@ Deno.test("reuse: a client EOF after an unanswered request passes the FIN on and
 
 Deno.test("bytes the upstream sends after a client left never reach the next client", async () => {
   // Conn 0 echoes, then 50 ms later sends a stray "LEAK"; later conns only echo.
-  const upstream = new TestUpstream(async (conn, index) => {
-    const buffer = new Uint8Array(1024);
-    const n = await conn.read(buffer);
-    if (n === null) return;
-    await writeAll(conn, buffer.subarray(0, n));
-    if (index === 0) {
-      await delay(50);
-      await writeAll(conn, encoder.encode("LEAK"));
-    }
-    await echo(conn);
-  });
+  const upstream = new TestUpstream(echoOnceThen(async (conn) => {
+    await delay(50);
+    await writeAll(conn, encoder.encode("LEAK"));
+    return "echo";
+  }));
   const proxy = startProxy(upstream.address, { pool: "reuse" });
   try {
     assertEquals(await roundTrip(proxy.address, "first"), "first");
@@ -303,17 +298,11 @@ Deno.test("the proxy listens and dials on IPv6 loopback", async () => {
 
 Deno.test("reuse: the late tail of an answer drops the connection while it settles, never reaching the next client", async () => {
   // Conn 0 echoes, then 20 ms later sends the tail of its answer ("LEAK"), then echoes.
-  const upstream = new TestUpstream(async (conn, index) => {
-    const buffer = new Uint8Array(1024);
-    const n = await conn.read(buffer);
-    if (n === null) return;
-    await writeAll(conn, buffer.subarray(0, n));
-    if (index === 0) {
-      await delay(20);
-      await writeAll(conn, encoder.encode("LEAK"));
-    }
-    await echo(conn);
-  });
+  const upstream = new TestUpstream(echoOnceThen(async (conn) => {
+    await delay(20);
+    await writeAll(conn, encoder.encode("LEAK"));
+    return "echo";
+  }));
   const proxy = startProxy(upstream.address, { pool: "reuse", reuseSettleMs: 100 });
   try {
     assertEquals(await roundTrip(proxy.address, "first"), "first");
