@@ -9,6 +9,10 @@
  * does not read stalls the other side's reads instead of growing a buffer. Read buffers start at
  * 256 bytes and grow only while a direction is busy ({@link ReadBuffers}).
  *
+ * One `AbortController` per session drives both directions: whatever ends the session first
+ * aborts it with the {@link SessionEnd} as reason, which starts the teardown (close the client
+ * socket, wait for every user of the upstream connection, release it once).
+ *
  * How a session ends (its {@link SessionEnd}):
  * - The client sends FIN. In `reuse`, if the upstream spoke last (its answer came after the
  *   client's last bytes) or nobody spoke, and no more of the answer is on its way, the exchange is
@@ -130,7 +134,11 @@ class Session implements LeaseHandlers, SessionHandle {
   #up: UpstreamConn | undefined;
   #source: SessionSummary["source"] = "none";
   #fromPool = false;
-  #end: SessionEnd | undefined;
+  /**
+   * The session's end signal: aborted, with the {@link SessionEnd} as its reason, by whatever ends
+   * the session first. Aborting it starts the teardown; both pumps stop when they see it.
+   */
+  readonly #stop = new AbortController();
   #error: unknown;
   #starting: Promise<void> | undefined;
   #pumping: Promise<void> | undefined;
@@ -157,6 +165,7 @@ class Session implements LeaseHandlers, SessionHandle {
     this.#client = client;
     this.#id = id;
     this.#options = context;
+    this.#stop.signal.addEventListener("abort", () => void this.#teardown(), { once: true });
   }
 
   start(): void {
@@ -193,11 +202,16 @@ class Session implements LeaseHandlers, SessionHandle {
     this.#pumping = this.#pumpClientToUpstream();
   }
 
+  /** How the session ended, from its end signal; `undefined` while it runs. */
+  get #end(): SessionEnd | undefined {
+    const signal = this.#stop.signal;
+    return signal.aborted ? signal.reason as SessionEnd : undefined;
+  }
+
   #finish(end: SessionEnd, error?: unknown): void {
-    if (this.#end !== undefined) return;
-    this.#end = end;
+    if (this.#stop.signal.aborted) return;
     this.#error = error;
-    void this.#teardown();
+    this.#stop.abort(end);
   }
 
   /** Unblocks and waits for every user of the sockets, releases the upstream, reports. */
