@@ -180,7 +180,8 @@ Deno.test("cli --version prints the version from deno.json and exits 0", async (
 // ---- a running proxy ----
 
 for (const mode of ["off", "warm", "reuse"] as const) {
-  Deno.test(`cli relays through main.ts with --pool ${mode} and exits 0 after draining on SIGTERM`, async () => {
+  const signal = mode === "warm" ? "SIGINT" : "SIGTERM";
+  Deno.test(`cli relays through main.ts with --pool ${mode} and exits 0 after draining on ${signal}`, async () => {
     await using upstream = EchoUpstream.start();
     await using proxy = ProxyProcess.spawnMain([
       "--listen",
@@ -193,10 +194,13 @@ for (const mode of ["off", "warm", "reuse"] as const) {
     const port = await proxy.listeningPort();
     assertEquals(await relayOnce(port, `hello via ${mode}`), `hello via ${mode}`);
     assertEquals(await relayOnce(port, "and again"), "and again");
-    proxy.kill("SIGTERM");
+    proxy.kill(signal);
     const status = await proxy.exited();
     assertEquals(status.code, 0, proxy.stderr);
-    assertMatch(proxy.stderr, /\[INF\] tcp-pool-proxy: SIGTERM: draining \d+ sessions/);
+    assertMatch(
+      proxy.stderr,
+      new RegExp(`\\[INF\\] tcp-pool-proxy: ${signal}: draining \\d+ sessions`),
+    );
     assertMatch(proxy.stderr, /stopped: \d+ sessions drained, 0 cut/);
     assertFalse(/\[(WRN|ERR)\]/.test(proxy.stderr), `no warning or error:\n${proxy.stderr}`);
   });

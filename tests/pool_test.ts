@@ -293,7 +293,7 @@ Deno.test("more than 64 KiB of unanswered client bytes are not replayed", async 
   }
 });
 
-Deno.test("a connect that does not complete fails after --connect-timeout", async () => {
+Deno.test("a connect that does not complete fails after --connect-timeout, and the session ends connect-timeout", async () => {
   // A listener that never accepts: once its backlog is full, new SYNs are dropped and a connect
   // hangs until our timeout.
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -326,6 +326,25 @@ Deno.test("a connect that does not complete fails after --connect-timeout", asyn
     assertEquals(error.failure, "timeout");
     assertGreaterOrEqual(performance.now() - started, 140);
     await pool.close();
+    // Through the proxy: the client is closed once the connect times out.
+    const proxy = startProxy(address, { pool: "off", connectTimeoutMs: 150 });
+    try {
+      const client = await connect(proxy.address);
+      try {
+        const got = await within(
+          client,
+          2_000,
+          () => readToEnd(client).catch(() => new Uint8Array()),
+        );
+        assertEquals(got.length, 0);
+      } finally {
+        quietClose(client);
+      }
+      await proxy.sessionsEnded(1);
+      assertEquals(proxy.sessions[0].end, "connect-timeout");
+    } finally {
+      await proxy.close();
+    }
   } finally {
     for (const conn of fillers) quietClose(conn);
     listener.close();
