@@ -242,3 +242,35 @@ export function patternBytes(length: number, seed = 1): Uint8Array {
   }
   return out;
 }
+
+/**
+ * A listener that never accepts, with its backlog filled: a connect to it hangs (the kernel drops
+ * the SYN) until the dialler gives up. For connect-timeout tests.
+ */
+export async function unresponsiveUpstream(): Promise<{ address: HostPort; close(): void }> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const address = { hostname: "127.0.0.1", port: listener.addr.port };
+  const fillers: Deno.TcpConn[] = [];
+  const close = () => {
+    for (const conn of fillers) quietClose(conn);
+    quietClose(listener);
+  };
+  try {
+    for (let i = 0; i < 5_000; i++) {
+      const controller = new AbortController();
+      const timer = setTimeout(() => controller.abort(), 200);
+      try {
+        fillers.push(await Deno.connect({ ...address, signal: controller.signal }));
+      } catch {
+        return { address, close }; // the backlog is full
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+  } catch (error) {
+    close();
+    throw error;
+  }
+  close();
+  throw new Error("the backlog of a listener that never accepts did not fill");
+}

@@ -177,20 +177,26 @@ Deno.test("cli --version prints the version from deno.json and exits 0", async (
   assertEquals(outcome.stdout, `tcp-pool-proxy ${denoJson.version}\n`);
 });
 
+/** Starts main.ts on 127.0.0.1:0 in front of `upstream` in pool mode `mode`, plus `extra` flags. */
+function spawnProxy(upstream: string, mode: string, ...extra: string[]): ProxyProcess {
+  return ProxyProcess.spawnMain([
+    "--listen",
+    "127.0.0.1:0",
+    "--upstream",
+    upstream,
+    "--pool",
+    mode,
+    ...extra,
+  ]);
+}
+
 // ---- a running proxy ----
 
 for (const mode of ["off", "warm", "reuse"] as const) {
   const signal = mode === "warm" ? "SIGINT" : "SIGTERM";
   Deno.test(`cli relays through main.ts with --pool ${mode} and exits 0 after draining on ${signal}`, async () => {
     await using upstream = EchoUpstream.start();
-    await using proxy = ProxyProcess.spawnMain([
-      "--listen",
-      "127.0.0.1:0",
-      "--upstream",
-      upstream.address,
-      "--pool",
-      mode,
-    ]);
+    await using proxy = spawnProxy(upstream.address, mode);
     const port = await proxy.listeningPort();
     assertEquals(await relayOnce(port, `hello via ${mode}`), `hello via ${mode}`);
     assertEquals(await relayOnce(port, "and again"), "and again");
@@ -229,14 +235,7 @@ Deno.test("cli listens on IPv6 loopback given as [::1]:0", async () => {
 
 Deno.test("cli on SIGTERM stops accepting at once, lets an open session finish, then exits 0", async () => {
   await using upstream = EchoUpstream.start();
-  await using proxy = ProxyProcess.spawnMain([
-    "--listen",
-    "127.0.0.1:0",
-    "--upstream",
-    upstream.address,
-    "--pool",
-    "reuse",
-  ]);
+  await using proxy = spawnProxy(upstream.address, "reuse");
   const port = await proxy.listeningPort();
   const session = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
@@ -273,16 +272,7 @@ Deno.test("cli on SIGTERM stops accepting at once, lets an open session finish, 
 
 Deno.test("cli with --drain-timeout 300ms cuts a session that never ends and exits 0", async () => {
   await using upstream = EchoUpstream.start();
-  await using proxy = ProxyProcess.spawnMain([
-    "--listen",
-    "127.0.0.1:0",
-    "--upstream",
-    upstream.address,
-    "--pool",
-    "warm",
-    "--drain-timeout",
-    "300ms",
-  ]);
+  await using proxy = spawnProxy(upstream.address, "warm", "--drain-timeout", "300ms");
   const port = await proxy.listeningPort();
   const session = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
@@ -325,18 +315,14 @@ function parseRecord(line: string): JsonRecord {
 
 Deno.test("cli --log-format json writes one JSON object per line, with a per-session record at debug", async () => {
   await using upstream = EchoUpstream.start();
-  await using proxy = ProxyProcess.spawnMain([
-    "--listen",
-    "127.0.0.1:0",
-    "--upstream",
+  await using proxy = spawnProxy(
     upstream.address,
-    "--pool",
     "reuse",
     "--log-format",
     "json",
     "--log-level",
     "debug",
-  ]);
+  );
   const port = await proxy.listeningPort();
   assertEquals(await relayOnce(port, "twelve bytes"), "twelve bytes");
   await proxy.waitForLine(/"logger":"tcp-pool-proxy\.session"/);
@@ -370,14 +356,7 @@ Deno.test("cli --log-format json writes one JSON object per line, with a per-ses
 
 Deno.test("cli at the default log level writes no per-session line", async () => {
   await using upstream = EchoUpstream.start();
-  await using proxy = ProxyProcess.spawnMain([
-    "--listen",
-    "127.0.0.1:0",
-    "--upstream",
-    upstream.address,
-    "--pool",
-    "reuse",
-  ]);
+  await using proxy = spawnProxy(upstream.address, "reuse");
   const port = await proxy.listeningPort();
   assertEquals(await relayOnce(port, "quiet"), "quiet");
   proxy.kill("SIGTERM");
@@ -390,14 +369,7 @@ for (const mode of ["off", "warm"] as const) {
   Deno.test(`cli with --pool ${mode} closes clients promptly while the upstream is down, warns, and recovers when it is back`, async () => {
     const upstreamPort = freePort();
     const upstreamAddress = `127.0.0.1:${upstreamPort}`;
-    await using proxy = ProxyProcess.spawnMain([
-      "--listen",
-      "127.0.0.1:0",
-      "--upstream",
-      upstreamAddress,
-      "--pool",
-      mode,
-    ]);
+    await using proxy = spawnProxy(upstreamAddress, mode);
     const port = await proxy.listeningPort();
 
     const client = await Deno.connect({ hostname: "127.0.0.1", port });

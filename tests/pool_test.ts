@@ -26,6 +26,7 @@ import {
   roundTrip,
   startProxy,
   TestUpstream,
+  unresponsiveUpstream,
   within,
   writeAll,
 } from "./_net.ts";
@@ -294,24 +295,12 @@ Deno.test("more than 64 KiB of unanswered client bytes are not replayed", async 
 });
 
 Deno.test("a connect that does not complete fails after --connect-timeout, and the session ends connect-timeout", async () => {
-  // A listener that never accepts: once its backlog is full, new SYNs are dropped and a connect
-  // hangs until our timeout.
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const address = { hostname: "127.0.0.1", port: listener.addr.port };
-  const fillers: Deno.TcpConn[] = [];
+  const upstream = await unresponsiveUpstream();
+  const address = upstream.address;
   try {
-    let timedOut = false;
-    for (let i = 0; i < 5_000 && !timedOut; i++) {
-      try {
-        fillers.push(await dialUpstream(address, 200));
-      } catch (error) {
-        assert(error instanceof UpstreamConnectError);
-        assertEquals(error.failure, "timeout");
-        assert(error.message.includes(`127.0.0.1:${address.port}`), error.message);
-        timedOut = true;
-      }
-    }
-    assert(timedOut, "the backlog never filled");
+    const failed = await assertRejects(() => dialUpstream(address, 100), UpstreamConnectError);
+    assertEquals(failed.failure, "timeout");
+    assert(failed.message.includes(`127.0.0.1:${address.port}`), failed.message);
     const pool = new UpstreamPool({
       upstream: address,
       mode: "off",
@@ -346,8 +335,7 @@ Deno.test("a connect that does not complete fails after --connect-timeout, and t
       await proxy.close();
     }
   } finally {
-    for (const conn of fillers) quietClose(conn);
-    listener.close();
+    upstream.close();
   }
 });
 
@@ -455,29 +443,19 @@ Deno.test("a refused dial during the retry ends the session as connect-failed", 
 });
 
 Deno.test("shutdown aborts a refill dial under way instead of waiting for its timeout", async () => {
-  // A listener that never accepts: once its backlog is full, connects hang.
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const address = { hostname: "127.0.0.1", port: listener.addr.port };
-  const fillers: Deno.TcpConn[] = [];
+  const upstream = await unresponsiveUpstream();
   try {
-    let full = false;
-    for (let i = 0; i < 5_000 && !full; i++) {
-      try {
-        fillers.push(await dialUpstream(address, 200));
-      } catch (error) {
-        assert(error instanceof UpstreamConnectError && error.failure === "timeout");
-        full = true;
-      }
-    }
-    assert(full, "the backlog never filled");
-    const proxy = startProxy(address, { pool: "warm", minIdle: 1, connectTimeoutMs: 3_000 });
+    const proxy = startProxy(upstream.address, {
+      pool: "warm",
+      minIdle: 1,
+      connectTimeoutMs: 3_000,
+    });
     await delay(50); // the refill dial is under way
     const started = performance.now();
     await proxy.server.shutdown(0);
     const took = performance.now() - started;
     assertLess(took, 500, `shutdown with no sessions took ${Math.round(took)}ms`);
   } finally {
-    for (const conn of fillers) quietClose(conn);
-    listener.close();
+    upstream.close();
   }
 });
