@@ -45,6 +45,11 @@ export class TestUpstream {
     return this.conns.length;
   }
 
+  /** For `await using`: {@link close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
   /** Stops listening, closes every connection, waits for the handlers. */
   async close(): Promise<void> {
     quietClose(this.#listener);
@@ -194,6 +199,8 @@ export interface TestProxy {
   sessionsEnded(n: number): Promise<void>;
   /** Shuts the proxy down (drain 1 s). */
   close(): Promise<void>;
+  /** For `await using`: {@link close}. */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /**
@@ -225,6 +232,9 @@ export function startProxy(
     sessions,
     sessionsEnded: (n) => eventually(() => sessions.length >= n, 5_000, `${n} sessions ended`),
     close: async () => {
+      await server.shutdown(1_000);
+    },
+    [Symbol.asyncDispose]: async () => {
       await server.shutdown(1_000);
     },
   };

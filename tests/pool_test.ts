@@ -39,147 +39,112 @@ async function whoAmI(conn: Deno.TcpConn, index: number): Promise<void> {
 
 Deno.test("an idle pooled connection closed by the upstream is dropped at once, never handed out", async () => {
   // Conn 0 closes a while after its first answer, once the connection is idle.
-  const upstream = new TestUpstream(echoOnceThen(async () => {
+  await using upstream = new TestUpstream(echoOnceThen(async () => {
     await delay(100);
     return "close";
   }));
-  const proxy = startProxy(upstream.address, { pool: "reuse" });
-  try {
-    assertEquals(await roundTrip(proxy.address, "a"), "a");
-    await proxy.sessionsEnded(1);
-    assertEquals(proxy.sessions[0].release, "pooled");
-    await eventually(() => proxy.server.pool.stats.idleDropped === 1, 2_000, "idle conn dropped");
-    assertEquals(proxy.server.pool.stats.idle, 0);
-    assertEquals(await roundTrip(proxy.address, "b"), "b");
-    await proxy.sessionsEnded(2);
-    assertEquals(proxy.sessions[1].source, "dial");
-    assertEquals(proxy.sessions[1].retried, false);
-  } finally {
-    await proxy.close();
-    await upstream.close();
-  }
+  await using proxy = startProxy(upstream.address, { pool: "reuse" });
+  assertEquals(await roundTrip(proxy.address, "a"), "a");
+  await proxy.sessionsEnded(1);
+  assertEquals(proxy.sessions[0].release, "pooled");
+  await eventually(() => proxy.server.pool.stats.idleDropped === 1, 2_000, "idle conn dropped");
+  assertEquals(proxy.server.pool.stats.idle, 0);
+  assertEquals(await roundTrip(proxy.address, "b"), "b");
+  await proxy.sessionsEnded(2);
+  assertEquals(proxy.sessions[1].source, "dial");
+  assertEquals(proxy.sessions[1].retried, false);
 });
 
 Deno.test("idle connections past --idle-timeout are closed", async () => {
   let upstreamSawEof = false;
-  const upstream = new TestUpstream(async (conn) => {
+  await using upstream = new TestUpstream(async (conn) => {
     await echo(conn);
     upstreamSawEof = true;
   });
-  const proxy = startProxy(upstream.address, { pool: "reuse", idleTimeoutMs: 100 });
-  try {
-    assertEquals(await roundTrip(proxy.address, "x"), "x");
-    await proxy.sessionsEnded(1);
-    assertEquals(proxy.server.pool.stats.idle, 1);
-    await eventually(() => upstreamSawEof, 2_000, "idle timeout closed the connection");
-    assertEquals(proxy.server.pool.stats.idle, 0);
-  } finally {
-    await proxy.close();
-    await upstream.close();
-  }
+  await using proxy = startProxy(upstream.address, { pool: "reuse", idleTimeoutMs: 100 });
+  assertEquals(await roundTrip(proxy.address, "x"), "x");
+  await proxy.sessionsEnded(1);
+  assertEquals(proxy.server.pool.stats.idle, 1);
+  await eventually(() => upstreamSawEof, 2_000, "idle timeout closed the connection");
+  assertEquals(proxy.server.pool.stats.idle, 0);
 });
 
 Deno.test("a connection past --max-lifetime is closed instead of pooled", async () => {
-  const upstream = new TestUpstream(echo);
-  const proxy = startProxy(upstream.address, { pool: "reuse", maxLifetimeMs: 50 });
-  try {
-    const client = await connect(proxy.address);
-    await within(client, 2_000, async () => {
-      await writeAll(client, encoder.encode("old"));
-      await readExactly(client, 3);
-      await delay(80);
-    });
-    quietClose(client);
-    await proxy.sessionsEnded(1);
-    assertEquals(proxy.sessions[0].release, "max lifetime");
-    assertEquals(await roundTrip(proxy.address, "new"), "new");
-    assertEquals(upstream.accepted, 2);
-  } finally {
-    await proxy.close();
-    await upstream.close();
-  }
+  await using upstream = new TestUpstream(echo);
+  await using proxy = startProxy(upstream.address, { pool: "reuse", maxLifetimeMs: 50 });
+  const client = await connect(proxy.address);
+  await within(client, 2_000, async () => {
+    await writeAll(client, encoder.encode("old"));
+    await readExactly(client, 3);
+    await delay(80);
+  });
+  quietClose(client);
+  await proxy.sessionsEnded(1);
+  assertEquals(proxy.sessions[0].release, "max lifetime");
+  assertEquals(await roundTrip(proxy.address, "new"), "new");
+  assertEquals(upstream.accepted, 2);
 });
 
 Deno.test("--pool-size bounds the idle connections kept; the rest are closed", async () => {
-  const upstream = new TestUpstream(echo);
-  const proxy = startProxy(upstream.address, { pool: "reuse", poolSize: 1 });
-  try {
-    const a = await connect(proxy.address);
-    const b = await connect(proxy.address);
-    for (const c of [a, b]) {
-      await within(c, 2_000, async () => {
-        await writeAll(c, encoder.encode("hi"));
-        await readExactly(c, 2);
-      });
-    }
-    quietClose(a);
-    quietClose(b);
-    await proxy.sessionsEnded(2);
-    assertEquals(proxy.sessions.map((s) => s.release).sort(), ["pool full", "pooled"]);
-    assertEquals(proxy.server.pool.stats.idle, 1);
-  } finally {
-    await proxy.close();
-    await upstream.close();
+  await using upstream = new TestUpstream(echo);
+  await using proxy = startProxy(upstream.address, { pool: "reuse", poolSize: 1 });
+  const a = await connect(proxy.address);
+  const b = await connect(proxy.address);
+  for (const c of [a, b]) {
+    await within(c, 2_000, async () => {
+      await writeAll(c, encoder.encode("hi"));
+      await readExactly(c, 2);
+    });
   }
+  quietClose(a);
+  quietClose(b);
+  await proxy.sessionsEnded(2);
+  assertEquals(proxy.sessions.map((s) => s.release).sort(), ["pool full", "pooled"]);
+  assertEquals(proxy.server.pool.stats.idle, 1);
 });
 
 Deno.test("the pool hands out the most recently returned connection first", async () => {
-  const upstream = new TestUpstream(whoAmI);
-  const proxy = startProxy(upstream.address, { pool: "reuse" });
-  try {
-    const a = await connect(proxy.address);
-    const b = await connect(proxy.address);
-    const names: string[] = [];
-    for (const c of [a, b]) {
-      names.push(
-        await within(c, 2_000, async () => {
-          await writeAll(c, encoder.encode("??"));
-          return decoder.decode(await readExactly(c, 2));
-        }),
-      );
-    }
-    quietClose(a);
-    await proxy.sessionsEnded(1);
-    quietClose(b);
-    await proxy.sessionsEnded(2);
-    // b's connection went back last, so it comes out first.
-    assertEquals(await roundTrip(proxy.address, "??"), names[1]);
-  } finally {
-    await proxy.close();
-    await upstream.close();
+  await using upstream = new TestUpstream(whoAmI);
+  await using proxy = startProxy(upstream.address, { pool: "reuse" });
+  const a = await connect(proxy.address);
+  const b = await connect(proxy.address);
+  const names: string[] = [];
+  for (const c of [a, b]) {
+    names.push(
+      await within(c, 2_000, async () => {
+        await writeAll(c, encoder.encode("??"));
+        return decoder.decode(await readExactly(c, 2));
+      }),
+    );
   }
+  quietClose(a);
+  await proxy.sessionsEnded(1);
+  quietClose(b);
+  await proxy.sessionsEnded(2);
+  // b's connection went back last, so it comes out first.
+  assertEquals(await roundTrip(proxy.address, "??"), names[1]);
 });
 
 Deno.test("warm keeps --min-idle fresh connections ready and refills after each borrow", async () => {
-  const upstream = new TestUpstream(echo);
-  const proxy = startProxy(upstream.address, { pool: "warm", minIdle: 3 });
-  try {
-    await eventually(() => proxy.server.pool.stats.idle === 3, 2_000, "3 idle");
-    assertEquals(upstream.accepted, 3);
-    assertEquals(await roundTrip(proxy.address, "w"), "w");
-    await proxy.sessionsEnded(1);
-    assertEquals(proxy.sessions[0].source, "pool");
-    assertEquals(proxy.sessions[0].release, "mode does not reuse");
-    await eventually(() => proxy.server.pool.stats.idle === 3 && upstream.accepted === 4);
-  } finally {
-    await proxy.close();
-    await upstream.close();
-  }
+  await using upstream = new TestUpstream(echo);
+  await using proxy = startProxy(upstream.address, { pool: "warm", minIdle: 3 });
+  await eventually(() => proxy.server.pool.stats.idle === 3, 2_000, "3 idle");
+  assertEquals(upstream.accepted, 3);
+  assertEquals(await roundTrip(proxy.address, "w"), "w");
+  await proxy.sessionsEnded(1);
+  assertEquals(proxy.sessions[0].source, "pool");
+  assertEquals(proxy.sessions[0].release, "mode does not reuse");
+  await eventually(() => proxy.server.pool.stats.idle === 3 && upstream.accepted === 4);
 });
 
 Deno.test("off dials a new upstream connection for every session", async () => {
-  const upstream = new TestUpstream(echo);
-  const proxy = startProxy(upstream.address, { pool: "off" });
-  try {
-    for (const word of ["a", "b", "c"]) assertEquals(await roundTrip(proxy.address, word), word);
-    await proxy.sessionsEnded(3);
-    assertEquals(upstream.accepted, 3);
-    assertEquals(proxy.sessions.map((s) => s.source), ["dial", "dial", "dial"]);
-    assertEquals(proxy.server.pool.stats.idle, 0);
-  } finally {
-    await proxy.close();
-    await upstream.close();
-  }
+  await using upstream = new TestUpstream(echo);
+  await using proxy = startProxy(upstream.address, { pool: "off" });
+  for (const word of ["a", "b", "c"]) assertEquals(await roundTrip(proxy.address, word), word);
+  await proxy.sessionsEnded(3);
+  assertEquals(upstream.accepted, 3);
+  assertEquals(proxy.sessions.map((s) => s.source), ["dial", "dial", "dial"]);
+  assertEquals(proxy.server.pool.stats.idle, 0);
 });
 
 Deno.test("warm hands an upstream's greeting, sent before any client came, to the first client", async () => {
@@ -213,56 +178,46 @@ Deno.test("warm hands an upstream's greeting, sent before any client came, to th
 Deno.test("a pooled connection that fails before answering is replaced once, replaying the client's bytes", async () => {
   // Conn 0 answers one request, then closes on the next without answering, as an upstream that
   // timed the connection out just as the proxy reused it.
-  const upstream = new TestUpstream(echoOnceThen(async (conn, buffer) => {
+  await using upstream = new TestUpstream(echoOnceThen(async (conn, buffer) => {
     await conn.read(buffer);
     return "close";
   }));
-  const proxy = startProxy(upstream.address, { pool: "reuse" });
-  try {
-    assertEquals(await roundTrip(proxy.address, "first"), "first");
-    await proxy.sessionsEnded(1);
-    assertEquals(await roundTrip(proxy.address, "second"), "second");
-    await proxy.sessionsEnded(2);
-    assertEquals(proxy.sessions[1].retried, true);
-    assertEquals(proxy.sessions[1].end, "client-closed");
-    assertEquals(upstream.accepted, 2);
-  } finally {
-    await proxy.close();
-    await upstream.close();
-  }
+  await using proxy = startProxy(upstream.address, { pool: "reuse" });
+  assertEquals(await roundTrip(proxy.address, "first"), "first");
+  await proxy.sessionsEnded(1);
+  assertEquals(await roundTrip(proxy.address, "second"), "second");
+  await proxy.sessionsEnded(2);
+  assertEquals(proxy.sessions[1].retried, true);
+  assertEquals(proxy.sessions[1].end, "client-closed");
+  assertEquals(upstream.accepted, 2);
 });
 
 Deno.test("no retry once a byte came back: the client sees the upstream's close", async () => {
-  const upstream = new TestUpstream(echoOnceThen(async (conn, buffer) => {
+  await using upstream = new TestUpstream(echoOnceThen(async (conn, buffer) => {
     await conn.read(buffer);
     await writeAll(conn, encoder.encode("par")); // a partial answer, then close
     return "close";
   }));
-  const proxy = startProxy(upstream.address, { pool: "reuse" });
+  await using proxy = startProxy(upstream.address, { pool: "reuse" });
+  assertEquals(await roundTrip(proxy.address, "first"), "first");
+  await proxy.sessionsEnded(1);
+  const client = await connect(proxy.address);
   try {
-    assertEquals(await roundTrip(proxy.address, "first"), "first");
-    await proxy.sessionsEnded(1);
-    const client = await connect(proxy.address);
-    try {
-      const got = await within(client, 2_000, async () => {
-        await writeAll(client, encoder.encode("second"));
-        return decoder.decode(await readToEnd(client));
-      });
-      assertEquals(got, "par");
-    } finally {
-      quietClose(client);
-    }
-    await proxy.sessionsEnded(2);
-    assertEquals(proxy.sessions[1].retried, false);
-    assertEquals(proxy.sessions[1].end, "server-closed");
+    const got = await within(client, 2_000, async () => {
+      await writeAll(client, encoder.encode("second"));
+      return decoder.decode(await readToEnd(client));
+    });
+    assertEquals(got, "par");
   } finally {
-    await proxy.close();
-    await upstream.close();
+    quietClose(client);
   }
+  await proxy.sessionsEnded(2);
+  assertEquals(proxy.sessions[1].retried, false);
+  assertEquals(proxy.sessions[1].end, "server-closed");
 });
 
 Deno.test("more than 64 KiB of unanswered client bytes are not replayed", async () => {
-  const upstream = new TestUpstream(echoOnceThen(async (conn, buffer) => {
+  await using upstream = new TestUpstream(echoOnceThen(async (conn, buffer) => {
     // Swallows 100 KiB without answering, then closes.
     for (let swallowed = 0; swallowed < 100 * 1024;) {
       const r = await conn.read(buffer);
@@ -271,27 +226,22 @@ Deno.test("more than 64 KiB of unanswered client bytes are not replayed", async 
     }
     return "close";
   }, 128 * 1024));
-  const proxy = startProxy(upstream.address, { pool: "reuse" });
+  await using proxy = startProxy(upstream.address, { pool: "reuse" });
+  assertEquals(await roundTrip(proxy.address, "first"), "first");
+  await proxy.sessionsEnded(1);
+  const client = await connect(proxy.address);
   try {
-    assertEquals(await roundTrip(proxy.address, "first"), "first");
-    await proxy.sessionsEnded(1);
-    const client = await connect(proxy.address);
-    try {
-      const got = await within(client, 3_000, async () => {
-        await writeAll(client, new Uint8Array(100 * 1024));
-        return await readToEnd(client);
-      });
-      assertEquals(got.length, 0);
-    } finally {
-      quietClose(client);
-    }
-    await proxy.sessionsEnded(2);
-    assertEquals(proxy.sessions[1].retried, false);
-    assertEquals(upstream.accepted, 1);
+    const got = await within(client, 3_000, async () => {
+      await writeAll(client, new Uint8Array(100 * 1024));
+      return await readToEnd(client);
+    });
+    assertEquals(got.length, 0);
   } finally {
-    await proxy.close();
-    await upstream.close();
+    quietClose(client);
   }
+  await proxy.sessionsEnded(2);
+  assertEquals(proxy.sessions[1].retried, false);
+  assertEquals(upstream.accepted, 1);
 });
 
 Deno.test("a connect that does not complete fails after --connect-timeout, and the session ends connect-timeout", async () => {

@@ -132,28 +132,23 @@ Deno.test("a client that does not read stalls the upstream instead of filling th
 });
 
 Deno.test("reuse: a clean session returns its connection once and the next client gets it", async () => {
-  const upstream = new TestUpstream(echo);
-  const proxy = startProxy(upstream.address, { pool: "reuse" });
-  try {
-    assertEquals(await roundTrip(proxy.address, "one"), "one");
-    await proxy.sessionsEnded(1);
-    assertEquals(await roundTrip(proxy.address, "two"), "two");
-    await proxy.sessionsEnded(2);
-    assertEquals(upstream.accepted, 1);
-    assertEquals(proxy.sessions.map((s) => [s.source, s.end, s.release]), [
-      ["dial", "client-closed", "pooled"],
-      ["pool", "client-closed", "pooled"],
-    ]);
-    assertEquals(proxy.server.pool.stats.idle, 1);
-  } finally {
-    await proxy.close();
-    await upstream.close();
-  }
+  await using upstream = new TestUpstream(echo);
+  await using proxy = startProxy(upstream.address, { pool: "reuse" });
+  assertEquals(await roundTrip(proxy.address, "one"), "one");
+  await proxy.sessionsEnded(1);
+  assertEquals(await roundTrip(proxy.address, "two"), "two");
+  await proxy.sessionsEnded(2);
+  assertEquals(upstream.accepted, 1);
+  assertEquals(proxy.sessions.map((s) => [s.source, s.end, s.release]), [
+    ["dial", "client-closed", "pooled"],
+    ["pool", "client-closed", "pooled"],
+  ]);
+  assertEquals(proxy.server.pool.stats.idle, 1);
 });
 
 Deno.test("reuse: many concurrent sessions never put one connection in the pool twice", async () => {
   const open = new Set<number>();
-  const upstream = new TestUpstream(async (conn, index) => {
+  await using upstream = new TestUpstream(async (conn, index) => {
     open.add(index);
     try {
       await echo(conn);
@@ -162,24 +157,19 @@ Deno.test("reuse: many concurrent sessions never put one connection in the pool 
     }
   });
   // No settle time: connections go back the moment their client leaves, the most pressure.
-  const proxy = startProxy(upstream.address, { pool: "reuse" });
-  try {
-    const clients = Array.from({ length: 16 }, async (_, c) => {
-      for (let round = 0; round < 10; round++) {
-        assertEquals(await roundTrip(proxy.address, `c${c}r${round}`), `c${c}r${round}`);
-      }
-    });
-    await Promise.all(clients);
-    await proxy.sessionsEnded(160);
-    const stats = proxy.server.pool.stats;
-    assertEquals(stats.idle, open.size, "idle entries must be distinct live connections");
-    // Reused, not dialled per session (a dial that loses the race to a returned one is pooled).
-    assert(upstream.accepted <= 32, `dialled ${upstream.accepted} for 160 sessions of 16 clients`);
-    assertEquals(stats.pooled, 160);
-  } finally {
-    await proxy.close();
-    await upstream.close();
-  }
+  await using proxy = startProxy(upstream.address, { pool: "reuse" });
+  const clients = Array.from({ length: 16 }, async (_, c) => {
+    for (let round = 0; round < 10; round++) {
+      assertEquals(await roundTrip(proxy.address, `c${c}r${round}`), `c${c}r${round}`);
+    }
+  });
+  await Promise.all(clients);
+  await proxy.sessionsEnded(160);
+  const stats = proxy.server.pool.stats;
+  assertEquals(stats.idle, open.size, "idle entries must be distinct live connections");
+  // Reused, not dialled per session (a dial that loses the race to a returned one is pooled).
+  assert(upstream.accepted <= 32, `dialled ${upstream.accepted} for 160 sessions of 16 clients`);
+  assertEquals(stats.pooled, 160);
 });
 
 Deno.test("reuse: a client EOF after an unanswered request passes the FIN on and the answer arrives", async () => {
@@ -214,40 +204,35 @@ Deno.test("reuse: a client EOF after an unanswered request passes the FIN on and
 
 Deno.test("bytes the upstream sends after a client left never reach the next client", async () => {
   // Conn 0 echoes, then 50 ms later sends a stray "LEAK"; later conns only echo.
-  const upstream = new TestUpstream(echoOnceThen(async (conn) => {
+  await using upstream = new TestUpstream(echoOnceThen(async (conn) => {
     await delay(50);
     await writeAll(conn, encoder.encode("LEAK"));
     return "echo";
   }));
-  const proxy = startProxy(upstream.address, { pool: "reuse" });
+  await using proxy = startProxy(upstream.address, { pool: "reuse" });
+  assertEquals(await roundTrip(proxy.address, "first"), "first");
+  await proxy.sessionsEnded(1);
+  assertEquals(proxy.sessions[0].release, "pooled");
+  await eventually(
+    () => proxy.server.pool.stats.idle === 0,
+    2_000,
+    "stray bytes drop the connection",
+  );
+  const client = await connect(proxy.address);
   try {
-    assertEquals(await roundTrip(proxy.address, "first"), "first");
-    await proxy.sessionsEnded(1);
-    assertEquals(proxy.sessions[0].release, "pooled");
-    await eventually(
-      () => proxy.server.pool.stats.idle === 0,
-      2_000,
-      "stray bytes drop the connection",
-    );
-    const client = await connect(proxy.address);
-    try {
-      const got = await within(client, 5_000, async () => {
-        await writeAll(client, encoder.encode("second"));
-        const echoed = decoder.decode(await readExactly(client, 6));
-        await client.closeWrite();
-        return echoed + decoder.decode(await readToEnd(client));
-      });
-      assertEquals(got, "second");
-    } finally {
-      quietClose(client);
-    }
-    await proxy.sessionsEnded(2);
-    assertEquals(proxy.sessions[1].source, "dial");
-    assertEquals(upstream.accepted, 2);
+    const got = await within(client, 5_000, async () => {
+      await writeAll(client, encoder.encode("second"));
+      const echoed = decoder.decode(await readExactly(client, 6));
+      await client.closeWrite();
+      return echoed + decoder.decode(await readToEnd(client));
+    });
+    assertEquals(got, "second");
   } finally {
-    await proxy.close();
-    await upstream.close();
+    quietClose(client);
   }
+  await proxy.sessionsEnded(2);
+  assertEquals(proxy.sessions[1].source, "dial");
+  assertEquals(upstream.accepted, 2);
 });
 
 Deno.test("an upstream that is down closes the client promptly; sessions succeed once it is back", async () => {
@@ -282,59 +267,47 @@ Deno.test("an upstream that is down closes the client promptly; sessions succeed
 });
 
 Deno.test("the proxy listens and dials on IPv6 loopback", async () => {
-  const upstream = new TestUpstream(echo, { hostname: "::1", port: 0 });
-  const proxy = startProxy(upstream.address, {
+  await using upstream = new TestUpstream(echo, { hostname: "::1", port: 0 });
+  await using proxy = startProxy(upstream.address, {
     pool: "reuse",
     listen: { hostname: "::1", port: 0 },
   });
-  try {
-    assertEquals(proxy.address.hostname, "::1");
-    assertEquals(await roundTrip(proxy.address, "six"), "six");
-  } finally {
-    await proxy.close();
-    await upstream.close();
-  }
+  assertEquals(proxy.address.hostname, "::1");
+  assertEquals(await roundTrip(proxy.address, "six"), "six");
 });
 
 Deno.test("reuse: the late tail of an answer drops the connection while it settles, never reaching the next client", async () => {
   // Conn 0 echoes, then 20 ms later sends the tail of its answer ("LEAK"), then echoes.
-  const upstream = new TestUpstream(echoOnceThen(async (conn) => {
+  await using upstream = new TestUpstream(echoOnceThen(async (conn) => {
     await delay(20);
     await writeAll(conn, encoder.encode("LEAK"));
     return "echo";
   }));
-  const proxy = startProxy(upstream.address, { pool: "reuse", reuseSettleMs: 100 });
-  try {
-    assertEquals(await roundTrip(proxy.address, "first"), "first");
-    await proxy.sessionsEnded(1);
-    assertEquals(proxy.sessions[0].release, "pooled");
-    assertEquals(proxy.server.pool.stats.settling, 1);
-    // The next client comes at once, before the tail: it gets a connection of its own.
-    assertEquals(await roundTrip(proxy.address, "second"), "second");
-    await proxy.sessionsEnded(2);
-    assertEquals(proxy.sessions[1].source, "dial");
-    await eventually(() => proxy.server.pool.stats.idleDropped === 1, 2_000, "the first dropped");
-  } finally {
-    await proxy.close();
-    await upstream.close();
-  }
+  await using proxy = startProxy(upstream.address, { pool: "reuse", reuseSettleMs: 100 });
+  assertEquals(await roundTrip(proxy.address, "first"), "first");
+  await proxy.sessionsEnded(1);
+  assertEquals(proxy.sessions[0].release, "pooled");
+  assertEquals(proxy.server.pool.stats.settling, 1);
+  // The next client comes at once, before the tail: it gets a connection of its own.
+  assertEquals(await roundTrip(proxy.address, "second"), "second");
+  await proxy.sessionsEnded(2);
+  assertEquals(proxy.sessions[1].source, "dial");
+  await eventually(() => proxy.server.pool.stats.idleDropped === 1, 2_000, "the first dropped");
 });
 
 Deno.test("reuse: a released connection is handed out again once its settle time has passed", async () => {
-  const upstream = new TestUpstream(echo);
-  const proxy = startProxy(upstream.address, { pool: "reuse", reuseSettleMs: REUSE_SETTLE_MS });
-  try {
-    assertEquals(await roundTrip(proxy.address, "one"), "one");
-    await proxy.sessionsEnded(1);
-    await eventually(() => proxy.server.pool.stats.idle === 1, 2_000, "settled into the pool");
-    assertEquals(await roundTrip(proxy.address, "two"), "two");
-    await proxy.sessionsEnded(2);
-    assertEquals(upstream.accepted, 1);
-    assertEquals(proxy.sessions[1].source, "pool");
-  } finally {
-    await proxy.close();
-    await upstream.close();
-  }
+  await using upstream = new TestUpstream(echo);
+  await using proxy = startProxy(upstream.address, {
+    pool: "reuse",
+    reuseSettleMs: REUSE_SETTLE_MS,
+  });
+  assertEquals(await roundTrip(proxy.address, "one"), "one");
+  await proxy.sessionsEnded(1);
+  await eventually(() => proxy.server.pool.stats.idle === 1, 2_000, "settled into the pool");
+  assertEquals(await roundTrip(proxy.address, "two"), "two");
+  await proxy.sessionsEnded(2);
+  assertEquals(upstream.accepted, 1);
+  assertEquals(proxy.sessions[1].source, "pool");
 });
 
 Deno.test("reuse: a client's FIN while the answer is still being written to it is passed on, and the whole answer arrives", async () => {
