@@ -14,6 +14,7 @@
  * @module
  */
 
+import { writeAllSync } from "./src/_io.ts";
 import { formatHostPort } from "./src/address.ts";
 import { ConfigError, parseCli, type ProxyConfig } from "./src/config.ts";
 import { formatDuration } from "./src/duration.ts";
@@ -23,9 +24,7 @@ import { ListenError, ProxyServer } from "./src/proxy.ts";
 const encoder = new TextEncoder();
 
 function printLine(stream: typeof Deno.stdout | typeof Deno.stderr, line: string): void {
-  const bytes = encoder.encode(line.endsWith("\n") ? line : `${line}\n`);
-  let written = 0;
-  while (written < bytes.length) written += stream.writeSync(bytes.subarray(written));
+  writeAllSync(stream, encoder.encode(line.endsWith("\n") ? line : `${line}\n`));
 }
 
 /** Resolves with the name of the first SIGINT or SIGTERM; a second one exits at once. */

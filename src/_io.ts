@@ -1,5 +1,6 @@
 /**
- * Small socket helpers shared by the relay and the pool: writing a whole chunk, read buffers that
+ * Small I/O helpers shared by the relay, the pool and the stdio writers: writing a whole chunk
+ * (async to a socket, or sync to stdout and stderr), read buffers that
  * grow while a stream is busy (and then alternate, so that one is read into while the other is
  * written out) and shrink back when it is quiet, and telling the interruption we caused (closing
  * a socket under a pending read) from a real network error.
@@ -26,12 +27,24 @@ export async function writeAll(conn: Deno.Conn, chunk: Uint8Array): Promise<void
 }
 
 /**
+ * Writes every byte of `bytes` to `writer` synchronously (stdout, stderr), looping over short
+ * writes.
+ */
+export function writeAllSync(
+  writer: { writeSync(p: Uint8Array): number },
+  bytes: Uint8Array,
+): void {
+  let written = 0;
+  while (written < bytes.length) written += writer.writeSync(bytes.subarray(written));
+}
+
+/**
  * Picks the buffer for the next read from the size of the last one: a read that filled the
  * buffer means the stream is busy, so the buffer grows fourfold (up to {@link MAX_READ_BUFFER});
  * a read that used under an eighth of a large buffer means it is quiet again, so it drops back to
  * {@link MIN_READ_BUFFER}. Otherwise the same buffer is reused.
  */
-export function nextReadBuffer(
+function nextReadBuffer(
   buffer: Uint8Array<ArrayBuffer>,
   bytesRead: number,
 ): Uint8Array<ArrayBuffer> {
@@ -77,8 +90,9 @@ export class ReadBuffers {
       return false;
     }
     // A read that did not fill the buffer: the stream is not pressing, one buffer will do (and
-    // an idle connection then holds one buffer in its pending read, not two).
-    if (next.length <= MIN_READ_BUFFER || bytesRead < next.length) {
+    // an idle connection then holds one buffer in its pending read, not two). A kept buffer that
+    // was filled is already MAX_READ_BUFFER (a smaller one would have grown).
+    if (bytesRead < next.length) {
       this.#spare = undefined;
       return true;
     }
@@ -109,10 +123,13 @@ export function describeError(error: unknown): string {
   return String(error);
 }
 
-/** Closes `conn`, ignoring the error Deno throws when it is closed already. */
-export function closeQuietly(conn: Deno.Conn): void {
+/**
+ * Closes `resource` (a socket, a listener), ignoring the error Deno throws when it is closed
+ * already.
+ */
+export function closeQuietly(resource: { close(): void }): void {
   try {
-    conn.close();
+    resource.close();
   } catch {
     // already closed
   }

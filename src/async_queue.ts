@@ -116,7 +116,8 @@ export class AsyncQueue<T> {
     if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise<T>((resolve, reject) => {
       const onAbort = () => {
-        this.#waiters = this.#waiters.filter((w) => w !== waiter);
+        const index = this.#waiters.indexOf(waiter);
+        if (index >= 0) this.#waiters.splice(index, 1);
         reject(signal?.reason);
       };
       const waiter: Waiter<T> = {

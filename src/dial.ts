@@ -27,6 +27,12 @@ export class UpstreamConnectError extends Error {
 }
 
 /**
+ * The abort reason of a dial's own timeout, told apart from the caller's by identity. It never
+ * leaves {@link dialUpstream}: a timeout is reported as an {@link UpstreamConnectError}.
+ */
+const CONNECT_TIMEOUT = new Error("connect timeout");
+
+/**
  * Connects to `address` with TCP_NODELAY set, giving up after `timeoutMs` or when `signal`
  * aborts.
  *
@@ -39,8 +45,7 @@ export async function dialUpstream(
   signal?: AbortSignal,
 ): Promise<Deno.TcpConn> {
   const controller = new AbortController();
-  const timeout = new Error("connect timeout");
-  const timer = setTimeout(() => controller.abort(timeout), timeoutMs);
+  const timer = setTimeout(() => controller.abort(CONNECT_TIMEOUT), timeoutMs);
   const onOuterAbort = () => controller.abort(signal?.reason);
   signal?.addEventListener("abort", onOuterAbort, { once: true });
   try {
@@ -59,7 +64,7 @@ export async function dialUpstream(
     }
     return conn;
   } catch (error) {
-    if (controller.signal.aborted && controller.signal.reason === timeout) {
+    if (controller.signal.aborted && controller.signal.reason === CONNECT_TIMEOUT) {
       throw new UpstreamConnectError(address, "timeout", `timed out after ${timeoutMs}ms`);
     }
     if (controller.signal.aborted || signal?.aborted) {

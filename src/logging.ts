@@ -34,6 +34,7 @@ import {
   type Sink,
   type TextFormatter,
 } from "@logtape/logtape";
+import { writeAllSync } from "./_io.ts";
 import type { LogFormat, LogLevel } from "./config.ts";
 
 export type { Logger } from "@logtape/logtape";
@@ -107,7 +108,7 @@ export function resetLogging(): void {
  * ```ts
  * import { getProxyLogger } from "./logging.ts";
  *
- * getProxyLogger("session").debug("session {id} ended: {code}", { id: 7, code: "CD" });
+ * getProxyLogger("session").debug("session {id} ended: {end}", { id: 7, end: "client-closed" });
  * ```
  */
 export function getProxyLogger(...sub: string[]): Logger {
@@ -150,12 +151,5 @@ function textFormatter(): TextFormatter {
 
 function stderrSink(format: TextFormatter): Sink {
   const encoder = new TextEncoder();
-  return (record) => writeAllSync(encoder.encode(format(record)));
-}
-
-function writeAllSync(bytes: Uint8Array): void {
-  let written = 0;
-  while (written < bytes.length) {
-    written += Deno.stderr.writeSync(bytes.subarray(written));
-  }
+  return (record) => writeAllSync(Deno.stderr, encoder.encode(format(record)));
 }

@@ -17,12 +17,12 @@
  * @module
  */
 
-import { getLogger, type Logger } from "@logtape/logtape";
 import { formatHostPort, type HostPort } from "./address.ts";
 import { AsyncQueue } from "./async_queue.ts";
 import { DelayQueue } from "./delay_queue.ts";
 import type { PoolMode } from "./config.ts";
 import { dialUpstream, UpstreamConnectError } from "./dial.ts";
+import { getProxyLogger, type Logger } from "./logging.ts";
 import { type IdleLossReason, UpstreamConn } from "./upstream_conn.ts";
 
 /** Options for {@link UpstreamPool}. */
@@ -102,6 +102,11 @@ export class PoolClosedError extends Error {
   }
 }
 
+/** Whether `conn` is idle and nothing has made it unfit, so that it may be handed out. */
+function isFit(conn: UpstreamConn): boolean {
+  return conn.state === "idle" && conn.unfitReason === undefined;
+}
+
 const REFILL_BACKOFF_MIN_MS = 100;
 const REFILL_BACKOFF_MAX_MS = 5_000;
 
@@ -109,7 +114,7 @@ const REFILL_BACKOFF_MAX_MS = 5_000;
 export class UpstreamPool {
   readonly options: Readonly<PoolOptions>;
   readonly #idle: AsyncQueue<UpstreamConn>;
-  readonly #log: Logger = getLogger(["tcp-pool-proxy", "pool"]);
+  readonly #log: Logger = getProxyLogger("pool");
   readonly #address: string;
   readonly #dialing = new Set<Promise<unknown>>();
   /** Aborts dials under way when the pool closes. */
@@ -181,9 +186,7 @@ export class UpstreamPool {
       else this.#stats.misses++;
       this.#refill();
       // A connection handed over by a waiter may have died in the tick since; try again.
-      if (borrowed.conn.state === "idle" && borrowed.conn.unfitReason === undefined) {
-        return borrowed;
-      }
+      if (isFit(borrowed.conn)) return borrowed;
       this.#dispose(borrowed.conn);
     }
   }
@@ -253,7 +256,7 @@ export class UpstreamPool {
 
   #settled(conn: UpstreamConn): void {
     if (!this.#settling.delete(conn)) return; // dropped meanwhile
-    if (conn.state === "idle" && conn.unfitReason === undefined) this.#putIdle(conn);
+    if (isFit(conn)) this.#putIdle(conn);
     else this.#dispose(conn);
   }
 
@@ -280,7 +283,7 @@ export class UpstreamPool {
     if (this.#closed) return "pool closed";
     if (this.options.mode !== "reuse") return "mode does not reuse";
     if (!sessionClean) return "session not clean";
-    if (conn.unfitReason !== undefined || conn.state !== "idle") return "unfit";
+    if (!isFit(conn)) return "unfit";
     if (this.#pastLifetime(conn, performance.now())) return "max lifetime";
     return undefined;
   }
@@ -292,11 +295,7 @@ export class UpstreamPool {
   #takeIdle(): UpstreamConn | undefined {
     const now = performance.now();
     for (let conn = this.#idle.tryTake(); conn !== undefined; conn = this.#idle.tryTake()) {
-      if (
-        conn.state === "idle" && conn.unfitReason === undefined && !this.#pastLifetime(conn, now)
-      ) {
-        return conn;
-      }
+      if (isFit(conn) && !this.#pastLifetime(conn, now)) return conn;
       this.#stats.idleDropped++;
       this.#dispose(conn);
     }

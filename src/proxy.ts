@@ -19,7 +19,7 @@
  */
 
 import { formatHostPort, type HostPort } from "./address.ts";
-import { describeError } from "./_io.ts";
+import { closeQuietly, describeError } from "./_io.ts";
 import type { ProxyConfig } from "./config.ts";
 import { getProxyLogger, isDebugEnabled } from "./logging.ts";
 import { UpstreamPool } from "./pool.ts";
@@ -109,6 +109,7 @@ export class ProxyServer {
     });
     this.#sessionContext = {
       pool: this.pool,
+      upstream: this.#upstreamText,
       reuse: options.pool === "reuse",
       signal: this.#shutdown.signal,
       onEnd: (session) => {
@@ -158,11 +159,7 @@ export class ProxyServer {
   async shutdown(drainTimeoutMs: number): Promise<ShutdownReport> {
     if (!this.#stopping) {
       this.#stopping = true;
-      try {
-        this.#listener.close();
-      } catch {
-        // already closed
-      }
+      closeQuietly(this.#listener);
     }
     await this.#accepting;
     const running = this.#sessions.size;

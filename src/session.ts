@@ -87,6 +87,8 @@ export interface SessionSummary {
 export interface SessionContext {
   /** Where upstream connections come from. */
   pool: UpstreamPool;
+  /** The upstream's address as text, formatted once (for {@link SessionSummary.upstream}). */
+  upstream: string;
   /** Whether connections may go back to the pool (`--pool reuse`). */
   reuse: boolean;
   /** The proxy's shutdown signal: aborts a dial under way when the drain runs out. */
@@ -113,8 +115,9 @@ export const REPLAY_LIMIT = 64 * 1024;
 
 /**
  * Starts relaying client session number `id` to the upstream. The session closes `client` and
- * reports through `context.onEnd` once everything it used is released. Nothing is allocated per chunk,
- * and little per session: a session is one object whose methods are its callbacks.
+ * reports through `context.onEnd` once everything it used is released. No buffer is allocated per
+ * chunk (only copies kept for a replay, up to {@link REPLAY_LIMIT}), and little per session: a
+ * session is one object whose methods are its callbacks.
  */
 export function startSession(
   client: Deno.TcpConn,
@@ -129,11 +132,10 @@ export function startSession(
 class Session implements LeaseHandlers, SessionHandle {
   readonly #client: Deno.TcpConn;
   readonly #id: number;
-  readonly #options: SessionContext;
+  readonly #context: SessionContext;
   readonly #startedAt = performance.now();
   #up: UpstreamConn | undefined;
   #source: SessionSummary["source"] = "none";
-  #fromPool = false;
   /**
    * The session's end signal: aborted, with the {@link SessionEnd} as its reason, by whatever ends
    * the session first. Aborting it starts the teardown; both pumps stop when they see it.
@@ -164,7 +166,7 @@ class Session implements LeaseHandlers, SessionHandle {
   constructor(client: Deno.TcpConn, id: number, context: SessionContext) {
     this.#client = client;
     this.#id = id;
-    this.#options = context;
+    this.#context = context;
     this.#stop.signal.addEventListener("abort", () => void this.#teardown(), { once: true });
   }
 
@@ -181,7 +183,7 @@ class Session implements LeaseHandlers, SessionHandle {
   }
 
   async #connect(): Promise<void> {
-    const { pool, signal } = this.#options;
+    const { pool, signal } = this.#context;
     let borrowed;
     try {
       this.#client.setNoDelay(true);
@@ -194,7 +196,6 @@ class Session implements LeaseHandlers, SessionHandle {
       pool.release(borrowed.conn, false);
       return;
     }
-    this.#fromPool = borrowed.fromPool;
     // Only a connection that sat in the pool can be retried, so only then are bytes kept.
     this.#replayable = borrowed.fromPool;
     this.#source = borrowed.fromPool ? "pool" : "dial";
@@ -228,10 +229,10 @@ class Session implements LeaseHandlers, SessionHandle {
       const up = this.#up;
       if (up !== undefined) {
         await up.endLease();
-        this.#release = this.#options.pool.release(up, clean);
+        this.#release = this.#context.pool.release(up, clean);
       }
     } finally {
-      this.#options.onEnd(this);
+      this.#context.onEnd(this);
     }
   }
 
@@ -239,7 +240,7 @@ class Session implements LeaseHandlers, SessionHandle {
     const summary: SessionSummary = {
       id: this.#id,
       client: addressOf(this.#client.remoteAddr),
-      upstream: formatHostPort(this.#options.pool.options.upstream),
+      upstream: this.#context.upstream,
       end: this.#end ?? "shutdown",
       source: this.#source,
       retried: this.#retried,
@@ -255,7 +256,7 @@ class Session implements LeaseHandlers, SessionHandle {
 
   /** The only clean end: the client closed after a complete exchange, with no FIN passed on. */
   #isClean(): boolean {
-    return this.#end === "client-closed" && !this.#halfClosed && this.#options.reuse;
+    return this.#end === "client-closed" && !this.#halfClosed && this.#context.reuse;
   }
 
   #attach(conn: UpstreamConn): void {
@@ -352,7 +353,7 @@ class Session implements LeaseHandlers, SessionHandle {
       this.#finish("server-closed");
       return;
     }
-    if (this.#options.reuse && this.#lastSpeaker !== "client" && !this.#answerFlowing()) {
+    if (this.#context.reuse && this.#lastSpeaker !== "client" && !this.#answerFlowing()) {
       // The upstream answered after the client's last bytes, and nothing more is on its way:
       // the exchange is complete.
       this.#finish("client-closed");
@@ -432,9 +433,12 @@ class Session implements LeaseHandlers, SessionHandle {
 
   // ---- retry on a fresh connection ----
 
-  /** A pooled connection that failed before anything came back may be replaced, once. */
+  /**
+   * A pooled connection that failed before anything came back may be replaced, once. (Only a
+   * connection from the pool is ever `#replayable`.)
+   */
   #canRetry(): boolean {
-    return this.#fromPool && !this.#retried && this.#replayable && this.#end === undefined &&
+    return !this.#retried && this.#replayable && this.#end === undefined &&
       // A client that sent nothing and left has nothing to rescue.
       !(this.#clientEof && this.#clientChunks === 0);
   }
@@ -453,7 +457,7 @@ class Session implements LeaseHandlers, SessionHandle {
   }
 
   async #replaceUpstream(failed: UpstreamConn): Promise<boolean> {
-    const { pool, signal } = this.#options;
+    const { pool, signal } = this.#context;
     failed.close();
     await failed.endLease();
     this.#up = undefined;
@@ -469,7 +473,6 @@ class Session implements LeaseHandlers, SessionHandle {
       pool.release(fresh, false);
       return false;
     }
-    this.#fromPool = false;
     this.#sentToUpstream = 0;
     this.#attach(fresh);
     try {
