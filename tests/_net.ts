@@ -6,8 +6,12 @@
  */
 
 import type { HostPort } from "../src/address.ts";
+import { closeQuietly, writeAll } from "../src/_io.ts";
 import { ProxyServer, type ProxyServerOptions } from "../src/proxy.ts";
 import type { SessionSummary } from "../src/session.ts";
+
+/** The product's own helpers, which the tests use too. */
+export { closeQuietly, writeAll };
 
 export const encoder = new TextEncoder();
 export const decoder = new TextDecoder();
@@ -32,7 +36,9 @@ export class TestUpstream {
         for await (const conn of listener) {
           const index = this.conns.length;
           this.conns.push(conn);
-          this.#handlers.push(handler(conn, index).catch(() => {}).finally(() => quietClose(conn)));
+          this.#handlers.push(
+            handler(conn, index).catch(() => {}).finally(() => closeQuietly(conn)),
+          );
         }
       } catch {
         // listener closed
@@ -52,19 +58,10 @@ export class TestUpstream {
 
   /** Stops listening, closes every connection, waits for the handlers. */
   async close(): Promise<void> {
-    quietClose(this.#listener);
+    closeQuietly(this.#listener);
     await this.#accepting;
-    for (const conn of this.conns) quietClose(conn);
+    for (const conn of this.conns) closeQuietly(conn);
     await Promise.all(this.#handlers);
-  }
-}
-
-/** Closes a socket or listener, ignoring "already closed". */
-export function quietClose(closer: { close(): void }): void {
-  try {
-    closer.close();
-  } catch {
-    // already closed
   }
 }
 
@@ -97,18 +94,12 @@ export function echoOnceThen(
   };
 }
 
-/** Writes all of `bytes`. */
-export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
-}
-
 /** Runs `fn`; if it takes longer than `ms`, closes `conn` so that a pending read ends. */
 export async function within<T>(conn: Deno.Conn, ms: number, fn: () => Promise<T>): Promise<T> {
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
-    quietClose(conn);
+    closeQuietly(conn);
   }, ms);
   try {
     return await fn();
@@ -168,7 +159,7 @@ export async function roundTrip(address: HostPort, text: string): Promise<string
       return decoder.decode(await readExactly(conn, encoder.encode(text).length));
     });
   } finally {
-    quietClose(conn);
+    closeQuietly(conn);
   }
 }
 
@@ -262,8 +253,8 @@ export async function unresponsiveUpstream(): Promise<{ address: HostPort; close
   const address = { hostname: "127.0.0.1", port: listener.addr.port };
   const fillers: Deno.TcpConn[] = [];
   const close = () => {
-    for (const conn of fillers) quietClose(conn);
-    quietClose(listener);
+    for (const conn of fillers) closeQuietly(conn);
+    closeQuietly(listener);
   };
   try {
     for (let i = 0; i < 5_000; i++) {

@@ -12,7 +12,7 @@
  *
  * await using upstream = EchoUpstream.start();
  * await using proxy = ProxyProcess.spawnMain([
- *   "--listen", "127.0.0.1:0", "--upstream", `127.0.0.1:${upstream.port}`,
+ *   "--listen", "127.0.0.1:0", "--upstream", upstream.address,
  * ]);
  * const port = await proxy.listeningPort();
  * console.log(await relayOnce(port, "hello")); // "hello"
@@ -23,23 +23,18 @@
  * @module
  */
 
+import { formatHostPort } from "../src/address.ts";
+import { closeQuietly, decoder, echo, encoder, TestUpstream, within, writeAll } from "./_net.ts";
+
 /** The repository's root directory (with a trailing slash). */
 export const ROOT_DIR: string = decodeURIComponent(new URL("../", import.meta.url).pathname);
 /** The absolute path of `main.ts`. */
 export const MAIN_TS: string = decodeURIComponent(new URL("../main.ts", import.meta.url).pathname);
 
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
-
 /** Removes ANSI colour codes (Deno colours its own diagnostics even into a pipe). */
 export function stripAnsi(text: string): string {
   // deno-lint-ignore no-control-regex
   return text.replace(/\x1b\[[0-9;]*m/g, "");
-}
-
-/** Resolves after `ms` milliseconds. */
-export function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** A line found by {@link ProxyProcess.waitForLine}. */
@@ -222,128 +217,39 @@ export class ProxyProcess {
   }
 }
 
-/** Closes `closer`, ignoring the error for one closed already. */
-export function closeQuietly(closer: { close(): void }): void {
-  try {
-    closer.close();
-  } catch {
-    // already closed
-  }
-}
-
-/** Writes every byte of `bytes`. */
-export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  for (let offset = 0; offset < bytes.length;) {
-    offset += await conn.write(bytes.subarray(offset));
-  }
-}
-
 /**
- * An echo server on `127.0.0.1` (port 0 by default: the system picks one): every connection gets
- * back what it sends, and is closed when its client closes. {@link EchoUpstream.close} closes the
- * listener and every connection, and waits for them.
+ * An echo server on `127.0.0.1` (port 0 by default: the system picks one), as `main.ts` takes
+ * its `--upstream`: a {@link TestUpstream} serving {@link echo}.
  */
 export class EchoUpstream {
-  /** The port it listens on. */
-  readonly port: number;
-  /** Connections accepted so far. */
-  accepted = 0;
-  readonly #listener: Deno.TcpListener;
-  readonly #conns = new Set<Deno.TcpConn>();
-  readonly #serving = new Set<Promise<void>>();
-  readonly #accepting: Promise<void>;
-  #closed = false;
+  readonly #upstream: TestUpstream;
 
-  private constructor(listener: Deno.TcpListener) {
-    this.#listener = listener;
-    this.port = listener.addr.port;
-    this.#accepting = this.#acceptLoop();
+  private constructor(upstream: TestUpstream) {
+    this.#upstream = upstream;
   }
 
   /** Starts listening on `127.0.0.1:port`. */
   static start(port = 0): EchoUpstream {
-    return new EchoUpstream(Deno.listen({ hostname: "127.0.0.1", port, transport: "tcp" }));
+    return new EchoUpstream(new TestUpstream(echo, { hostname: "127.0.0.1", port }));
   }
 
   /** `127.0.0.1:PORT`, as the proxy's `--upstream` takes it. */
   get address(): string {
-    return `127.0.0.1:${this.port}`;
+    return formatHostPort(this.#upstream.address);
+  }
+
+  /** Connections accepted so far. */
+  get accepted(): number {
+    return this.#upstream.accepted;
   }
 
   /** Stops listening, closes every connection, and waits until all of it has finished. */
-  async close(): Promise<void> {
-    if (!this.#closed) {
-      this.#closed = true;
-      closeQuietly(this.#listener);
-      for (const conn of this.#conns) closeQuietly(conn);
-    }
-    await this.#accepting;
-    await Promise.all(this.#serving);
+  close(): Promise<void> {
+    return this.#upstream.close();
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.close();
-  }
-
-  async #acceptLoop(): Promise<void> {
-    while (!this.#closed) {
-      let conn: Deno.TcpConn;
-      try {
-        conn = await this.#listener.accept();
-      } catch {
-        return; // the listener was closed
-      }
-      if (this.#closed) {
-        closeQuietly(conn);
-        return;
-      }
-      this.accepted++;
-      this.#conns.add(conn);
-      const serving = this.#echo(conn).finally(() => {
-        this.#conns.delete(conn);
-        this.#serving.delete(serving);
-      });
-      this.#serving.add(serving);
-    }
-  }
-
-  async #echo(conn: Deno.TcpConn): Promise<void> {
-    const buffer = new Uint8Array(16 * 1024);
-    try {
-      for (;;) {
-        const n = await conn.read(buffer);
-        if (n === null) break;
-        await writeAll(conn, buffer.subarray(0, n));
-      }
-    } catch {
-      // reset by the peer, or closed by close()
-    } finally {
-      closeQuietly(conn);
-    }
-  }
-}
-
-/**
- * Runs `fn` with `conn`, closing `conn` if `fn` has not finished within `ms` (which makes a
- * pending read or write on it fail), so that a test fails instead of hanging.
- */
-export async function withDeadline<T>(
-  conn: Deno.Conn,
-  ms: number,
-  fn: () => Promise<T>,
-): Promise<T> {
-  let expired = false;
-  const timer = setTimeout(() => {
-    expired = true;
-    closeQuietly(conn);
-  }, ms);
-  try {
-    return await fn();
-  } catch (error) {
-    if (expired) throw new Error(`no answer within ${ms}ms`, { cause: error });
-    throw error;
-  } finally {
-    clearTimeout(timer);
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 }
 
@@ -353,7 +259,7 @@ export async function withDeadline<T>(
  * @returns What came back, decoded.
  */
 export function exchange(conn: Deno.Conn, text: string, timeoutMs = 5_000): Promise<string> {
-  return withDeadline(conn, timeoutMs, async () => {
+  return within(conn, timeoutMs, async () => {
     const bytes = encoder.encode(text);
     await writeAll(conn, bytes);
     const received = new Uint8Array(bytes.length);
@@ -378,7 +284,7 @@ export async function relayOnce(port: number, text: string, timeoutMs = 5_000): 
 }
 
 /**
- * Reads from `conn` until EOF or an error (a reset, or the close of {@link withDeadline}) and
+ * Reads from `conn` until EOF or an error (a reset, or a close by {@link within}) and
  * returns how it ended and how long it took. Use it to see that a connection gets closed.
  */
 export async function awaitClosed(

@@ -16,14 +16,13 @@ import {
 } from "./_assert.ts";
 import {
   awaitClosed,
-  closeQuietly,
-  delay,
   EchoUpstream,
   exchange,
   MAIN_TS,
   ProxyProcess,
   relayOnce,
 } from "./_proxy_process.ts";
+import { closeQuietly, delay } from "./_net.ts";
 
 const decoder = new TextDecoder();
 

@@ -13,6 +13,7 @@ import {
 import { dialUpstream, UpstreamConnectError } from "../src/dial.ts";
 import { UpstreamPool } from "../src/pool.ts";
 import {
+  closeQuietly,
   connect,
   decoder,
   delay,
@@ -20,7 +21,6 @@ import {
   echoOnceThen,
   encoder,
   eventually,
-  quietClose,
   readExactly,
   readToEnd,
   roundTrip,
@@ -78,7 +78,7 @@ Deno.test("a connection past --max-lifetime is closed instead of pooled", async 
     await readExactly(client, 3);
     await delay(80);
   });
-  quietClose(client);
+  closeQuietly(client);
   await proxy.sessionsEnded(1);
   assertEquals(proxy.sessions[0].release, "max lifetime");
   assertEquals(await roundTrip(proxy.address, "new"), "new");
@@ -96,8 +96,8 @@ Deno.test("--pool-size bounds the idle connections kept; the rest are closed", a
       await readExactly(c, 2);
     });
   }
-  quietClose(a);
-  quietClose(b);
+  closeQuietly(a);
+  closeQuietly(b);
   await proxy.sessionsEnded(2);
   assertEquals(proxy.sessions.map((s) => s.release).sort(), ["pool full", "pooled"]);
   assertEquals(proxy.server.pool.stats.idle, 1);
@@ -117,9 +117,9 @@ Deno.test("the pool hands out the most recently returned connection first", asyn
       }),
     );
   }
-  quietClose(a);
+  closeQuietly(a);
   await proxy.sessionsEnded(1);
-  quietClose(b);
+  closeQuietly(b);
   await proxy.sessionsEnded(2);
   // b's connection went back last, so it comes out first.
   assertEquals(await roundTrip(proxy.address, "??"), names[1]);
@@ -166,7 +166,7 @@ Deno.test("warm hands an upstream's greeting, sent before any client came, to th
       });
       assertEquals(got, "220 ready\r\nEHLO");
     } finally {
-      quietClose(client);
+      closeQuietly(client);
     }
   } finally {
     await proxy.sessionsEnded(1);
@@ -209,7 +209,7 @@ Deno.test("no retry once a byte came back: the client sees the upstream's close"
     });
     assertEquals(got, "par");
   } finally {
-    quietClose(client);
+    closeQuietly(client);
   }
   await proxy.sessionsEnded(2);
   assertEquals(proxy.sessions[1].retried, false);
@@ -237,7 +237,7 @@ Deno.test("more than 64 KiB of unanswered client bytes are not replayed", async 
     });
     assertEquals(got.length, 0);
   } finally {
-    quietClose(client);
+    closeQuietly(client);
   }
   await proxy.sessionsEnded(2);
   assertEquals(proxy.sessions[1].retried, false);
@@ -277,7 +277,7 @@ Deno.test("a connect that does not complete fails after --connect-timeout, and t
         );
         assertEquals(got.length, 0);
       } finally {
-        quietClose(client);
+        closeQuietly(client);
       }
       await proxy.sessionsEnded(1);
       assertEquals(proxy.sessions[0].end, "connect-timeout");
@@ -305,7 +305,7 @@ Deno.test("shutdown cuts sessions that outlive the drain timeout and closes the 
     const rest = await within(client, 2_000, () => readToEnd(client));
     assertEquals(rest.length, 0);
   } finally {
-    quietClose(client);
+    closeQuietly(client);
     await upstream.close();
   }
 });
@@ -330,7 +330,7 @@ for (const mode of ["warm", "reuse"] as const) {
         });
         assertEquals(answer, "");
       } finally {
-        quietClose(client);
+        closeQuietly(client);
       }
       await proxy.sessionsEnded(1);
       await delay(50);
@@ -364,7 +364,7 @@ Deno.test("a refused dial during the retry ends the session as connect-failed", 
       await conn.read(buffer);
       listener.close();
     } finally {
-      quietClose(conn);
+      closeQuietly(conn);
     }
   })();
   const proxy = startProxy(address, { pool: "reuse" });
@@ -378,7 +378,7 @@ Deno.test("a refused dial during the retry ends the session as connect-failed", 
         await readToEnd(client).catch(() => new Uint8Array());
       });
     } finally {
-      quietClose(client);
+      closeQuietly(client);
     }
     await proxy.sessionsEnded(2);
     await served;
@@ -387,7 +387,7 @@ Deno.test("a refused dial during the retry ends the session as connect-failed", 
     assertEquals(proxy.sessions[1].end, "connect-failed");
   } finally {
     await proxy.close();
-    quietClose(listener);
+    closeQuietly(listener);
     await served;
   }
 });

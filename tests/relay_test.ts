@@ -7,6 +7,7 @@ import { assert, assertEquals, assertLess, assertNotEquals } from "./_assert.ts"
 import type { PoolMode } from "../src/config.ts";
 import { REUSE_SETTLE_MS } from "../src/pool.ts";
 import {
+  closeQuietly,
   connect,
   decoder,
   delay,
@@ -15,7 +16,6 @@ import {
   encoder,
   eventually,
   patternBytes,
-  quietClose,
   readExactly,
   readToEnd,
   roundTrip,
@@ -47,7 +47,7 @@ for (const mode of MODES) {
       assertEquals(proxy.sessions[0].bytesFromClient, sent.length);
       assertEquals(proxy.sessions[0].bytesFromServer, sent.length);
     } finally {
-      quietClose(client);
+      closeQuietly(client);
       await proxy.close();
       await upstream.close();
     }
@@ -73,7 +73,7 @@ for (const mode of MODES) {
       assert(proxy.sessions[0].halfClosed);
       assertNotEquals(proxy.sessions[0].release, "pooled");
     } finally {
-      quietClose(client);
+      closeQuietly(client);
       await proxy.close();
       await upstream.close();
     }
@@ -99,7 +99,7 @@ for (const mode of MODES) {
       assertEquals(proxy.sessions[0].end, "server-closed");
       assertNotEquals(proxy.sessions[0].release, "pooled");
     } finally {
-      quietClose(client);
+      closeQuietly(client);
       await proxy.close();
       await upstream.close();
     }
@@ -124,7 +124,7 @@ Deno.test("a client that does not read stalls the upstream instead of filling th
     assertEquals(written, after1s, "the upstream kept writing into a client that does not read");
     assertLess(written, 48 * 1024 * 1024);
   } finally {
-    quietClose(client);
+    closeQuietly(client);
     await proxy.sessionsEnded(1);
     await proxy.close();
     await upstream.close();
@@ -196,7 +196,7 @@ Deno.test("reuse: a client EOF after an unanswered request passes the FIN on and
     assertEquals(proxy.sessions[0].halfClosed, true);
     assertEquals(proxy.sessions[0].release, "session not clean");
   } finally {
-    quietClose(client);
+    closeQuietly(client);
     await proxy.close();
     await upstream.close();
   }
@@ -228,7 +228,7 @@ Deno.test("bytes the upstream sends after a client left never reach the next cli
     });
     assertEquals(got, "second");
   } finally {
-    quietClose(client);
+    closeQuietly(client);
   }
   await proxy.sessionsEnded(2);
   assertEquals(proxy.sessions[1].source, "dial");
@@ -253,7 +253,7 @@ Deno.test("an upstream that is down closes the client promptly; sessions succeed
       assertEquals(got.length, 0);
       assertLess(performance.now() - started, 1_000);
     } finally {
-      quietClose(client);
+      closeQuietly(client);
     }
     await proxy.sessionsEnded(1);
     assertEquals(proxy.sessions[0].end, "connect-failed");
@@ -335,7 +335,7 @@ Deno.test("reuse: a client's FIN while the answer is still being written to it i
     assertEquals(proxy.sessions[0].halfClosed, true);
     assertNotEquals(proxy.sessions[0].release, "pooled");
   } finally {
-    quietClose(client);
+    closeQuietly(client);
     await proxy.close();
     await upstream.close();
   }

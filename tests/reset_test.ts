@@ -6,12 +6,12 @@
 
 import { assert, assertEquals, assertNotEquals } from "./_assert.ts";
 import {
+  closeQuietly,
   connect,
   decoder,
   echo,
   encoder,
   eventually,
-  quietClose,
   readToEnd,
   startProxy,
   TestUpstream,
@@ -62,7 +62,7 @@ Deno.test({
         });
         assertEquals(got.length, 0);
       } finally {
-        quietClose(client);
+        closeQuietly(client);
       }
       await proxy.sessionsEnded(1);
       assertEquals(proxy.sessions[0].end, "server-error");
