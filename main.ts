@@ -2,14 +2,16 @@
  * tcp-pool-proxy: a TCP proxy that keeps a bounded pool of upstream connections.
  *
  * The entry point, read as the table of contents: parse the command line, configure logging,
- * start the proxy, wait for SIGINT or SIGTERM, drain, exit.
+ * install the failsafe, size --max-clients, start the proxy, wait for SIGINT or SIGTERM (logging
+ * the state on each SIGHUP meanwhile), drain, exit.
  *
  * ```sh
  * deno run --allow-net main.ts --listen 127.0.0.1:8848 --upstream 127.0.0.1:6379 --pool reuse
  * ```
  *
  * Exit codes: 0 after a drain (or for --help and --version), 1 when the proxy cannot start
- * (the listen address is taken), 2 for a bad command line, 70 for an internal error.
+ * (the listen address is taken), 2 for a bad command line, 70 for an internal error, and
+ * 128 + the signal's number when a second SIGINT (130) or SIGTERM (143) cuts a drain short.
  *
  * @module
  */
@@ -18,7 +20,9 @@ import { writeAllSync } from "./src/_io.ts";
 import { formatHostPort } from "./src/address.ts";
 import { ConfigError, parseCli, type ProxyConfig } from "./src/config.ts";
 import { formatDuration } from "./src/duration.ts";
-import { configureLogging, getProxyLogger } from "./src/logging.ts";
+import { installFailsafe, reportUnexpected } from "./src/failsafe.ts";
+import { type MaxClientsChoice, resolveMaxClients } from "./src/limits.ts";
+import { configureLogging, getProxyLogger, type Logger } from "./src/logging.ts";
 import { ListenError, ProxyServer } from "./src/proxy.ts";
 
 const encoder = new TextEncoder();
@@ -27,13 +31,27 @@ function printLine(stream: typeof Deno.stdout | typeof Deno.stderr, line: string
   writeAllSync(stream, encoder.encode(line.endsWith("\n") ? line : `${line}\n`));
 }
 
-/** Resolves with the name of the first SIGINT or SIGTERM; a second one exits at once. */
-function firstStopSignal(): Promise<Deno.Signal> {
+/** The signals that start a drain, and their numbers (a second one exits 128 + the number). */
+const STOP_SIGNALS: ReadonlyMap<Deno.Signal, number> = new Map<Deno.Signal, number>(
+  Deno.build.os === "windows" ? [["SIGINT", 2]] : [["SIGINT", 2], ["SIGTERM", 15]],
+);
+
+/**
+ * Resolves with the name of the first SIGINT or SIGTERM. A second one of either exits at once
+ * with 128 + its number (130 for SIGINT, 143 for SIGTERM), as a shell reports a killed process.
+ */
+function firstStopSignal(log: Logger, server: ProxyServer): Promise<Deno.Signal> {
   return new Promise((resolve) => {
     let received = false;
-    for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    for (const [signal, number] of STOP_SIGNALS) {
       Deno.addSignalListener(signal, () => {
-        if (received) Deno.exit(130);
+        if (received) {
+          log.warn("{signal} during the drain: exiting at once with {sessions} sessions open", {
+            signal,
+            sessions: server.activeSessions,
+          });
+          Deno.exit(128 + number);
+        }
         received = true;
         resolve(signal);
       });
@@ -41,25 +59,66 @@ function firstStopSignal(): Promise<Deno.Signal> {
   });
 }
 
-async function serve(config: ProxyConfig): Promise<number> {
-  configureLogging({ level: config.logLevel, format: config.logFormat });
-  const log = getProxyLogger();
-  let server: ProxyServer;
-  try {
-    server = ProxyServer.listen(config);
-  } catch (error) {
-    if (!(error instanceof ListenError)) throw error;
-    printLine(Deno.stderr, `tcp-pool-proxy: --listen: ${error.message}`);
-    return 1;
+/** On SIGHUP (where the OS has it), logs the state of the pool and the sessions; never exits. */
+function logStateOnHangup(server: ProxyServer): void {
+  if (Deno.build.os === "windows") return;
+  Deno.addSignalListener("SIGHUP", () => {
+    try {
+      server.logState("SIGHUP");
+    } catch (error) {
+      reportUnexpected("SIGHUP", error);
+    }
+  });
+}
+
+/**
+ * Logs the start-up line. It begins `listening on HOST:PORT ` (tests and scripts parse that),
+ * and says where --max-clients came from, e.g. `max-clients 9934 (open-file limit 20000)`.
+ */
+function logListening(
+  log: Logger,
+  server: ProxyServer,
+  config: ProxyConfig,
+  limit: MaxClientsChoice,
+): void {
+  let template = "listening on {listen} upstream {upstream} pool {pool} size {size} " +
+    "min-idle {minIdle} max-clients {maxClients}";
+  if (limit.source === "proc" || limit.source === "prlimit") {
+    template += " (open-file limit {openFileLimit})";
   }
-  log.info("listening on {listen} upstream {upstream} pool {pool} size {size} min-idle {minIdle}", {
+  if (limit.source === "assumed") template += " (open-file limit assumed {openFileLimit})";
+  if (config.maxUpstream > 0) template += " max-upstream {maxUpstream}";
+  log.info(template, {
     listen: formatHostPort(server.address),
     upstream: formatHostPort(config.upstream),
     pool: config.pool,
     size: config.poolSize,
     minIdle: config.minIdle,
+    maxClients: limit.maxClients,
+    maxClientsSource: limit.source,
+    openFileLimit: limit.source === "given" ? undefined : limit.fileLimit,
+    maxUpstream: config.maxUpstream,
   });
-  const signal = await firstStopSignal();
+}
+
+async function serve(config: ProxyConfig): Promise<number> {
+  configureLogging({ level: config.logLevel, format: config.logFormat });
+  installFailsafe();
+  const log = getProxyLogger();
+  const limit = resolveMaxClients(config);
+  let server: ProxyServer;
+  try {
+    server = ProxyServer.listen({ ...config, maxClients: limit.maxClients });
+  } catch (error) {
+    if (!(error instanceof ListenError)) throw error;
+    printLine(Deno.stderr, `tcp-pool-proxy: --listen: ${error.message}`);
+    return 1;
+  }
+  // Listen for signals before the start-up line, which tells the world that the proxy is up.
+  const stopSignal = firstStopSignal(log, server);
+  logStateOnHangup(server);
+  logListening(log, server, config, limit);
+  const signal = await stopSignal;
   log.info("{signal}: draining {sessions} sessions for up to {drain}", {
     signal,
     sessions: server.activeSessions,

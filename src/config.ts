@@ -55,6 +55,25 @@ export interface ProxyConfig {
   maxLifetimeMs: number;
   /** How long a connect to the upstream may take. Default 5000 (5s). Always > 0. */
   connectTimeoutMs: number;
+  /**
+   * A session whose client has had no byte read from it or written to it for this long ends with
+   * `client-timeout` (a blocked write counts as inactivity). Default 3600000 (1h); 0 means none.
+   */
+  clientTimeoutMs: number;
+  /** The same for the upstream side; the session ends with `server-timeout`. Default 3600000 (1h); 0 means none. */
+  serverTimeoutMs: number;
+  /** How long a half-closed session may wait for the other side to close (`fin-timeout`). Default 60000 (60s); 0 means none. */
+  finTimeoutMs: number;
+  /**
+   * The most client sessions at once; at the limit the proxy stops accepting (the kernel's listen
+   * backlog holds the rest) and resumes below it. Default `auto`: derived at start from the
+   * open-file limit (`src/limits.ts`). Otherwise 1 to {@link MAX_CLIENTS}.
+   */
+  maxClients: number | "auto";
+  /** The most upstream connections at once (dialling, leased, idle and settling together); 0 means no limit. Default 0. */
+  maxUpstream: number;
+  /** How long a session waits for a free upstream connection once `maxUpstream` is reached (`queue-timeout`). Default 5000 (5s). Always > 0. */
+  queueTimeoutMs: number;
   /** On SIGINT/SIGTERM, how long active sessions may finish. Default 30000 (30s); 0 closes them at once. */
   drainTimeoutMs: number;
   /** The lowest level logged. Default `info`. */
@@ -99,6 +118,10 @@ export const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"
 export const LOG_FORMATS: readonly LogFormat[] = ["text", "json"];
 /** The largest accepted `--pool-size`. */
 export const MAX_POOL_SIZE = 100_000;
+/** The largest accepted `--max-clients`. */
+export const MAX_CLIENTS = 1_000_000;
+/** The largest accepted `--max-upstream`. */
+export const MAX_UPSTREAM = 100_000;
 
 /**
  * The default `--min-idle` of a pool mode: 4 in `warm`, 0 in `reuse` and `off`.
@@ -120,6 +143,12 @@ export const DEFAULT_CONFIG: Readonly<ProxyConfig> = Object.freeze({
   idleTimeoutMs: 60_000,
   maxLifetimeMs: 1_800_000,
   connectTimeoutMs: 5_000,
+  clientTimeoutMs: 3_600_000,
+  serverTimeoutMs: 3_600_000,
+  finTimeoutMs: 60_000,
+  maxClients: "auto",
+  maxUpstream: 0,
+  queueTimeoutMs: 5_000,
   drainTimeoutMs: 30_000,
   logLevel: "info",
   logFormat: "text",
@@ -145,6 +174,12 @@ const VALUE_FLAGS = [
   "idle-timeout",
   "max-lifetime",
   "connect-timeout",
+  "client-timeout",
+  "server-timeout",
+  "fin-timeout",
+  "max-clients",
+  "max-upstream",
+  "queue-timeout",
   "drain-timeout",
   "log-level",
   "log-format",
@@ -161,6 +196,12 @@ const ACCEPTS: Record<ValueFlag, string> = {
   "idle-timeout": "give a duration greater than 0, e.g. 60s",
   "max-lifetime": "give a duration, e.g. 30m, or 0 for no limit",
   "connect-timeout": "give a duration greater than 0, e.g. 5s",
+  "client-timeout": "give a duration, e.g. 1h, or 0 for none",
+  "server-timeout": "give a duration, e.g. 1h, or 0 for none",
+  "fin-timeout": "give a duration, e.g. 60s, or 0 for none",
+  "max-clients": `give an integer from 1 to ${MAX_CLIENTS}, or auto`,
+  "max-upstream": `give an integer from 0 (no limit) to ${MAX_UPSTREAM}`,
+  "queue-timeout": "give a duration greater than 0, e.g. 5s",
   "drain-timeout": "give a duration, e.g. 30s, or 0",
   "log-level": "use debug, info, warn or error",
   "log-format": "use text or json",
@@ -169,10 +210,13 @@ const ACCEPTS: Record<ValueFlag, string> = {
 /**
  * Parses the command line (without the program name, i.e. `Deno.args`).
  *
- * Flags take their value as `--flag value` or `--flag=value`. `--help` wins
- * over `--version`, and both win over invalid values (but not over unknown
- * flags, stray arguments or missing values). When `--min-idle` is not given,
- * it defaults to {@link defaultMinIdle} of the mode, capped at `--pool-size`.
+ * Flags take their value as `--flag value` or `--flag=value`; a separate value
+ * may look like a negative number (`--pool-size -3` is rejected as negative, not
+ * as missing), but not like any other flag. `--help` wins over `--version`, and
+ * both win over invalid values (but not over unknown flags, stray arguments or
+ * missing values). When `--min-idle` is not given, it defaults to
+ * {@link defaultMinIdle} of the mode, capped at `--pool-size` and at a
+ * `--max-upstream` above 0.
  *
  * @param args The arguments, e.g. `Deno.args`.
  * @returns `run` with a validated config, or `help` / `version` with the text to print.
@@ -187,8 +231,7 @@ const ACCEPTS: Record<ValueFlag, string> = {
  * ```
  */
 export function parseCli(args: string[]): CliCommand {
-  rejectMissingValues(args);
-  const parsed: unknown = parseArgs(args, {
+  const parsed: unknown = parseArgs(joinSeparateValues(args), {
     string: [...VALUE_FLAGS],
     collect: [...VALUE_FLAGS],
     boolean: ["help", "version"],
@@ -224,6 +267,8 @@ export function helpText(): string {
   const [listen, upstream] = [formatHostPort(d.listen), formatHostPort(d.upstream)];
   const [idle, lifetime] = [formatDuration(d.idleTimeoutMs), formatDuration(d.maxLifetimeMs)];
   const [connect, drain] = [formatDuration(d.connectTimeoutMs), formatDuration(d.drainTimeoutMs)];
+  const [client, server] = [formatDuration(d.clientTimeoutMs), formatDuration(d.serverTimeoutMs)];
+  const [fin, queue] = [formatDuration(d.finTimeoutMs), formatDuration(d.queueTimeoutMs)];
   const [warmIdle, reuseIdle] = [defaultMinIdle("warm"), defaultMinIdle("reuse")];
   const rows: [string, string][] = [
     ["--listen HOST:PORT", `where clients connect (default ${listen});`],
@@ -255,6 +300,36 @@ export function helpText(): string {
       `how long connecting to the upstream may take (default ${connect})`,
     ],
     [
+      "--client-timeout DURATION",
+      `end a session whose client has been idle this long (default ${client});`,
+    ],
+    ["", "a write the client does not take counts as idle; 0 = none"],
+    [
+      "--server-timeout DURATION",
+      `end a session whose upstream has been idle this long (default ${server});`,
+    ],
+    ["", "a write the upstream does not take counts as idle; 0 = none"],
+    [
+      "--fin-timeout DURATION",
+      `after a half-close, how long to wait for the other side (default ${fin});`,
+    ],
+    ["", "0 = none"],
+    [
+      "--max-clients N|auto",
+      `most client sessions at once (default ${d.maxClients}, from the open-file limit);`,
+    ],
+    ["", "at the limit, new clients wait in the listen backlog"],
+    [
+      "--max-upstream N",
+      `most upstream connections, idle ones included (default ${d.maxUpstream} = no limit);`,
+    ],
+    ["", `up to ${MAX_UPSTREAM}`],
+    [
+      "--queue-timeout DURATION",
+      `how long a session waits for a free upstream connection (default ${queue})`,
+    ],
+    ["", "when --max-upstream is reached"],
+    [
       "--drain-timeout DURATION",
       `on SIGINT/SIGTERM, how long active sessions may finish (default ${drain})`,
     ],
@@ -279,22 +354,40 @@ export function helpText(): string {
   ].join("\n");
 }
 
-/** `--flag` followed by nothing, by "" or by another flag: parseArgs would give "". */
-function rejectMissingValues(args: string[]): void {
-  for (let i = 0; i < args.length && args[i] !== "--"; i++) {
-    const name = args[i].slice(2);
-    if (!args[i].startsWith("--") || !isValueFlag(name)) continue;
+/**
+ * Rewrites `--flag value` as `--flag=value` for every value flag, so that parseArgs takes a value
+ * such as `-3` as the value rather than as a flag. Throws for `--flag` followed by nothing, by ""
+ * or by something that looks like a flag (parseArgs would give ""). Stops at `--`.
+ */
+function joinSeparateValues(args: string[]): string[] {
+  const joined: string[] = [];
+  let i = 0;
+  for (; i < args.length && args[i] !== "--"; i++) {
+    const arg = args[i];
+    const name = arg.slice(2);
+    if (!arg.startsWith("--") || !isValueFlag(name)) {
+      joined.push(arg);
+      continue;
+    }
     const next = args[i + 1];
-    if (next === undefined || next === "" || next.startsWith("-")) {
+    if (next === undefined || next === "" || (next.startsWith("-") && !/^-\d/.test(next))) {
       throw new ConfigError(`--${name}: missing value; ${ACCEPTS[name]}`, `--${name}`);
     }
+    joined.push(`--${name}=${next}`);
+    i++;
   }
+  return joined.concat(args.slice(i));
 }
+
+/** Text shown bare in a message: printable ASCII without spaces or quotes; the rest is quoted. */
+const BARE_TEXT = /^[\x21\x23-\x7e]+$/;
 
 function rejectUnknown(arg: string, key?: string): never {
   if (key === undefined) throw strayArgument(arg);
   const flag = `${arg.startsWith("--") ? "--" : "-"}${key}`;
-  throw new ConfigError(`unknown flag ${flag}; see --help`, flag);
+  // Quoted when it holds a space, a quote or a control character, so the message stays one line.
+  const shown = BARE_TEXT.test(flag) ? flag : JSON.stringify(flag);
+  throw new ConfigError(`unknown flag ${shown}; see --help`, flag);
 }
 
 function strayArgument(arg: string): ConfigError {
@@ -334,11 +427,20 @@ function buildConfig(values: Map<ValueFlag, string>): ProxyConfig {
   const d = DEFAULT_CONFIG;
   const pool = oneOf("pool", values.get("pool"), POOL_MODES, "a pool mode") ?? d.pool;
   const poolSize = integer("pool-size", values.get("pool-size"), MAX_POOL_SIZE) ?? d.poolSize;
-  const minIdle = integer("min-idle", values.get("min-idle"), MAX_POOL_SIZE) ??
-    Math.min(defaultMinIdle(pool), poolSize);
+  const maxUpstream = integer("max-upstream", values.get("max-upstream"), MAX_UPSTREAM) ??
+    d.maxUpstream;
+  const minIdleGiven = integer("min-idle", values.get("min-idle"), MAX_POOL_SIZE);
+  const minIdle = minIdleGiven ??
+    Math.min(defaultMinIdle(pool), poolSize, maxUpstream > 0 ? maxUpstream : Infinity);
   if (minIdle > poolSize) {
     throw new ConfigError(
       `--min-idle: ${minIdle} is more than --pool-size ${poolSize}; use 0 to ${poolSize}`,
+      "--min-idle",
+    );
+  }
+  if (maxUpstream > 0 && minIdle > maxUpstream) {
+    throw new ConfigError(
+      `--min-idle: ${minIdle} exceeds --max-upstream ${maxUpstream}; use 0 to ${maxUpstream}`,
       "--min-idle",
     );
   }
@@ -358,11 +460,32 @@ function buildConfig(values: Map<ValueFlag, string>): ProxyConfig {
     maxLifetimeMs: duration("max-lifetime", values.get("max-lifetime"), 0) ?? d.maxLifetimeMs,
     connectTimeoutMs: duration("connect-timeout", values.get("connect-timeout"), 1) ??
       d.connectTimeoutMs,
+    clientTimeoutMs: duration("client-timeout", values.get("client-timeout"), 0) ??
+      d.clientTimeoutMs,
+    serverTimeoutMs: duration("server-timeout", values.get("server-timeout"), 0) ??
+      d.serverTimeoutMs,
+    finTimeoutMs: duration("fin-timeout", values.get("fin-timeout"), 0) ?? d.finTimeoutMs,
+    maxClients: maxClients(values.get("max-clients")) ?? d.maxClients,
+    maxUpstream,
+    queueTimeoutMs: duration("queue-timeout", values.get("queue-timeout"), 1) ?? d.queueTimeoutMs,
     drainTimeoutMs: duration("drain-timeout", values.get("drain-timeout"), 0) ?? d.drainTimeoutMs,
     logLevel: oneOf("log-level", values.get("log-level"), LOG_LEVELS, "a log level") ?? d.logLevel,
     logFormat: oneOf("log-format", values.get("log-format"), LOG_FORMATS, "a log format") ??
       d.logFormat,
   };
+}
+
+/** `--max-clients`: `auto`, or an integer from 1 to {@link MAX_CLIENTS}. */
+function maxClients(text: string | undefined): number | "auto" | undefined {
+  if (text === undefined || text === "auto") return text;
+  const value = integer("max-clients", text, MAX_CLIENTS);
+  if (value === 0) {
+    throw new ConfigError(
+      `--max-clients: 0 would let no client in; give at least 1, up to ${MAX_CLIENTS}, or auto`,
+      "--max-clients",
+    );
+  }
+  return value;
 }
 
 function oneOf<T extends string>(

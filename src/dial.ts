@@ -9,7 +9,7 @@ import { formatHostPort, type HostPort } from "./address.ts";
 import { describeError } from "./_io.ts";
 
 /** Why a dial failed. */
-export type ConnectFailure = "timeout" | "refused" | "aborted" | "error";
+export type ConnectFailure = "timeout" | "refused" | "aborted" | "closed" | "error";
 
 /** A dial to the upstream failed. Carries the address and the reason. */
 export class UpstreamConnectError extends Error {
@@ -37,7 +37,7 @@ const CONNECT_TIMEOUT = new Error("connect timeout");
  * aborts.
  *
  * @throws {UpstreamConnectError} with `failure` `"timeout"`, `"refused"`, `"aborted"` or
- * `"error"`.
+ * `"error"` (the pool adds `"closed"`: connected, but closed by the upstream before first use).
  */
 export async function dialUpstream(
   address: HostPort,

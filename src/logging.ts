@@ -142,10 +142,12 @@ function textFormatter(): TextFormatter {
     timestamp: "rfc3339",
     level: "ABBR",
     category: ".",
-    // Addresses and words read best bare; anything with spaces, quotes or control characters is
-    // quoted, so that one record stays one line.
+    // Addresses and words read best bare; a string with spaces, quotes or control characters is
+    // quoted as JSON (a stack's newlines become \n), so that one record stays one line.
     value: (value, inspect) =>
-      typeof value === "string" && BARE_STRING.test(value) ? value : inspect(value),
+      typeof value === "string"
+        ? (BARE_STRING.test(value) ? value : JSON.stringify(value))
+        : inspect(value),
   });
 }
 

@@ -3,7 +3,7 @@
  *
  * - `off`: every {@link UpstreamPool.borrow} dials; every release closes.
  * - `warm`: `minIdle` fresh, never-used connections are dialled ahead of demand and refilled in
- *   the background; a connection serves one session and is then closed.
+ *   the background ({@link Refiller}); a connection serves one session and is then closed.
  * - `reuse`: a connection that ended its session cleanly goes back to the pool for the next one.
  *
  * Idle connections sit in a LIFO {@link AsyncQueue} (the most recently returned is handed out
@@ -14,6 +14,13 @@
  * past the idle timeout or the maximum lifetime. {@link UpstreamPool.release} is the one place
  * that decides whether a connection may go back, and each refusal has a name.
  *
+ * Taking a connection and leasing it to its session happen in one tick
+ * ({@link UpstreamConn.tryLease}), so a connection its reader has just lost is never handed out:
+ * a dead pooled one is skipped, and a fresh dial that the upstream closed before it could be used
+ * is a failed connect. With `maxOpen` (`--max-upstream`), connections open or being dialled never
+ * exceed it: a borrower that finds none free waits in a FIFO queue for one to be released or for
+ * room to dial, up to `queueTimeoutMs`.
+ *
  * @module
  */
 
@@ -23,7 +30,8 @@ import { DelayQueue } from "./delay_queue.ts";
 import type { PoolMode } from "./config.ts";
 import { dialUpstream, UpstreamConnectError } from "./dial.ts";
 import { getProxyLogger, type Logger } from "./logging.ts";
-import { type IdleLossReason, UpstreamConn } from "./upstream_conn.ts";
+import { Refiller } from "./refill.ts";
+import { type IdleLossReason, type LeaseHandlers, UpstreamConn } from "./upstream_conn.ts";
 
 /** Options for {@link UpstreamPool}. */
 export interface PoolOptions {
@@ -31,30 +39,46 @@ export interface PoolOptions {
   upstream: HostPort;
   /** How connections are pooled; see the module documentation. */
   mode: PoolMode;
-  /** Most idle connections kept (`--pool-size`). */
+  /** Most idle and settling connections kept together (`--pool-size`). */
   maxIdle: number;
   /** Idle connections kept ready ahead of demand in `warm` and `reuse` (`--min-idle`). */
   minIdle: number;
   /** An idle connection idle longer than this is closed (`--idle-timeout`). */
   idleTimeoutMs: number;
-  /** A connection older than this is not reused; 0 means no limit (`--max-lifetime`). */
+  /**
+   * A connection older than this is not reused; 0 means no limit (`--max-lifetime`). Each
+   * connection's own limit is shortened by a random 0-2.5% ({@link LIFETIME_JITTER}).
+   */
   maxLifetimeMs: number;
   /** Bound on one dial (`--connect-timeout`). */
   connectTimeoutMs: number;
+  /**
+   * Most connections open at once, dialling, leased, idle and settling together; 0 means no
+   * limit (`--max-upstream`).
+   */
+  maxOpen?: number;
+  /** How long a borrower waits for a connection when `maxOpen` is reached (`--queue-timeout`). Default 5000. */
+  queueTimeoutMs?: number;
   /**
    * In `reuse`, how long a released connection is watched before it can be handed out again, so
    * that the late tail of an answer its client did not wait for discards the connection instead
    * of reaching the next client. 0 hands it out at once. Default {@link REUSE_SETTLE_MS}.
    */
   settleMs?: number;
+  /** How long an unused refill connection must stay up to count as healthy (tests shorten it). */
+  probationMs?: number;
 }
 
 /** Default {@link PoolOptions.settleMs}: a few round trips on a local network. */
 export const REUSE_SETTLE_MS = 5;
+/** Default {@link PoolOptions.queueTimeoutMs}. */
+export const QUEUE_TIMEOUT_MS = 5_000;
+/** Most of `--max-lifetime` taken off at random per connection (HikariCP's rule), so that connections dialled together retire apart. */
+export const LIFETIME_JITTER = 0.025;
 
-/** A connection handed out by {@link UpstreamPool.borrow}. */
+/** A connection handed out by {@link UpstreamPool.borrow}, already leased to the borrower. */
 export interface Borrowed {
-  /** The connection, leased to nobody yet. */
+  /** The connection, leased to the handlers given to `borrow`. */
   conn: UpstreamConn;
   /** Whether it sat idle in the pool (a pool hit) rather than being dialled for this borrow. */
   fromPool: boolean;
@@ -72,7 +96,7 @@ export type ReleaseRefusal =
 /** What {@link UpstreamPool.release} did. */
 export type ReleaseOutcome = "pooled" | ReleaseRefusal;
 
-/** Counters for logs, tests and the demo. */
+/** Counters and gauges for logs, tests and the demo. */
 export interface PoolStats {
   /** Dials started (by borrowers and by refills). */
   dials: number;
@@ -88,10 +112,22 @@ export interface PoolStats {
   refused: Record<ReleaseRefusal, number>;
   /** Idle connections dropped by their watcher, the idle timeout or the lifetime. */
   idleDropped: number;
+  /** Borrowers that gave up waiting for a connection (`--queue-timeout`). */
+  queueTimeouts: number;
   /** Connections idle now, ready to be handed out. */
   idle: number;
   /** Released connections still waiting out the settle time. */
   settling: number;
+  /** Dials under way now (for borrowers and refills). */
+  dialling: number;
+  /** Connections held by sessions now. */
+  leased: number;
+  /** Borrowers waiting for a connection now (`--max-upstream` reached). */
+  queued: number;
+  /** The last dial failure, if any, in one line. */
+  lastDialError: string | undefined;
+  /** Why refills are backing off now; `undefined` when they are not. */
+  refillFailure: string | undefined;
 }
 
 /** Thrown by {@link UpstreamPool.borrow} after {@link UpstreamPool.close}. */
@@ -102,13 +138,35 @@ export class PoolClosedError extends Error {
   }
 }
 
+/** Thrown by {@link UpstreamPool.borrow} when no connection was free within the queue timeout. */
+export class QueueTimeoutError extends Error {
+  /** The upstream whose connections were all in use. */
+  readonly address: HostPort;
+
+  constructor(address: HostPort, maxOpen: number, waitedMs: number) {
+    super(
+      `no upstream connection to ${
+        formatHostPort(address)
+      } became free within ${waitedMs}ms (--max-upstream ${maxOpen} in use)`,
+    );
+    this.name = "QueueTimeoutError";
+    this.address = address;
+  }
+}
+
 /** Whether `conn` is idle and nothing has made it unfit, so that it may be handed out. */
 function isFit(conn: UpstreamConn): boolean {
   return conn.state === "idle" && conn.unfitReason === undefined;
 }
 
-const REFILL_BACKOFF_MIN_MS = 100;
-const REFILL_BACKOFF_MAX_MS = 5_000;
+/** A borrower waiting for an idle connection or for room to dial (`--max-upstream`). */
+interface QueuedBorrower {
+  /** Whether it may take a pooled connection (not in `off`, not a retry). */
+  reusable: boolean;
+  /** Hands it a connection, or `"slot"`: room to dial, already counted as open. */
+  resolve(granted: UpstreamConn | "slot"): void;
+  reject(reason: unknown): void;
+}
 
 /** A bounded pool of upstream connections. See the module documentation. */
 export class UpstreamPool {
@@ -123,14 +181,17 @@ export class UpstreamPool {
   readonly #settling = new Set<UpstreamConn>();
   readonly #settleQueue: DelayQueue<UpstreamConn> | undefined;
   readonly #closing = new Set<Promise<void>>();
-  #refillsInFlight = 0;
-  #refillBackoffMs = 0;
-  #refillTimer: ReturnType<typeof setTimeout> | undefined;
+  readonly #refiller: Refiller;
+  readonly #maxOpen: number;
+  /** Connections open or being dialled; at most {@link PoolOptions.maxOpen} when it is set. */
+  #open = 0;
+  readonly #queue: QueuedBorrower[] = [];
+  #dialsInFlight = 0;
+  #lastDialError: string | undefined;
   #sweepTimer: ReturnType<typeof setTimeout> | undefined;
   #sweepAt = Infinity;
   #closed = false;
-  #upstreamDown = false;
-  readonly #stats: Omit<PoolStats, "idle" | "settling"> = {
+  readonly #stats = {
     dials: 0,
     dialFailures: 0,
     hits: 0,
@@ -143,13 +204,15 @@ export class UpstreamPool {
       "unfit": 0,
       "max lifetime": 0,
       "pool full": 0,
-    },
+    } satisfies Record<ReleaseRefusal, number>,
     idleDropped: 0,
+    queueTimeouts: 0,
   };
 
   /** Creates the pool and, in `warm` and `reuse`, starts dialling `minIdle` connections. */
   constructor(options: PoolOptions) {
     this.options = { ...options };
+    this.#maxOpen = options.maxOpen ?? 0;
     const settleMs = options.settleMs ?? REUSE_SETTLE_MS;
     if (options.mode === "reuse" && settleMs > 0) {
       this.#settleQueue = new DelayQueue(settleMs, (conn) => this.#settled(conn));
@@ -157,43 +220,110 @@ export class UpstreamPool {
     this.#address = formatHostPort(options.upstream);
     const capacity = options.mode === "off" ? 0 : options.maxIdle;
     this.#idle = new AsyncQueue<UpstreamConn>({ capacity, order: "lifo" });
-    this.#refill();
+    this.#refiller = new Refiller(
+      {
+        address: this.#address,
+        minIdle: options.mode === "off" ? 0 : options.minIdle,
+        ready: () => this.#idle.size + this.#settling.size,
+        canDial: () => !this.#closed && this.#queue.length === 0 && this.#hasRoom(),
+        dial: () => {
+          this.#open++;
+          return this.#dial();
+        },
+        deliver: (conn) => this.#putIdle(conn),
+      },
+      this.#log,
+      options.probationMs,
+    );
+    this.#refiller.request();
   }
 
-  /** A copy of the counters. */
+  /** A copy of the counters and gauges. */
   get stats(): PoolStats {
-    const refused = { ...this.#stats.refused };
-    return { ...this.#stats, refused, idle: this.#idle.size, settling: this.#settling.size };
+    const idle = this.#idle.size;
+    const settling = this.#settling.size;
+    return {
+      ...this.#stats,
+      refused: { ...this.#stats.refused },
+      idle,
+      settling,
+      dialling: this.#dialsInFlight,
+      leased: this.#open - this.#dialsInFlight - idle - settling,
+      queued: this.#queue.length,
+      lastDialError: this.#lastDialError,
+      refillFailure: this.#refiller.failure,
+    };
   }
 
   /**
-   * Gets a connection: the most recently returned idle one, or a new dial. While a dial is under
-   * way, a connection that becomes idle meanwhile is taken instead (the dial's connection then goes
-   * to the pool), as Go's `net/http` Transport does.
+   * Gets a connection and leases it to `handlers` in the same tick: the most recently returned
+   * idle one, or a new dial. While a dial is under way, a connection that becomes idle meanwhile
+   * is taken instead (the dial's connection then goes to the pool), as Go's `net/http` Transport
+   * does. With `maxOpen` reached, waits (first come, first served) for a released connection or
+   * for room to dial, up to the queue timeout.
    *
-   * With `fresh`, always dials (a retry after a pooled connection failed uses that).
+   * With `fresh`, never takes an idle connection (a retry after a pooled connection failed).
    *
-   * @throws {UpstreamConnectError} when the dial fails or times out.
+   * @throws {UpstreamConnectError} when the dial fails, times out, or the upstream closed the new
+   * connection before it could be used.
+   * @throws {QueueTimeoutError} when no connection became free within the queue timeout.
    * @throws {PoolClosedError} after {@link close}.
    */
-  async borrow(signal?: AbortSignal, options: { fresh?: boolean } = {}): Promise<Borrowed> {
-    while (true) {
-      if (this.#closed) throw new PoolClosedError();
-      const borrowed = this.options.mode === "off" || options.fresh === true
-        ? { conn: await this.#dial(signal), fromPool: false }
-        : await this.#takeOrDial(signal);
-      if (borrowed.fromPool) this.#stats.hits++;
-      else this.#stats.misses++;
-      this.#refill();
-      // A connection handed over by a waiter may have died in the tick since; try again.
-      if (isFit(borrowed.conn)) return borrowed;
-      this.#dispose(borrowed.conn);
+  async borrow(
+    handlers: LeaseHandlers,
+    signal?: AbortSignal,
+    options: { fresh?: boolean } = {},
+  ): Promise<Borrowed> {
+    const reusable = this.options.mode !== "off" && options.fresh !== true;
+    try {
+      while (true) {
+        if (this.#closed) throw new PoolClosedError();
+        const idle = reusable ? this.#takeIdle() : undefined;
+        if (idle !== undefined) {
+          if (idle.tryLease(handlers, true)) return this.#hit(idle);
+          this.#dispose(idle);
+          continue;
+        }
+        const granted = this.#takeSlot() ? "slot" : await this.#waitInQueue(signal, reusable);
+        if (granted !== "slot") {
+          if (granted.tryLease(handlers, true)) return this.#hit(granted);
+          this.#dispose(granted);
+          continue;
+        }
+        if (!reusable) return this.#miss(await this.#dial(signal, handlers));
+        const borrowed = await this.#takeOrDial(signal);
+        if (borrowed.conn.tryLease(handlers, borrowed.fromPool)) {
+          return borrowed.fromPool ? this.#hit(borrowed.conn) : this.#miss(borrowed.conn);
+        }
+        this.#dispose(borrowed.conn);
+        if (!borrowed.fromPool) throw this.#lostBeforeUse(borrowed.conn);
+      }
+    } finally {
+      this.#refiller.request();
     }
   }
 
+  #hit(conn: UpstreamConn): Borrowed {
+    this.#stats.hits++;
+    return { conn, fromPool: true };
+  }
+
+  #miss(conn: UpstreamConn): Borrowed {
+    this.#stats.misses++;
+    return { conn, fromPool: false };
+  }
+
+  #lostBeforeUse(conn: UpstreamConn): UpstreamConnectError {
+    const greeting = conn.greetingPreview();
+    const detail = `the upstream closed the new connection before it could be used (${
+      conn.unfitReason ?? "closed"
+    }${greeting === "" ? "" : `; it said ${greeting}`})`;
+    this.#lastDialError = `connect to upstream ${this.#address} failed: ${detail}`;
+    return new UpstreamConnectError(this.options.upstream, "closed", detail);
+  }
+
+  /** With a slot held: dials, and takes an idle connection instead if one is returned first. */
   async #takeOrDial(signal?: AbortSignal): Promise<Borrowed> {
-    const idle = this.#takeIdle();
-    if (idle !== undefined) return { conn: idle, fromPool: true };
     const dialing = this.#dial(signal);
     const stopWaiting = new AbortController();
     const waiting = this.#idle.take(stopWaiting.signal);
@@ -224,10 +354,11 @@ export class UpstreamPool {
   /**
    * Gives back a connection whose lease has ended ({@link UpstreamConn.endLease} done). It goes
    * back to the pool only when the mode reuses, the session says it ended cleanly, the connection
-   * saw no error, half-close or stray byte, is under the maximum lifetime, and the pool has room;
-   * otherwise it is closed. Call once per borrow.
+   * saw no error, half-close or stray byte, is under its maximum lifetime, and idle and settling
+   * connections together are fewer than `maxIdle`; otherwise it is closed. Call once per borrow.
    */
   release(conn: UpstreamConn, sessionClean: boolean): ReleaseOutcome {
+    this.#refiller.released(conn);
     const refusal = this.#refusal(conn, sessionClean);
     if (refusal !== undefined) {
       this.#stats.refused[refusal]++;
@@ -237,11 +368,6 @@ export class UpstreamPool {
       });
       this.#dispose(conn);
       return refusal;
-    }
-    if (this.#idle.size >= this.options.maxIdle) {
-      this.#stats.refused["pool full"]++;
-      this.#dispose(conn);
-      return "pool full";
     }
     this.#stats.pooled++;
     if (this.#settleQueue === undefined) {
@@ -261,18 +387,20 @@ export class UpstreamPool {
   }
 
   /**
-   * Closes the pool: idle connections are closed, refills stop, later borrows fail. Connections
-   * still leased are closed when released. Resolves when every dial and reader it started is done.
+   * Closes the pool: idle connections are closed, refills stop, waiting and later borrows fail.
+   * Connections still leased are closed when released. Resolves when every dial and reader it
+   * started is done.
    */
   async close(): Promise<void> {
     this.#closed = true;
     this.#closeController.abort(new PoolClosedError());
+    this.#refiller.stop();
+    for (const waiter of this.#queue.splice(0)) waiter.reject(new PoolClosedError());
     this.#settleQueue?.clear();
     for (const conn of this.#settling) this.#dispose(conn);
     this.#settling.clear();
-    clearTimeout(this.#refillTimer);
     clearTimeout(this.#sweepTimer);
-    this.#refillTimer = this.#sweepTimer = undefined;
+    this.#sweepTimer = undefined;
     for (const conn of this.#idle.close()) this.#dispose(conn);
     while (this.#dialing.size > 0 || this.#closing.size > 0) {
       await Promise.allSettled([...this.#dialing, ...this.#closing]);
@@ -284,26 +412,33 @@ export class UpstreamPool {
     if (this.options.mode !== "reuse") return "mode does not reuse";
     if (!sessionClean) return "session not clean";
     if (!isFit(conn)) return "unfit";
-    if (this.#pastLifetime(conn, performance.now())) return "max lifetime";
+    if (performance.now() >= conn.retireAt) return "max lifetime";
+    // A borrower waiting for a connection gets this one at once, whatever the pool holds.
+    if (this.#queue.length > 0) return undefined;
+    if (this.#idle.size + this.#settling.size >= this.options.maxIdle) return "pool full";
     return undefined;
-  }
-
-  #pastLifetime(conn: UpstreamConn, now: number): boolean {
-    return this.options.maxLifetimeMs > 0 && conn.age(now) >= this.options.maxLifetimeMs;
   }
 
   #takeIdle(): UpstreamConn | undefined {
     const now = performance.now();
     for (let conn = this.#idle.tryTake(); conn !== undefined; conn = this.#idle.tryTake()) {
-      if (isFit(conn) && !this.#pastLifetime(conn, now)) return conn;
+      if (isFit(conn) && now < conn.retireAt) return conn;
       this.#stats.idleDropped++;
       this.#dispose(conn);
     }
     return undefined;
   }
 
-  /** Adds a fresh or freed connection to the pool, or closes it when the pool cannot take it. */
+  /**
+   * Adds a fresh or freed connection to the pool (the longest-waiting borrower gets it first),
+   * or closes it when the pool cannot take it.
+   */
   #putIdle(conn: UpstreamConn): void {
+    const waiter = this.#queue.findIndex((queued) => queued.reusable);
+    if (waiter >= 0) {
+      this.#queue.splice(waiter, 1)[0].resolve(conn);
+      return;
+    }
     if (!this.#idle.offer(conn)) {
       this.#dispose(conn);
       return;
@@ -311,8 +446,85 @@ export class UpstreamPool {
     this.#scheduleSweep(conn);
   }
 
-  #dial(signal?: AbortSignal): Promise<UpstreamConn> {
+  // ---- --max-upstream: slots and the queue ----
+
+  #hasRoom(): boolean {
+    return this.#maxOpen <= 0 || this.#open < this.#maxOpen;
+  }
+
+  /** Counts a connection about to be dialled, if there is room and nobody queued before. */
+  #takeSlot(): boolean {
+    if (this.#queue.length > 0 || !this.#hasRoom()) return false;
+    this.#open++;
+    return true;
+  }
+
+  /** A connection closed or a dial failed: its slot goes to the first queued borrower. */
+  #freeSlot(): void {
+    this.#open--;
+    if (this.#closed || !this.#hasRoom()) return;
+    const waiter = this.#queue.shift();
+    if (waiter === undefined) return;
+    this.#open++;
+    waiter.resolve("slot");
+  }
+
+  /** Waits in the queue for an idle connection (when `reusable`) or room to dial. */
+  #waitInQueue(signal: AbortSignal | undefined, reusable: boolean): Promise<UpstreamConn | "slot"> {
+    const queueTimeoutMs = this.options.queueTimeoutMs ?? QUEUE_TIMEOUT_MS;
+    const started = performance.now();
+    return new Promise((resolve, reject) => {
+      const leave = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        const index = this.#queue.indexOf(waiter);
+        if (index >= 0) this.#queue.splice(index, 1);
+      };
+      const onAbort = () => {
+        leave();
+        reject(signal?.reason);
+      };
+      const timer = setTimeout(() => {
+        leave();
+        this.#stats.queueTimeouts++;
+        reject(
+          new QueueTimeoutError(
+            this.options.upstream,
+            this.#maxOpen,
+            Math.round(performance.now() - started),
+          ),
+        );
+      }, queueTimeoutMs);
+      const waiter: QueuedBorrower = {
+        reusable,
+        resolve: (granted) => {
+          leave();
+          resolve(granted);
+        },
+        reject: (reason) => {
+          leave();
+          reject(reason);
+        },
+      };
+      if (signal?.aborted) {
+        onAbort();
+        return;
+      }
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#queue.push(waiter);
+    });
+  }
+
+  // ---- dialling and losing connections ----
+
+  /**
+   * Dials one connection; the caller holds a slot (counted in `#open`), which the connection
+   * keeps until it closes, or which is freed when the dial fails. With `leaseTo`, the new
+   * connection is leased in the tick it is created, before its reader can lose it.
+   */
+  #dial(signal?: AbortSignal, leaseTo?: LeaseHandlers): Promise<UpstreamConn> {
     this.#stats.dials++;
+    this.#dialsInFlight++;
     const closing = this.#closeController.signal;
     const dialing = dialUpstream(
       this.options.upstream,
@@ -320,11 +532,20 @@ export class UpstreamPool {
       signal === undefined ? closing : AbortSignal.any([signal, closing]),
     )
       .then((socket) => {
-        const conn = new UpstreamConn(socket);
+        this.#dialsInFlight--;
+        const conn = new UpstreamConn(socket, (closed) => this.#onClosed(closed));
+        if (this.options.maxLifetimeMs > 0) {
+          const lifetime = this.options.maxLifetimeMs * (1 - Math.random() * LIFETIME_JITTER);
+          conn.retireAt = conn.createdAt + lifetime;
+        }
         conn.watchWhileIdle((lost, reason) => this.#onIdleLoss(lost, reason));
+        if (leaseTo !== undefined) conn.tryLease(leaseTo, false);
         return conn;
       }, (error: unknown) => {
+        this.#dialsInFlight--;
         this.#stats.dialFailures++;
+        this.#lastDialError = error instanceof Error ? error.message : String(error);
+        this.#freeSlot();
         throw error;
       });
     const tracked = dialing.then(() => {}, () => {}).finally(() => this.#dialing.delete(tracked));
@@ -332,70 +553,28 @@ export class UpstreamPool {
     return dialing;
   }
 
+  /** Runs once per connection, whoever closed it: frees its slot, keeps its reader in sight. */
+  #onClosed(conn: UpstreamConn): void {
+    const done = conn.readerDone.finally(() => this.#closing.delete(done));
+    this.#closing.add(done);
+    this.#freeSlot();
+  }
+
   #onIdleLoss(conn: UpstreamConn, reason: IdleLossReason): void {
     if (this.#idle.remove(conn) || this.#settling.delete(conn)) this.#stats.idleDropped++;
     this.#log.debug("idle upstream connection #{id} dropped: {reason}", { id: conn.id, reason });
-    this.#track(conn);
-    this.#refill();
+    this.#refiller.lost(conn, reason);
+    this.#refiller.request();
   }
 
   #dispose(conn: UpstreamConn): void {
     conn.close();
-    this.#track(conn);
   }
 
-  /** Keeps a closed connection's reader in sight until it has stopped, for {@link close}. */
-  #track(conn: UpstreamConn): void {
-    const done = conn.readerDone.finally(() => this.#closing.delete(done));
-    this.#closing.add(done);
-  }
-
-  /** Dials in the background until `minIdle` connections are idle or on their way. */
-  #refill(): void {
-    if (this.#closed || this.options.mode === "off" || this.#refillTimer !== undefined) return;
-    while (this.#idle.size + this.#refillsInFlight < this.options.minIdle) {
-      this.#refillsInFlight++;
-      this.#dial().then((conn) => {
-        this.#refillsInFlight--;
-        if (this.#upstreamDown) {
-          this.#upstreamDown = false;
-          this.#log.info("upstream {upstream} is reachable again", { upstream: this.#address });
-        }
-        this.#refillBackoffMs = 0;
-        if (this.#closed) this.#dispose(conn);
-        else this.#putIdle(conn);
-      }, (error: unknown) => {
-        this.#refillsInFlight--;
-        this.#onRefillFailure(error);
-      });
-    }
-  }
-
-  #onRefillFailure(error: unknown): void {
-    if (this.#closed) return;
-    if (!this.#upstreamDown) {
-      this.#upstreamDown = true;
-      const reason = error instanceof UpstreamConnectError ? error.message : String(error);
-      this.#log.warn("cannot keep idle connections ready: {reason}; retrying with backoff", {
-        upstream: this.#address,
-        reason,
-      });
-    }
-    this.#refillBackoffMs = Math.min(
-      Math.max(this.#refillBackoffMs * 2, REFILL_BACKOFF_MIN_MS),
-      REFILL_BACKOFF_MAX_MS,
-    );
-    if (this.#refillTimer !== undefined) return;
-    this.#refillTimer = setTimeout(() => {
-      this.#refillTimer = undefined;
-      this.#refill();
-    }, this.#refillBackoffMs);
-  }
+  // ---- idle timeout and lifetime ----
 
   #deadline(conn: UpstreamConn): number {
-    const idleDeadline = conn.idleSince + this.options.idleTimeoutMs;
-    if (this.options.maxLifetimeMs <= 0) return idleDeadline;
-    return Math.min(idleDeadline, conn.createdAt + this.options.maxLifetimeMs);
+    return Math.min(conn.idleSince + this.options.idleTimeoutMs, conn.retireAt);
   }
 
   /** Makes sure the sweep timer fires by the time `conn` must leave the pool. */
@@ -422,6 +601,6 @@ export class UpstreamPool {
       this.#dispose(conn);
     }
     for (const conn of this.#idle.snapshot()) this.#scheduleSweep(conn);
-    if (expired.length > 0) this.#refill();
+    if (expired.length > 0) this.#refiller.request();
   }
 }

@@ -21,12 +21,16 @@
 import { formatHostPort, type HostPort } from "./address.ts";
 import { closeQuietly, describeError } from "./_io.ts";
 import type { ProxyConfig } from "./config.ts";
+import { type Deadline, DeadlineWheel } from "./deadline_wheel.ts";
+import { unexpectedErrors } from "./failsafe.ts";
 import { getProxyLogger, isDebugEnabled } from "./logging.ts";
-import { UpstreamPool } from "./pool.ts";
+import { QUEUE_TIMEOUT_MS, UpstreamPool } from "./pool.ts";
 import {
   type SessionContext,
+  type SessionEnd,
   type SessionHandle,
   type SessionSummary,
+  type SessionTimeouts,
   startSession,
 } from "./session.ts";
 
@@ -44,8 +48,22 @@ export type ProxyServerOptions =
     | "connectTimeoutMs"
   >
   & {
+    /** `--client-timeout` in ms; 0 = none. Default 0 here (the command line's default is 1h). */
+    clientTimeoutMs?: number;
+    /** `--server-timeout` in ms; 0 = none. Default 0 here (the command line's default is 1h). */
+    serverTimeoutMs?: number;
+    /** `--fin-timeout` in ms; 0 = none. Default 0 here (the command line's default is 1m). */
+    finTimeoutMs?: number;
+    /** `--max-clients`: most sessions at once; the listener pauses at it. Default: no limit. */
+    maxClients?: number;
+    /** `--max-upstream`: most upstream connections at once; 0 (default) = no limit. */
+    maxUpstream?: number;
+    /** `--queue-timeout` in ms. Default {@link QUEUE_TIMEOUT_MS}. */
+    queueTimeoutMs?: number;
     /** `settleMs` of the pool (`src/pool.ts`); not a command-line flag. */
     reuseSettleMs?: number;
+    /** `probationMs` of the pool's refills (`src/refill.ts`); not a command-line flag. */
+    refillProbationMs?: number;
     /** Called with each finished session's summary (metrics, tests). */
     onSessionEnd?: (summary: SessionSummary) => void;
   };
@@ -70,7 +88,29 @@ export interface ShutdownReport {
   cut: number;
 }
 
+/** The first pause after a failed accept; it doubles while accepts keep failing. */
 const ACCEPT_RETRY_MS = 50;
+/** The longest pause between accepts that fail (out of file descriptors). */
+const ACCEPT_RETRY_MAX_MS = 1_000;
+/** At most one warning per this long that `--max-clients` was reached. */
+const LIMIT_WARNING_INTERVAL_MS = 60_000;
+
+/**
+ * The timer wheel's resolution for these timeouts: a tenth of the shortest (so a timeout fires
+ * at most 10% late), between 10 ms and 1 s.
+ */
+export function wheelResolutionMs(timeouts: SessionTimeouts): number {
+  const set = [timeouts.clientMs, timeouts.serverMs, timeouts.finMs].filter((ms) => ms > 0);
+  if (set.length === 0) return 0;
+  return Math.min(Math.max(Math.min(...set) / 10, 10), 1_000);
+}
+
+/** Whether `error` says the process or the system is out of file descriptors. */
+function isOutOfDescriptors(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === "EMFILE" || code === "ENFILE" ||
+    (error instanceof Error && /os error 2[34]\b/.test(error.message));
+}
 
 /** A running proxy. Create it with {@link ProxyServer.listen}. */
 export class ProxyServer {
@@ -88,6 +128,15 @@ export class ProxyServer {
   readonly #accepting: Promise<void>;
   readonly #upstreamText: string;
   readonly #sessionContext: SessionContext;
+  readonly #wheel: DeadlineWheel<Deadline> | undefined;
+  readonly #maxClients: number;
+  /** Wakes the accept loop when a session ends below `--max-clients`, or at shutdown. */
+  #wakeAcceptor: (() => void) | undefined;
+  #limitEpisodes = 0;
+  #lastLimitWarningAt = -Infinity;
+  #unavailableSinceWarning = 0;
+  #lastUnavailableWarningAt = -Infinity;
+  readonly #endCounts = new Map<SessionEnd, number>();
   #nextSessionId = 1;
   #stopping = false;
 
@@ -105,16 +154,30 @@ export class ProxyServer {
       idleTimeoutMs: options.idleTimeoutMs,
       maxLifetimeMs: options.maxLifetimeMs,
       connectTimeoutMs: options.connectTimeoutMs,
+      maxOpen: options.maxUpstream ?? 0,
+      queueTimeoutMs: options.queueTimeoutMs ?? QUEUE_TIMEOUT_MS,
       settleMs: options.reuseSettleMs,
+      probationMs: options.refillProbationMs,
     });
+    this.#maxClients = options.maxClients ?? 0;
+    const timeouts: SessionTimeouts = {
+      clientMs: options.clientTimeoutMs ?? 0,
+      serverMs: options.serverTimeoutMs ?? 0,
+      finMs: options.finTimeoutMs ?? 0,
+    };
+    const resolution = wheelResolutionMs(timeouts);
+    this.#wheel = resolution > 0 ? new DeadlineWheel(resolution) : undefined;
     this.#sessionContext = {
       pool: this.pool,
       upstream: this.#upstreamText,
       reuse: options.pool === "reuse",
       signal: this.#shutdown.signal,
+      timeouts,
+      wheel: this.#wheel,
       onEnd: (session) => {
         this.#sessions.delete(session);
         this.#onSessionEnd(session);
+        if (this.#sessions.size < this.#maxClients) this.#wakeAcceptor?.();
         if (this.#sessions.size === 0) this.#allEnded?.();
       },
     };
@@ -160,6 +223,7 @@ export class ProxyServer {
     if (!this.#stopping) {
       this.#stopping = true;
       closeQuietly(this.#listener);
+      this.#wakeAcceptor?.();
     }
     await this.#accepting;
     const running = this.#sessions.size;
@@ -176,31 +240,143 @@ export class ProxyServer {
         this.#shutdown.abort();
         for (const session of this.#sessions) session.abort();
         await allEnded;
-        await this.pool.close();
+        await this.#closeRest();
         return { drained: running - cut, cut };
       }
     }
-    await this.pool.close();
+    await this.#closeRest();
     return { drained: running, cut: 0 };
   }
 
+  async #closeRest(): Promise<void> {
+    this.#wheel?.clear();
+    await this.pool.close();
+  }
+
+  /**
+   * Logs the state of the proxy at `info`, one line starting with `reason` (HAProxy's answer to
+   * SIGHUP): sessions running and how finished ones ended, the pool by state, the upstream, the
+   * last dial error, and unexpected errors caught.
+   */
+  logState(reason: string): void {
+    const pool = this.pool.stats;
+    const ends = [...this.#endCounts].map(([end, n]) => `${end}:${n}`).join(",");
+    this.#log.info(
+      "{reason}: sessions {active} max-clients {maxClients} started {started} ended {ends}; " +
+        "pool {mode} upstream {upstream} idle {idle} settling {settling} leased {leased} " +
+        "dialling {dialling} max-upstream {maxUpstream} queued {queued} hits {hits} " +
+        "misses {misses} dials {dials} dial-failures {dialFailures} " +
+        "last-dial-error {lastDialError} refills {refills}; unexpected-errors {unexpected}",
+      {
+        reason,
+        active: this.#sessions.size,
+        maxClients: this.#maxClients > 0 ? this.#maxClients : "none",
+        started: this.#nextSessionId - 1,
+        ends: ends === "" ? "none" : ends,
+        mode: this.#options.pool,
+        upstream: this.#upstreamText,
+        idle: pool.idle,
+        settling: pool.settling,
+        leased: pool.leased,
+        dialling: pool.dialling,
+        maxUpstream: (this.#options.maxUpstream ?? 0) > 0 ? this.#options.maxUpstream : "none",
+        queued: pool.queued,
+        hits: pool.hits,
+        misses: pool.misses,
+        dials: pool.dials,
+        dialFailures: pool.dialFailures,
+        lastDialError: pool.lastDialError ?? "none",
+        refills: pool.refillFailure === undefined ? "ok" : `backing-off: ${pool.refillFailure}`,
+        unexpected: unexpectedErrors(),
+      },
+    );
+  }
+
   async #acceptLoop(): Promise<void> {
+    let failedSince: number | undefined;
+    let pauseMs = ACCEPT_RETRY_MS;
     while (!this.#stopping) {
+      if (this.#maxClients > 0 && this.#sessions.size >= this.#maxClients) {
+        // The kernel's backlog holds new clients until a session ends.
+        this.#atClientLimit();
+        await new Promise<void>((resolve) => this.#wakeAcceptor = resolve);
+        this.#wakeAcceptor = undefined;
+        continue;
+      }
       let client: Deno.TcpConn;
       try {
         client = await this.#listener.accept();
       } catch (error) {
         if (this.#stopping) return;
-        // Out of file descriptors and the like: say so, breathe, go on.
-        this.#log.warn("accept on {listen} failed: {reason}", {
-          listen: formatHostPort(this.address),
-          reason: describeError(error),
-        });
-        await new Promise((resolve) => setTimeout(resolve, ACCEPT_RETRY_MS));
+        // Out of file descriptors and the like: say so once, pause (longer while it lasts), go on.
+        if (failedSince === undefined) {
+          failedSince = performance.now();
+          this.#log.warn("accept on {listen} failed: {reason}; pausing accepts until it works", {
+            listen: formatHostPort(this.address),
+            reason: describeError(error),
+            descriptors: isOutOfDescriptors(error),
+          });
+        }
+        await this.#pause(pauseMs);
+        pauseMs = Math.min(pauseMs * 2, ACCEPT_RETRY_MAX_MS);
         continue;
+      }
+      if (failedSince !== undefined) {
+        this.#log.info("accepting on {listen} again after {ms}ms", {
+          listen: formatHostPort(this.address),
+          ms: Math.round(performance.now() - failedSince),
+        });
+        failedSince = undefined;
+        pauseMs = ACCEPT_RETRY_MS;
       }
       this.#startSession(client);
     }
+  }
+
+  /** Waits `ms`, or less if the proxy starts shutting down. */
+  async #pause(ms: number): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await new Promise<void>((resolve) => {
+      this.#wakeAcceptor = resolve;
+      timer = setTimeout(resolve, ms);
+    });
+    clearTimeout(timer);
+    this.#wakeAcceptor = undefined;
+  }
+
+  /**
+   * Warns that a session found the upstream unavailable: the first time, then at most once per
+   * {@link LIMIT_WARNING_INTERVAL_MS} with the count since, so a down upstream and a stream of
+   * clients cannot flood the log.
+   */
+  #warnUnavailable(summary: SessionSummary): void {
+    this.#unavailableSinceWarning++;
+    const now = performance.now();
+    if (now - this.#lastUnavailableWarningAt < LIMIT_WARNING_INTERVAL_MS) return;
+    this.#lastUnavailableWarningAt = now;
+    this.#log.warn(
+      "session {id}: upstream {upstream} unavailable ({end}): {reason} ({count} sessions so far)",
+      {
+        id: summary.id,
+        upstream: this.#upstreamText,
+        end: summary.end,
+        reason: summary.error ?? "unknown",
+        client: summary.client,
+        count: this.#unavailableSinceWarning,
+      },
+    );
+    this.#unavailableSinceWarning = 0;
+  }
+
+  #atClientLimit(): void {
+    this.#limitEpisodes++;
+    const now = performance.now();
+    if (now - this.#lastLimitWarningAt < LIMIT_WARNING_INTERVAL_MS) return;
+    this.#lastLimitWarningAt = now;
+    this.#log.warn(
+      "max-clients {max} reached: not accepting until a session ends ({episodes} times so far)",
+      { max: this.#maxClients, episodes: this.#limitEpisodes },
+    );
   }
 
   #startSession(client: Deno.TcpConn): void {
@@ -209,19 +385,13 @@ export class ProxyServer {
 
   #onSessionEnd(session: SessionHandle): void {
     const end = session.end;
-    const unavailable = end === "connect-failed" || end === "connect-timeout";
+    if (end !== undefined) this.#endCounts.set(end, (this.#endCounts.get(end) ?? 0) + 1);
+    const unavailable = end === "connect-failed" || end === "connect-timeout" ||
+      end === "queue-timeout";
     const debug = isDebugEnabled(this.#sessionLog);
     if (!unavailable && !debug && this.#options.onSessionEnd === undefined) return;
     const summary = session.summary();
-    if (unavailable) {
-      this.#log.warn("session {id}: upstream {upstream} unavailable ({end}): {reason}", {
-        id: summary.id,
-        upstream: this.#upstreamText,
-        end: summary.end,
-        reason: summary.error ?? "unknown",
-        client: summary.client,
-      });
-    }
+    if (unavailable) this.#warnUnavailable(summary);
     if (debug) {
       this.#sessionLog.debug(
         "session {id} {client} -> {upstream} {source} {end} up {bytesFromClient}B down {bytesFromServer}B {durationMs}ms release {release}",

@@ -31,8 +31,10 @@
 
 import { formatHostPort, type HostPort } from "./address.ts";
 import { closeQuietly, describeError, isLocalInterruption, ReadBuffers, writeAll } from "./_io.ts";
+import type { Deadline, DeadlineWheel } from "./deadline_wheel.ts";
 import { UpstreamConnectError } from "./dial.ts";
-import type { ReleaseOutcome, UpstreamPool } from "./pool.ts";
+import { reportUnexpected } from "./failsafe.ts";
+import { QueueTimeoutError, type ReleaseOutcome, type UpstreamPool } from "./pool.ts";
 import type { LeaseHandlers, UpstreamConn } from "./upstream_conn.ts";
 
 /**
@@ -44,6 +46,14 @@ import type { LeaseHandlers, UpstreamConn } from "./upstream_conn.ts";
  * - `server-error`: a read or write on the upstream socket failed, after any retry.
  * - `connect-failed`: no upstream connection could be had (refused, unreachable).
  * - `connect-timeout`: the upstream did not accept within the connect timeout.
+ * - `queue-timeout`: every upstream connection allowed (`--max-upstream`) stayed in use for the
+ *   queue timeout.
+ * - `client-timeout`: nothing was read from or written to the client for the client timeout (a
+ *   write the client does not take counts as nothing).
+ * - `server-timeout`: the same on the upstream side, for the server timeout.
+ * - `fin-timeout`: half-closed (one side sent FIN), the session saw no byte either way for the
+ *   fin timeout.
+ * - `internal-error`: a fault in the proxy itself ended the session (logged at `error`).
  * - `shutdown`: the proxy was stopping and the drain timeout ran out.
  */
 export type SessionEnd =
@@ -53,7 +63,22 @@ export type SessionEnd =
   | "server-error"
   | "connect-failed"
   | "connect-timeout"
+  | "queue-timeout"
+  | "client-timeout"
+  | "server-timeout"
+  | "fin-timeout"
+  | "internal-error"
   | "shutdown";
+
+/** The inactivity timeouts of a session, in milliseconds; 0 turns one off. */
+export interface SessionTimeouts {
+  /** `--client-timeout`: no byte read from or written to the client for this long. */
+  clientMs: number;
+  /** `--server-timeout`: no byte read from or written to the upstream for this long. */
+  serverMs: number;
+  /** `--fin-timeout`: once half-closed, no byte either way for this long. */
+  finMs: number;
+}
 
 /** What a finished session reports (the per-session log line). */
 export interface SessionSummary {
@@ -93,6 +118,10 @@ export interface SessionContext {
   reuse: boolean;
   /** The proxy's shutdown signal: aborts a dial under way when the drain runs out. */
   signal: AbortSignal;
+  /** The inactivity timeouts. */
+  timeouts: SessionTimeouts;
+  /** The one timer wheel that watches every session's timeouts; none when all are 0. */
+  wheel: DeadlineWheel<Deadline> | undefined;
   /**
    * Called once per session, when it has ended and its upstream connection was released. The
    * summary is built only if asked for, so that the default log level costs nothing per session.
@@ -129,7 +158,7 @@ export function startSession(
   return session;
 }
 
-class Session implements LeaseHandlers, SessionHandle {
+class Session implements LeaseHandlers, SessionHandle, Deadline {
   readonly #client: Deno.TcpConn;
   readonly #id: number;
   readonly #context: SessionContext;
@@ -162,16 +191,30 @@ class Session implements LeaseHandlers, SessionHandle {
   /** Client chunks read so far, and how many of them the current upstream has been sent. */
   #clientChunks = 0;
   #sentToUpstream = 0;
+  // Inactivity timeouts: `performance.now()` of the last byte read from or written to each side
+  // (the upstream's from the lease on), and of the first FIN; read by the timer wheel.
+  #clientActiveAt: number;
+  #serverActiveAt = Infinity;
+  #halfClosedAt = Infinity;
 
   constructor(client: Deno.TcpConn, id: number, context: SessionContext) {
     this.#client = client;
     this.#id = id;
     this.#context = context;
-    this.#stop.signal.addEventListener("abort", () => void this.#teardown(), { once: true });
+    this.#clientActiveAt = this.#startedAt;
+    this.#stop.signal.addEventListener("abort", () => {
+      this.#teardown().catch((error: unknown) =>
+        reportUnexpected(`the teardown of session ${this.#id}`, error)
+      );
+    }, { once: true });
   }
 
   start(): void {
-    this.#starting = this.#connect();
+    this.#context.wheel?.add(this);
+    this.#starting = this.#connect().catch((error: unknown) => {
+      reportUnexpected(`session ${this.#id}`, error);
+      this.#finish("internal-error", error);
+    });
   }
 
   get end(): SessionEnd | undefined {
@@ -184,23 +227,27 @@ class Session implements LeaseHandlers, SessionHandle {
 
   async #connect(): Promise<void> {
     const { pool, signal } = this.#context;
-    let borrowed;
     try {
       this.#client.setNoDelay(true);
-      borrowed = await pool.borrow(signal);
+      // The connection arrives through onLease, before anything can be delivered on it.
+      await pool.borrow(this, signal);
     } catch (error) {
       this.#finish(connectEnd(error, signal), error);
       return;
     }
-    if (this.#end !== undefined) {
-      pool.release(borrowed.conn, false);
-      return;
-    }
-    // Only a connection that sat in the pool can be retried, so only then are bytes kept.
-    this.#replayable = borrowed.fromPool;
-    this.#source = borrowed.fromPool ? "pool" : "dial";
-    this.#attach(borrowed.conn);
+    // Ended while connecting: the teardown releases the connection.
+    if (this.#end !== undefined) return;
     this.#pumping = this.#pumpClientToUpstream();
+  }
+
+  /** Part of {@link LeaseHandlers}: the pool leased `conn` to this session. */
+  onLease(conn: UpstreamConn, fromPool: boolean): void {
+    this.#up = conn;
+    this.#serverActiveAt = performance.now();
+    if (this.#source !== "none") return; // a retry's fresh connection
+    // Only a connection that sat in the pool can be retried, so only then are bytes kept.
+    this.#replayable = fromPool;
+    this.#source = fromPool ? "pool" : "dial";
   }
 
   /** How the session ended, from its end signal; `undefined` while it runs. */
@@ -217,6 +264,7 @@ class Session implements LeaseHandlers, SessionHandle {
 
   /** Unblocks and waits for every user of the sockets, releases the upstream, reports. */
   async #teardown(): Promise<void> {
+    this.#context.wheel?.delete(this);
     try {
       const clean = this.#isClean();
       // A write stuck on a peer that stopped reading, a pending read: closing ends them.
@@ -259,9 +307,38 @@ class Session implements LeaseHandlers, SessionHandle {
     return this.#end === "client-closed" && !this.#halfClosed && this.#context.reuse;
   }
 
-  #attach(conn: UpstreamConn): void {
-    this.#up = conn;
-    conn.lease(this);
+  // ---- inactivity timeouts (read by the proxy's timer wheel) ----
+
+  /** Part of {@link Deadline}: when the first of the session's timeouts falls due. */
+  dueAt(): number {
+    const { clientMs, serverMs, finMs } = this.#context.timeouts;
+    let due = Infinity;
+    if (clientMs > 0) due = this.#clientActiveAt + clientMs;
+    if (serverMs > 0) due = Math.min(due, this.#serverActiveAt + serverMs);
+    if (finMs > 0) due = Math.min(due, this.#finDeadline(finMs));
+    return due;
+  }
+
+  /** Part of {@link Deadline}: a timeout fell due; ends the session with its code. */
+  onDue(now: number): void {
+    const { serverMs, finMs } = this.#context.timeouts;
+    if (finMs > 0 && this.#finDeadline(finMs) <= now) this.#finish("fin-timeout");
+    else if (serverMs > 0 && this.#serverActiveAt + serverMs <= now) this.#finish("server-timeout");
+    else this.#finish("client-timeout");
+  }
+
+  /** Half-closed, the session must see a byte either way within `finMs`; Infinity before. */
+  #finDeadline(finMs: number): number {
+    if (this.#halfClosedAt === Infinity) return Infinity;
+    const lastByte = Math.max(
+      this.#clientActiveAt,
+      this.#serverActiveAt === Infinity ? 0 : this.#serverActiveAt,
+    );
+    return Math.max(lastByte, this.#halfClosedAt) + finMs;
+  }
+
+  #halfClosing(): void {
+    if (this.#halfClosedAt === Infinity) this.#halfClosedAt = performance.now();
   }
 
   // ---- client to upstream ----
@@ -276,9 +353,12 @@ class Session implements LeaseHandlers, SessionHandle {
         try {
           bytesRead = await this.#client.read(buffers.current);
         } catch (error) {
+          // Seen at once, even while a write upstream is blocked: the teardown cuts that write.
           if (!isLocalInterruption(error)) this.#finish("client-error", error);
           return;
         }
+        // The client's FIN starts the fin timeout now, even if a write upstream is blocked.
+        if (bytesRead === null) this.#halfClosing();
         if (sending !== undefined && !await sending) return;
         sending = undefined;
         if (bytesRead === null) {
@@ -287,6 +367,7 @@ class Session implements LeaseHandlers, SessionHandle {
         }
         if (this.#end !== undefined) return;
         const chunk = buffers.current.subarray(0, bytesRead);
+        this.#clientActiveAt = performance.now();
         this.#bytesFromClient += bytesRead;
         this.#lastSpeaker = "client";
         const seq = ++this.#clientChunks;
@@ -331,6 +412,7 @@ class Session implements LeaseHandlers, SessionHandle {
     if (up === undefined) return false;
     try {
       await up.write(chunk);
+      this.#serverActiveAt = performance.now();
       if (this.#up === up) this.#sentToUpstream = seq;
       return this.#end === undefined;
     } catch (error) {
@@ -375,6 +457,7 @@ class Session implements LeaseHandlers, SessionHandle {
     if (up === undefined) return;
     this.#halfClosed = true;
     this.#finSentUpstream = true;
+    this.#halfClosing();
     try {
       await up.closeWrite();
     } catch (error) {
@@ -386,12 +469,14 @@ class Session implements LeaseHandlers, SessionHandle {
 
   /** Part of {@link LeaseHandlers}: bytes from the upstream go to the client. */
   async onUpstreamData(_conn: UpstreamConn, chunk: Uint8Array): Promise<void> {
+    this.#serverActiveAt = performance.now();
     this.#bytesFromServer += chunk.length;
     this.#lastSpeaker = "upstream";
     if (this.#replayable) this.#stopReplay();
     this.#deliveringToClient = true;
     try {
       await writeAll(this.#client, chunk);
+      this.#clientActiveAt = performance.now();
       this.#deliveringToClient = false;
     } catch (error) {
       this.#deliveringToClient = false;
@@ -416,6 +501,7 @@ class Session implements LeaseHandlers, SessionHandle {
       return;
     }
     this.#halfClosed = true;
+    this.#halfClosing();
     this.#client.closeWrite().catch((error: unknown) => {
       if (!isLocalInterruption(error)) this.#finish("client-error", error);
     });
@@ -462,23 +548,23 @@ class Session implements LeaseHandlers, SessionHandle {
     await failed.endLease();
     this.#up = undefined;
     pool.release(failed, false);
+    if (this.#end !== undefined) return false;
     let fresh: UpstreamConn;
     try {
-      fresh = (await pool.borrow(signal, { fresh: true })).conn;
+      this.#sentToUpstream = 0;
+      // Leased through onLease, which makes it the session's connection.
+      fresh = (await pool.borrow(this, signal, { fresh: true })).conn;
     } catch (error) {
       this.#finish(connectEnd(error, signal), error);
       return false;
     }
-    if (this.#end !== undefined) {
-      pool.release(fresh, false);
-      return false;
-    }
-    this.#sentToUpstream = 0;
-    this.#attach(fresh);
+    // Ended meanwhile: the teardown releases it.
+    if (this.#end !== undefined) return false;
     try {
       // Chunks the pump keeps while this runs are sent here too, until caught up.
       for (const replay = this.#replay ?? []; this.#sentToUpstream < replay.length;) {
         await fresh.write(replay[this.#sentToUpstream]);
+        this.#serverActiveAt = performance.now();
         this.#sentToUpstream++;
       }
       if (this.#finSentUpstream) await fresh.closeWrite();
@@ -492,6 +578,7 @@ class Session implements LeaseHandlers, SessionHandle {
 
 function connectEnd(error: unknown, signal: AbortSignal): SessionEnd {
   if (signal.aborted) return "shutdown";
+  if (error instanceof QueueTimeoutError) return "queue-timeout";
   if (error instanceof UpstreamConnectError && error.failure === "timeout") {
     return "connect-timeout";
   }

@@ -15,12 +15,18 @@
  */
 
 import { closeQuietly, isLocalInterruption, ReadBuffers, writeAll } from "./_io.ts";
+import { reportUnexpected } from "./failsafe.ts";
 
 /**
  * What the reader does with what it reads while a session holds the connection. A session
  * implements it as methods, so a lease allocates nothing.
  */
 export interface LeaseHandlers {
+  /**
+   * The lease begins: called by {@link UpstreamConn.tryLease} before anything is delivered, so
+   * the session knows its connection before the reader can report on it.
+   */
+  onLease(conn: UpstreamConn, fromPool: boolean): void;
   /**
    * Takes bytes read from the upstream. The reader may read the next chunk into another buffer
    * meanwhile, but waits for the returned promise before it delivers again (backpressure, order)
@@ -62,8 +68,15 @@ export class UpstreamConn {
   leases = 0;
   /** Whether the last read filled its buffer (more bytes were probably waiting). */
   lastReadFilled = false;
+  /** Whether a session ever received a byte from it: the upstream served it. */
+  answered = false;
   /** Set once anything made it unfit to reuse: a real error, a half-close, unread bytes. */
   unfitReason: string | undefined;
+  /**
+   * `performance.now()` past which it is not reused (`--max-lifetime`, shortened by a little
+   * jitter so that connections dialled together do not retire together); `Infinity` for none.
+   */
+  retireAt = Infinity;
 
   #state: UpstreamConnState = "idle";
   #lease: LeaseHandlers | undefined;
@@ -72,12 +85,21 @@ export class UpstreamConn {
   #greetingBytes = 0;
   #greetingDelivery: Promise<void> | undefined;
   #onIdleLoss: ((conn: UpstreamConn, reason: IdleLossReason) => void) | undefined;
+  #onClosed: ((conn: UpstreamConn) => void) | undefined;
   #readLoopDone: Promise<void>;
 
-  /** Wraps a connected socket and starts its reader; the connection starts idle. */
-  constructor(conn: Deno.TcpConn) {
+  /**
+   * Wraps a connected socket and starts its reader; the connection starts idle. `onClosed` runs
+   * once, when the connection is closed by whatever path (the pool counts open connections).
+   */
+  constructor(conn: Deno.TcpConn, onClosed?: (conn: UpstreamConn) => void) {
     this.conn = conn;
-    this.#readLoopDone = this.#readLoop();
+    this.#onClosed = onClosed;
+    this.#readLoopDone = this.#readLoop().catch((error: unknown) => {
+      // The reader has no owner to throw to: a bug here costs this connection, not the process.
+      reportUnexpected(`the reader of upstream connection #${this.id}`, error);
+      this.close();
+    });
   }
 
   /** Current state. */
@@ -103,14 +125,30 @@ export class UpstreamConn {
     this.#onIdleLoss = onLoss;
   }
 
-  /** Hands the connection to a session. @throws {Error} if it is not idle. */
-  lease(handlers: LeaseHandlers): void {
-    if (this.#state !== "idle") {
-      throw new Error(`upstream connection #${this.id} is ${this.#state}`);
-    }
+  /**
+   * The first line of the greeting the upstream sent before any lease (up to 80 characters,
+   * control characters escaped), for log lines about connections the upstream refused
+   * (`-ERR max number of clients reached`); empty when it sent none.
+   */
+  greetingPreview(): string {
+    const first = this.#greeting[0];
+    if (first === undefined) return "";
+    const text = new TextDecoder().decode(first.subarray(0, 120)).split(/\r?\n/)[0];
+    return JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}...` : text);
+  }
+
+  /**
+   * Hands the connection to a session, if it is idle and fit; otherwise (the upstream closed it
+   * or sent something since it was taken) leaves it alone and returns false. Taking and leasing
+   * happen in the same tick, so a connection the reader has just lost is never handed out.
+   * `fromPool` tells the session whether it sat idle in the pool (passed on to `onLease`).
+   */
+  tryLease(handlers: LeaseHandlers, fromPool: boolean): boolean {
+    if (this.#state !== "idle" || this.unfitReason !== undefined) return false;
     this.#state = "leased";
     this.#lease = handlers;
     this.leases++;
+    handlers.onLease(this, fromPool);
     if (this.#greeting.length > 0) {
       const greeting = this.#greeting;
       this.#greeting = [];
@@ -119,6 +157,7 @@ export class UpstreamConn {
         this.#greetingDelivery = undefined;
       })();
     }
+    return true;
   }
 
   /**
@@ -158,6 +197,9 @@ export class UpstreamConn {
     this.#state = "closed";
     this.#lease = undefined;
     closeQuietly(this.conn);
+    const onClosed = this.#onClosed;
+    this.#onClosed = undefined;
+    onClosed?.(this);
   }
 
   async #readLoop(): Promise<void> {
@@ -206,6 +248,7 @@ export class UpstreamConn {
         return;
       }
       this.lastReadFilled = bytesRead === buffers.current.length;
+      this.answered = true;
       this.#delivering = lease.onUpstreamData(this, buffers.current.subarray(0, bytesRead));
       if (buffers.rotate(bytesRead)) {
         await this.#delivering;

@@ -9,6 +9,7 @@ import type { HostPort } from "../src/address.ts";
 import { closeQuietly, writeAll } from "../src/_io.ts";
 import { ProxyServer, type ProxyServerOptions } from "../src/proxy.ts";
 import type { SessionSummary } from "../src/session.ts";
+import type { LeaseHandlers } from "../src/upstream_conn.ts";
 
 /** The product's own helpers, which the tests use too. */
 export { closeQuietly, writeAll };
@@ -162,6 +163,14 @@ export async function roundTrip(address: HostPort, text: string): Promise<string
     closeQuietly(conn);
   }
 }
+
+/** Lease handlers that drop whatever the upstream sends: for tests that borrow from a pool directly. */
+export const discardingLease: LeaseHandlers = {
+  onLease() {},
+  onUpstreamData: () => Promise.resolve(),
+  onUpstreamEof() {},
+  onUpstreamError() {},
+};
 
 /** Resolves after `ms`. */
 export function delay(ms: number): Promise<void> {

@@ -99,6 +99,20 @@ const BAD_INPUTS: { what: string; args: string[]; names: string }[] = [
   { what: "an unknown log level", args: ["--log-level", "verbose"], names: "--log-level" },
   { what: "an unknown log format", args: ["--log-format", "xml"], names: "--log-format" },
   { what: "a positional argument", args: ["--pool", "warm", "extra"], names: '"extra"' },
+  { what: "an unknown flag with a newline", args: ["--bo\ngus"], names: '"--bo\\ngus"' },
+  {
+    what: "a value with a carriage return",
+    args: ["--pool", "warm\r\n"],
+    names: '--pool: "warm\\r\\n"',
+  },
+  { what: "a negative pool size", args: ["--pool-size", "-3"], names: "--pool-size" },
+  { what: "--max-clients 0", args: ["--max-clients", "0"], names: "--max-clients" },
+  { what: "--queue-timeout 0", args: ["--queue-timeout", "0"], names: "--queue-timeout" },
+  {
+    what: "--min-idle greater than --max-upstream",
+    args: ["--max-upstream", "2", "--min-idle", "3"],
+    names: "--min-idle",
+  },
 ];
 
 for (const { what, args, names } of BAD_INPUTS) {
@@ -109,6 +123,24 @@ for (const { what, args, names } of BAD_INPUTS) {
     assertStringIncludes(line, names);
   });
 }
+
+Deno.test("cli takes a negative number after a flag as its value and says it is negative", async () => {
+  const cases: [string[], string][] = [
+    [
+      ["--pool-size", "-3"],
+      `tcp-pool-proxy: --pool-size: "-3" is negative; give an integer from 0 to 100000`,
+    ],
+    [
+      ["--connect-timeout", "-5s"],
+      `tcp-pool-proxy: --connect-timeout: "-5s" is negative; use a number with a unit ms, s, m or h, e.g. 250ms, 5s, 1.5s, 2m`,
+    ],
+  ];
+  for (const [args, expected] of cases) {
+    const outcome = await runMain(args);
+    assertEquals(outcome.code, 2, outcome.stderrLines.join("\n"));
+    assertEquals(assertOneCleanErrorLine(outcome), expected);
+  }
+});
 
 Deno.test("cli exits 1 with one line naming --listen when the port is in use", async () => {
   const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -144,6 +176,12 @@ Deno.test("cli --help exits 0 and lists every flag with its default", async () =
     "--idle-timeout",
     "--max-lifetime",
     "--connect-timeout",
+    "--client-timeout",
+    "--server-timeout",
+    "--fin-timeout",
+    "--max-clients",
+    "--max-upstream",
+    "--queue-timeout",
     "--drain-timeout",
     "--log-level",
     "--log-format",
@@ -163,6 +201,9 @@ Deno.test("cli --help exits 0 and lists every flag with its default", async () =
     "default 30m",
     "default 5s",
     "default 30s",
+    "default 60m",
+    "default auto, from the open-file limit",
+    "default 0 = no limit",
     "default info",
     "default text",
   ];
@@ -293,6 +334,101 @@ Deno.test("cli with --drain-timeout 300ms cuts a session that never ends and exi
   }
 });
 
+Deno.test("cli start line names max-clients and where it came from, and max-upstream when set", async () => {
+  await using upstream = EchoUpstream.start();
+  const startLine = async (proxy: ProxyProcess): Promise<string> => {
+    await proxy.listeningPort();
+    const { line } = await proxy.waitForLine(/listening on /);
+    proxy.kill("SIGTERM");
+    assertEquals((await proxy.exited()).code, 0, proxy.stderr);
+    return line;
+  };
+
+  // Under --allow-net alone the limit cannot be read: 1024 is assumed, and the line says so.
+  const assumed = await startLine(spawnProxy(upstream.address, "off"));
+  assertMatch(
+    assumed,
+    /listening on 127\.0\.0\.1:\d+ upstream \S+ pool off size 100 min-idle 0 max-clients 496 \(open-file limit assumed 1024\)$/,
+  );
+
+  const given = await startLine(
+    spawnProxy(upstream.address, "warm", "--max-clients", "50", "--max-upstream", "8"),
+  );
+  assertMatch(given, / min-idle 4 max-clients 50 max-upstream 8$/);
+
+  if (Deno.build.os === "linux") {
+    // With --allow-all, Deno reads /proc/self/limits: two descriptors per session after a
+    // reserve of 32 and the pool size.
+    const { stdout } = await new Deno.Command("sh", { args: ["-c", "ulimit -n"] }).output();
+    const limit = Number(decoder.decode(stdout).trim());
+    const expected = Math.max(1, Math.floor((limit - 32 - 100) / 2));
+    const read = await startLine(ProxyProcess.spawn(Deno.execPath(), [
+      "run",
+      "--quiet",
+      "--allow-all",
+      MAIN_TS,
+      "--listen",
+      "127.0.0.1:0",
+      "--upstream",
+      upstream.address,
+      "--pool",
+      "reuse",
+    ]));
+    assertStringIncludes(read, ` max-clients ${expected} (open-file limit ${limit})`);
+  }
+});
+
+for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
+  Deno.test(`cli exits ${code} at once on a second ${signal} during a drain`, async () => {
+    await using upstream = EchoUpstream.start();
+    await using proxy = spawnProxy(upstream.address, "reuse", "--drain-timeout", "60s");
+    const port = await proxy.listeningPort();
+    const session = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      assertEquals(await exchange(session, "stay open"), "stay open");
+      proxy.kill(signal);
+      await proxy.waitForLine(new RegExp(`${signal}: draining 1 sessions for up to 60s`));
+      await delay(100);
+      assertFalse(proxy.hasExited, "the open session keeps the drain going");
+      const signalled = performance.now();
+      proxy.kill(signal);
+      const status = await proxy.exited(5_000);
+      assertEquals(status.code, code, proxy.stderr);
+      assertLess(performance.now() - signalled, 3_000, "the second signal exits at once");
+      assertMatch(
+        proxy.stderr,
+        new RegExp(`\\[WRN\\] .*${signal} during the drain: exiting at once with 1 sessions open`),
+      );
+      assertFalse(proxy.stderr.includes("stopped:"), proxy.stderr);
+    } finally {
+      closeQuietly(session);
+    }
+  });
+}
+
+Deno.test({
+  name: "cli on SIGHUP logs the state of the pool and sessions and goes on serving",
+  ignore: Deno.build.os === "windows",
+  fn: async () => {
+    await using upstream = EchoUpstream.start();
+    await using proxy = spawnProxy(upstream.address, "reuse");
+    const port = await proxy.listeningPort();
+    assertEquals(await relayOnce(port, "before the hangup"), "before the hangup");
+
+    proxy.kill("SIGHUP");
+    const first = await proxy.waitForLine(/SIGHUP: /, 5_000);
+    assertMatch(first.line, /\[INF\] tcp-pool-proxy(\.\w+)?: SIGHUP: /);
+    proxy.kill("SIGHUP");
+    await proxy.waitForLine(/SIGHUP: /, 5_000, first.index + 1);
+
+    assertFalse(proxy.hasExited, "SIGHUP never ends the proxy");
+    assertEquals(await relayOnce(port, "after the hangup"), "after the hangup");
+    proxy.kill("SIGTERM");
+    assertEquals((await proxy.exited()).code, 0, proxy.stderr);
+    assertFalse(/\[(WRN|ERR)\]/.test(proxy.stderr), `no warning or error:\n${proxy.stderr}`);
+  },
+});
+
 interface JsonRecord {
   "@timestamp": string;
   level: string;
@@ -336,6 +472,13 @@ Deno.test("cli --log-format json writes one JSON object per line, with a per-ses
   assertEquals(start.properties.listen, `127.0.0.1:${port}`);
   assertEquals(start.properties.upstream, upstream.address);
   assertEquals(start.properties.pool, "reuse");
+  assertEquals(
+    start.properties.maxClients,
+    446,
+    "1024 assumed, less 32 and the pool of 100, halved",
+  );
+  assertEquals(start.properties.maxClientsSource, "assumed");
+  assertEquals(start.properties.openFileLimit, 1024);
 
   const sessions = records.filter((r) => r.logger === "tcp-pool-proxy.session");
   assertEquals(sessions.length, 1, proxy.stderr);

@@ -29,8 +29,12 @@ function rejects(args: string[], message: string, flag?: string): ConfigError {
   const err = assertThrows(() => parseCli(args), ConfigError);
   assertEquals(err.message, message);
   assertEquals(err.flag, flag);
-  assert(!err.message.includes("\n"), "the message is one line");
+  assertOneLine(err.message);
   return err;
+}
+
+function assertOneLine(message: string): void {
+  assert(!/[\n\r]/.test(message), `the message is one line: ${JSON.stringify(message)}`);
 }
 
 Deno.test("parseCli with no flags gives the documented defaults", () => {
@@ -44,6 +48,12 @@ Deno.test("parseCli with no flags gives the documented defaults", () => {
     idleTimeoutMs: 60_000,
     maxLifetimeMs: 1_800_000,
     connectTimeoutMs: 5_000,
+    clientTimeoutMs: 3_600_000,
+    serverTimeoutMs: 3_600_000,
+    finTimeoutMs: 60_000,
+    maxClients: "auto",
+    maxUpstream: 0,
+    queueTimeoutMs: 5_000,
     drainTimeoutMs: 30_000,
     logLevel: "info",
     logFormat: "text",
@@ -73,6 +83,16 @@ Deno.test("parseCli reads every flag, with a space or an equals sign", () => {
     "--max-lifetime=0",
     "--connect-timeout",
     "250ms",
+    "--client-timeout",
+    "90s",
+    "--server-timeout=2h",
+    "--fin-timeout",
+    "0",
+    "--max-clients=5000",
+    "--max-upstream",
+    "50",
+    "--queue-timeout",
+    "1.5s",
     "--drain-timeout",
     "0s",
     "--log-level=warn",
@@ -88,6 +108,12 @@ Deno.test("parseCli reads every flag, with a space or an equals sign", () => {
     idleTimeoutMs: 1_500,
     maxLifetimeMs: 0,
     connectTimeoutMs: 250,
+    clientTimeoutMs: 90_000,
+    serverTimeoutMs: 7_200_000,
+    finTimeoutMs: 0,
+    maxClients: 5_000,
+    maxUpstream: 50,
+    queueTimeoutMs: 1_500,
     drainTimeoutMs: 0,
     logLevel: "warn",
     logFormat: "json",
@@ -232,6 +258,186 @@ Deno.test("--idle-timeout and --connect-timeout must be greater than 0; the othe
   assertEquals(run("--drain-timeout", "0").drainTimeoutMs, 0);
 });
 
+Deno.test("the session timeouts accept a duration or 0 for none", () => {
+  for (const flag of ["client-timeout", "server-timeout", "fin-timeout"] as const) {
+    const field = ({
+      "client-timeout": "clientTimeoutMs",
+      "server-timeout": "serverTimeoutMs",
+      "fin-timeout": "finTimeoutMs",
+    } as const)[flag];
+    assertEquals(run(`--${flag}`, "0")[field], 0, flag);
+    assertEquals(run(`--${flag}=250ms`)[field], 250, flag);
+    assertEquals(run(`--${flag}`, "1.5s")[field], 1_500, flag);
+    assertEquals(run(`--${flag}`, "1h")[field], 3_600_000, flag);
+  }
+  assertEquals(run("--queue-timeout", "1ms").queueTimeoutMs, 1);
+  assertEquals(run("--queue-timeout=2m").queueTimeoutMs, 120_000);
+});
+
+Deno.test("the session timeouts reject bad durations, naming the flag", () => {
+  const units = "use a number with a unit ms, s, m or h, e.g. 250ms, 5s, 1.5s, 2m";
+  rejects(
+    ["--client-timeout", "5"],
+    `--client-timeout: "5" has no unit; ${units}`,
+    "--client-timeout",
+  );
+  rejects(
+    ["--server-timeout", "1000h"],
+    `--server-timeout: "1000h" is too long; the most accepted is 2147483647ms (~24.8 days)`,
+    "--server-timeout",
+  );
+  rejects(
+    ["--fin-timeout", "forever"],
+    `--fin-timeout: "forever" is not a duration; ${units}`,
+    "--fin-timeout",
+  );
+  rejects(
+    ["--queue-timeout", "0"],
+    `--queue-timeout: "0" must be greater than 0; give a duration greater than 0, e.g. 5s`,
+    "--queue-timeout",
+  );
+  rejects(
+    ["--queue-timeout=0ms"],
+    `--queue-timeout: "0ms" must be greater than 0; give a duration greater than 0, e.g. 5s`,
+    "--queue-timeout",
+  );
+});
+
+Deno.test("--max-clients accepts auto or an integer from 1 to 1000000", () => {
+  assertEquals(run("--max-clients", "auto").maxClients, "auto");
+  assertEquals(run("--max-clients", "1").maxClients, 1);
+  assertEquals(run("--max-clients=1000000").maxClients, 1_000_000);
+  const accepts = "give an integer from 1 to 1000000, or auto";
+  rejects(
+    ["--max-clients", "0"],
+    "--max-clients: 0 would let no client in; give at least 1, up to 1000000, or auto",
+    "--max-clients",
+  );
+  rejects(
+    ["--max-clients", "1000001"],
+    `--max-clients: 1000001 is too large; ${accepts}`,
+    "--max-clients",
+  );
+  rejects(
+    ["--max-clients", "many"],
+    `--max-clients: "many" is not an integer; ${accepts}`,
+    "--max-clients",
+  );
+  rejects(
+    ["--max-clients", "AUTO"],
+    `--max-clients: "AUTO" is not an integer; ${accepts}`,
+    "--max-clients",
+  );
+  rejects(["--max-clients"], `--max-clients: missing value; ${accepts}`, "--max-clients");
+});
+
+Deno.test("--max-upstream accepts an integer from 0 (no limit) to 100000", () => {
+  assertEquals(run("--max-upstream", "0").maxUpstream, 0);
+  assertEquals(run("--max-upstream=100000").maxUpstream, 100_000);
+  const accepts = "give an integer from 0 (no limit) to 100000";
+  rejects(
+    ["--max-upstream", "100001"],
+    `--max-upstream: 100001 is too large; ${accepts}`,
+    "--max-upstream",
+  );
+  rejects(
+    ["--max-upstream", "1e3"],
+    `--max-upstream: "1e3" is not an integer; ${accepts}`,
+    "--max-upstream",
+  );
+});
+
+Deno.test("--min-idle above a --max-upstream over 0 is rejected; the default is capped by it", () => {
+  rejects(
+    ["--max-upstream", "4", "--min-idle", "5"],
+    "--min-idle: 5 exceeds --max-upstream 4; use 0 to 4",
+    "--min-idle",
+  );
+  assertEquals(run("--max-upstream", "4", "--min-idle", "4").minIdle, 4);
+  assertEquals(run("--max-upstream", "0", "--min-idle", "50").minIdle, 50);
+  assertEquals(run("--max-upstream", "2").minIdle, 2, "the warm default 4 is capped at 2");
+  assertEquals(run("--max-upstream", "0").minIdle, 4);
+});
+
+Deno.test("a value that looks like a negative number is taken as the value and rejected as negative", () => {
+  const integers: [string, string][] = [
+    ["pool-size", "give an integer from 0 to 100000"],
+    ["min-idle", "give an integer from 0 to --pool-size"],
+    ["max-clients", "give an integer from 1 to 1000000, or auto"],
+    ["max-upstream", "give an integer from 0 (no limit) to 100000"],
+  ];
+  for (const [flag, accepts] of integers) {
+    const message = `--${flag}: "-3" is negative; ${accepts}`;
+    rejects([`--${flag}`, "-3"], message, `--${flag}`);
+    rejects([`--${flag}=-3`], message, `--${flag}`);
+  }
+  const units = "use a number with a unit ms, s, m or h, e.g. 250ms, 5s, 1.5s, 2m";
+  const durations = [
+    "idle-timeout",
+    "max-lifetime",
+    "connect-timeout",
+    "client-timeout",
+    "server-timeout",
+    "fin-timeout",
+    "queue-timeout",
+    "drain-timeout",
+  ];
+  for (const flag of durations) {
+    rejects([`--${flag}`, "-5s"], `--${flag}: "-5s" is negative; ${units}`, `--${flag}`);
+    rejects([`--${flag}`, "-1.5"], `--${flag}: "-1.5" is negative; ${units}`, `--${flag}`);
+  }
+  rejects(
+    ["--pool", "-3"],
+    `--pool: "-3" is not a pool mode; use off, warm or reuse`,
+    "--pool",
+  );
+  // Other things that start with a dash are still flags, so the value is missing.
+  rejects(
+    ["--pool-size", "-x"],
+    "--pool-size: missing value; give an integer from 0 to 100000",
+    "--pool-size",
+  );
+  // After "--" nothing is a flag value.
+  rejects(
+    ["--", "--pool-size", "-3"],
+    `unexpected argument "--pool-size"; every option is a --flag, see --help`,
+  );
+});
+
+Deno.test("an unknown flag with a space, a quote or a control character is quoted", () => {
+  rejects(["--bo\ngus"], 'unknown flag "--bo\\ngus"; see --help', "--bo\ngus");
+  rejects(["--bo\rgus=1"], 'unknown flag "--bo\\rgus"; see --help', "--bo\rgus");
+  rejects(["--a b"], 'unknown flag "--a b"; see --help', "--a b");
+  rejects(['--say"hi"'], 'unknown flag "--say\\"hi\\""; see --help', '--say"hi"');
+  rejects(["--\x1b[31mred"], 'unknown flag "--\\u001b[31mred"; see --help', "--\x1b[31mred");
+  rejects(["-\t"], 'unknown flag "-\\t"; see --help', "-\t");
+});
+
+Deno.test("every error message is one line without control characters, whatever the input", () => {
+  const nasty = ["a\nb", "a\rb", "a\r\nb", "a\tb", "\x1b[2J", "\n", "1\n", "-3\n", "5s\r"];
+  const cases: string[][] = [];
+  for (const text of nasty) {
+    cases.push([`--${text}`], [`--x${text}=1`], [`-${text}`], [text]);
+    for (const flag of ["listen", "upstream", "pool", "pool-size", "min-idle", "max-clients"]) {
+      cases.push([`--${flag}`, text], [`--${flag}=${text}`]);
+    }
+    for (const flag of ["idle-timeout", "fin-timeout", "queue-timeout", "log-level"]) {
+      cases.push([`--${flag}`, text], [`--${flag}=${text}`]);
+    }
+    cases.push(["--pool", text, "--pool", "warm"], ["--listen", `[${text}]:1`]);
+    cases.push(["--upstream", `${text}:1`], ["--upstream", `host:${text}`]);
+  }
+  for (const args of cases) {
+    const err = assertThrows(() => parseCli(args), ConfigError, undefined, JSON.stringify(args));
+    // deno-lint-ignore no-control-regex
+    const control = /[\x00-\x1f\x7f]/;
+    assert(
+      !control.test(err.message),
+      `${JSON.stringify(args)} gave ${JSON.stringify(err.message)}`,
+    );
+  }
+});
+
 Deno.test("an unknown flag is rejected with a pointer to --help", () => {
   rejects(["--foo"], "unknown flag --foo; see --help", "--foo");
   rejects(["--foo=1"], "unknown flag --foo; see --help", "--foo");
@@ -269,7 +475,7 @@ Deno.test("a value flag without a value is rejected, saying what it accepts", ()
   rejects(["--pool="], "--pool: missing value; use off, warm or reuse", "--pool");
   rejects(["--pool", ""], "--pool: missing value; use off, warm or reuse", "--pool");
   rejects(
-    ["--pool-size", "-5"],
+    ["--pool-size", "-x"],
     "--pool-size: missing value; give an integer from 0 to 100000",
     "--pool-size",
   );
@@ -321,6 +527,12 @@ Deno.test("help text lists every flag with its default and a line per pool mode"
       ["--idle-timeout DURATION", "default 60s"],
       ["--max-lifetime DURATION", "default 30m"],
       ["--connect-timeout DURATION", "default 5s"],
+      ["--client-timeout DURATION", "default 60m"],
+      ["--server-timeout DURATION", "default 60m"],
+      ["--fin-timeout DURATION", "default 60s"],
+      ["--max-clients N|auto", "default auto"],
+      ["--max-upstream N", "default 0 = no limit"],
+      ["--queue-timeout DURATION", "default 5s"],
       ["--drain-timeout DURATION", "default 30s"],
       ["--log-level LEVEL", "default info"],
       ["--log-format FORMAT", "default text"],

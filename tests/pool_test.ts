@@ -17,6 +17,7 @@ import {
   connect,
   decoder,
   delay,
+  discardingLease,
   echo,
   echoOnceThen,
   encoder,
@@ -261,7 +262,7 @@ Deno.test("a connect that does not complete fails after --connect-timeout, and t
       connectTimeoutMs: 150,
     });
     const started = performance.now();
-    const error = await assertRejects(() => pool.borrow(), UpstreamConnectError);
+    const error = await assertRejects(() => pool.borrow(discardingLease), UpstreamConnectError);
     assertEquals(error.failure, "timeout");
     assertGreaterOrEqual(performance.now() - started, 140);
     await pool.close();

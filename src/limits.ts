@@ -1,0 +1,174 @@
+/**
+ * The process's open-file limit, and the default of `--max-clients` derived from it.
+ *
+ * Every session holds two descriptors (its client and its upstream connection), so the number
+ * of sessions the proxy can hold at once is bounded by the soft `RLIMIT_NOFILE`. Deno has no
+ * `getrlimit`; the limit is read from `/proc/self/limits` where that is possible, else asked of
+ * util-linux's `prlimit` where running it is allowed, and assumed to be
+ * {@link ASSUMED_OPEN_FILE_LIMIT} (the usual Linux soft limit) everywhere else.
+ *
+ * Deno 2.9.6 reads files under `/proc` only with `--allow-all`; `--allow-read` of the file
+ * itself is not enough (it answers `NotCapable`). So the `start` and `compile` tasks grant
+ * `--allow-run=prlimit`, the narrowest permission that tells the limit; under `--allow-net` alone
+ * the limit is assumed, and the start-up line says so.
+ *
+ * @example
+ * ```ts
+ * import { resolveMaxClients } from "./limits.ts";
+ *
+ * const choice = resolveMaxClients({ maxClients: "auto", pool: "off", poolSize: 100 });
+ * console.log(choice.maxClients); // 496 when the limit is assumed to be 1024
+ * ```
+ *
+ * @module
+ */
+
+import type { ProxyConfig } from "./config.ts";
+
+/** The limit assumed when `/proc/self/limits` cannot be read: the usual Linux soft limit. */
+export const ASSUMED_OPEN_FILE_LIMIT = 1024;
+/** The limit used when the soft limit is `unlimited`: 2^20, the usual Linux `fs.nr_open`. */
+export const UNLIMITED_OPEN_FILES = 1_048_576;
+/** Descriptors kept back from sessions: the listener, stdio, logs, an admin socket. */
+export const RESERVED_DESCRIPTORS = 32;
+
+const LIMITS_PATH = "/proc/self/limits";
+
+/** The soft open-file limit, and where it came from. */
+export interface OpenFileLimit {
+  /** The soft limit on open descriptors. */
+  limit: number;
+  /**
+   * `proc`: read from `/proc/self/limits`; `prlimit`: told by `prlimit`; `assumed`: neither
+   * could be had, so {@link ASSUMED_OPEN_FILE_LIMIT}.
+   */
+  source: "proc" | "prlimit" | "assumed";
+}
+
+/**
+ * Reads the soft "Max open files" limit of this process from `/proc/self/limits`.
+ *
+ * The read permission is queried first, so no permission prompt can appear; when it is not
+ * granted, or the read fails for any reason (not Linux, `NotCapable` without `--allow-all`,
+ * text that does not parse), the limit is assumed.
+ *
+ * @returns The limit and its source; never throws.
+ *
+ * @example
+ * ```ts
+ * import { openFileLimit } from "./limits.ts";
+ *
+ * const { limit, source } = openFileLimit(); // e.g. { limit: 1024, source: "assumed" }
+ * ```
+ */
+export function openFileLimit(): OpenFileLimit {
+  const fromProc = readProcLimit();
+  if (fromProc !== undefined) return { limit: fromProc, source: "proc" };
+  const fromPrlimit = askPrlimit();
+  if (fromPrlimit !== undefined) return { limit: fromPrlimit, source: "prlimit" };
+  return { limit: ASSUMED_OPEN_FILE_LIMIT, source: "assumed" };
+}
+
+function readProcLimit(): number | undefined {
+  try {
+    const { state } = Deno.permissions.querySync({ name: "read", path: LIMITS_PATH });
+    if (state !== "granted") return undefined;
+    return parseOpenFileLimit(Deno.readTextFileSync(LIMITS_PATH));
+  } catch {
+    return undefined;
+  }
+}
+
+/** `prlimit --pid PID --nofile --output=SOFT --noheadings`, where running `prlimit` is allowed. */
+function askPrlimit(): number | undefined {
+  try {
+    const { state } = Deno.permissions.querySync({ name: "run", command: "prlimit" });
+    if (state !== "granted") return undefined;
+    const output = new Deno.Command("prlimit", {
+      args: ["--pid", String(Deno.pid), "--nofile", "--output=SOFT", "--noheadings"],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+    }).outputSync();
+    if (!output.success) return undefined;
+    const soft = new TextDecoder().decode(output.stdout).trim();
+    if (soft === "unlimited") return UNLIMITED_OPEN_FILES;
+    const limit = Number(soft);
+    return /^\d+$/.test(soft) && limit > 0 && Number.isSafeInteger(limit) ? limit : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Finds the soft limit in the text of `/proc/PID/limits` (the `Max open files` row).
+ *
+ * @param text The whole file.
+ * @returns The soft limit ({@link UNLIMITED_OPEN_FILES} for `unlimited`), or `undefined` when
+ * the row is missing or its soft value is not a positive integer.
+ *
+ * @example
+ * ```ts
+ * import { parseOpenFileLimit } from "./limits.ts";
+ *
+ * parseOpenFileLimit("Max open files            20000     20000     files\n"); // 20000
+ * ```
+ */
+export function parseOpenFileLimit(text: string): number | undefined {
+  const soft = /^Max open files[ \t]+(\S+)[ \t]+\S+[ \t]+files[ \t]*$/m.exec(text)?.[1];
+  if (soft === "unlimited") return UNLIMITED_OPEN_FILES;
+  if (soft === undefined || !/^\d+$/.test(soft)) return undefined;
+  const limit = Number(soft);
+  return limit > 0 && Number.isSafeInteger(limit) ? limit : undefined;
+}
+
+/**
+ * The default `--max-clients` for an open-file limit: each session needs two descriptors
+ * (client and upstream), after {@link RESERVED_DESCRIPTORS} and the idle pooled connections.
+ *
+ * @param fileLimit The soft open-file limit.
+ * @param reservedForPool Descriptors held by idle pooled connections: `--pool-size` in `warm`
+ * and `reuse`, 0 in `off`.
+ * @returns `max(1, floor((fileLimit - 32 - reservedForPool) / 2))`.
+ *
+ * @example
+ * ```ts
+ * import { defaultMaxClients } from "./limits.ts";
+ *
+ * defaultMaxClients(20_000, 100); // 9934
+ * ```
+ */
+export function defaultMaxClients(fileLimit: number, reservedForPool: number): number {
+  return Math.max(1, Math.floor((fileLimit - RESERVED_DESCRIPTORS - reservedForPool) / 2));
+}
+
+/** The `--max-clients` in force, and where it came from (for the start-up line). */
+export type MaxClientsChoice =
+  | { maxClients: number; source: "given" }
+  | { maxClients: number; source: OpenFileLimit["source"]; fileLimit: number };
+
+/**
+ * Resolves `--max-clients`: a number given on the command line stands; `auto` becomes
+ * {@link defaultMaxClients} of the open-file limit.
+ *
+ * @param config The limit asked for, the pool mode and the pool size.
+ * @param readLimit Where the open-file limit comes from; default {@link openFileLimit}
+ * (called only for `auto`).
+ * @returns The number and its source.
+ *
+ * @example
+ * ```ts
+ * import { resolveMaxClients } from "./limits.ts";
+ *
+ * resolveMaxClients({ maxClients: 50, pool: "warm", poolSize: 100 }); // { maxClients: 50, source: "given" }
+ * ```
+ */
+export function resolveMaxClients(
+  config: Pick<ProxyConfig, "maxClients" | "pool" | "poolSize">,
+  readLimit: () => OpenFileLimit = openFileLimit,
+): MaxClientsChoice {
+  if (config.maxClients !== "auto") return { maxClients: config.maxClients, source: "given" };
+  const { limit, source } = readLimit();
+  const reservedForPool = config.pool === "off" ? 0 : config.poolSize;
+  return { maxClients: defaultMaxClients(limit, reservedForPool), source, fileLimit: limit };
+}

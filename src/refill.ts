@@ -1,0 +1,207 @@
+/**
+ * Keeping `--min-idle` connections ready without ever dialling in a hot loop.
+ *
+ * A successful TCP connect proves little: an upstream at its client limit, a load balancer with no
+ * healthy backend or a crashing service accepts and closes at once (Redis first writes
+ * `-ERR max number of clients reached`). So a refilled connection is on probation: it counts as
+ * healthy only once it proved itself (a session got an answer on it, or it stayed idle for
+ * {@link PROBATION_MS}); one lost before that is a failed dial.
+ *
+ * Refills run in rounds of at most {@link REFILL_CONCURRENCY} dials. A round with a failure
+ * doubles the backoff once (100 ms up to 5 s) and no refill starts until it has passed; the first
+ * failure of an episode is logged once at `warn` with its reason, and the first proven connection
+ * after it once at `info`. Sessions never wait for refills: one that finds no idle connection
+ * dials for itself.
+ *
+ * @module
+ */
+
+import { UpstreamConnectError } from "./dial.ts";
+import { DelayQueue } from "./delay_queue.ts";
+import type { Logger } from "./logging.ts";
+import type { UpstreamConn } from "./upstream_conn.ts";
+
+/** Most refill dials under way at once. */
+export const REFILL_CONCURRENCY = 4;
+/** How long a refilled connection that no session used must stay up to count as healthy. */
+export const PROBATION_MS = 1_000;
+/** The first backoff after a failed round. */
+export const REFILL_BACKOFF_MIN_MS = 100;
+/** The longest backoff between rounds. */
+export const REFILL_BACKOFF_MAX_MS = 5_000;
+
+/** The reasons an upstream connection became unfit that are the upstream's doing. */
+const UPSTREAM_FAULTS: ReadonlySet<string> = new Set([
+  "closed by upstream",
+  "read failed",
+  "write failed",
+]);
+
+/** What a {@link Refiller} needs from its pool. */
+export interface RefillTarget {
+  /** The upstream's address, for log lines. */
+  readonly address: string;
+  /** How many connections to keep ready (`--min-idle`). */
+  readonly minIdle: number;
+  /** Connections ready now (idle, settling). */
+  ready(): number;
+  /** Whether a dial may start now (the pool is open and under `--max-upstream`). */
+  canDial(): boolean;
+  /** Dials one connection (counted by the pool). */
+  dial(): Promise<UpstreamConn>;
+  /** Puts a fresh connection into the pool. */
+  deliver(conn: UpstreamConn): void;
+}
+
+/** Where a refill connection stands. See the module documentation. */
+export class Refiller {
+  readonly #target: RefillTarget;
+  readonly #log: Logger;
+  /** Connections on probation, with the round that dialled them. */
+  readonly #probation = new Map<UpstreamConn, number>();
+  readonly #probationQueue: DelayQueue<UpstreamConn>;
+  #inFlight = 0;
+  #round = 0;
+  #penalizedRound = -1;
+  #backoffMs = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #failure: string | undefined;
+  #stopped = false;
+
+  constructor(target: RefillTarget, log: Logger, probationMs: number = PROBATION_MS) {
+    this.#target = target;
+    this.#log = log;
+    this.#probationQueue = new DelayQueue(probationMs, (conn) => this.#probationOver(conn));
+  }
+
+  /** Refill dials under way. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Why refills are failing, while they are; `undefined` when they are not. */
+  get failure(): string | undefined {
+    return this.#failure;
+  }
+
+  /**
+   * Starts refill dials if fewer than `minIdle` connections are ready or on their way, unless a
+   * backoff is running. Cheap to call often (after every borrow and every loss).
+   */
+  request(): void {
+    if (this.#stopped || this.#timer !== undefined) return;
+    const target = this.#target;
+    while (
+      this.#inFlight < REFILL_CONCURRENCY && target.ready() + this.#inFlight < target.minIdle &&
+      target.canDial()
+    ) {
+      this.#dialOne(this.#round);
+    }
+  }
+
+  /**
+   * A connection left the pool (lost while idle, or released after its session): a refill still
+   * on probation that no session got an answer on is a failed dial; one that was answered is
+   * proven.
+   */
+  lost(conn: UpstreamConn, reason: string): void {
+    const round = this.#probation.get(conn);
+    if (round === undefined) return;
+    this.#probation.delete(conn);
+    if (conn.answered) {
+      this.#proven();
+      return;
+    }
+    const age = Math.round(conn.age());
+    const greeting = conn.greetingPreview();
+    this.#failed(
+      round,
+      `upstream ${this.#target.address} ${reason} ${age}ms after connect, before it served a client` +
+        (greeting === "" ? "" : ` (it said ${greeting})`),
+    );
+  }
+
+  /**
+   * A session is done with `conn`: answered, it proved itself; closed or reset by the upstream
+   * without an answer, it counts as a failed dial; otherwise (the client left without asking
+   * anything) it says nothing about the upstream.
+   */
+  released(conn: UpstreamConn): void {
+    if (!this.#probation.has(conn)) return;
+    const reason = conn.unfitReason;
+    if (!conn.answered && reason !== undefined && UPSTREAM_FAULTS.has(reason)) {
+      this.lost(conn, reason);
+      return;
+    }
+    this.#probation.delete(conn);
+    if (conn.answered) this.#proven();
+  }
+
+  /** Stops refilling for good (the pool is closing). */
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#probationQueue.clear();
+    this.#probation.clear();
+  }
+
+  #dialOne(round: number): void {
+    this.#inFlight++;
+    this.#target.dial().then((conn) => {
+      this.#inFlight--;
+      if (this.#stopped) {
+        conn.close();
+        return;
+      }
+      this.#probation.set(conn, round);
+      this.#probationQueue.add(conn);
+      this.#target.deliver(conn);
+    }, (error: unknown) => {
+      this.#inFlight--;
+      if (this.#stopped) return;
+      const reason = error instanceof UpstreamConnectError ? error.message : String(error);
+      this.#failed(round, reason);
+    });
+  }
+
+  #probationOver(conn: UpstreamConn): void {
+    if (!this.#probation.has(conn)) return;
+    this.#probation.delete(conn);
+    if (conn.state !== "closed") this.#proven();
+  }
+
+  #proven(): void {
+    this.#backoffMs = 0;
+    if (this.#failure === undefined) return;
+    this.#failure = undefined;
+    this.#log.info("upstream {upstream} is serving again; keeping idle connections ready", {
+      upstream: this.#target.address,
+    });
+  }
+
+  #failed(round: number, reason: string): void {
+    if (this.#stopped) return;
+    if (this.#failure === undefined) {
+      this.#log.warn("cannot keep idle connections ready: {reason}; retrying with backoff", {
+        upstream: this.#target.address,
+        reason,
+      });
+    }
+    this.#failure = reason;
+    // One doubling per round, however many of its dials fail.
+    if (round > this.#penalizedRound) {
+      this.#penalizedRound = round;
+      this.#backoffMs = Math.min(
+        Math.max(this.#backoffMs * 2, REFILL_BACKOFF_MIN_MS),
+        REFILL_BACKOFF_MAX_MS,
+      );
+    }
+    if (this.#timer !== undefined) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#round++;
+      this.request();
+    }, this.#backoffMs);
+  }
+}

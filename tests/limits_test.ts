@@ -1,0 +1,180 @@
+/**
+ * The open-file limit and the default of `--max-clients`: parsing `/proc/self/limits`, the
+ * derivation, the resolution of `auto`, and what a real process reads under each permission.
+ */
+
+import {
+  ASSUMED_OPEN_FILE_LIMIT,
+  defaultMaxClients,
+  openFileLimit,
+  parseOpenFileLimit,
+  RESERVED_DESCRIPTORS,
+  resolveMaxClients,
+  UNLIMITED_OPEN_FILES,
+} from "../src/limits.ts";
+import { assert, assertEquals } from "./_assert.ts";
+
+const LIMITS_TEXT = `Limit                     Soft Limit           Hard Limit           Units     
+Max cpu time              unlimited            unlimited            seconds   
+Max file size             unlimited            unlimited            bytes     
+Max processes             63704                63704                processes 
+Max open files            20000                40000                files     
+Max locked memory         8388608              8388608              bytes     
+`;
+
+Deno.test("parseOpenFileLimit reads the soft limit of the Max open files row", () => {
+  assertEquals(parseOpenFileLimit(LIMITS_TEXT), 20_000);
+  assertEquals(
+    parseOpenFileLimit(
+      "Max open files            1024                 524288               files\n",
+    ),
+    1024,
+  );
+});
+
+Deno.test("parseOpenFileLimit takes unlimited as 1048576", () => {
+  const text = LIMITS_TEXT.replace(/20000 {16}40000/, "unlimited            unlimited");
+  assertEquals(parseOpenFileLimit(text), UNLIMITED_OPEN_FILES);
+  assertEquals(UNLIMITED_OPEN_FILES, 1_048_576);
+});
+
+Deno.test("parseOpenFileLimit gives undefined for text it cannot read", () => {
+  assertEquals(parseOpenFileLimit(""), undefined);
+  assertEquals(parseOpenFileLimit("Max processes  63704  63704  processes\n"), undefined);
+  assertEquals(parseOpenFileLimit("Max open files  lots  lots  files\n"), undefined);
+  assertEquals(parseOpenFileLimit("Max open files  0  0  files\n"), undefined);
+  assertEquals(parseOpenFileLimit("Max open files  -1  -1  files\n"), undefined);
+});
+
+Deno.test("defaultMaxClients gives two descriptors per session after a reserve of 32 and the pool", () => {
+  assertEquals(RESERVED_DESCRIPTORS, 32);
+  assertEquals(defaultMaxClients(20_000, 100), 9_934);
+  assertEquals(defaultMaxClients(20_000, 0), 9_984);
+  assertEquals(defaultMaxClients(1024, 0), 496);
+  assertEquals(defaultMaxClients(1024, 100), 446);
+  assertEquals(defaultMaxClients(1025, 0), 496, "an odd descriptor is left over");
+});
+
+Deno.test("defaultMaxClients is at least 1, however small the limit", () => {
+  assertEquals(defaultMaxClients(34, 0), 1);
+  assertEquals(defaultMaxClients(33, 0), 1);
+  assertEquals(defaultMaxClients(10, 0), 1);
+  assertEquals(defaultMaxClients(1024, 5_000), 1);
+});
+
+Deno.test("resolveMaxClients keeps a given number and never reads the limit for it", () => {
+  const choice = resolveMaxClients({ maxClients: 50, pool: "warm", poolSize: 100 }, () => {
+    throw new Error("the limit was read");
+  });
+  assertEquals(choice, { maxClients: 50, source: "given" });
+});
+
+Deno.test("resolveMaxClients derives auto from the limit, reserving the pool size unless the pool is off", () => {
+  const proc = () => ({ limit: 20_000, source: "proc" as const });
+  assertEquals(resolveMaxClients({ maxClients: "auto", pool: "warm", poolSize: 100 }, proc), {
+    maxClients: 9_934,
+    source: "proc",
+    fileLimit: 20_000,
+  });
+  assertEquals(
+    resolveMaxClients({ maxClients: "auto", pool: "reuse", poolSize: 1_000 }, proc).maxClients,
+    9_484,
+  );
+  assertEquals(
+    resolveMaxClients({ maxClients: "auto", pool: "off", poolSize: 100 }, proc).maxClients,
+    9_984,
+  );
+  const assumed = () => ({ limit: ASSUMED_OPEN_FILE_LIMIT, source: "assumed" as const });
+  assertEquals(resolveMaxClients({ maxClients: "auto", pool: "off", poolSize: 100 }, assumed), {
+    maxClients: 496,
+    source: "assumed",
+    fileLimit: 1024,
+  });
+});
+
+Deno.test("openFileLimit never throws and gives a positive limit", () => {
+  const { limit, source } = openFileLimit();
+  assert(Number.isSafeInteger(limit) && limit > 0, String(limit));
+  assert(source === "proc" || source === "prlimit" || source === "assumed", source);
+  if (source === "assumed") assertEquals(limit, ASSUMED_OPEN_FILE_LIMIT);
+});
+
+/** Runs `openFileLimit()` in a child `deno run` with `permissions`; returns what it printed. */
+async function childOpenFileLimit(permissions: string[]): Promise<unknown> {
+  const script = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    const limitsUrl = new URL("../src/limits.ts", import.meta.url).href;
+    await Deno.writeTextFile(
+      script,
+      `import { openFileLimit } from ${JSON.stringify(limitsUrl)};\n` +
+        "console.log(JSON.stringify(openFileLimit()));\n",
+    );
+    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--quiet", "--no-prompt", ...permissions, script],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const decoder = new TextDecoder();
+    assertEquals(code, 0, decoder.decode(stderr));
+    assertEquals(decoder.decode(stderr), "", "no prompt and no warning");
+    return JSON.parse(decoder.decode(stdout));
+  } finally {
+    await Deno.remove(script);
+  }
+}
+
+/** The soft open-file limit as the shell reports it. */
+async function shellOpenFileLimit(): Promise<number> {
+  const { stdout } = await new Deno.Command("sh", { args: ["-c", "ulimit -n"] }).output();
+  return Number(new TextDecoder().decode(stdout).trim());
+}
+
+Deno.test({
+  name: "openFileLimit without read permission assumes 1024, without a prompt",
+  ignore: Deno.build.os === "windows",
+  fn: async () => {
+    assertEquals(await childOpenFileLimit(["--allow-net"]), { limit: 1024, source: "assumed" });
+  },
+});
+
+Deno.test({
+  name: "openFileLimit with --allow-read of the file alone is refused by Deno 2.9 and assumes",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    // Deno reads under /proc only with --allow-all (NotCapable otherwise); should that change,
+    // the real limit is read instead.
+    const result = await childOpenFileLimit(["--allow-read=/proc/self/limits"]);
+    const real = { limit: await shellOpenFileLimit(), source: "proc" };
+    assert(
+      JSON.stringify(result) === JSON.stringify({ limit: 1024, source: "assumed" }) ||
+        JSON.stringify(result) === JSON.stringify(real),
+      JSON.stringify(result),
+    );
+  },
+});
+
+Deno.test({
+  name:
+    "openFileLimit with --allow-run=prlimit (the start task's grant) asks prlimit for the soft limit",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    const hasPrlimit = await new Deno.Command("sh", { args: ["-c", "command -v prlimit"] })
+      .output().then((out) => out.success);
+    const result = await childOpenFileLimit(["--allow-run=prlimit"]);
+    if (!hasPrlimit) {
+      assertEquals(result, { limit: 1024, source: "assumed" });
+      return;
+    }
+    assertEquals(result, { limit: await shellOpenFileLimit(), source: "prlimit" });
+  },
+});
+
+Deno.test({
+  name: "openFileLimit with --allow-all reads the soft limit the shell reports",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    const real = await shellOpenFileLimit();
+    assertEquals(await childOpenFileLimit(["--allow-all"]), { limit: real, source: "proc" });
+  },
+});
