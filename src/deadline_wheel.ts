@@ -4,7 +4,8 @@
  * the slot of its deadline and, when that slot comes up, asks the item for its deadline again:
  * due, it is told so once; not yet (there was activity meanwhile), it is filed under its new
  * deadline. So a busy item costs nothing per byte, and an item is looked at about once per
- * timeout period, however much traffic it carries.
+ * timeout period, however much traffic it carries. Lazy re-arming finds deadlines that moved
+ * later; an item whose deadline moves earlier (a shorter timeout starts) must be added again.
  *
  * The timer ticks every `resolutionMs` only while the wheel holds items; deadlines are met up to
  * one resolution late, never early.

@@ -244,6 +244,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   onLease(conn: UpstreamConn, fromPool: boolean): void {
     this.#up = conn;
     this.#serverActiveAt = performance.now();
+    this.#rearm(); // the server timeout starts now
     if (this.#source !== "none") return; // a retry's fresh connection
     // Only a connection that sat in the pool can be retried, so only then are bytes kept.
     this.#replayable = fromPool;
@@ -338,7 +339,17 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   }
 
   #halfClosing(): void {
-    if (this.#halfClosedAt === Infinity) this.#halfClosedAt = performance.now();
+    if (this.#halfClosedAt !== Infinity) return;
+    this.#halfClosedAt = performance.now();
+    this.#rearm(); // the fin timeout starts now
+  }
+
+  /**
+   * Files the session under its deadline again. Activity only moves a deadline later, which the
+   * wheel finds by itself; a timeout that starts (the lease, the first FIN) can move it earlier.
+   */
+  #rearm(): void {
+    if (this.#end === undefined) this.#context.wheel?.add(this);
   }
 
   // ---- client to upstream ----

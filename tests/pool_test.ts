@@ -9,8 +9,10 @@ import {
   assertGreaterOrEqual,
   assertLess,
   assertRejects,
+  assertStringIncludes,
 } from "./_assert.ts";
 import { dialUpstream, UpstreamConnectError } from "../src/dial.ts";
+import { unexpectedErrors } from "../src/failsafe.ts";
 import { UpstreamPool } from "../src/pool.ts";
 import {
   closeQuietly,
@@ -408,5 +410,183 @@ Deno.test("shutdown aborts a refill dial under way instead of waiting for its ti
     assertLess(took, 500, `shutdown with no sessions took ${Math.round(took)}ms`);
   } finally {
     upstream.close();
+  }
+});
+
+for (const mode of ["off", "warm", "reuse"] as const) {
+  Deno.test(`${mode}: an upstream that accepts and closes at once fails each session cleanly, never the process`, async () => {
+    const before = unexpectedErrors();
+    await using upstream = new TestUpstream(() => Promise.resolve());
+    await using proxy = startProxy(upstream.address, {
+      pool: mode,
+      minIdle: mode === "off" ? 0 : 2,
+    });
+    // 16 clients at once, 5 sessions each: the race between a new connection's reader seeing
+    // the upstream's close and the session's lease needs concurrency to show.
+    const oneClient = async () => {
+      for (let i = 0; i < 5; i++) {
+        const client = await connect(proxy.address);
+        try {
+          await within(client, 2_000, async () => {
+            await writeAll(client, encoder.encode("ping")).catch(() => {});
+            await readToEnd(client).catch(() => new Uint8Array());
+          });
+        } finally {
+          closeQuietly(client);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 16 }, oneClient));
+    await proxy.sessionsEnded(80);
+    assertEquals(unexpectedErrors(), before, "no error escaped its owner");
+    for (const session of proxy.sessions) {
+      assert(
+        ["connect-failed", "server-closed", "server-error"].includes(session.end),
+        `${session.end}: ${session.error}`,
+      );
+    }
+    // A fresh dial the upstream closed before it could be used says so.
+    const failed = proxy.sessions.filter((s) => s.end === "connect-failed");
+    for (const session of failed) assertStringIncludes(session.error ?? "", "closed");
+  });
+}
+
+Deno.test("--max-upstream: a session that finds every connection in use waits, then ends queue-timeout", async () => {
+  let open = 0;
+  let mostOpen = 0;
+  await using upstream = new TestUpstream(async (conn) => {
+    mostOpen = Math.max(mostOpen, ++open);
+    await echo(conn).finally(() => open--);
+  });
+  await using proxy = startProxy(upstream.address, {
+    pool: "reuse",
+    maxUpstream: 2,
+    queueTimeoutMs: 300,
+  });
+  const holders = [await connect(proxy.address), await connect(proxy.address)];
+  try {
+    for (const c of holders) {
+      await within(c, 2_000, async () => {
+        await writeAll(c, encoder.encode("hold"));
+        await readExactly(c, 4);
+      });
+    }
+    const third = await connect(proxy.address);
+    try {
+      const started = performance.now();
+      const got = await within(third, 3_000, async () => {
+        await writeAll(third, encoder.encode("x")).catch(() => {});
+        return await readToEnd(third).catch(() => new Uint8Array());
+      });
+      assertEquals(got.length, 0);
+      assertGreaterOrEqual(performance.now() - started, 280);
+    } finally {
+      closeQuietly(third);
+    }
+    await proxy.sessionsEnded(1);
+    assertEquals(proxy.sessions[0].end, "queue-timeout");
+    assertStringIncludes(proxy.sessions[0].error ?? "", "--max-upstream 2");
+    assertEquals(proxy.server.pool.stats.queueTimeouts, 1);
+  } finally {
+    for (const c of holders) closeQuietly(c);
+  }
+  assertEquals(mostOpen, 2);
+});
+
+Deno.test("--max-upstream: a waiting session gets the connection the first one releases", async () => {
+  await using upstream = new TestUpstream(echo);
+  await using proxy = startProxy(upstream.address, {
+    pool: "reuse",
+    maxUpstream: 1,
+    queueTimeoutMs: 3_000,
+  });
+  const first = await connect(proxy.address);
+  await within(first, 2_000, async () => {
+    await writeAll(first, encoder.encode("one"));
+    await readExactly(first, 3);
+  });
+  const second = await connect(proxy.address);
+  try {
+    const answer = within(second, 3_000, async () => {
+      await writeAll(second, encoder.encode("two"));
+      return decoder.decode(await readExactly(second, 3));
+    });
+    await delay(100);
+    assertEquals(proxy.server.pool.stats.queued, 1);
+    closeQuietly(first);
+    assertEquals(await answer, "two");
+  } finally {
+    closeQuietly(first);
+    closeQuietly(second);
+  }
+  await proxy.sessionsEnded(2);
+  assertEquals(proxy.sessions[1].source, "pool");
+  assertEquals(upstream.accepted, 1);
+});
+
+Deno.test("--max-upstream in off: a waiting session dials once a connection has closed", async () => {
+  await using upstream = new TestUpstream(echo);
+  await using proxy = startProxy(upstream.address, { pool: "off", maxUpstream: 1 });
+  const first = await connect(proxy.address);
+  await within(first, 2_000, async () => {
+    await writeAll(first, encoder.encode("one"));
+    await readExactly(first, 3);
+  });
+  const answer = roundTrip(proxy.address, "two");
+  await delay(100);
+  assertEquals(upstream.accepted, 1);
+  closeQuietly(first);
+  assertEquals(await answer, "two");
+  assertEquals(upstream.accepted, 2);
+});
+
+Deno.test("--pool-size counts settling connections: a release beyond it says pool full", async () => {
+  await using upstream = new TestUpstream(echo);
+  await using proxy = startProxy(upstream.address, {
+    pool: "reuse",
+    poolSize: 1,
+    reuseSettleMs: 200,
+  });
+  const a = await connect(proxy.address);
+  const b = await connect(proxy.address);
+  for (const c of [a, b]) {
+    await within(c, 2_000, async () => {
+      await writeAll(c, encoder.encode("hi"));
+      await readExactly(c, 2);
+    });
+  }
+  closeQuietly(a);
+  closeQuietly(b);
+  await proxy.sessionsEnded(2);
+  assertEquals(proxy.sessions.map((s) => s.release).sort(), ["pool full", "pooled"]);
+  assertEquals(proxy.server.pool.stats.settling, 1);
+  await eventually(() => proxy.server.pool.stats.idle === 1, 2_000, "the settled one is idle");
+});
+
+Deno.test("--max-lifetime is shortened by 0-2.5% per connection, so connections retire apart", async () => {
+  await using upstream = new TestUpstream(echo);
+  const pool = new UpstreamPool({
+    upstream: upstream.address,
+    mode: "off",
+    maxIdle: 0,
+    minIdle: 0,
+    idleTimeoutMs: 60_000,
+    maxLifetimeMs: 100_000,
+    connectTimeoutMs: 2_000,
+  });
+  try {
+    const lifetimes: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const { conn } = await pool.borrow(discardingLease);
+      lifetimes.push(conn.retireAt - conn.createdAt);
+      await conn.endLease();
+      pool.release(conn, false);
+    }
+    for (const lifetime of lifetimes) {
+      assert(lifetime <= 100_000 && lifetime >= 97_500, String(lifetime));
+    }
+    assertGreaterOrEqual(new Set(lifetimes).size, 15, "the lifetimes differ");
+  } finally {
+    await pool.close();
   }
 });

@@ -1,0 +1,92 @@
+/**
+ * The proxy under a small open-file limit (`ulimit -n`, lowered in a shell before `exec`): the
+ * default --max-clients follows the limit, and when accepts fail for want of descriptors anyway,
+ * the listener pauses with one warning per episode and serves again once descriptors are free.
+ */
+
+import { assert, assertEquals, assertLessOrEqual, assertStringIncludes } from "./_assert.ts";
+import { closeQuietly, connect, delay, echo, eventually, TestUpstream } from "./_net.ts";
+import { MAIN_TS, ProxyProcess, relayOnce } from "./_proxy_process.ts";
+import { formatHostPort } from "../src/address.ts";
+
+const hasShell = Deno.build.os === "linux";
+
+/** Starts main.ts under `ulimit -n limit` with the start task's permissions. */
+function spawnLimited(limit: number, args: string[]): ProxyProcess {
+  const deno = Deno.execPath();
+  const quoted = [deno, "run", "--quiet", "--allow-net", "--allow-run=prlimit", MAIN_TS, ...args]
+    .map((arg) => `'${arg.replaceAll("'", "'\\''")}'`).join(" ");
+  return ProxyProcess.spawn("sh", ["-c", `ulimit -n ${limit} && exec ${quoted}`]);
+}
+
+/** Opens `n` clients that each finish one exchange, so that each holds a session. */
+async function holdSessions(port: number, n: number): Promise<Deno.TcpConn[]> {
+  const clients: Deno.TcpConn[] = [];
+  for (let i = 0; i < n; i++) clients.push(await connect({ hostname: "127.0.0.1", port }));
+  return clients;
+}
+
+Deno.test({
+  name:
+    "the default --max-clients follows the open-file limit, and clients beyond it wait in the backlog",
+  ignore: !hasShell,
+  fn: async () => {
+    await using upstream = new TestUpstream(echo);
+    await using proxy = spawnLimited(96, [
+      "--listen",
+      "127.0.0.1:0",
+      "--upstream",
+      formatHostPort(upstream.address),
+      "--pool",
+      "off",
+    ]);
+    const port = await proxy.listeningPort();
+    const { line } = await proxy.waitForLine(/listening on/);
+    // (96 - 32 reserved) / 2 sessions in off.
+    assertStringIncludes(line, "max-clients 32 (open-file limit 96)");
+    const clients = await holdSessions(port, 40);
+    try {
+      await delay(300);
+      assertLessOrEqual(upstream.accepted, 32, "no more sessions than max-clients");
+      assert(!proxy.stderr.includes("too many open files"), proxy.stderr);
+      for (const client of clients.splice(0, 10)) closeQuietly(client);
+      // The waiting clients get their sessions as the first ones end.
+      await eventually(() => upstream.accepted >= 40, 3_000, "the waiting clients were served");
+      assertEquals(await relayOnce(port, "still serving"), "still serving");
+    } finally {
+      for (const client of clients) closeQuietly(client);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "out of descriptors at accept: one warning, accepts pause, and serving resumes once they are free",
+  ignore: !hasShell,
+  fn: async () => {
+    await using upstream = new TestUpstream(echo);
+    await using proxy = spawnLimited(64, [
+      "--listen",
+      "127.0.0.1:0",
+      "--upstream",
+      formatHostPort(upstream.address),
+      "--pool",
+      "off",
+      "--max-clients",
+      "1000",
+    ]);
+    const port = await proxy.listeningPort();
+    const clients = await holdSessions(port, 60);
+    try {
+      await proxy.waitForLine(/\[WRN\].*accept on .* failed: .*pausing accepts/, 5_000);
+      await delay(1_000);
+      const warnings = proxy.lines.filter((l) => /accept on .* failed/.test(l));
+      assertEquals(warnings.length, 1, proxy.stderr);
+    } finally {
+      for (const client of clients) closeQuietly(client);
+    }
+    await proxy.waitForLine(/\[INF\].*accepting on .* again/, 5_000);
+    assertEquals(await relayOnce(port, "back"), "back");
+    assert(!proxy.hasExited);
+  },
+});

@@ -1,0 +1,122 @@
+/**
+ * Refills of --min-idle against upstreams that accept and then fail: no dial storm, one warning
+ * per episode, sessions still served, and recovery once the upstream serves again.
+ */
+
+import { assert, assertEquals, assertLess, assertStringIncludes } from "./_assert.ts";
+import type { PoolMode } from "../src/config.ts";
+import { configureLogging, resetLogging } from "../src/logging.ts";
+import { GREETING_LIMIT } from "../src/upstream_conn.ts";
+import {
+  delay,
+  echo,
+  encoder,
+  eventually,
+  roundTrip,
+  startProxy,
+  TestUpstream,
+  writeAll,
+} from "./_net.ts";
+
+/** Collects what the proxy logs to stderr at info and above while `fn` runs. */
+async function captureLog(fn: () => Promise<void>): Promise<string[]> {
+  const lines: string[] = [];
+  const original = Deno.stderr.writeSync;
+  configureLogging({ level: "info", format: "text" });
+  Deno.stderr.writeSync = (bytes: Uint8Array) => {
+    lines.push(new TextDecoder().decode(bytes).trimEnd());
+    return bytes.length;
+  };
+  try {
+    await fn();
+  } finally {
+    Deno.stderr.writeSync = original;
+    resetLogging();
+  }
+  return lines;
+}
+
+/** Upstream behaviours that accept a connection and then give up on it. */
+const FAILING: Record<string, (conn: Deno.TcpConn) => Promise<void>> = {
+  "accepts and closes at once": () => Promise.resolve(),
+  "writes an error line and closes": async (conn) => {
+    await writeAll(conn, encoder.encode("-ERR max number of clients reached\r\n"));
+  },
+  "sends a greeting over 64 KiB": async (conn) => {
+    await writeAll(conn, new Uint8Array(GREETING_LIMIT + 16 * 1024).fill(0x41));
+    await delay(3_000); // and keeps the connection open
+  },
+};
+
+for (const mode of ["warm", "reuse"] as PoolMode[]) {
+  for (const [behaviour, handler] of Object.entries(FAILING)) {
+    Deno.test(`${mode} --min-idle 4: an upstream that ${behaviour} is dialled under 50 times a second, with one warning`, async () => {
+      let accepted = 0;
+      await using upstream = new TestUpstream((conn) => {
+        accepted++;
+        return handler(conn);
+      });
+      const lines = await captureLog(async () => {
+        await using _proxy = startProxy(upstream.address, { pool: mode, minIdle: 4 });
+        await delay(1_000);
+        const before = accepted;
+        await delay(2_000);
+        const perSecond = (accepted - before) / 2;
+        assertLess(perSecond, 50, `${perSecond} dials a second while idle`);
+      });
+      const warnings = lines.filter((line) => line.includes("cannot keep idle connections ready"));
+      assertEquals(warnings.length, 1, lines.join("\n"));
+      assertStringIncludes(warnings[0], `127.0.0.1:${upstream.address.port}`);
+      if (behaviour === "writes an error line and closes") {
+        assertStringIncludes(warnings[0], "max number of clients reached");
+      }
+      if (behaviour === "sends a greeting over 64 KiB") {
+        assertStringIncludes(warnings[0], "greeting too large");
+      }
+    });
+  }
+}
+
+Deno.test("while refills back off, a session still dials for itself and is served", async () => {
+  // The first 12 connections are closed at once; after that the upstream echoes.
+  let accepted = 0;
+  await using upstream = new TestUpstream((conn) =>
+    accepted++ < 12 ? Promise.resolve() : echo(conn)
+  );
+  await captureLog(async () => {
+    await using proxy = startProxy(upstream.address, { pool: "warm", minIdle: 4 });
+    await eventually(() => accepted >= 12, 3_000, "12 connections refused");
+    // Refills are in backoff now; a client must not wait for them.
+    const started = performance.now();
+    let answer = "";
+    for (let attempt = 0; attempt < 5 && answer !== "hello"; attempt++) {
+      answer = await roundTrip(proxy.address, "hello").catch(() => "");
+    }
+    assertEquals(answer, "hello");
+    assertLess(performance.now() - started, 1_000);
+  });
+});
+
+Deno.test("refills that proved themselves end the episode: one info line, and the pool is full again", async () => {
+  let accepted = 0;
+  await using upstream = new TestUpstream((conn) =>
+    accepted++ < 8 ? Promise.resolve() : echo(conn)
+  );
+  const lines = await captureLog(async () => {
+    await using proxy = startProxy(upstream.address, {
+      pool: "warm",
+      minIdle: 2,
+      refillProbationMs: 100,
+    });
+    await eventually(
+      () =>
+        proxy.server.pool.stats.idle === 2 && proxy.server.pool.stats.refillFailure === undefined,
+      8_000,
+      "2 idle, healthy",
+    );
+  });
+  assertEquals(lines.filter((l) => l.includes("cannot keep idle connections ready")).length, 1);
+  const back = lines.filter((l) => l.includes("is serving again"));
+  assertEquals(back.length, 1, lines.join("\n"));
+  assert(lines.indexOf(back[0]) > 0);
+});
