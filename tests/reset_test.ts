@@ -18,17 +18,9 @@ import {
   within,
   writeAll,
 } from "./_net.ts";
+import { havePython } from "./_faults.ts";
 
 const PEER = new URL("./_rst_peer.py", import.meta.url).pathname;
-
-function havePython(): boolean {
-  try {
-    return new Deno.Command("python3", { args: ["--version"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
 
 const python = havePython();
 const skipReason = python ? "" : " (skipped: python3 not found, needed to send a reset)";
