@@ -56,10 +56,18 @@ export class DeadlineWheel<T extends Deadline> {
     return this.#slotOf.size;
   }
 
-  /** Starts watching `item` (again, if it was), at its current `dueAt()`. */
+  /**
+   * Starts watching `item` at its current `dueAt()`; for an item watched already, makes sure it
+   * is looked at by then (nothing to do when it is filed no later than that).
+   */
   add(item: T): void {
-    this.delete(item);
     this.#start();
+    const filed = this.#slotOf.get(item);
+    if (filed !== undefined) {
+      if (filed <= this.#slotFor(item.dueAt())) return;
+      this.delete(item);
+      this.#start();
+    }
     this.#file(item, item.dueAt());
   }
 
@@ -82,11 +90,14 @@ export class DeadlineWheel<T extends Deadline> {
     this.#stop();
   }
 
+  /** The slot a deadline goes under; one already past goes under the next slot looked at. */
+  #slotFor(dueAt: number): number {
+    if (dueAt === Infinity) return Infinity;
+    return Math.max(Math.ceil(dueAt / this.#resolutionMs), this.#cursor);
+  }
+
   #file(item: T, dueAt: number): void {
-    // A deadline already past goes under the next slot looked at.
-    const slot = dueAt === Infinity
-      ? Infinity
-      : Math.max(Math.ceil(dueAt / this.#resolutionMs), this.#cursor);
+    const slot = this.#slotFor(dueAt);
     this.#slotOf.set(item, slot);
     let items = this.#slots.get(slot);
     if (items === undefined) this.#slots.set(slot, items = new Set());

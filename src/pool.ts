@@ -182,6 +182,10 @@ export class UpstreamPool {
   readonly #settleQueue: DelayQueue<UpstreamConn> | undefined;
   readonly #closing = new Set<Promise<void>>();
   readonly #refiller: Refiller;
+  /** What each connection calls when it closes, and when its reader loses it while idle (one function each for every connection). */
+  readonly #connClosed = (conn: UpstreamConn) => this.#onClosed(conn);
+  readonly #connLostWhileIdle = (conn: UpstreamConn, reason: IdleLossReason) =>
+    this.#onIdleLoss(conn, reason);
   readonly #maxOpen: number;
   /** Connections open or being dialled; at most {@link PoolOptions.maxOpen} when it is set. */
   #open = 0;
@@ -533,12 +537,12 @@ export class UpstreamPool {
     )
       .then((socket) => {
         this.#dialsInFlight--;
-        const conn = new UpstreamConn(socket, (closed) => this.#onClosed(closed));
+        const conn = new UpstreamConn(socket, this.#connClosed);
         if (this.options.maxLifetimeMs > 0) {
           const lifetime = this.options.maxLifetimeMs * (1 - Math.random() * LIFETIME_JITTER);
           conn.retireAt = conn.createdAt + lifetime;
         }
-        conn.watchWhileIdle((lost, reason) => this.#onIdleLoss(lost, reason));
+        conn.watchWhileIdle(this.#connLostWhileIdle);
         if (leaseTo !== undefined) conn.tryLease(leaseTo, false);
         return conn;
       }, (error: unknown) => {

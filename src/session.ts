@@ -211,10 +211,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
 
   start(): void {
     this.#context.wheel?.add(this);
-    this.#starting = this.#connect().catch((error: unknown) => {
-      reportUnexpected(`session ${this.#id}`, error);
-      this.#finish("internal-error", error);
-    });
+    this.#starting = this.#connect();
   }
 
   get end(): SessionEnd | undefined {
@@ -228,16 +225,22 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   async #connect(): Promise<void> {
     const { pool, signal } = this.#context;
     try {
-      this.#client.setNoDelay(true);
-      // The connection arrives through onLease, before anything can be delivered on it.
-      await pool.borrow(this, signal);
+      try {
+        this.#client.setNoDelay(true);
+        // The connection arrives through onLease, before anything can be delivered on it.
+        await pool.borrow(this, signal);
+      } catch (error) {
+        this.#finish(connectEnd(error, signal), error);
+        return;
+      }
+      // Ended while connecting: the teardown releases the connection.
+      if (this.#end !== undefined) return;
+      this.#pumping = this.#pumpClientToUpstream();
     } catch (error) {
-      this.#finish(connectEnd(error, signal), error);
-      return;
+      // Nothing above should throw; if it does, it costs this session, not the process.
+      reportUnexpected(`session ${this.#id}`, error);
+      this.#finish("internal-error", error);
     }
-    // Ended while connecting: the teardown releases the connection.
-    if (this.#end !== undefined) return;
-    this.#pumping = this.#pumpClientToUpstream();
   }
 
   /** Part of {@link LeaseHandlers}: the pool leased `conn` to this session. */

@@ -95,11 +95,7 @@ export class UpstreamConn {
   constructor(conn: Deno.TcpConn, onClosed?: (conn: UpstreamConn) => void) {
     this.conn = conn;
     this.#onClosed = onClosed;
-    this.#readLoopDone = this.#readLoop().catch((error: unknown) => {
-      // The reader has no owner to throw to: a bug here costs this connection, not the process.
-      reportUnexpected(`the reader of upstream connection #${this.id}`, error);
-      this.close();
-    });
+    this.#readLoopDone = this.#readLoop();
   }
 
   /** Current state. */
@@ -203,6 +199,16 @@ export class UpstreamConn {
   }
 
   async #readLoop(): Promise<void> {
+    try {
+      await this.#readUntilDone();
+    } catch (error) {
+      // The reader has no owner to throw to: a bug here costs this connection, not the process.
+      reportUnexpected(`the reader of upstream connection #${this.id}`, error);
+      this.close();
+    }
+  }
+
+  async #readUntilDone(): Promise<void> {
     const buffers = new ReadBuffers();
     while (true) {
       let bytesRead: number | null;
