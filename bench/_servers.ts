@@ -145,6 +145,8 @@ export interface ProxyOptions {
   logLevel?: string;
   /** `deno run` flags; default {@linkcode startTaskFlags}. */
   denoFlags?: string[];
+  /** More flags for the proxy itself, after the ones the benchmark sets. */
+  extraArgs?: string[];
 }
 
 /**
@@ -171,6 +173,7 @@ export async function startProxy(options: ProxyOptions): Promise<Server> {
       options.logLevel ?? PROXY_LOG_LEVEL,
       "--drain-timeout",
       "2s",
+      ...(options.extraArgs ?? []),
     ]),
   );
   const address = await started(proc, proc.waitForListening(START_TIMEOUT_MS));

@@ -78,6 +78,9 @@ const USAGE = `Usage: deno task bench [options]
   --short               a few seconds in all: tiny durations and sizes
   --out DIR             where latest.json and latest.svg go (default bench/results)
   --proxy FILE          the proxy entry point to run (default main.ts of this repository)
+  --proxy-args="FLAGS"  more flags for the proxy under test, separated by spaces (give it
+                        with "=", as its value starts with dashes), e.g.
+                        --proxy-args="--client-timeout 0 --server-timeout 0 --fin-timeout 0"
   --help                this text`;
 
 /** The validated options of one run. */
@@ -92,6 +95,7 @@ interface Options {
   short: boolean;
   outDir: string;
   proxyScript: URL;
+  proxyArgs: string[];
   peersMissing: string[];
 }
 
@@ -108,7 +112,17 @@ function parseList(flag: string, text: string, known: readonly string[]): string
 
 function parseOptions(args: string[]): Options | "help" {
   const flags = parseFlags(args, {
-    string: ["duration", "rounds", "workloads", "modes", "bulk-mib", "hold", "out", "proxy"],
+    string: [
+      "duration",
+      "rounds",
+      "workloads",
+      "modes",
+      "bulk-mib",
+      "hold",
+      "out",
+      "proxy",
+      "proxy-args",
+    ],
     boolean: ["short", "help"],
   });
   if (flags.booleans.get("help")) return "help";
@@ -184,6 +198,7 @@ function parseOptions(args: string[]): Options | "help" {
     short,
     outDir,
     proxyScript,
+    proxyArgs: (s("proxy-args") ?? "").split(/\s+/).filter((arg) => arg !== ""),
     peersMissing,
   };
 }
@@ -285,6 +300,7 @@ class Run {
       mode: column,
       upstream: this.echo.address,
       script: this.options.proxyScript,
+      extraArgs: this.options.proxyArgs,
     });
   }
 
@@ -462,7 +478,7 @@ async function main(): Promise<number> {
     console.log(
       `proxy: deno run ${startTaskFlags().join(" ")} ${
         decodeURIComponent(o.proxyScript.pathname)
-      } (flags of the start task)`,
+      } (flags of the start task)${o.proxyArgs.length > 0 ? ` ${o.proxyArgs.join(" ")}` : ""}`,
     );
   }
   if (o.peersMissing.length > 0) {
@@ -530,6 +546,7 @@ async function main(): Promise<number> {
       short: o.short,
       proxy: decodeURIComponent(o.proxyScript.pathname),
       proxyDenoFlags: startTaskFlags(),
+      proxyArgs: o.proxyArgs,
     },
     columns: o.columns,
     peersMissing: o.peersMissing,

@@ -120,13 +120,6 @@ export class DeadlineWheel<T extends Deadline> {
     this.#timer = undefined;
     const now = performance.now();
     const last = Math.floor(now / this.#resolutionMs);
-    // Items that had no deadline when filed (a session still connecting, with no client timeout)
-    // are asked again each tick, so that a deadline that appeared since is found.
-    const unscheduled = this.#slots.get(Infinity);
-    if (unscheduled !== undefined) {
-      this.#slots.delete(Infinity);
-      for (const item of unscheduled) this.#file(item, item.dueAt());
-    }
     for (; this.#cursor <= last; this.#cursor++) {
       const items = this.#slots.get(this.#cursor);
       if (items === undefined) continue;

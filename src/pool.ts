@@ -417,8 +417,8 @@ export class UpstreamPool {
     if (!sessionClean) return "session not clean";
     if (!isFit(conn)) return "unfit";
     if (performance.now() >= conn.retireAt) return "max lifetime";
-    // A borrower waiting for a connection gets this one at once, whatever the pool holds.
-    if (this.#queue.length > 0) return undefined;
+    // A borrower waiting for a pooled connection gets this one at once, whatever the pool holds.
+    if (this.#queue.some((queued) => queued.reusable)) return undefined;
     if (this.#idle.size + this.#settling.size >= this.options.maxIdle) return "pool full";
     return undefined;
   }
@@ -443,7 +443,10 @@ export class UpstreamPool {
       this.#queue.splice(waiter, 1)[0].resolve(conn);
       return;
     }
-    if (!this.#idle.offer(conn)) {
+    // Borrowers that need room to dial (a retry, mode off) are waiting: closing this connection
+    // gives its slot to the first of them. Otherwise it joins the pool if there is room.
+    const full = this.#idle.size + this.#settling.size >= this.options.maxIdle;
+    if (this.#queue.length > 0 || full || !this.#idle.offer(conn)) {
       this.#dispose(conn);
       return;
     }
@@ -516,7 +519,17 @@ export class UpstreamPool {
       }
       signal?.addEventListener("abort", onAbort, { once: true });
       this.#queue.push(waiter);
+      // Room to dial is what it needs: an idle connection holding a slot gives way.
+      if (!reusable) this.#closeOldestIdle();
     });
+  }
+
+  #closeOldestIdle(): void {
+    const [oldest] = this.#idle.snapshot();
+    if (oldest === undefined) return;
+    this.#idle.remove(oldest);
+    this.#stats.idleDropped++;
+    this.#dispose(oldest); // its slot goes to the head of the queue
   }
 
   // ---- dialling and losing connections ----
@@ -533,7 +546,7 @@ export class UpstreamPool {
     const dialing = dialUpstream(
       this.options.upstream,
       this.options.connectTimeoutMs,
-      signal === undefined ? closing : AbortSignal.any([signal, closing]),
+      ...(signal === undefined ? [closing] : [signal, closing]),
     )
       .then((socket) => {
         this.#dialsInFlight--;
@@ -547,8 +560,11 @@ export class UpstreamPool {
         return conn;
       }, (error: unknown) => {
         this.#dialsInFlight--;
-        this.#stats.dialFailures++;
-        this.#lastDialError = error instanceof Error ? error.message : String(error);
+        // A dial its borrower gave up on says nothing about the upstream.
+        if (!(error instanceof UpstreamConnectError && error.failure === "aborted")) {
+          this.#stats.dialFailures++;
+          this.#lastDialError = error instanceof Error ? error.message : String(error);
+        }
         this.#freeSlot();
         throw error;
       });

@@ -308,6 +308,11 @@ export class ProxyServer {
         client = await this.#listener.accept();
       } catch (error) {
         if (this.#stopping) return;
+        // A client that reset before we accepted it costs nothing but itself.
+        if (
+          error instanceof Deno.errors.ConnectionAborted ||
+          error instanceof Deno.errors.ConnectionReset
+        ) continue;
         // Out of file descriptors and the like: say so once, pause (longer while it lasts), go on.
         if (failedSince === undefined) {
           failedSince = performance.now();

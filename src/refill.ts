@@ -122,19 +122,24 @@ export class Refiller {
   }
 
   /**
-   * A session is done with `conn`: answered, it proved itself; closed or reset by the upstream
-   * without an answer, it counts as a failed dial; otherwise (the client left without asking
-   * anything) it says nothing about the upstream.
+   * A session is done with `conn`: answered, it shows the upstream serves (a refill on
+   * probation proved itself, and a failure episode is over); a refill closed or reset by the
+   * upstream without an answer counts as a failed dial; otherwise (the client left without
+   * asking anything) it says nothing about the upstream.
    */
   released(conn: UpstreamConn): void {
+    if (conn.answered) {
+      this.#probation.delete(conn);
+      this.#proven();
+      return;
+    }
     if (!this.#probation.has(conn)) return;
     const reason = conn.unfitReason;
-    if (!conn.answered && reason !== undefined && UPSTREAM_FAULTS.has(reason)) {
+    if (reason !== undefined && UPSTREAM_FAULTS.has(reason)) {
       this.lost(conn, reason);
       return;
     }
     this.#probation.delete(conn);
-    if (conn.answered) this.#proven();
   }
 
   /** Stops refilling for good (the pool is closing). */
@@ -157,6 +162,8 @@ export class Refiller {
       this.#probation.set(conn, round);
       this.#probationQueue.add(conn);
       this.#target.deliver(conn);
+      // More may be wanted than one round dials (--min-idle above the concurrency).
+      this.request();
     }, (error: unknown) => {
       this.#inFlight--;
       if (this.#stopped) return;

@@ -25,6 +25,10 @@
  * - An error on either socket closes both: `client-error`, `server-error`.
  * - A connection that came from the pool and fails before a single byte came back is replaced
  *   once by a fresh dial, and the client's bytes so far (up to 64 KiB) are replayed.
+ * - No byte read from or written to the client for `--client-timeout`, or the upstream for
+ *   `--server-timeout` (a write the peer does not take is no byte), or either way for
+ *   `--fin-timeout` once a FIN was seen: `client-timeout`, `server-timeout`, `fin-timeout`. The
+ *   session records activity in three fields; one timer wheel for the whole proxy reads them.
  *
  * @module
  */
@@ -227,8 +231,10 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     try {
       try {
         this.#client.setNoDelay(true);
-        // The connection arrives through onLease, before anything can be delivered on it.
-        await pool.borrow(this, signal);
+        // The connection arrives through onLease, before anything can be delivered on it. The
+        // session's own signal (aborted by whatever ends it, the drain included) stops a wait in
+        // the --max-upstream queue or a dial as soon as the session is over.
+        await pool.borrow(this, this.#stop.signal);
       } catch (error) {
         this.#finish(connectEnd(error, signal), error);
         return;
@@ -274,14 +280,18 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       // A write stuck on a peer that stopped reading, a pending read: closing ends them.
       if (!clean) this.#up?.close();
       closeQuietly(this.#client);
-      await this.#starting;
-      if (!clean) this.#up?.close();
-      await this.#pumping;
-      if (this.#retrying !== undefined) await this.#retrying;
-      const up = this.#up;
-      if (up !== undefined) {
-        await up.endLease();
-        this.#release = this.#context.pool.release(up, clean);
+      try {
+        await this.#starting;
+        if (!clean) this.#up?.close();
+        await this.#pumping;
+        if (this.#retrying !== undefined) await this.#retrying;
+      } finally {
+        // Whatever went wrong above, the connection (and its --max-upstream slot) is given back.
+        const up = this.#up;
+        if (up !== undefined) {
+          await up.endLease();
+          this.#release = this.#context.pool.release(up, clean);
+        }
       }
     } finally {
       this.#context.onEnd(this);
@@ -324,10 +334,14 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   }
 
   /** Part of {@link Deadline}: a timeout fell due; ends the session with its code. */
-  onDue(now: number): void {
-    const { serverMs, finMs } = this.#context.timeouts;
-    if (finMs > 0 && this.#finDeadline(finMs) <= now) this.#finish("fin-timeout");
-    else if (serverMs > 0 && this.#serverActiveAt + serverMs <= now) this.#finish("server-timeout");
+  onDue(_now: number): void {
+    // The timeout whose deadline came first names the end.
+    const { clientMs, serverMs, finMs } = this.#context.timeouts;
+    const client = clientMs > 0 ? this.#clientActiveAt + clientMs : Infinity;
+    const server = serverMs > 0 ? this.#serverActiveAt + serverMs : Infinity;
+    const fin = finMs > 0 ? this.#finDeadline(finMs) : Infinity;
+    if (fin <= client && fin <= server) this.#finish("fin-timeout");
+    else if (server < client) this.#finish("server-timeout");
     else this.#finish("client-timeout");
   }
 
@@ -567,7 +581,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     try {
       this.#sentToUpstream = 0;
       // Leased through onLease, which makes it the session's connection.
-      fresh = (await pool.borrow(this, signal, { fresh: true })).conn;
+      fresh = (await pool.borrow(this, this.#stop.signal, { fresh: true })).conn;
     } catch (error) {
       this.#finish(connectEnd(error, signal), error);
       return false;

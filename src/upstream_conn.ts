@@ -176,7 +176,10 @@ export class UpstreamConn {
     try {
       await writeAll(this.conn, chunk);
     } catch (error) {
-      this.unfitReason ??= "write failed";
+      // Our own close cutting a write says nothing about the upstream.
+      if (!(this.#state === "closed" && isLocalInterruption(error))) {
+        this.unfitReason ??= "write failed";
+      }
       throw error;
     }
   }
@@ -198,68 +201,67 @@ export class UpstreamConn {
     onClosed?.(this);
   }
 
+  /**
+   * The one reader of the socket, for the connection's whole life. A bug in it costs this
+   * connection, never the process: it has no owner to throw to.
+   */
   async #readLoop(): Promise<void> {
+    const buffers = new ReadBuffers();
     try {
-      await this.#readUntilDone();
+      while (true) {
+        let bytesRead: number | null;
+        let readError: unknown;
+        try {
+          bytesRead = await this.conn.read(buffers.current);
+        } catch (error) {
+          bytesRead = null;
+          readError = error ?? new Error("read failed");
+        }
+        // Whatever comes next follows the greeting and the chunk still being delivered.
+        if (this.#greetingDelivery !== undefined) await this.#greetingDelivery;
+        if (this.#delivering !== undefined) {
+          await this.#delivering;
+          this.#delivering = undefined;
+        }
+        if (readError !== undefined) {
+          if (this.#state === "closed" && isLocalInterruption(readError)) return;
+          this.unfitReason ??= "read failed";
+          this.#readEnded("error while idle", (lease) => lease.onUpstreamError(this, readError));
+          return;
+        }
+        if (bytesRead === null) {
+          this.unfitReason ??= "closed by upstream";
+          this.#readEnded("closed by upstream", (lease) => lease.onUpstreamEof(this));
+          return;
+        }
+        if (this.#lease === undefined && this.leases === 0 && this.#state === "idle") {
+          this.#greetingBytes += bytesRead;
+          if (this.#greetingBytes <= GREETING_LIMIT) {
+            this.#greeting.push(buffers.current.slice(0, bytesRead));
+            continue;
+          }
+          this.unfitReason ??= "greeting too large";
+          this.#readEnded("greeting too large", undefined);
+          return;
+        }
+        const lease = this.#lease;
+        if (lease === undefined) {
+          // Between sessions, or after the session's client left: never deliver these bytes.
+          this.unfitReason ??= "bytes while idle";
+          this.#readEnded("bytes while idle", undefined);
+          return;
+        }
+        this.lastReadFilled = bytesRead === buffers.current.length;
+        this.answered = true;
+        this.#delivering = lease.onUpstreamData(this, buffers.current.subarray(0, bytesRead));
+        if (buffers.rotate(bytesRead)) {
+          await this.#delivering;
+          this.#delivering = undefined;
+        }
+      }
     } catch (error) {
-      // The reader has no owner to throw to: a bug here costs this connection, not the process.
       reportUnexpected(`the reader of upstream connection #${this.id}`, error);
       this.close();
-    }
-  }
-
-  async #readUntilDone(): Promise<void> {
-    const buffers = new ReadBuffers();
-    while (true) {
-      let bytesRead: number | null;
-      let readError: unknown;
-      try {
-        bytesRead = await this.conn.read(buffers.current);
-      } catch (error) {
-        bytesRead = null;
-        readError = error ?? new Error("read failed");
-      }
-      // Whatever comes next follows the greeting and the chunk still being delivered.
-      if (this.#greetingDelivery !== undefined) await this.#greetingDelivery;
-      if (this.#delivering !== undefined) {
-        await this.#delivering;
-        this.#delivering = undefined;
-      }
-      if (readError !== undefined) {
-        if (this.#state === "closed" && isLocalInterruption(readError)) return;
-        this.unfitReason ??= "read failed";
-        this.#readEnded("error while idle", (lease) => lease.onUpstreamError(this, readError));
-        return;
-      }
-      if (bytesRead === null) {
-        this.unfitReason ??= "closed by upstream";
-        this.#readEnded("closed by upstream", (lease) => lease.onUpstreamEof(this));
-        return;
-      }
-      if (this.#lease === undefined && this.leases === 0 && this.#state === "idle") {
-        this.#greetingBytes += bytesRead;
-        if (this.#greetingBytes <= GREETING_LIMIT) {
-          this.#greeting.push(buffers.current.slice(0, bytesRead));
-          continue;
-        }
-        this.unfitReason ??= "greeting too large";
-        this.#readEnded("greeting too large", undefined);
-        return;
-      }
-      const lease = this.#lease;
-      if (lease === undefined) {
-        // Between sessions, or after the session's client left: never deliver these bytes.
-        this.unfitReason ??= "bytes while idle";
-        this.#readEnded("bytes while idle", undefined);
-        return;
-      }
-      this.lastReadFilled = bytesRead === buffers.current.length;
-      this.answered = true;
-      this.#delivering = lease.onUpstreamData(this, buffers.current.subarray(0, bytesRead));
-      if (buffers.rotate(bytesRead)) {
-        await this.#delivering;
-        this.#delivering = undefined;
-      }
     }
   }
 

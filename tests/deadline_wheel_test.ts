@@ -65,14 +65,28 @@ Deno.test("an item added with a deadline already past fires at the next tick", a
   await eventually(() => item.firedAt !== undefined, 500, "fired");
 });
 
-Deno.test("an item with no deadline yet is looked at again until it has one", async () => {
+Deno.test("an item whose deadline moves earlier is added again, and then fires by the new one", async () => {
   const wheel = new DeadlineWheel<Idle>(10);
   const item = new Idle(Infinity);
   wheel.add(item);
   await delay(40);
   assertEquals(item.firedAt, undefined);
   (item as { timeoutMs: number }).timeoutMs = 20;
+  wheel.add(item); // a shorter timeout started
   await eventually(() => item.firedAt !== undefined, 1_000, "fired once it had a deadline");
+  assertEquals(wheel.size, 0);
+});
+
+Deno.test("adding an item that is filed no later than its deadline changes nothing", async () => {
+  const wheel = new DeadlineWheel<Idle>(10);
+  const item = new Idle(40);
+  wheel.add(item);
+  item.lastActive += 1_000; // activity: the deadline moved later
+  wheel.add(item); // cheap: found by the lazy re-read when the early slot comes up
+  await delay(100);
+  assertEquals(item.firedAt, undefined);
+  wheel.delete(item);
+  assertEquals(wheel.size, 0);
 });
 
 Deno.test("10,000 items cost one timer, and each fires once", async () => {

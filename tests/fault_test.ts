@@ -106,6 +106,33 @@ async function sessionEnded(
 }
 
 /**
+ * Connects a client, runs `act` on it, and asserts that the proxy then closes it (sending it no
+ * byte) after at least `notBeforeMs` and within `withinMs`, that the session's debug line shows
+ * one of `ends`, and that the proxy still serves.
+ */
+async function assertClosesClient(
+  proxy: ProxyProcess,
+  act: (client: Deno.TcpConn) => Promise<void>,
+  bounds: { notBeforeMs?: number; withinMs: number },
+  ends: string[],
+): Promise<void> {
+  const port = await proxy.listeningPort();
+  const client = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await act(client);
+    const closed = await awaitClosed(client, bounds.withinMs + 2_000);
+    assert(closed.ended !== "deadline", `the proxy closed the client; stderr:\n${proxy.stderr}`);
+    assertEquals(closed.bytes, 0);
+    assertGreaterOrEqual(closed.ms, bounds.notBeforeMs ?? 0, "not before the timeout");
+    assertLess(closed.ms, bounds.withinMs, `closed within ${bounds.withinMs} ms`);
+  } finally {
+    closeQuietly(client);
+  }
+  await sessionEnded(proxy, ends, 3_000);
+  await assertServing(proxy);
+}
+
+/**
  * One client against a failing upstream: connect, write "ping", read to EOF or an error within
  * `boundMs`. Returns how it ended; "refused" when the proxy did not accept at all.
  */
@@ -297,30 +324,28 @@ Deno.test("stuck: a client that sends 64 KiB and half-closes towards an upstream
   await using upstream = neverReads();
   await using proxy = spawnProxy(
     upstream.address,
-    "--pool",
-    "off",
-    "--fin-timeout",
-    "500ms",
-    "--server-timeout",
-    "1s",
-    "--log-level",
-    "debug",
+    ...[
+      "--pool",
+      "off",
+      "--fin-timeout",
+      "500ms",
+      "--server-timeout",
+      "1s",
+      "--log-level",
+      "debug",
+    ],
   );
-  const port = await proxy.listeningPort();
-  const client = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    await within(client, 3_000, async () => {
-      await writeAll(client, patternBytes(64 * 1024));
-      await client.closeWrite();
-    });
-    const closed = await awaitClosed(client, 5_000);
-    assert(closed.ended !== "deadline", `the proxy closed the client; stderr:\n${proxy.stderr}`);
-    assertLess(closed.ms, 3_000, "closed within 3 s");
-  } finally {
-    closeQuietly(client);
-  }
-  await sessionEnded(proxy, ["fin-timeout", "server-timeout"], 3_000);
-  await assertServing(proxy);
+  await assertClosesClient(
+    proxy,
+    async (client) => {
+      await within(client, 3_000, async () => {
+        await writeAll(client, patternBytes(64 * 1024));
+        await client.closeWrite();
+      });
+    },
+    { withinMs: 3_000 },
+    ["fin-timeout", "server-timeout"],
+  );
 });
 
 Deno.test({
@@ -381,27 +406,16 @@ Deno.test("inactivity: --server-timeout 500ms closes a client whose request the 
   await using upstream = neverAnswers();
   await using proxy = spawnProxy(
     upstream.address,
-    "--pool",
-    "off",
-    "--server-timeout",
-    "500ms",
-    "--log-level",
-    "debug",
+    ...["--pool", "off", "--server-timeout", "500ms", "--log-level", "debug"],
   );
-  const port = await proxy.listeningPort();
-  const client = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    await writeAll(client, encoder.encode("GET /never\r\n"));
-    const closed = await awaitClosed(client, 4_000);
-    assert(closed.ended !== "deadline", `the proxy closed the client; stderr:\n${proxy.stderr}`);
-    assertEquals(closed.bytes, 0);
-    assertGreaterOrEqual(closed.ms, 400, "not before the server timeout");
-    assertLess(closed.ms, 2_000, "closed within 2 s");
-  } finally {
-    closeQuietly(client);
-  }
-  await sessionEnded(proxy, ["server-timeout"], 1_000);
-  await assertServing(proxy);
+  await assertClosesClient(
+    proxy,
+    async (client) => {
+      await writeAll(client, encoder.encode("GET /never\r\n"));
+    },
+    { notBeforeMs: 400, withinMs: 2_000 },
+    ["server-timeout"],
+  );
 });
 
 Deno.test("inactivity: --client-timeout 500ms closes a client that connects and sends nothing within 2 s, ending client-timeout", async () => {
@@ -413,18 +427,9 @@ Deno.test("inactivity: --client-timeout 500ms closes a client that connects and 
     "--log-level",
     "debug",
   );
-  const port = await proxy.listeningPort();
-  const client = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    const closed = await awaitClosed(client, 4_000);
-    assert(closed.ended !== "deadline", `the proxy closed the client; stderr:\n${proxy.stderr}`);
-    assertGreaterOrEqual(closed.ms, 400, "not before the client timeout");
-    assertLess(closed.ms, 2_000, "closed within 2 s");
-  } finally {
-    closeQuietly(client);
-  }
-  await sessionEnded(proxy, ["client-timeout"], 1_000);
-  await assertServing(proxy);
+  await assertClosesClient(proxy, async () => {}, { notBeforeMs: 400, withinMs: 2_000 }, [
+    "client-timeout",
+  ]);
 });
 
 Deno.test("inactivity: with the default timeouts a client quiet for 1.5 s still gets its echo", async () => {
@@ -445,26 +450,17 @@ Deno.test("inactivity: --fin-timeout 300ms ends a session within 2 s when the cl
   await using upstream = echoIgnoringEof();
   await using proxy = spawnProxy(
     upstream.address,
-    "--pool",
-    "off",
-    "--fin-timeout",
-    "300ms",
-    "--log-level",
-    "debug",
+    ...["--pool", "off", "--fin-timeout", "300ms", "--log-level", "debug"],
   );
-  const port = await proxy.listeningPort();
-  const client = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    assertEquals(await exchange(client, "one exchange"), "one exchange");
-    await client.closeWrite();
-    const closed = await awaitClosed(client, 4_000);
-    assert(closed.ended !== "deadline", `the proxy closed the client; stderr:\n${proxy.stderr}`);
-    assertLess(closed.ms, 2_000, "closed within 2 s");
-  } finally {
-    closeQuietly(client);
-  }
-  await sessionEnded(proxy, ["fin-timeout"], 1_000);
-  await assertServing(proxy);
+  await assertClosesClient(
+    proxy,
+    async (client) => {
+      assertEquals(await exchange(client, "one exchange"), "one exchange");
+      await client.closeWrite();
+    },
+    { withinMs: 2_000 },
+    ["fin-timeout"],
+  );
 });
 
 // ---- 5. limits ----

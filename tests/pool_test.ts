@@ -88,23 +88,31 @@ Deno.test("a connection past --max-lifetime is closed instead of pooled", async 
   assertEquals(upstream.accepted, 2);
 });
 
-Deno.test("--pool-size bounds the idle connections kept; the rest are closed", async () => {
-  await using upstream = new TestUpstream(echo);
-  await using proxy = startProxy(upstream.address, { pool: "reuse", poolSize: 1 });
-  const a = await connect(proxy.address);
-  const b = await connect(proxy.address);
-  for (const c of [a, b]) {
-    await within(c, 2_000, async () => {
-      await writeAll(c, encoder.encode("hi"));
-      await readExactly(c, 2);
+for (const settleMs of [0, 200]) {
+  Deno.test(`--pool-size bounds idle and settling connections together (settle ${settleMs}ms); the rest are closed`, async () => {
+    await using upstream = new TestUpstream(echo);
+    await using proxy = startProxy(upstream.address, {
+      pool: "reuse",
+      poolSize: 1,
+      reuseSettleMs: settleMs,
     });
-  }
-  closeQuietly(a);
-  closeQuietly(b);
-  await proxy.sessionsEnded(2);
-  assertEquals(proxy.sessions.map((s) => s.release).sort(), ["pool full", "pooled"]);
-  assertEquals(proxy.server.pool.stats.idle, 1);
-});
+    const a = await connect(proxy.address);
+    const b = await connect(proxy.address);
+    for (const c of [a, b]) {
+      await within(c, 2_000, async () => {
+        await writeAll(c, encoder.encode("hi"));
+        await readExactly(c, 2);
+      });
+    }
+    closeQuietly(a);
+    closeQuietly(b);
+    await proxy.sessionsEnded(2);
+    // While the first one settles, the second release finds the pool full.
+    assertEquals(proxy.sessions.map((s) => s.release).sort(), ["pool full", "pooled"]);
+    await eventually(() => proxy.server.pool.stats.idle === 1, 2_000, "one idle");
+    assertEquals(proxy.server.pool.stats.settling, 0);
+  });
+}
 
 Deno.test("the pool hands out the most recently returned connection first", async () => {
   await using upstream = new TestUpstream(whoAmI);
@@ -540,29 +548,6 @@ Deno.test("--max-upstream in off: a waiting session dials once a connection has 
   assertEquals(upstream.accepted, 2);
 });
 
-Deno.test("--pool-size counts settling connections: a release beyond it says pool full", async () => {
-  await using upstream = new TestUpstream(echo);
-  await using proxy = startProxy(upstream.address, {
-    pool: "reuse",
-    poolSize: 1,
-    reuseSettleMs: 200,
-  });
-  const a = await connect(proxy.address);
-  const b = await connect(proxy.address);
-  for (const c of [a, b]) {
-    await within(c, 2_000, async () => {
-      await writeAll(c, encoder.encode("hi"));
-      await readExactly(c, 2);
-    });
-  }
-  closeQuietly(a);
-  closeQuietly(b);
-  await proxy.sessionsEnded(2);
-  assertEquals(proxy.sessions.map((s) => s.release).sort(), ["pool full", "pooled"]);
-  assertEquals(proxy.server.pool.stats.settling, 1);
-  await eventually(() => proxy.server.pool.stats.idle === 1, 2_000, "the settled one is idle");
-});
-
 Deno.test("--max-lifetime is shortened by 0-2.5% per connection, so connections retire apart", async () => {
   await using upstream = new TestUpstream(echo);
   const pool = new UpstreamPool({
@@ -586,6 +571,49 @@ Deno.test("--max-lifetime is shortened by 0-2.5% per connection, so connections 
       assert(lifetime <= 100_000 && lifetime >= 97_500, String(lifetime));
     }
     assertGreaterOrEqual(new Set(lifetimes).size, 15, "the lifetimes differ");
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("--max-upstream: a retry that needs room to dial is not starved by idle connections", async () => {
+  await using upstream = new TestUpstream(echo);
+  const pool = new UpstreamPool({
+    upstream: upstream.address,
+    mode: "reuse",
+    maxIdle: 10,
+    minIdle: 0,
+    idleTimeoutMs: 60_000,
+    maxLifetimeMs: 0,
+    connectTimeoutMs: 2_000,
+    maxOpen: 1,
+    queueTimeoutMs: 500,
+    settleMs: 0,
+  });
+  try {
+    // The one slot is held by an idle connection.
+    const first = await pool.borrow(discardingLease);
+    await first.conn.endLease();
+    assertEquals(pool.release(first.conn, true), "pooled");
+    assertEquals(pool.stats.idle, 1);
+    // A retry must dial: the idle connection gives way instead of the retry timing out.
+    const retry = await pool.borrow(discardingLease, undefined, { fresh: true });
+    assertEquals(retry.fromPool, false);
+    assertEquals(pool.stats.idle, 0);
+    await retry.conn.endLease();
+    pool.release(retry.conn, false);
+
+    // The one slot is leased; a retry waits; the connection released meanwhile gives way too.
+    const held = await pool.borrow(discardingLease);
+    const waiting = pool.borrow(discardingLease, undefined, { fresh: true });
+    await delay(50);
+    assertEquals(pool.stats.queued, 1);
+    await held.conn.endLease();
+    pool.release(held.conn, true);
+    const second = await waiting;
+    assertEquals(second.fromPool, false);
+    await second.conn.endLease();
+    pool.release(second.conn, false);
   } finally {
     await pool.close();
   }

@@ -120,3 +120,10 @@ Deno.test("refills that proved themselves end the episode: one info line, and th
   assertEquals(back.length, 1, lines.join("\n"));
   assert(lines.indexOf(back[0]) > 0);
 });
+
+Deno.test("warm --min-idle 10 fills the pool to 10 while idle, beyond one round of 4 dials", async () => {
+  await using upstream = new TestUpstream(echo);
+  await using proxy = startProxy(upstream.address, { pool: "warm", minIdle: 10 });
+  await eventually(() => proxy.server.pool.stats.idle === 10, 3_000, "10 idle");
+  assertEquals(upstream.accepted, 10);
+});

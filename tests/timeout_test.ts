@@ -133,3 +133,33 @@ Deno.test("no timeout fires while bytes keep flowing, even past every timeout", 
   assertEquals(proxy.sessions[0].end, "client-closed");
   assertEquals(proxy.sessions[0].release, "pooled");
 });
+
+Deno.test("with equal timeouts, a client that stops reading a large answer ends client-timeout, not server-timeout", async () => {
+  const answer = new Uint8Array(32 * 1024 * 1024);
+  await using upstream = new TestUpstream(async (conn) => {
+    await conn.read(new Uint8Array(64));
+    await writeAll(conn, answer).catch(() => {});
+  });
+  await using proxy = startProxy(upstream.address, {
+    pool: "off",
+    clientTimeoutMs: 300,
+    serverTimeoutMs: 300,
+  });
+  const client = await connect(proxy.address);
+  try {
+    await writeAll(client, encoder.encode("GET big"));
+    // Reads nothing: the proxy's writes to the client block first.
+    const started = performance.now();
+    await within(client, 3_000, async () => {
+      while (true) {
+        await delay(100);
+        if (proxy.sessions.length > 0) return;
+      }
+    });
+    assertLess(performance.now() - started, 2_500);
+  } finally {
+    closeQuietly(client);
+  }
+  await proxy.sessionsEnded(1);
+  assertEquals(proxy.sessions[0].end, "client-timeout");
+});
