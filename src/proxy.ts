@@ -92,6 +92,8 @@ export interface ShutdownReport {
 const ACCEPT_RETRY_MS = 50;
 /** The longest pause between accepts that fail (out of file descriptors). */
 const ACCEPT_RETRY_MAX_MS = 1_000;
+/** How long accepts must have worked before an episode of failures counts as over. */
+const ACCEPT_RECOVERED_MS = 1_000;
 /** At most one warning per this long that `--max-clients` was reached. */
 const LIMIT_WARNING_INTERVAL_MS = 60_000;
 
@@ -132,6 +134,8 @@ export class ProxyServer {
   readonly #maxClients: number;
   /** Wakes the accept loop when a session ends below `--max-clients`, or at shutdown. */
   #wakeAcceptor: (() => void) | undefined;
+  /** Ends a pause after a failed accept early, at shutdown only. */
+  #wakePause: (() => void) | undefined;
   #limitEpisodes = 0;
   #lastLimitWarningAt = -Infinity;
   #unavailableSinceWarning = 0;
@@ -224,6 +228,7 @@ export class ProxyServer {
       this.#stopping = true;
       closeQuietly(this.#listener);
       this.#wakeAcceptor?.();
+      this.#wakePause?.();
     }
     await this.#accepting;
     const running = this.#sessions.size;
@@ -293,7 +298,10 @@ export class ProxyServer {
   }
 
   async #acceptLoop(): Promise<void> {
+    // An accept failure (out of descriptors) starts an episode: one warning, then pauses that
+    // double while accepts keep failing. It ends once accepts have worked for a quiet while.
     let failedSince: number | undefined;
+    let lastFailureAt = 0;
     let pauseMs = ACCEPT_RETRY_MS;
     while (!this.#stopping) {
       if (this.#maxClients > 0 && this.#sessions.size >= this.#maxClients) {
@@ -313,9 +321,9 @@ export class ProxyServer {
           error instanceof Deno.errors.ConnectionAborted ||
           error instanceof Deno.errors.ConnectionReset
         ) continue;
-        // Out of file descriptors and the like: say so once, pause (longer while it lasts), go on.
+        lastFailureAt = performance.now();
         if (failedSince === undefined) {
-          failedSince = performance.now();
+          failedSince = lastFailureAt;
           this.#log.warn("accept on {listen} failed: {reason}; pausing accepts until it works", {
             listen: formatHostPort(this.address),
             reason: describeError(error),
@@ -326,10 +334,10 @@ export class ProxyServer {
         pauseMs = Math.min(pauseMs * 2, ACCEPT_RETRY_MAX_MS);
         continue;
       }
-      if (failedSince !== undefined) {
+      if (failedSince !== undefined && performance.now() - lastFailureAt >= ACCEPT_RECOVERED_MS) {
         this.#log.info("accepting on {listen} again after {ms}ms", {
           listen: formatHostPort(this.address),
-          ms: Math.round(performance.now() - failedSince),
+          ms: Math.round(lastFailureAt - failedSince),
         });
         failedSince = undefined;
         pauseMs = ACCEPT_RETRY_MS;
@@ -338,15 +346,15 @@ export class ProxyServer {
     }
   }
 
-  /** Waits `ms`, or less if the proxy starts shutting down. */
+  /** Waits `ms`, or less if the proxy starts shutting down (not when a session ends). */
   async #pause(ms: number): Promise<void> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     await new Promise<void>((resolve) => {
-      this.#wakeAcceptor = resolve;
+      this.#wakePause = resolve;
       timer = setTimeout(resolve, ms);
     });
     clearTimeout(timer);
-    this.#wakeAcceptor = undefined;
+    this.#wakePause = undefined;
   }
 
   /**
