@@ -22,6 +22,9 @@ import { parseArgs } from "@std/cli/parse-args";
 import denoJson from "../deno.json" with { type: "json" };
 import { AddressError, formatHostPort, type HostPort, parseHostPort } from "./address.ts";
 import { DurationError, formatDuration, parseDuration } from "./duration.ts";
+import type { Protocol } from "./framing.ts";
+
+export type { Protocol } from "./framing.ts";
 
 /**
  * How upstream connections are pooled.
@@ -74,6 +77,19 @@ export interface ProxyConfig {
   maxUpstream: number;
   /** How long a session waits for a free upstream connection once `maxUpstream` is reached (`queue-timeout`). Default 5000 (5s). Always > 0. */
   queueTimeoutMs: number;
+  /**
+   * The protocol spoken, for exact reuse: `redis` and `memcached` let `reuse` pool a connection
+   * only when its exchange is provably complete; `raw` relies on timing. Default `raw`.
+   */
+  protocol: Protocol;
+  /** With a framed protocol, most bytes of owed responses read and discarded after a client left, before its connection is pooled. Default 262144 (256 KiB). */
+  reuseDrainBytes: number;
+  /** With a framed protocol, how long owed responses may take to arrive after a client left. Default 1000 (1s). Always > 0. */
+  reuseDrainTimeoutMs: number;
+  /** In `raw` reuse, how long a released connection is watched before it is handed out again. Default 5 (5ms); 0 hands it out at once. */
+  reuseSettleMs: number;
+  /** With `--protocol redis`, send `RESET` on a connection left with per-connection state and pool it after `+RESET`, instead of closing it. Default false. */
+  redisReset: boolean;
   /** On SIGINT/SIGTERM, how long active sessions may finish. Default 30000 (30s); 0 closes them at once. */
   drainTimeoutMs: number;
   /** The lowest level logged. Default `info`. */
@@ -122,6 +138,10 @@ export const MAX_POOL_SIZE = 100_000;
 export const MAX_CLIENTS = 1_000_000;
 /** The largest accepted `--max-upstream`. */
 export const MAX_UPSTREAM = 100_000;
+/** The accepted protocols. */
+export const PROTOCOLS: readonly Protocol[] = ["raw", "redis", "memcached"];
+/** The largest accepted `--reuse-drain-bytes`: 1 GiB. */
+export const MAX_DRAIN_BYTES = 1024 * 1024 * 1024;
 
 /**
  * The default `--min-idle` of a pool mode: 4 in `warm`, 0 in `reuse` and `off`.
@@ -149,6 +169,11 @@ export const DEFAULT_CONFIG: Readonly<ProxyConfig> = Object.freeze({
   maxClients: "auto",
   maxUpstream: 0,
   queueTimeoutMs: 5_000,
+  protocol: "raw",
+  reuseDrainBytes: 256 * 1024,
+  reuseDrainTimeoutMs: 1_000,
+  reuseSettleMs: 5,
+  redisReset: false,
   drainTimeoutMs: 30_000,
   logLevel: "info",
   logFormat: "text",
@@ -180,6 +205,10 @@ const VALUE_FLAGS = [
   "max-clients",
   "max-upstream",
   "queue-timeout",
+  "protocol",
+  "reuse-drain-bytes",
+  "reuse-drain-timeout",
+  "reuse-settle",
   "drain-timeout",
   "log-level",
   "log-format",
@@ -202,6 +231,10 @@ const ACCEPTS: Record<ValueFlag, string> = {
   "max-clients": `give an integer from 1 to ${MAX_CLIENTS}, or auto`,
   "max-upstream": `give an integer from 0 (no limit) to ${MAX_UPSTREAM}`,
   "queue-timeout": "give a duration greater than 0, e.g. 5s",
+  "protocol": "use raw, redis or memcached",
+  "reuse-drain-bytes": "give a size in bytes, KiB or MiB, e.g. 256KiB, up to 1GiB",
+  "reuse-drain-timeout": "give a duration greater than 0, e.g. 1s",
+  "reuse-settle": "give a duration, e.g. 5ms, or 0",
   "drain-timeout": "give a duration, e.g. 30s, or 0",
   "log-level": "use debug, info, warn or error",
   "log-format": "use text or json",
@@ -234,7 +267,7 @@ export function parseCli(args: string[]): CliCommand {
   const parsed: unknown = parseArgs(joinSeparateValues(args), {
     string: [...VALUE_FLAGS],
     collect: [...VALUE_FLAGS],
-    boolean: ["help", "version"],
+    boolean: ["help", "version", "redis-reset"],
     unknown: rejectUnknown,
   });
   const raw = toRecord(parsed);
@@ -249,7 +282,7 @@ export function parseCli(args: string[]): CliCommand {
     const value = singleValue(flag, raw[flag]);
     if (value !== undefined) values.set(flag, value);
   }
-  return { kind: "run", config: buildConfig(values) };
+  return { kind: "run", config: buildConfig(values, raw["redis-reset"] === true) };
 }
 
 /** The text printed by `--version`, e.g. `tcp-pool-proxy 0.1.0`. */
@@ -329,6 +362,31 @@ export function helpText(): string {
       `how long a session waits for a free upstream connection (default ${queue})`,
     ],
     ["", "when --max-upstream is reached"],
+    [
+      "--protocol raw|redis|memcached",
+      `the protocol spoken (default ${d.protocol}); with redis or`,
+    ],
+    ["", "memcached, reuse pools a connection only when every request was"],
+    ["", "answered in full (exact reuse); raw relies on timing (see README)"],
+    [
+      "--reuse-drain-bytes SIZE",
+      `redis, memcached: most bytes of owed answers read and dropped after`,
+    ],
+    ["", `a client left, to keep its connection (default ${formatSize(d.reuseDrainBytes)})`],
+    [
+      "--reuse-drain-timeout DURATION",
+      `... and how long they may take (default ${formatDuration(d.reuseDrainTimeoutMs)})`,
+    ],
+    [
+      "--reuse-settle DURATION",
+      `raw reuse: watch a released connection this long before it is`,
+    ],
+    ["", `handed out again (default ${formatDuration(d.reuseSettleMs)}; 0 = at once)`],
+    [
+      "--redis-reset",
+      "redis: send RESET on a connection left with state (SELECT, AUTH, ...)",
+    ],
+    ["", "and pool it after +RESET, instead of closing it (Redis 6.2 and later)"],
     [
       "--drain-timeout DURATION",
       `on SIGINT/SIGTERM, how long active sessions may finish (default ${drain})`,
@@ -423,7 +481,7 @@ function singleValue(flag: ValueFlag, collected: unknown): string | undefined {
   return value;
 }
 
-function buildConfig(values: Map<ValueFlag, string>): ProxyConfig {
+function buildConfig(values: Map<ValueFlag, string>, redisReset: boolean): ProxyConfig {
   const d = DEFAULT_CONFIG;
   const pool = oneOf("pool", values.get("pool"), POOL_MODES, "a pool mode") ?? d.pool;
   const poolSize = integer("pool-size", values.get("pool-size"), MAX_POOL_SIZE) ?? d.poolSize;
@@ -442,6 +500,20 @@ function buildConfig(values: Map<ValueFlag, string>): ProxyConfig {
     throw new ConfigError(
       `--min-idle: ${minIdle} exceeds --max-upstream ${maxUpstream}; use 0 to ${maxUpstream}`,
       "--min-idle",
+    );
+  }
+  const protocol = oneOf("protocol", values.get("protocol"), PROTOCOLS, "a protocol") ??
+    d.protocol;
+  if (redisReset && protocol !== "redis") {
+    throw new ConfigError(
+      `--redis-reset: has no effect with --protocol ${protocol}; drop it, or use --protocol redis`,
+      "--redis-reset",
+    );
+  }
+  if (values.has("reuse-settle") && protocol !== "raw") {
+    throw new ConfigError(
+      `--reuse-settle: has no effect with --protocol ${protocol} (framing knows where answers end); drop it`,
+      "--reuse-settle",
     );
   }
   if (pool === "off" && minIdle > 0) {
@@ -468,11 +540,51 @@ function buildConfig(values: Map<ValueFlag, string>): ProxyConfig {
     maxClients: maxClients(values.get("max-clients")) ?? d.maxClients,
     maxUpstream,
     queueTimeoutMs: duration("queue-timeout", values.get("queue-timeout"), 1) ?? d.queueTimeoutMs,
+    protocol,
+    reuseDrainBytes: size("reuse-drain-bytes", values.get("reuse-drain-bytes")) ??
+      d.reuseDrainBytes,
+    reuseDrainTimeoutMs: duration("reuse-drain-timeout", values.get("reuse-drain-timeout"), 1) ??
+      d.reuseDrainTimeoutMs,
+    reuseSettleMs: duration("reuse-settle", values.get("reuse-settle"), 0) ?? d.reuseSettleMs,
+    redisReset,
     drainTimeoutMs: duration("drain-timeout", values.get("drain-timeout"), 0) ?? d.drainTimeoutMs,
     logLevel: oneOf("log-level", values.get("log-level"), LOG_LEVELS, "a log level") ?? d.logLevel,
     logFormat: oneOf("log-format", values.get("log-format"), LOG_FORMATS, "a log format") ??
       d.logFormat,
   };
+}
+
+const SIZE_UNITS: Record<string, number> = {
+  "": 1,
+  "B": 1,
+  "KiB": 1024,
+  "MiB": 1024 * 1024,
+  "GiB": 1024 ** 3,
+};
+
+/** A size: a whole number with an optional unit B, KiB, MiB or GiB, up to {@link MAX_DRAIN_BYTES}. */
+function size(flag: ValueFlag, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const match = /^(\d+)(B|KiB|MiB|GiB)?$/.exec(text);
+  const bytes = match === null ? NaN : Number(match[1]) * SIZE_UNITS[match[2] ?? ""];
+  if (!Number.isSafeInteger(bytes) || bytes > MAX_DRAIN_BYTES) {
+    const problem = match === null ? "is not a size" : "is too large";
+    throw new ConfigError(
+      `--${flag}: ${JSON.stringify(text)} ${problem}; ${ACCEPTS[flag]}`,
+      `--${flag}`,
+    );
+  }
+  return bytes;
+}
+
+/** A size as help text writes it: `256KiB`, `1MiB`, `100B`. */
+export function formatSize(bytes: number): string {
+  for (const unit of ["GiB", "MiB", "KiB"]) {
+    if (bytes >= SIZE_UNITS[unit] && bytes % SIZE_UNITS[unit] === 0) {
+      return `${bytes / SIZE_UNITS[unit]}${unit}`;
+    }
+  }
+  return `${bytes}B`;
 }
 
 /** `--max-clients`: `auto`, or an integer from 1 to {@link MAX_CLIENTS}. */

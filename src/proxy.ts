@@ -25,6 +25,8 @@ import { type Deadline, DeadlineWheel } from "./deadline_wheel.ts";
 import { unexpectedErrors } from "./failsafe.ts";
 import { getProxyLogger, isDebugEnabled } from "./logging.ts";
 import { QUEUE_TIMEOUT_MS, UpstreamPool } from "./pool.ts";
+import type { Protocol } from "./framing.ts";
+import { protocolSupport } from "./protocols.ts";
 import {
   type SessionContext,
   type SessionEnd,
@@ -60,7 +62,15 @@ export type ProxyServerOptions =
     maxUpstream?: number;
     /** `--queue-timeout` in ms. Default {@link QUEUE_TIMEOUT_MS}. */
     queueTimeoutMs?: number;
-    /** `settleMs` of the pool (`src/pool.ts`); not a command-line flag. */
+    /** `--protocol`: with `redis` or `memcached`, `reuse` pools by framing. Default `raw`. */
+    protocol?: Protocol;
+    /** `--reuse-drain-bytes`. Default 256 KiB. */
+    reuseDrainBytes?: number;
+    /** `--reuse-drain-timeout` in ms. Default 1000. */
+    reuseDrainTimeoutMs?: number;
+    /** `--redis-reset`: RESET a connection left with state instead of closing it. Default false. */
+    redisReset?: boolean;
+    /** `--reuse-settle` in ms: `settleMs` of the pool (`src/pool.ts`), for `raw` only. */
     reuseSettleMs?: number;
     /** `probationMs` of the pool's refills (`src/refill.ts`); not a command-line flag. */
     refillProbationMs?: number;
@@ -160,7 +170,8 @@ export class ProxyServer {
       connectTimeoutMs: options.connectTimeoutMs,
       maxOpen: options.maxUpstream ?? 0,
       queueTimeoutMs: options.queueTimeoutMs ?? QUEUE_TIMEOUT_MS,
-      settleMs: options.reuseSettleMs,
+      // Framing knows where answers end: no timing guess.
+      settleMs: (options.protocol ?? "raw") === "raw" ? options.reuseSettleMs : 0,
       probationMs: options.refillProbationMs,
     });
     this.#maxClients = options.maxClients ?? 0;
@@ -170,6 +181,7 @@ export class ProxyServer {
       finMs: options.finTimeoutMs ?? 0,
     };
     const resolution = wheelResolutionMs(timeouts);
+    const support = protocolSupport(options.protocol ?? "raw");
     this.#wheel = resolution > 0 ? new DeadlineWheel(resolution) : undefined;
     this.#sessionContext = {
       pool: this.pool,
@@ -178,6 +190,12 @@ export class ProxyServer {
       signal: this.#shutdown.signal,
       timeouts,
       wheel: this.#wheel,
+      newTracker: support?.newTracker,
+      drain: {
+        bytes: options.reuseDrainBytes ?? 256 * 1024,
+        timeoutMs: options.reuseDrainTimeoutMs ?? 1_000,
+      },
+      reset: options.redisReset === true ? support?.reset : undefined,
       onEnd: (session) => {
         this.#sessions.delete(session);
         this.#onSessionEnd(session);

@@ -38,6 +38,8 @@ import { closeQuietly, describeError, isLocalInterruption, ReadBuffers, writeAll
 import type { Deadline, DeadlineWheel } from "./deadline_wheel.ts";
 import { UpstreamConnectError } from "./dial.ts";
 import { reportUnexpected } from "./failsafe.ts";
+import type { ExchangeTracker } from "./framing.ts";
+import { ReplayBuffer } from "./replay.ts";
 import { QueueTimeoutError, type ReleaseOutcome, type UpstreamPool } from "./pool.ts";
 import type { LeaseHandlers, UpstreamConn } from "./upstream_conn.ts";
 
@@ -127,6 +129,15 @@ export interface SessionContext {
   /** The one timer wheel that watches every session's timeouts; none when all are 0. */
   wheel: DeadlineWheel<Deadline> | undefined;
   /**
+   * With a framed protocol (`--protocol redis` or `memcached`), makes the tracker that follows
+   * one connection's exchange; `undefined` for `raw`.
+   */
+  newTracker: (() => ExchangeTracker) | undefined;
+  /** After a framed client left: most bytes and time of owed answers read and dropped to keep its connection. */
+  drain: { bytes: number; timeoutMs: number };
+  /** With Redis: the command that clears per-connection state and its one reply (`--redis-reset`). */
+  reset: { command: Uint8Array; reply: Uint8Array } | undefined;
+  /**
    * Called once per session, when it has ended and its upstream connection was released. The
    * summary is built only if asked for, so that the default log level costs nothing per session.
    */
@@ -143,13 +154,18 @@ export interface SessionHandle {
   summary(): SessionSummary;
 }
 
-/** Most client bytes kept for replaying onto a fresh connection. */
-export const REPLAY_LIMIT = 64 * 1024;
+/**
+ * How long a client's FIN is held on a connection that may still be retried, waiting for the
+ * first byte of an answer: a reused connection the upstream closed as it was handed out is then
+ * retried with the FIN, instead of the FIN racing the upstream's close. An upstream that answers
+ * only after EOF is delayed by this much at most.
+ */
+export const FIN_HOLD_MS = 50;
 
 /**
  * Starts relaying client session number `id` to the upstream. The session closes `client` and
  * reports through `context.onEnd` once everything it used is released. No buffer is allocated per
- * chunk (only copies kept for a replay, up to {@link REPLAY_LIMIT}), and little per session: a
+ * chunk (only copies kept for a replay, up to 64 KiB: {@link ReplayBuffer}), and little per session: a
  * session is one object whose methods are its callbacks.
  */
 export function startSession(
@@ -182,19 +198,24 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   #finSentUpstream = false;
   #halfClosed = false;
   #lastSpeaker: "none" | "client" | "upstream" = "none";
+  /** Runs of client chunks with upstream bytes between them: requests, as far as `raw` can tell. */
+  #clientTurns = 0;
   #deliveringToClient = false;
   #bytesFromClient = 0;
   #bytesFromServer = 0;
-  // Replay: client chunks kept, in order, until the upstream answers or they exceed the limit.
-  #replay: Uint8Array[] | undefined;
-  #replayBytes = 0;
-  #replayable = false;
+  /** Client chunks, kept for a replay while one is possible, with the current connection's cursor. */
+  #replay = new ReplayBuffer(false);
+  /** Writes started on the current upstream connection. */
+  #writesToUp = 0;
   #retried = false;
   #release: ReleaseOutcome | "none" = "none";
   #retrying: Promise<boolean> | undefined;
-  /** Client chunks read so far, and how many of them the current upstream has been sent. */
-  #clientChunks = 0;
-  #sentToUpstream = 0;
+  /** A client FIN held back while the connection may still be retried ({@link FIN_HOLD_MS}). */
+  #finHold: ReturnType<typeof setTimeout> | undefined;
+  /** With a framed protocol: follows the current connection's exchange. */
+  #tracker: ExchangeTracker | undefined;
+  /** After the client left, with a framed protocol: owed answers are read and dropped. */
+  #drain: DrainState | undefined;
   // Inactivity timeouts: `performance.now()` of the last byte read from or written to each side
   // (the upstream's from the lease on), and of the first FIN; read by the timer wheel.
   #clientActiveAt: number;
@@ -253,11 +274,14 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   onLease(conn: UpstreamConn, fromPool: boolean): void {
     this.#up = conn;
     this.#serverActiveAt = performance.now();
+    this.#writesToUp = 0;
+    this.#tracker = this.#context.newTracker?.();
     this.#rearm(); // the server timeout starts now
     if (this.#source !== "none") return; // a retry's fresh connection
-    // Only a connection that sat in the pool can be retried, so only then are bytes kept.
-    this.#replayable = fromPool;
     this.#source = fromPool ? "pool" : "dial";
+    // Go's rule: only a connection that served an earlier session may be retried after a client
+    // byte was written to it, so only then are the client's bytes kept for a replay.
+    this.#replay = new ReplayBuffer(conn.leases > 1);
   }
 
   /** How the session ended, from its end signal; `undefined` while it runs. */
@@ -275,27 +299,135 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   /** Unblocks and waits for every user of the sockets, releases the upstream, reports. */
   async #teardown(): Promise<void> {
     this.#context.wheel?.delete(this);
+    clearTimeout(this.#finHold);
+    this.#finHold = undefined;
+    let bound: ReturnType<typeof setTimeout> | undefined;
     try {
-      const clean = this.#isClean();
+      // A framed connection may outlive its client, if its owed answers can be drained.
+      const framed = this.#framedReuse;
+      const keep = framed ? this.#mayDrain() : this.#isClean();
+      if (keep && framed) {
+        this.#drain = { bytes: 0, done: undefined, expect: undefined, matched: 0 };
+        // Everything after the client left is bounded by --reuse-drain-timeout.
+        bound = setTimeout(
+          () => this.#endDrain(false, "owed answers too slow"),
+          this.#context.drain.timeoutMs,
+        );
+      }
       // A write stuck on a peer that stopped reading, a pending read: closing ends them.
-      if (!clean) this.#up?.close();
+      if (!keep) this.#up?.close();
       closeQuietly(this.#client);
+      let ok = false;
       try {
         await this.#starting;
-        if (!clean) this.#up?.close();
+        if (!keep) this.#up?.close();
         await this.#pumping;
         if (this.#retrying !== undefined) await this.#retrying;
+        ok = keep && (!framed || await this.#finishExchange());
       } finally {
+        clearTimeout(bound);
         // Whatever went wrong above, the connection (and its --max-upstream slot) is given back.
         const up = this.#up;
         if (up !== undefined) {
           await up.endLease();
-          this.#release = this.#context.pool.release(up, clean);
+          this.#release = this.#context.pool.release(up, ok);
         }
       }
     } finally {
       this.#context.onEnd(this);
     }
+  }
+
+  // ---- after a framed client left: drain owed answers, reset state ----
+
+  /** Whether the connection can still be brought to a complete exchange once the client is gone. */
+  #mayDrain(): boolean {
+    const up = this.#up;
+    const tracker = this.#tracker;
+    return up !== undefined && tracker !== undefined && !this.#halfClosed &&
+      up.state !== "closed" && up.unfitReason === undefined &&
+      tracker.unfit?.kind !== "broken" && !tracker.partialRequest &&
+      !UNDRAINABLE.has(this.#end ?? "shutdown");
+  }
+
+  /**
+   * Reads the owed answers to their end and drops them, then clears per-connection state with
+   * the protocol's reset if allowed. @returns whether the connection may go back to the pool.
+   */
+  async #finishExchange(): Promise<boolean> {
+    const up = this.#up;
+    const tracker = this.#tracker;
+    const drain = this.#drain;
+    if (up === undefined || tracker === undefined || drain === undefined || !this.#mayDrain()) {
+      return false;
+    }
+    if (tracker.owed > 0 || tracker.partialResponse) {
+      const complete = new Promise<boolean>((resolve) => drain.done = resolve);
+      if (!await complete) return false;
+    }
+    if (tracker.unfit?.kind !== "state") return true;
+    const reset = this.#context.reset;
+    if (reset === undefined) {
+      up.unfitReason ??= tracker.unfit.reason;
+      return false;
+    }
+    drain.expect = reset.reply;
+    const replied = new Promise<boolean>((resolve) => drain.done = resolve);
+    try {
+      await up.write(reset.command);
+    } catch {
+      return false;
+    }
+    return await replied;
+  }
+
+  /** Upstream bytes after the session ended: dropped, counted, and checked for the drain's end. */
+  #drained(conn: UpstreamConn, chunk: Uint8Array): void {
+    const drain = this.#drain;
+    if (drain === undefined) {
+      conn.unfitReason ??= "answer cut short"; // not draining: what is left must not reach anyone
+      return;
+    }
+    const expect = drain.expect;
+    if (expect !== undefined) {
+      // The reset's one reply, byte for byte, and nothing after it.
+      const fits = chunk.length <= expect.length - drain.matched &&
+        chunk.every((byte, i) => byte === expect[drain.matched + i]);
+      if (!fits) {
+        this.#endDrain(false, "unexpected reply to the reset");
+        return;
+      }
+      drain.matched += chunk.length;
+      if (drain.matched === expect.length) this.#endDrain(true);
+      return;
+    }
+    drain.bytes += chunk.length;
+    const tracker = this.#tracker;
+    if (drain.bytes > this.#context.drain.bytes) {
+      this.#endDrain(false, "owed answers over --reuse-drain-bytes");
+    } else if (tracker === undefined || tracker.unfit?.kind === "broken") {
+      this.#endDrain(false, tracker?.unfit?.reason ?? "no framing");
+    } else if (tracker.owed === 0 && !tracker.partialResponse) {
+      this.#endDrain(true);
+    }
+  }
+
+  /** Ends the drain: complete, or not (then the connection is closed, with the reason). */
+  #endDrain(complete: boolean, reason?: string): void {
+    const drain = this.#drain;
+    if (drain === undefined) return;
+    if (!complete && this.#up !== undefined) {
+      this.#up.unfitReason ??= reason ?? "drain failed";
+      this.#up.close();
+    }
+    const done = drain.done;
+    drain.done = undefined;
+    done?.(complete);
+  }
+
+  /** Whether connections are pooled by framing (`--pool reuse` with a framed protocol). */
+  get #framedReuse(): boolean {
+    return this.#context.reuse && this.#context.newTracker !== undefined;
   }
 
   summary(): SessionSummary {
@@ -397,10 +529,9 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
         const chunk = buffers.current.subarray(0, bytesRead);
         this.#clientActiveAt = performance.now();
         this.#bytesFromClient += bytesRead;
+        if (this.#lastSpeaker !== "client") this.#clientTurns++;
         this.#lastSpeaker = "client";
-        const seq = ++this.#clientChunks;
-        this.#keepForReplay(chunk);
-        sending = this.#sendUpstream(chunk, seq);
+        sending = this.#sendUpstream(chunk, this.#replay.take(chunk));
         if (buffers.rotate(bytesRead)) {
           if (!await sending) return;
           sending = undefined;
@@ -412,21 +543,6 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     }
   }
 
-  #keepForReplay(chunk: Uint8Array): void {
-    if (!this.#replayable) return;
-    this.#replayBytes += chunk.length;
-    if (this.#replayBytes > REPLAY_LIMIT) {
-      this.#stopReplay();
-      return;
-    }
-    (this.#replay ??= []).push(chunk.slice());
-  }
-
-  #stopReplay(): void {
-    this.#replayable = false;
-    if (this.#retrying === undefined) this.#replay = undefined;
-  }
-
   /**
    * Sends client chunk number `seq` to the current upstream. During a retry, the retry sends
    * every kept chunk itself; a chunk it already sent is not sent twice.
@@ -435,13 +551,12 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
    */
   async #sendUpstream(chunk: Uint8Array, seq: number): Promise<boolean> {
     if (this.#retrying !== undefined && !await this.#retrying) return false;
-    if (this.#sentToUpstream >= seq) return true;
+    if (this.#replay.isSent(seq)) return true;
     const up = this.#up;
     if (up === undefined) return false;
     try {
-      await up.write(chunk);
-      this.#serverActiveAt = performance.now();
-      if (this.#up === up) this.#sentToUpstream = seq;
+      await this.#writeUp(up, chunk);
+      if (this.#up === up) this.#replay.markSent(seq);
       return this.#end === undefined;
     } catch (error) {
       if (this.#end !== undefined) return false;
@@ -451,8 +566,16 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       }
       // The connection failed under us: a retry (started now, or already by the reader) resends.
       if (!await (this.#retrying ?? this.#retry(up))) return false;
-      return this.#sentToUpstream >= seq || await this.#sendUpstream(chunk, seq);
+      return this.#replay.isSent(seq) || await this.#sendUpstream(chunk, seq);
     }
+  }
+
+  /** Writes client bytes to `up`: the one place they go upstream, and where framing sees them. */
+  async #writeUp(up: UpstreamConn, chunk: Uint8Array): Promise<void> {
+    this.#writesToUp++;
+    this.#tracker?.onClientBytes(chunk);
+    await up.write(chunk);
+    this.#serverActiveAt = performance.now();
   }
 
   async #onClientEof(): Promise<void> {
@@ -463,10 +586,28 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       this.#finish("server-closed");
       return;
     }
-    if (this.#context.reuse && this.#lastSpeaker !== "client" && !this.#answerFlowing()) {
-      // The upstream answered after the client's last bytes, and nothing more is on its way:
-      // the exchange is complete.
+    const tracker = this.#framedReuse ? this.#tracker : undefined;
+    if (tracker !== undefined && tracker.unfit?.kind !== "broken" && !tracker.partialRequest) {
+      // Framed: the FIN is not passed on (the connection stays reusable). Every owed answer is
+      // still relayed to the client (it may have only half-closed), then the session ends; a
+      // client that closed for good is found out by the write, and the answers are drained.
+      if (tracker.owed === 0 && !tracker.partialResponse) this.#finish("client-closed");
+      return;
+    }
+    if (
+      tracker === undefined && this.#context.reuse && this.#lastSpeaker !== "client" &&
+      !this.#answerFlowing() && this.#clientTurns <= 1
+    ) {
+      // Raw: the upstream answered after the client's one request, and nothing more is on its
+      // way: as complete as timing can tell. (With two or more requests, a late tail of an
+      // earlier answer looks the same as a whole answer to the last one: never pooled.)
       this.#finish("client-closed");
+      return;
+    }
+    if (this.#canRetry()) {
+      // Held until an answer begins, the connection fails (then the retry passes it on), or
+      // FIN_HOLD_MS passes: a FIN must not race a reused connection's close.
+      this.#finHold = setTimeout(() => void this.#releaseFin(), FIN_HOLD_MS);
       return;
     }
     await this.#passFinUpstream();
@@ -478,6 +619,14 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
    */
   #answerFlowing(): boolean {
     return this.#deliveringToClient || this.#up?.lastReadFilled === true;
+  }
+
+  /** Passes on a held client FIN, if one is held. */
+  async #releaseFin(): Promise<void> {
+    if (this.#finHold === undefined) return;
+    clearTimeout(this.#finHold);
+    this.#finHold = undefined;
+    if (this.#end === undefined && this.#retrying === undefined) await this.#passFinUpstream();
   }
 
   async #passFinUpstream(): Promise<void> {
@@ -496,11 +645,22 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   // ---- upstream to client (called by the upstream connection's reader) ----
 
   /** Part of {@link LeaseHandlers}: bytes from the upstream go to the client. */
-  async onUpstreamData(_conn: UpstreamConn, chunk: Uint8Array): Promise<void> {
+  async onUpstreamData(conn: UpstreamConn, chunk: Uint8Array): Promise<void> {
     this.#serverActiveAt = performance.now();
     this.#bytesFromServer += chunk.length;
     this.#lastSpeaker = "upstream";
-    if (this.#replayable) this.#stopReplay();
+    // A server that speaks first (MySQL, SMTP, FTP) sets up handshake state that raw reuse
+    // cannot see the end of: never pooled.
+    if (this.#replay.taken === 0) conn.unfitReason ??= "the upstream spoke first (handshake state)";
+    this.#tracker?.onServerBytes(chunk);
+    // An answer began: nothing will be replayed, and a held FIN may go.
+    if (this.#retrying === undefined) this.#replay.drop();
+    else this.#replay.stopKeeping();
+    if (this.#finHold !== undefined) void this.#releaseFin();
+    if (this.#end !== undefined) {
+      this.#drained(conn, chunk);
+      return;
+    }
     this.#deliveringToClient = true;
     try {
       await writeAll(this.#client, chunk);
@@ -509,9 +669,16 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     } catch (error) {
       this.#deliveringToClient = false;
       if (this.#end === undefined) this.#finish("client-error", error);
-      // The answer was cut short: what is left of it must not reach anyone.
-      else if (this.#up !== undefined) this.#up.unfitReason ??= "answer cut short";
+      // The answer was cut short: what is left of it must not reach anyone (framing drains it).
+      else if (this.#drain === undefined) conn.unfitReason ??= "answer cut short";
+      return;
     }
+    // A framed client that sent FIN waits for its owed answers: the last one ends the session.
+    const tracker = this.#tracker;
+    if (
+      this.#clientEof && tracker !== undefined && this.#framedReuse && tracker.owed === 0 &&
+      !tracker.partialResponse && !tracker.partialRequest
+    ) this.#finish("client-closed");
   }
 
   /** Part of {@link LeaseHandlers}: the upstream sent FIN. */
@@ -548,13 +715,19 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   // ---- retry on a fresh connection ----
 
   /**
-   * A pooled connection that failed before anything came back may be replaced, once. (Only a
-   * connection from the pool is ever `#replayable`.)
+   * Go's rule: a connection that failed before anything came back may be replaced, once, when
+   * either no client byte was written to it yet, or it served an earlier session (and every
+   * client byte is kept for the replay). A fresh connection on its first use is never retried
+   * after a byte was written: a server has no reason to hang up on it, and a replay could run a
+   * command twice.
    */
   #canRetry(): boolean {
-    return !this.#retried && this.#replayable && this.#end === undefined &&
+    const up = this.#up;
+    return !this.#retried && this.#end === undefined && up !== undefined &&
+      this.#bytesFromServer === 0 &&
+      (this.#writesToUp === 0 || (up.leases > 1 && this.#replay.whole)) &&
       // A client that sent nothing and left has nothing to rescue.
-      !(this.#clientEof && this.#clientChunks === 0);
+      !(this.#clientEof && this.#replay.taken === 0);
   }
 
   /** Replaces the failed `failed` with a fresh connection and replays the client's bytes. */
@@ -563,8 +736,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     const retrying = this.#replaceUpstream(failed).finally(() => {
       // Every kept chunk has been sent again; there is no second retry to keep them for.
       this.#retrying = undefined;
-      this.#replayable = false;
-      this.#replay = undefined;
+      this.#replay.drop();
     });
     this.#retrying = retrying;
     return retrying;
@@ -579,7 +751,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     if (this.#end !== undefined) return false;
     let fresh: UpstreamConn;
     try {
-      this.#sentToUpstream = 0;
+      this.#replay.restart();
       // Leased through onLease, which makes it the session's connection.
       fresh = (await pool.borrow(this, this.#stop.signal, { fresh: true })).conn;
     } catch (error) {
@@ -590,18 +762,46 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     if (this.#end !== undefined) return false;
     try {
       // Chunks the pump keeps while this runs are sent here too, until caught up.
-      for (const replay = this.#replay ?? []; this.#sentToUpstream < replay.length;) {
-        await fresh.write(replay[this.#sentToUpstream]);
-        this.#serverActiveAt = performance.now();
-        this.#sentToUpstream++;
+      for (let chunk = this.#replay.nextUnsent(); chunk !== undefined;) {
+        await this.#writeUp(fresh, chunk);
+        this.#replay.advance();
+        chunk = this.#replay.nextUnsent();
       }
-      if (this.#finSentUpstream) await fresh.closeWrite();
+      // The client's FIN, passed on or held, goes to the fresh connection too.
+      if (this.#finSentUpstream || this.#finHold !== undefined) {
+        clearTimeout(this.#finHold);
+        this.#finHold = undefined;
+        this.#halfClosed = true;
+        this.#finSentUpstream = true;
+        this.#halfClosing();
+        await fresh.closeWrite();
+      }
     } catch (error) {
       if (this.#end === undefined) this.#finish("server-error", error);
       return false;
     }
     return this.#end === undefined;
   }
+}
+
+/** Ends after which a framed connection is not worth draining: the upstream failed or stalled. */
+const UNDRAINABLE: ReadonlySet<SessionEnd> = new Set<SessionEnd>([
+  "server-timeout",
+  "server-error",
+  "server-closed",
+  "internal-error",
+  "shutdown",
+]);
+
+/** A framed session's connection after its client left. */
+interface DrainState {
+  /** Upstream bytes dropped so far (bounded by `--reuse-drain-bytes`). */
+  bytes: number;
+  /** Called once the drain (or the reset) is over: complete or not. */
+  done: ((complete: boolean) => void) | undefined;
+  /** While a reset runs: the one reply expected, and how much of it arrived. */
+  expect: Uint8Array | undefined;
+  matched: number;
 }
 
 function connectEnd(error: unknown, signal: AbortSignal): SessionEnd {

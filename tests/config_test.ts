@@ -54,6 +54,11 @@ Deno.test("parseCli with no flags gives the documented defaults", () => {
     maxClients: "auto",
     maxUpstream: 0,
     queueTimeoutMs: 5_000,
+    protocol: "raw",
+    reuseDrainBytes: 262_144,
+    reuseDrainTimeoutMs: 1_000,
+    reuseSettleMs: 5,
+    redisReset: false,
     drainTimeoutMs: 30_000,
     logLevel: "info",
     logFormat: "text",
@@ -93,6 +98,11 @@ Deno.test("parseCli reads every flag, with a space or an equals sign", () => {
     "50",
     "--queue-timeout",
     "1.5s",
+    "--protocol=redis",
+    "--reuse-drain-bytes",
+    "1MiB",
+    "--reuse-drain-timeout=250ms",
+    "--redis-reset",
     "--drain-timeout",
     "0s",
     "--log-level=warn",
@@ -114,6 +124,11 @@ Deno.test("parseCli reads every flag, with a space or an equals sign", () => {
     maxClients: 5_000,
     maxUpstream: 50,
     queueTimeoutMs: 1_500,
+    protocol: "redis",
+    reuseDrainBytes: 1_048_576,
+    reuseDrainTimeoutMs: 250,
+    reuseSettleMs: 5,
+    redisReset: true,
     drainTimeoutMs: 0,
     logLevel: "warn",
     logFormat: "json",
@@ -549,4 +564,43 @@ Deno.test("help text lists every flag with its default and a line per pool mode"
     assertMatch(text, new RegExp(`^ +${mode} +\\S`, "m"));
   }
   for (const line of text.split("\n")) assert(line.length <= 100, `help line too long: ${line}`);
+});
+
+Deno.test("--protocol, --reuse-drain-*, --reuse-settle and --redis-reset: accepted forms and one-line rejections", () => {
+  assertEquals(run("--protocol", "memcached").protocol, "memcached");
+  assertEquals(run("--reuse-drain-bytes", "4096").reuseDrainBytes, 4096);
+  assertEquals(run("--reuse-drain-bytes", "64KiB").reuseDrainBytes, 65_536);
+  assertEquals(run("--reuse-drain-bytes", "1GiB").reuseDrainBytes, 1024 ** 3);
+  assertEquals(run("--reuse-settle", "0").reuseSettleMs, 0);
+  assertEquals(run("--reuse-settle", "20ms").reuseSettleMs, 20);
+  rejects(
+    ["--protocol", "mysql"],
+    '--protocol: "mysql" is not a protocol; use raw, redis or memcached',
+    "--protocol",
+  );
+  rejects(
+    ["--reuse-drain-bytes", "lots"],
+    '--reuse-drain-bytes: "lots" is not a size; give a size in bytes, KiB or MiB, e.g. 256KiB, up to 1GiB',
+    "--reuse-drain-bytes",
+  );
+  rejects(
+    ["--reuse-drain-bytes", "2GiB"],
+    '--reuse-drain-bytes: "2GiB" is too large; give a size in bytes, KiB or MiB, e.g. 256KiB, up to 1GiB',
+    "--reuse-drain-bytes",
+  );
+  rejects(
+    ["--reuse-drain-timeout", "0"],
+    '--reuse-drain-timeout: "0" must be greater than 0; give a duration greater than 0, e.g. 1s',
+    "--reuse-drain-timeout",
+  );
+  rejects(
+    ["--redis-reset"],
+    "--redis-reset: has no effect with --protocol raw; drop it, or use --protocol redis",
+    "--redis-reset",
+  );
+  rejects(
+    ["--protocol", "memcached", "--reuse-settle", "5ms"],
+    "--reuse-settle: has no effect with --protocol memcached (framing knows where answers end); drop it",
+    "--reuse-settle",
+  );
 });

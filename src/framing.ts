@@ -1,0 +1,65 @@
+/**
+ * What a framed protocol tells the pool: where requests and responses begin and end, so that a
+ * connection goes back only when its exchange is provably complete (`--protocol redis` or
+ * `memcached`; `raw` has no framing and relies on timing).
+ *
+ * A {@link ExchangeTracker} watches both directions of one session as the relay forwards them. It
+ * finds message boundaries only: it never buffers a whole message, never changes or copies a
+ * relayed byte, and keeps only the few bytes of a header split across two reads. Bytes that are
+ * not valid for the protocol never stop the relay: the tracker marks the connection unfit and the
+ * bytes go on as they are.
+ *
+ * @module
+ */
+
+/** The protocols `--protocol` accepts. */
+export type Protocol = "raw" | "redis" | "memcached";
+
+/**
+ * Why a connection may not go back to the pool as it is, by how bad it is:
+ * - `state`: a command left per-connection state (Redis `SELECT`, `AUTH`, an open `MULTI`, ...).
+ *   The exchange itself is framed, so a reset (Redis `RESET`) can clear it.
+ * - `broken`: the exchange can no longer be followed (invalid bytes, the memcached binary
+ *   protocol, `MONITOR`, `CLIENT REPLY OFF`, a quiet request that was never settled, `QUIT`), so
+ *   only closing the connection is safe.
+ */
+export interface Unfit {
+  /** How bad it is; see the interface documentation. */
+  kind: "state" | "broken";
+  /** One line for the debug log, e.g. `SELECT changes per-connection state`. */
+  reason: string;
+}
+
+/**
+ * Follows the exchange of one session in one protocol. The relay calls {@link onClientBytes}
+ * with every chunk it forwards upstream and {@link onServerBytes} with every chunk it relays
+ * back, in order; both are synchronous and cheap (a loop over header bytes, data blocks skipped
+ * by their length).
+ */
+export interface ExchangeTracker {
+  /** Client bytes, as forwarded upstream. Never keeps a reference to `chunk`. */
+  onClientBytes(chunk: Uint8Array): void;
+  /** Upstream bytes, as relayed to the client (or discarded while draining). Never keeps `chunk`. */
+  onServerBytes(chunk: Uint8Array): void;
+  /**
+   * Responses still owed: complete requests forwarded whose complete response has not arrived
+   * (a request that may rightly get no response, such as a memcached quiet or `noreply` one,
+   * counts until a later response settles it).
+   */
+  readonly owed: number;
+  /** Whether a request was forwarded in part (its end not seen yet). */
+  readonly partialRequest: boolean;
+  /** Whether a response has arrived in part (its end not seen yet). */
+  readonly partialResponse: boolean;
+  /** Set once something makes the connection unfit; the worst reason wins. */
+  readonly unfit: Unfit | undefined;
+}
+
+/**
+ * Whether the exchange is provably complete and the connection could go back as it is: nothing
+ * owed, nothing partial, nothing unfit.
+ */
+export function isComplete(tracker: ExchangeTracker): boolean {
+  return tracker.owed === 0 && !tracker.partialRequest && !tracker.partialResponse &&
+    tracker.unfit === undefined;
+}

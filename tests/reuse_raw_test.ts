@@ -1,0 +1,147 @@
+/**
+ * `raw` reuse made as safe as timing allows, and the retry rule (Go's) for every mode: the cases
+ * of issue 7 that need no framing, each asserting on bytes that no client receives another's.
+ */
+
+import { assert, assertEquals, assertNotEquals } from "./_assert.ts";
+import {
+  closeQuietly,
+  connect,
+  decoder,
+  delay,
+  echo,
+  encoder,
+  readExactly,
+  readToEnd,
+  roundTrip,
+  startProxy,
+  TestUpstream,
+  within,
+  writeAll,
+} from "./_net.ts";
+
+async function readSome(conn: Deno.Conn, n: number): Promise<string> {
+  return decoder.decode(await readExactly(conn, n));
+}
+
+Deno.test("raw reuse: an earlier answer's tail after a second request never makes the connection look done (case 1)", async () => {
+  // Request 1 gets half its answer, the client sends request 2, the rest of answer 1 arrives,
+  // and the answer to request 2 comes later: it must never reach another client.
+  await using upstream = new TestUpstream(async (conn, index) => {
+    const buffer = new Uint8Array(64);
+    if (index > 0) return await echo(conn);
+    await conn.read(buffer); // request 1
+    await writeAll(conn, encoder.encode("A1-part|"));
+    await conn.read(buffer); // request 2
+    await writeAll(conn, encoder.encode("A1-rest|"));
+    await delay(30);
+    await writeAll(conn, encoder.encode("ANSWER-2")).catch(() => {});
+    await conn.read(buffer).catch(() => null);
+  });
+  await using proxy = startProxy(upstream.address, { pool: "reuse" });
+  const client = await connect(proxy.address);
+  try {
+    await within(client, 3_000, async () => {
+      await writeAll(client, encoder.encode("request-1"));
+      assertEquals(await readSome(client, 8), "A1-part|");
+      await writeAll(client, encoder.encode("request-2"));
+      assertEquals(await readSome(client, 8), "A1-rest|");
+      await client.closeWrite();
+      await readToEnd(client).catch(() => new Uint8Array());
+    });
+  } finally {
+    closeQuietly(client);
+  }
+  await proxy.sessionsEnded(1);
+  assertNotEquals(proxy.sessions[0].release, "pooled");
+  for (let i = 0; i < 3; i++) {
+    assertEquals(await roundTrip(proxy.address, "mine!"), "mine!");
+    await delay(20);
+  }
+});
+
+Deno.test("warm: a fresh connection closed after the command was written is not retried, so the command runs once (case 3)", async () => {
+  let commands = 0;
+  await using upstream = new TestUpstream(async (conn, index) => {
+    const buffer = new Uint8Array(64);
+    const n = await conn.read(buffer);
+    if (n === null) return;
+    commands++;
+    if (index === 0) return; // read the command, closed without answering (memcached quit, a crash)
+    await writeAll(conn, buffer.subarray(0, n));
+    await echo(conn);
+  });
+  await using proxy = startProxy(upstream.address, { pool: "warm", minIdle: 1 });
+  await delay(100); // the pre-dialled connection is ready
+  const client = await connect(proxy.address);
+  let got = "";
+  try {
+    got = await within(client, 3_000, async () => {
+      await writeAll(client, encoder.encode("INCR counter"));
+      return decoder.decode(await readToEnd(client).catch(() => new Uint8Array()));
+    });
+  } finally {
+    closeQuietly(client);
+  }
+  await proxy.sessionsEnded(1);
+  assertEquals(proxy.sessions[0].source, "pool");
+  assertEquals(proxy.sessions[0].retried, false);
+  assertEquals(got, "");
+  await delay(50);
+  assertEquals(commands, 1, "the command reached the upstream once");
+});
+
+Deno.test("reuse: a reused connection the upstream closes as it is handed out gets the request and the FIN replayed (case 4)", async () => {
+  await using upstream = new TestUpstream(async (conn, index) => {
+    const buffer = new Uint8Array(64);
+    if (index > 0) return await echo(conn); // echoes, and closes after the client's FIN
+    const n = await conn.read(buffer);
+    if (n === null) return;
+    await writeAll(conn, buffer.subarray(0, n));
+    await conn.read(buffer); // the next client's request arrives: closed without answering
+  });
+  await using proxy = startProxy(upstream.address, { pool: "reuse" });
+  assertEquals(await roundTrip(proxy.address, "first"), "first");
+  await proxy.sessionsEnded(1);
+  assertEquals(proxy.sessions[0].release, "pooled");
+  const client = await connect(proxy.address);
+  let got = "";
+  try {
+    got = await within(client, 3_000, async () => {
+      // The request and the FIN together, as a client that sends and shuts its write side.
+      await writeAll(client, encoder.encode("second"));
+      await client.closeWrite();
+      return decoder.decode(await readToEnd(client));
+    });
+  } finally {
+    closeQuietly(client);
+  }
+  assertEquals(got, "second");
+  await proxy.sessionsEnded(2);
+  assertEquals(proxy.sessions[1].retried, true);
+});
+
+Deno.test("raw reuse: a connection whose upstream spoke first (a greeting) is never reused, even after a clean exchange", async () => {
+  await using upstream = new TestUpstream(async (conn) => {
+    await writeAll(conn, encoder.encode("220 hello\r\n"));
+    await echo(conn);
+  });
+  await using proxy = startProxy(upstream.address, { pool: "reuse" });
+  for (let i = 0; i < 3; i++) {
+    const client = await connect(proxy.address);
+    try {
+      await within(client, 3_000, async () => {
+        // Every client, first or not, is greeted: it never gets a logged-in connection.
+        assertEquals(await readSome(client, 11), "220 hello\r\n");
+        await writeAll(client, encoder.encode("LOGIN"));
+        assertEquals(await readSome(client, 5), "LOGIN");
+      });
+    } finally {
+      closeQuietly(client);
+    }
+  }
+  await proxy.sessionsEnded(3);
+  for (const session of proxy.sessions) assertEquals(session.release, "unfit");
+  assertEquals(upstream.accepted, 3);
+  assert(proxy.server.pool.stats.idle === 0);
+});
