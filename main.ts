@@ -118,6 +118,13 @@ async function serve(config: ProxyConfig): Promise<number> {
   const stopSignal = firstStopSignal(log, server);
   logStateOnHangup(server);
   logListening(log, server, config, limit);
+  if (config.pool === "reuse" && config.protocol === "raw") {
+    log.warn(
+      "--pool reuse with --protocol raw guesses by timing where an answer ends: a client that " +
+        "pipelines or leaves before its whole answer can leave bytes that reach the next client; " +
+        "use --protocol redis or memcached for exact reuse (see README)",
+    );
+  }
   const signal = await stopSignal;
   log.info("{signal}: draining {sessions} sessions for up to {drain}", {
     signal,

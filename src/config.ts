@@ -396,7 +396,7 @@ export function helpText(): string {
     ["--help", "print this help and exit"],
     ["--version", "print the version and exit"],
   ];
-  const flags = rows.map(([flag, text]) => `  ${flag.padEnd(26)}  ${text}`.trimEnd());
+  const flags = rows.map(([flag, text]) => `  ${flag.padEnd(30)}  ${text}`.trimEnd());
   return [
     `tcp-pool-proxy ${VERSION}: a TCP proxy that can keep upstream connections ready in a pool.`,
     "",
