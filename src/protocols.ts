@@ -6,6 +6,8 @@
  */
 
 import type { ExchangeTracker, Protocol } from "./framing.ts";
+import { MemcachedTracker } from "./memcached.ts";
+import { REDIS_RESET_COMMAND, REDIS_RESET_REPLY, RedisTracker } from "./resp.ts";
 
 /** What a framed protocol brings. */
 export interface ProtocolSupport {
@@ -15,12 +17,15 @@ export interface ProtocolSupport {
   reset?: { command: Uint8Array; reply: Uint8Array };
 }
 
+const SUPPORT: Record<Exclude<Protocol, "raw">, ProtocolSupport> = {
+  redis: {
+    newTracker: () => new RedisTracker(),
+    reset: { command: REDIS_RESET_COMMAND, reply: REDIS_RESET_REPLY },
+  },
+  memcached: { newTracker: () => new MemcachedTracker() },
+};
+
 /** The support for `protocol`; `undefined` for `raw`, which has no framing. */
 export function protocolSupport(protocol: Protocol): ProtocolSupport | undefined {
-  switch (protocol) {
-    case "raw":
-      return undefined;
-    default:
-      throw new Error(`protocol ${protocol} is not built yet`);
-  }
+  return protocol === "raw" ? undefined : SUPPORT[protocol];
 }

@@ -368,8 +368,9 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     if (tracker.unfit?.kind !== "state") return true;
     const reset = this.#context.reset;
     if (reset === undefined) {
+      // Complete, but with state: the pool refuses it as unfit, with the command named.
       up.unfitReason ??= tracker.unfit.reason;
-      return false;
+      return true;
     }
     drain.expect = reset.reply;
     const replied = new Promise<boolean>((resolve) => drain.done = resolve);
