@@ -396,7 +396,12 @@ export function helpText(): string {
     ["--help", "print this help and exit"],
     ["--version", "print the version and exit"],
   ];
-  const flags = rows.map(([flag, text]) => `  ${flag.padEnd(30)}  ${text}`.trimEnd());
+  // A flag wider than its column goes on a line of its own, its text under the others'.
+  const flags = rows.flatMap(([flag, text]) =>
+    flag.length > 26
+      ? [`  ${flag}`, `  ${"".padEnd(26)}  ${text}`]
+      : [`  ${flag.padEnd(26)}  ${text}`.trimEnd()]
+  );
   return [
     `tcp-pool-proxy ${VERSION}: a TCP proxy that can keep upstream connections ready in a pool.`,
     "",

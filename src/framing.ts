@@ -20,7 +20,7 @@ export type Protocol = "raw" | "redis" | "memcached";
  * - `state`: a command left per-connection state (Redis `SELECT`, `AUTH`, an open `MULTI`, ...).
  *   The exchange itself is framed, so a reset (Redis `RESET`) can clear it.
  * - `broken`: the exchange can no longer be followed (invalid bytes, the memcached binary
- *   protocol, `MONITOR`, `CLIENT REPLY OFF`, a quiet request that was never settled, `QUIT`), so
+ *   protocol, `MONITOR`, `CLIENT REPLY OFF`, `QUIT`), so
  *   only closing the connection is safe.
  */
 export interface Unfit {
@@ -44,9 +44,16 @@ export interface ExchangeTracker {
   /**
    * Responses still owed: complete requests forwarded whose complete response has not arrived
    * (a request that may rightly get no response, such as a memcached quiet or `noreply` one,
-   * counts until a later response settles it).
+   * counts until a response that can only come after it, memcached's `MN`, settles it).
    */
   readonly owed: number;
+  /**
+   * Whether every owed response can be told apart when it arrives, so that waiting for them can
+   * end; false while a request that may rightly get no response is owed with nothing after it to
+   * settle it (a memcached quiet or `noreply` request with no `mn` after it). A session never
+   * waits for, nor drains, answers that cannot settle: the connection is closed instead.
+   */
+  readonly settleable: boolean;
   /** Whether a request was forwarded in part (its end not seen yet). */
   readonly partialRequest: boolean;
   /** Whether a response has arrived in part (its end not seen yet). */

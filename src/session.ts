@@ -346,7 +346,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     const tracker = this.#tracker;
     return up !== undefined && tracker !== undefined && !this.#halfClosed &&
       up.state !== "closed" && up.unfitReason === undefined &&
-      tracker.unfit?.kind !== "broken" && !tracker.partialRequest &&
+      tracker.unfit?.kind !== "broken" && !tracker.partialRequest && tracker.settleable &&
       !UNDRAINABLE.has(this.#end ?? "shutdown");
   }
 
@@ -588,7 +588,10 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       return;
     }
     const tracker = this.#framedReuse ? this.#tracker : undefined;
-    if (tracker !== undefined && tracker.unfit?.kind !== "broken" && !tracker.partialRequest) {
+    if (
+      tracker !== undefined && tracker.unfit?.kind !== "broken" && !tracker.partialRequest &&
+      tracker.settleable
+    ) {
       // Framed: the FIN is not passed on (the connection stays reusable). Every owed answer is
       // still relayed to the client (it may have only half-closed), then the session ends; a
       // client that closed for good is found out by the write, and the answers are drained.

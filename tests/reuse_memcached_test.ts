@@ -1,0 +1,198 @@
+/**
+ * Exact reuse with `--protocol memcached`, through an in-process proxy in front of a real
+ * memcached started by the test (ignored, with the reason, where memcached is not installed):
+ * complete exchanges are pooled, quiet batches count only once settled by `mn`, answers a client
+ * left are drained or the connection closed, and the binary protocol is relayed but never pooled.
+ */
+
+import { assertEquals, assertNotEquals } from "./_assert.ts";
+import {
+  closeQuietly,
+  connect,
+  decoder,
+  delay,
+  encoder,
+  readExactly,
+  startProxy,
+  type TestProxy,
+  within,
+  writeAll,
+} from "./_net.ts";
+import type { HostPort } from "../src/address.ts";
+
+function findMemcached(): string | undefined {
+  try {
+    const out = new Deno.Command("sh", { args: ["-c", "command -v memcached"], stderr: "null" })
+      .outputSync();
+    const path = decoder.decode(out.stdout).trim();
+    return out.success && path !== "" ? path : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const MEMCACHED = findMemcached();
+const ignored = MEMCACHED === undefined ? " (ignored: memcached not found)" : "";
+
+/** A memcached on a free loopback port, stopped by its handle. */
+async function startMemcached(): Promise<
+  { address: HostPort; [Symbol.asyncDispose](): Promise<void> }
+> {
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = probe.addr.port;
+  probe.close();
+  const child = new Deno.Command(MEMCACHED!, {
+    // -u: memcached refuses to run as root without it (and ignores it otherwise).
+    args: ["-p", String(port), "-l", "127.0.0.1", "-U", "0", "-m", "64", "-t", "1", "-u", "nobody"],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const address = { hostname: "127.0.0.1", port };
+  for (let i = 0; i < 100; i++) {
+    try {
+      closeQuietly(await Deno.connect(address));
+      break;
+    } catch {
+      await delay(20);
+    }
+  }
+  return {
+    address,
+    [Symbol.asyncDispose]: async () => {
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // it has exited already
+      }
+      await child.status;
+    },
+  };
+}
+
+/** memcached's own count of connections opened since it started (`stats` `total_connections`). */
+async function totalConnections(address: HostPort): Promise<number> {
+  const conn = await connect(address);
+  try {
+    return await within(conn, 3_000, async () => {
+      await writeAll(conn, encoder.encode("stats\r\n"));
+      let text = "";
+      const buffer = new Uint8Array(16 * 1024);
+      while (!text.includes("END\r\n")) {
+        const n = await conn.read(buffer);
+        if (n === null) break;
+        text += decoder.decode(buffer.subarray(0, n));
+      }
+      return Number(/STAT total_connections (\d+)/.exec(text)?.[1]);
+    });
+  } finally {
+    closeQuietly(conn);
+  }
+}
+
+/** One client: sends `request`, reads `expected.length` bytes, closes; waits for its session. */
+async function exchange(proxy: TestProxy, request: string, expected: string): Promise<string> {
+  const ended = proxy.sessions.length;
+  const client = await connect(proxy.address);
+  try {
+    return await within(client, 5_000, async () => {
+      await writeAll(client, encoder.encode(request));
+      return decoder.decode(await readExactly(client, encoder.encode(expected).length));
+    });
+  } finally {
+    closeQuietly(client);
+    await proxy.sessionsEnded(ended + 1);
+  }
+}
+
+function test(name: string, fn: () => Promise<void>): void {
+  Deno.test({ name: `${name}${ignored}`, ignore: MEMCACHED === undefined, fn });
+}
+
+test("memcached: set and get through reuse use one upstream connection for many clients", async () => {
+  await using server = await startMemcached();
+  await using proxy = startProxy(server.address, { pool: "reuse", protocol: "memcached" });
+  const before = await totalConnections(server.address);
+  assertEquals(await exchange(proxy, "set k 0 0 5\r\nhello\r\n", "STORED\r\n"), "STORED\r\n");
+  for (let i = 0; i < 10; i++) {
+    const answer = "VALUE k 0 5\r\nhello\r\nEND\r\n";
+    assertEquals(await exchange(proxy, "get k\r\n", answer), answer);
+  }
+  assertEquals(proxy.sessions.every((s) => s.release === "pooled"), true);
+  // One for the proxy's connection, one for this stats call.
+  assertEquals(await totalConnections(server.address) - before, 2);
+});
+
+test("memcached: a quiet batch ended by mn is settled and pooled; without mn it is not", async () => {
+  await using server = await startMemcached();
+  await using proxy = startProxy(server.address, { pool: "reuse", protocol: "memcached" });
+  // Quiet sets answer nothing on success; mn answers MN after everything before it.
+  const batch = "ms a 1 q\r\n1\r\nms b 1 q\r\n2\r\nmn\r\n";
+  assertEquals(await exchange(proxy, batch, "MN\r\n"), "MN\r\n");
+  assertEquals(proxy.sessions[0].release, "pooled");
+  // A quiet get that misses answers nothing; with no mn after it, its answer may still come.
+  const client = await connect(proxy.address);
+  try {
+    await writeAll(client, encoder.encode("mg missing v q\r\n"));
+    await delay(50);
+  } finally {
+    closeQuietly(client);
+  }
+  await proxy.sessionsEnded(2);
+  assertNotEquals(proxy.sessions[1].release, "pooled");
+});
+
+test("memcached: a client that reads the start of a large value and leaves never passes its tail on", async () => {
+  await using server = await startMemcached();
+  await using proxy = startProxy(server.address, { pool: "reuse", protocol: "memcached" });
+  const value = "v".repeat(512 * 1024);
+  assertEquals(
+    await exchange(proxy, `set big 0 0 ${value.length}\r\n${value}\r\n`, "STORED\r\n"),
+    "STORED\r\n",
+  );
+  const client = await connect(proxy.address);
+  try {
+    await within(client, 3_000, async () => {
+      await writeAll(client, encoder.encode("get big\r\n"));
+      await readExactly(client, 100);
+    });
+  } finally {
+    closeQuietly(client);
+  }
+  await proxy.sessionsEnded(2);
+  for (let i = 0; i < 5; i++) {
+    assertEquals(await exchange(proxy, "version\r\n", "VERSION "), "VERSION ");
+  }
+});
+
+test("memcached: the binary protocol is relayed byte for byte and never pooled", async () => {
+  await using server = await startMemcached();
+  await using proxy = startProxy(server.address, { pool: "reuse", protocol: "memcached" });
+  // A binary "version" request: magic 0x80, opcode 0x0b, no key, no extras, no body.
+  const request = new Uint8Array(24);
+  request[0] = 0x80;
+  request[1] = 0x0b;
+  const client = await connect(proxy.address);
+  try {
+    const header = await within(client, 3_000, async () => {
+      await writeAll(client, request);
+      return await readExactly(client, 24);
+    });
+    assertEquals(header[0], 0x81, "a binary response came back");
+  } finally {
+    closeQuietly(client);
+  }
+  await proxy.sessionsEnded(1);
+  assertNotEquals(proxy.sessions[0].release, "pooled");
+});
+
+test("memcached: noreply without a later mn is never taken as settled", async () => {
+  await using server = await startMemcached();
+  await using proxy = startProxy(server.address, { pool: "reuse", protocol: "memcached" });
+  const answer = "VALUE n 0 1\r\n1\r\nEND\r\n";
+  assertEquals(await exchange(proxy, "set n 0 0 1 noreply\r\n1\r\nget n\r\n", answer), answer);
+  assertNotEquals(proxy.sessions[0].release, "pooled");
+  // With mn after it, the same is settled.
+  assertEquals(await exchange(proxy, "set n 0 0 1 noreply\r\n2\r\nmn\r\n", "MN\r\n"), "MN\r\n");
+  assertEquals(proxy.sessions[1].release, "pooled");
+});
