@@ -9,20 +9,75 @@ import type { ExchangeTracker, Protocol } from "./framing.ts";
 import { MemcachedTracker } from "./memcached.ts";
 import { REDIS_RESET_COMMAND, REDIS_RESET_REPLY, RedisTracker } from "./resp.ts";
 
+/**
+ * A client's goodbye: the command a client sends before it closes (Redis `QUIT`, memcached
+ * `quit`). Passed on, it would make the server close a connection that could serve the next
+ * client, so the proxy answers it itself, as mcrouter and PgBouncer do.
+ */
+export interface Goodbye {
+  /** How many bytes at the end of `chunk` are the goodbye command (0 when it does not end so). */
+  suffix(chunk: Uint8Array): number;
+  /** What the server would have answered, sent to the client after every owed answer. */
+  reply: Uint8Array | undefined;
+}
+
 /** What a framed protocol brings. */
 export interface ProtocolSupport {
   /** A tracker for one connection's exchange. */
   newTracker: () => ExchangeTracker;
   /** The command that clears per-connection state, and its one reply, if the protocol has one. */
   reset?: { command: Uint8Array; reply: Uint8Array };
+  /** The client's goodbye, answered by the proxy. */
+  goodbye: Goodbye;
 }
+
+const encoder = new TextEncoder();
+
+/**
+ * The length of `text` at the end of `chunk`, matched without regard to ASCII case when
+ * `anyCase`, and starting a line (at the chunk's start or after `\n`); 0 when it is not there.
+ */
+function endsWithLine(chunk: Uint8Array, text: Uint8Array, anyCase: boolean): number {
+  const start = chunk.length - text.length;
+  if (start < 0 || (start > 0 && chunk[start - 1] !== 0x0a)) return 0;
+  for (let i = 0; i < text.length; i++) {
+    const a = chunk[start + i];
+    const b = text[i];
+    if (
+      a !== b && !(anyCase && (a | 0x20) === (b | 0x20) && (b | 0x20) >= 0x61 && (b | 0x20) <= 0x7a)
+    ) {
+      return 0;
+    }
+  }
+  return text.length;
+}
+
+/** The first of `forms` that ends `chunk`, by its length; 0 for none. */
+function suffixOf(chunk: Uint8Array, forms: readonly Uint8Array[], anyCase: boolean): number {
+  for (const form of forms) {
+    const length = endsWithLine(chunk, form, anyCase);
+    if (length > 0) return length;
+  }
+  return 0;
+}
+
+const REDIS_QUIT = ["*1\r\n$4\r\nQUIT\r\n", "QUIT\r\n", "QUIT\n"].map((t) => encoder.encode(t));
+const MEMCACHED_QUIT = ["quit\r\n", "quit\n"].map((t) => encoder.encode(t));
 
 const SUPPORT: Record<Exclude<Protocol, "raw">, ProtocolSupport> = {
   redis: {
     newTracker: () => new RedisTracker(),
     reset: { command: REDIS_RESET_COMMAND, reply: REDIS_RESET_REPLY },
+    goodbye: {
+      suffix: (chunk) => suffixOf(chunk, REDIS_QUIT, true),
+      reply: encoder.encode("+OK\r\n"),
+    },
   },
-  memcached: { newTracker: () => new MemcachedTracker() },
+  memcached: {
+    newTracker: () => new MemcachedTracker(),
+    // memcached closes at once, answering nothing; its commands are lower case.
+    goodbye: { suffix: (chunk) => suffixOf(chunk, MEMCACHED_QUIT, false), reply: undefined },
+  },
 };
 
 /** The support for `protocol`; `undefined` for `raw`, which has no framing. */

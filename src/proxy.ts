@@ -196,6 +196,7 @@ export class ProxyServer {
         timeoutMs: options.reuseDrainTimeoutMs ?? 1_000,
       },
       reset: options.redisReset === true ? support?.reset : undefined,
+      goodbye: support?.goodbye,
       onEnd: (session) => {
         this.#sessions.delete(session);
         this.#onSessionEnd(session);

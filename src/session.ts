@@ -39,6 +39,7 @@ import type { Deadline, DeadlineWheel } from "./deadline_wheel.ts";
 import { UpstreamConnectError } from "./dial.ts";
 import { reportUnexpected } from "./failsafe.ts";
 import type { ExchangeTracker } from "./framing.ts";
+import type { Goodbye } from "./protocols.ts";
 import { ReplayBuffer } from "./replay.ts";
 import { QueueTimeoutError, type ReleaseOutcome, type UpstreamPool } from "./pool.ts";
 import type { LeaseHandlers, UpstreamConn } from "./upstream_conn.ts";
@@ -137,6 +138,8 @@ export interface SessionContext {
   drain: { bytes: number; timeoutMs: number };
   /** With Redis: the command that clears per-connection state and its one reply (`--redis-reset`). */
   reset: { command: Uint8Array; reply: Uint8Array } | undefined;
+  /** With a framed protocol: the client's goodbye (`QUIT`, `quit`), answered by the proxy. */
+  goodbye: Goodbye | undefined;
   /**
    * Called once per session, when it has ended and its upstream connection was released. The
    * summary is built only if asked for, so that the default log level costs nothing per session.
@@ -216,6 +219,8 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   #tracker: ExchangeTracker | undefined;
   /** After the client left, with a framed protocol: owed answers are read and dropped. */
   #drain: DrainState | undefined;
+  /** The client said goodbye (`QUIT`): the proxy answers it once every owed answer is out. */
+  #saidGoodbye = false;
   // Inactivity timeouts: `performance.now()` of the last byte read from or written to each side
   // (the upstream's from the lease on), and of the first FIN; read by the timer wheel.
   #clientActiveAt: number;
@@ -532,7 +537,22 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
         this.#bytesFromClient += bytesRead;
         if (this.#lastSpeaker !== "client") this.#clientTurns++;
         this.#lastSpeaker = "client";
-        sending = this.#sendUpstream(chunk, this.#replay.take(chunk));
+        const goodbye = this.#goodbyeLength(chunk);
+        const forward = goodbye > 0 ? chunk.subarray(0, chunk.length - goodbye) : chunk;
+        if (forward.length > 0) sending = this.#sendUpstream(forward, this.#replay.take(forward));
+        if (goodbye > 0) {
+          if (this.#tracker?.partialRequest === false && this.#retrying === undefined) {
+            // A goodbye at a request boundary: not passed on; the session ends as at a FIN.
+            this.#saidGoodbye = true;
+            if (sending !== undefined && !await sending) return;
+            sending = undefined;
+            await this.#onClientEof();
+            return;
+          }
+          const rest = chunk.subarray(chunk.length - goodbye);
+          if (sending !== undefined && !await sending) return;
+          sending = this.#sendUpstream(rest, this.#replay.take(rest));
+        }
         if (buffers.rotate(bytesRead)) {
           if (!await sending) return;
           sending = undefined;
@@ -579,6 +599,25 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     this.#serverActiveAt = performance.now();
   }
 
+  /** The bytes of a goodbye command ending `chunk`, if the exchange is framed and reused. */
+  #goodbyeLength(chunk: Uint8Array): number {
+    const goodbye = this.#context.goodbye;
+    return goodbye === undefined || !this.#framedReuse ? 0 : goodbye.suffix(chunk);
+  }
+
+  /** Every owed answer is out: answers a goodbye if there was one, then ends the session. */
+  async #answeredAll(): Promise<void> {
+    const reply = this.#context.goodbye?.reply;
+    if (this.#saidGoodbye && reply !== undefined) {
+      try {
+        await writeAll(this.#client, reply);
+      } catch {
+        // the client did not wait for it
+      }
+    }
+    this.#finish("client-closed");
+  }
+
   async #onClientEof(): Promise<void> {
     this.#clientEof = true;
     if (this.#retrying !== undefined && !await this.#retrying) return;
@@ -595,7 +634,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       // Framed: the FIN is not passed on (the connection stays reusable). Every owed answer is
       // still relayed to the client (it may have only half-closed), then the session ends; a
       // client that closed for good is found out by the write, and the answers are drained.
-      if (tracker.owed === 0 && !tracker.partialResponse) this.#finish("client-closed");
+      if (tracker.owed === 0 && !tracker.partialResponse) await this.#answeredAll();
       return;
     }
     if (
@@ -682,7 +721,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     if (
       this.#clientEof && tracker !== undefined && this.#framedReuse && tracker.owed === 0 &&
       !tracker.partialResponse && !tracker.partialRequest
-    ) this.#finish("client-closed");
+    ) await this.#answeredAll();
   }
 
   /** Part of {@link LeaseHandlers}: the upstream sent FIN. */

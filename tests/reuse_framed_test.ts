@@ -226,11 +226,29 @@ Deno.test("redis: a client that sent half a command and left costs the connectio
   await assertNextClientsGetTheirOwn(proxy, 2);
 });
 
-Deno.test("redis: QUIT is answered and the connection is not pooled", async () => {
+Deno.test("redis: a client's QUIT is answered by the proxy after its owed replies; the connection is pooled", async () => {
   await using upstream = respUpstream();
   await using proxy = startProxy(upstream.address, { pool: "reuse", protocol: "redis" });
-  assertEquals(await exchangeOnce(proxy, resp("QUIT"), "+OK\r\n"), "+OK\r\n");
-  await proxy.sessionsEnded(1);
-  assertNotEquals(proxy.sessions[0].release, "pooled");
+  for (let i = 0; i < 3; i++) {
+    const client = await connect(proxy.address);
+    try {
+      const got = await within(client, 3_000, async () => {
+        // A reply still owed, then the goodbye: +OK comes after the owed reply, then EOF.
+        await writeAll(client, encoder.encode(resp("SLOW", "20", "late")));
+        await writeAll(client, encoder.encode(resp("QUIT")));
+        return decoder.decode(await readToEnd(client));
+      });
+      assertEquals(got, bulk("late") + "+OK\r\n");
+    } finally {
+      closeQuietly(client);
+    }
+    await proxy.sessionsEnded(i + 1);
+    assertEquals(proxy.sessions[i].release, "pooled");
+  }
+  assertEquals(upstream.accepted, 1);
+  // Inline and lower case are the same goodbye.
+  assertEquals(await exchangeOnce(proxy, "quit\r\n", "+OK\r\n"), "+OK\r\n");
+  await proxy.sessionsEnded(4);
   assertStringIncludes(await exchangeOnce(proxy, resp("PING"), "+PONG\r\n"), "PONG");
+  assertEquals(upstream.accepted, 1);
 });

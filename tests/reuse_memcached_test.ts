@@ -13,6 +13,7 @@ import {
   delay,
   encoder,
   readExactly,
+  readToEnd,
   startProxy,
   type TestProxy,
   within,
@@ -163,6 +164,30 @@ test("memcached: a client that reads the start of a large value and leaves never
   for (let i = 0; i < 5; i++) {
     assertEquals(await exchange(proxy, "version\r\n", "VERSION "), "VERSION ");
   }
+});
+
+test("memcached: a client's quit is not passed on: the connection serves the next client (libmemcached sends quit)", async () => {
+  await using server = await startMemcached();
+  await using proxy = startProxy(server.address, { pool: "reuse", protocol: "memcached" });
+  const before = await totalConnections(server.address);
+  for (let i = 0; i < 10; i++) {
+    const client = await connect(proxy.address);
+    try {
+      const got = await within(client, 3_000, async () => {
+        await writeAll(client, encoder.encode(`set q${i} 0 0 1\r\n${i % 10}\r\n`));
+        await readExactly(client, 8); // STORED
+        await writeAll(client, encoder.encode("quit\r\n"));
+        return await readToEnd(client); // memcached closes at once, answering nothing
+      });
+      assertEquals(got.length, 0);
+    } finally {
+      closeQuietly(client);
+    }
+    await proxy.sessionsEnded(i + 1);
+    assertEquals(proxy.sessions[i].release, "pooled");
+  }
+  // One for the proxy's connection, one for this stats call.
+  assertEquals(await totalConnections(server.address) - before, 2);
 });
 
 test("memcached: the binary protocol is relayed byte for byte and never pooled", async () => {
