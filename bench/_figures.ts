@@ -1,6 +1,7 @@
 /**
  * What the benchmark measures and what it must reach: the workloads, the figures taken from each
- * measurement (with their ratio to a direct connection), and the targets of issue 3.
+ * measurement (with their ratio to a direct connection), the targets of issue 3, and those of
+ * issue 7 (the Redis-protocol workloads: `--protocol redis` against `--protocol raw`).
  *
  * ```ts
  * import { computeFigures, evaluateGoals } from "./_figures.ts";
@@ -22,7 +23,13 @@ export const WORKLOAD_IDS = [
   "bulk1",
   "bulk8",
   "hold",
+  "redis1",
+  "redis32",
+  "redisbulk",
 ] as const;
+
+/** The workloads against the Redis-protocol upstream (the rest run against the echo upstream). */
+export const REDIS_WORKLOADS: readonly WorkloadId[] = ["redis1", "redis32", "redisbulk"];
 
 /** One workload name. */
 export type WorkloadId = typeof WORKLOAD_IDS[number];
@@ -36,6 +43,9 @@ export const WORKLOAD_TITLES: Record<WorkloadId, string> = {
   bulk1: "bulk echo, 1 stream",
   bulk8: "bulk echo, 8 streams",
   hold: "open sessions held at once",
+  redis1: "Redis connect-per-request, 1 client",
+  redis32: "Redis connect-per-request, 32 clients",
+  redisbulk: "Redis SET of 1 MiB values, 1 session",
 };
 
 /** Resident memory of the proxy process around the hold workload. */
@@ -63,7 +73,10 @@ export interface Round {
  */
 export interface Measurement {
   workload: WorkloadId;
-  /** `direct`, `off`, `warm`, `reuse`, `haproxy` or `socat`. */
+  /**
+   * `direct`, `off`, `warm`, `reuse`, `haproxy` or `socat`; for the Redis workloads `direct`,
+   * `reuse-raw` or `reuse-redis` (`--pool reuse --protocol raw` or `redis`).
+   */
   column: string;
   /** The median round's result. */
   result: JobResult;
@@ -136,6 +149,8 @@ function specsFor(workload: WorkloadId): FigureSpec[] {
   switch (workload) {
     case "connect1":
     case "connect32":
+    case "redis1":
+    case "redis32":
       return [
         spec(
           w,
@@ -175,6 +190,7 @@ function specsFor(workload: WorkloadId): FigureSpec[] {
       ];
     case "bulk1":
     case "bulk8":
+    case "redisbulk":
       return [
         spec(
           w,
@@ -261,7 +277,7 @@ export function computeFigures(measurements: Measurement[], columns: string[]): 
   return rows;
 }
 
-/** A target of issue 3 and how it came out. */
+/** A target of issue 3 or 7 and how it came out. */
 export interface GoalResult {
   /** The workload as the issue names it. */
   workload: string;
@@ -269,8 +285,12 @@ export interface GoalResult {
   figure: string;
   /** The target as the issue states it. */
   target: string;
-  /** The mode whose figure is judged. */
+  /** The mode whose figure is judged, e.g. `reuse`, `reuse vs off`. */
   mode: string;
+  /** The column whose figure is judged. */
+  column: string;
+  /** What the measured ratio is to: `direct`, or another column (`off`, `reuse-raw`). */
+  baseline: string;
   /** Which report row it reads. */
   row: { workload: WorkloadId; key: string };
   /** `max`: measured must be at most `threshold`; `min`: at least. */
@@ -288,6 +308,8 @@ interface GoalSpec {
   workload: string;
   figure: string;
   target: string;
+  column: string;
+  baseline: string;
   row: { workload: WorkloadId; key: string };
   bound: "max" | "min";
   threshold: number;
@@ -311,6 +333,8 @@ function ratioGoal(
     figure,
     target: `${bound === "max" ? "at most" : "at least"} ${threshold}x direct`,
     row: { workload, key },
+    column: "reuse",
+    baseline: "direct",
     bound,
     threshold,
     unit: "x",
@@ -318,7 +342,38 @@ function ratioGoal(
   };
 }
 
-/** The targets table of issue 3 (reuse mode unless said; ratios to direct in the same run). */
+/** A target of `column`'s figure as a ratio to `baseline`'s (both proxy columns, same run). */
+function columnGoal(
+  workload: WorkloadId,
+  key: string,
+  figure: string,
+  column: string,
+  baseline: string,
+  threshold: number,
+): GoalSpec {
+  return {
+    workload: WORKLOAD_TITLES[workload],
+    figure,
+    target: `at least ${threshold}x ${baseline}`,
+    column,
+    baseline,
+    row: { workload, key },
+    bound: "min",
+    threshold,
+    unit: "x",
+    measure: (rows) => {
+      const r = rowOf(rows, workload, key);
+      const v = r?.values[column];
+      const base = r?.values[baseline];
+      return v != null && base != null && base > 0 ? v / base : null;
+    },
+  };
+}
+
+/**
+ * The targets table of issue 3 (reuse mode unless said; ratios to direct in the same run) and of
+ * issue 7 (`--protocol redis` against `--protocol raw`, both `--pool reuse`).
+ */
 const GOALS: GoalSpec[] = [
   ratioGoal("connect1", "medianMs", "median session latency", "max", 1.5),
   ratioGoal("connect32", "perSecond", "sessions per second", "min", 1.0),
@@ -330,6 +385,8 @@ const GOALS: GoalSpec[] = [
     workload: "5000 open sessions",
     figure: "resident memory per session",
     target: "at most 8 KiB",
+    column: "reuse",
+    baseline: "direct",
     row: { workload: "hold", key: "kibPerSession" },
     bound: "max",
     threshold: 8,
@@ -340,6 +397,8 @@ const GOALS: GoalSpec[] = [
     workload: "pool effect",
     figure: "reuse vs off, connect-per-request, 32 clients",
     target: "at least 1.8x the sessions per second",
+    column: "reuse",
+    baseline: "off",
     row: { workload: "connect32", key: "perSecond" },
     bound: "min",
     threshold: 1.8,
@@ -351,9 +410,11 @@ const GOALS: GoalSpec[] = [
       return reuse != null && off != null && off > 0 ? reuse / off : null;
     },
   },
+  columnGoal("redis32", "perSecond", "sessions per second", "reuse-redis", "reuse-raw", 0.9),
+  columnGoal("redisbulk", "mbPerSecond", "MB/s", "reuse-redis", "reuse-raw", 0.8),
 ];
 
-/** Judges every target of issue 3 against the report rows. */
+/** Judges every target of issues 3 and 7 against the report rows. */
 export function evaluateGoals(rows: FigureRow[]): GoalResult[] {
   return GOALS.map((g) => {
     const measured = g.measure(rows);
@@ -366,7 +427,9 @@ export function evaluateGoals(rows: FigureRow[]): GoalResult[] {
       workload: g.workload,
       figure: g.figure,
       target: g.target,
-      mode: g.workload === "pool effect" ? "reuse vs off" : "reuse",
+      mode: g.baseline === "direct" ? g.column : `${g.column} vs ${g.baseline}`,
+      column: g.column,
+      baseline: g.baseline,
       row: g.row,
       bound: g.bound,
       threshold: g.threshold,

@@ -62,8 +62,43 @@ export interface HoldJob {
   messageBytes: number;
 }
 
+/** One RESP request and the exact bytes of the reply it must get. */
+export interface RespExchange {
+  /** The request, e.g. `*1\r\n$4\r\nPING\r\n` (ASCII). */
+  request: string;
+  /** The whole reply, e.g. `+PONG\r\n` (ASCII). */
+  reply: string;
+}
+
+/**
+ * Connect-per-request against a Redis-protocol target: connect, send one RESP request, read its
+ * whole reply (checked byte for byte), close; in a loop per client. Session `n` of client `c`
+ * sends `exchanges[(c + n) % exchanges.length]`. The result is a {@linkcode ConnectResult}.
+ */
+export interface RespConnectJob {
+  kind: "resp-connect";
+  target: string;
+  clients: number;
+  durationMs: number;
+  warmupMs: number;
+  exchanges: RespExchange[];
+}
+
+/**
+ * Bulk through one framed session: `SET key <valueBytes bytes>` sent `values` times on one
+ * connection, each awaiting `+OK`; then (not timed) one `GET key` whose reply must be the last
+ * value. The result is a {@linkcode BulkResult} counting the value bytes acknowledged.
+ */
+export interface RespBulkJob {
+  kind: "resp-bulk";
+  target: string;
+  key: string;
+  valueBytes: number;
+  values: number;
+}
+
 /** Any load generator job. */
-export type Job = ConnectJob | PingPongJob | BulkJob | HoldJob;
+export type Job = ConnectJob | PingPongJob | BulkJob | HoldJob | RespConnectJob | RespBulkJob;
 
 /** Workload kinds, as named in jobs. */
 export type JobKind = Job["kind"];
@@ -80,7 +115,7 @@ export interface ResultBase {
   elapsedMs: number;
 }
 
-/** Result of a {@linkcode ConnectJob}. */
+/** Result of a {@linkcode ConnectJob} (and of a {@linkcode RespConnectJob}). */
 export interface ConnectResult extends ResultBase {
   kind: "connect";
   /** Sessions completed in the measured window. */
@@ -102,10 +137,10 @@ export interface PingPongResult extends ResultBase {
   latency: LatencySummary;
 }
 
-/** Result of a {@linkcode BulkJob}. */
+/** Result of a {@linkcode BulkJob} (and of a {@linkcode RespBulkJob}). */
 export interface BulkResult extends ResultBase {
   kind: "bulk";
-  /** Bytes echoed back and verified, all streams together. */
+  /** Bytes echoed back and verified, all streams together (value bytes acknowledged, for RESP). */
   bytes: number;
   /** Verified bytes per second, in units of 10^6 bytes. */
   mbPerSecond: number;
@@ -215,8 +250,40 @@ export function parseJob(v: unknown): Job {
         warmupSessions: int(o, "warmupSessions", "job"),
         messageBytes: int(o, "messageBytes", "job", 1),
       };
+    case "resp-connect": {
+      const list = o.exchanges;
+      if (!Array.isArray(list) || list.length === 0) {
+        throw new JobFormatError("job.exchanges", "a non-empty array", list);
+      }
+      return {
+        kind,
+        target: target(o, "job"),
+        clients: int(o, "clients", "job", 1),
+        durationMs: num(o, "durationMs", "job", 1),
+        warmupMs: num(o, "warmupMs", "job"),
+        exchanges: list.map((x, i) => {
+          const e = record(x, `job.exchanges[${i}]`);
+          return {
+            request: str(e, "request", `job.exchanges[${i}]`),
+            reply: str(e, "reply", `job.exchanges[${i}]`),
+          };
+        }),
+      };
+    }
+    case "resp-bulk":
+      return {
+        kind,
+        target: target(o, "job"),
+        key: str(o, "key", "job"),
+        valueBytes: int(o, "valueBytes", "job", 1),
+        values: int(o, "values", "job", 1),
+      };
     default:
-      throw new JobFormatError("job.kind", "connect, pingpong, bulk or hold", kind);
+      throw new JobFormatError(
+        "job.kind",
+        "connect, pingpong, bulk, hold, resp-connect or resp-bulk",
+        kind,
+      );
   }
 }
 

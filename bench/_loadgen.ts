@@ -32,7 +32,10 @@ function jobTimeoutMs(job: Job): number {
   switch (job.kind) {
     case "connect":
     case "pingpong":
+    case "resp-connect":
       return job.warmupMs + job.durationMs + 60_000;
+    case "resp-bulk":
+      return 60_000 + (job.values * job.valueBytes) / 5_000;
     case "bulk":
       // at least 5 MB/s, or it is stuck (its own watchdog fires after 10 s without progress)
       return 60_000 + (job.streams * job.bytesPerStream) / 5_000;

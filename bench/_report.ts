@@ -27,15 +27,24 @@ function goalMark(g: GoalResult | undefined): string {
   if (!g) return "";
   const sign = g.bound === "max" ? "<=" : ">=";
   const verdict = g.met === null ? "not measured" : g.met ? "met" : "NOT MET";
-  return `${sign}${g.threshold}${g.unit === "x" ? "x" : ` ${g.unit}`}: ${verdict}`;
+  const limit = `${sign}${g.threshold}${g.unit === "x" ? "x" : ` ${g.unit}`}`;
+  if (g.baseline === "direct") return `${limit}: ${verdict}`;
+  const measured = g.measured === null ? "" : ` (${g.measured.toFixed(3)}x)`;
+  return `${g.column} ${limit} ${g.baseline}${measured}: ${verdict}`;
 }
 
 /**
  * The main table: one row per workload and figure; a column per target with its value and, for
- * proxies, the ratio to direct; the last column marks the issue's target for that row.
+ * proxies, the ratio to direct; the last column marks the issue's target for that row (headed
+ * `targetHeader`).
  */
-export function renderTable(rows: FigureRow[], goals: GoalResult[], columns: string[]): string {
-  const header = ["workload", "figure", ...columns, "target (reuse)"];
+export function renderTable(
+  rows: FigureRow[],
+  goals: GoalResult[],
+  columns: string[],
+  targetHeader = "target (reuse)",
+): string {
+  const header = ["workload", "figure", ...columns, targetHeader];
   const out: string[][] = [header];
   let last = "";
   for (const r of rows) {
@@ -55,7 +64,7 @@ export function renderTable(rows: FigureRow[], goals: GoalResult[], columns: str
   return alignColumns(out, 2);
 }
 
-/** The targets table of issue 3 with the measured value and met / NOT MET / not measured. */
+/** The targets table of issues 3 and 7 with the measured value and met / NOT MET / not measured. */
 export function renderGoals(goals: GoalResult[]): string {
   const out: string[][] = [["workload", "figure", "target", "mode", "measured", "result"]];
   for (const g of goals) {
@@ -74,6 +83,8 @@ const COLORS: Record<string, string> = {
   reuse: "#2e7d32",
   haproxy: "#1565c0",
   socat: "#8e44ad",
+  "reuse-raw": "#8bc34a",
+  "reuse-redis": "#00838f",
 };
 
 function esc(s: string): string {
@@ -83,7 +94,8 @@ function esc(s: string): string {
 /**
  * An SVG bar chart: for each headline figure that has a ratio to direct (medians, rates,
  * throughput) and for the memory per session, one bar per proxy column, a line at 1.0x (direct),
- * and a dashed line at the issue's target.
+ * and a dashed line at the issue's target (for a target relative to another column, such as
+ * reuse-redis against reuse-raw, at the threshold times that column's bar).
  */
 export function renderSvg(
   rows: FigureRow[],
@@ -105,8 +117,17 @@ export function renderSvg(
   let y = 64;
 
   const allRatios = ratioRows.flatMap((r) => proxies.map((c) => r.ratios[c] ?? 0));
-  const ratioTargets = goals.filter((g) => g.unit === "x" && g.workload !== "pool effect")
-    .map((g) => g.threshold);
+  /** Where a goal's line sits on the ratio-to-direct axis; null when it cannot be drawn. */
+  const targetRatio = (g: GoalResult, r: FigureRow): number | null => {
+    if (g.baseline === "direct") return g.threshold;
+    const base = r.ratios[g.baseline];
+    return base == null ? null : g.threshold * base;
+  };
+  const ratioTargets = ratioRows.flatMap((r) => {
+    const g = goalForRow(goals, r);
+    const t = g && g.unit === "x" ? targetRatio(g, r) : null;
+    return t === null ? [] : [t];
+  });
   const ratioMax = Math.max(1.2, ...allRatios, ...ratioTargets) * 1.08;
 
   const block = (r: FigureRow, value: (c: string) => number | null, max: number, unit: string) => {
@@ -140,18 +161,22 @@ export function renderSvg(
         }" class="direct"/>`,
       );
     }
-    if (g && (g.unit === unit || (unit === "x" && g.unit === "x"))) {
-      const xt = plotX + (g.threshold / max) * plotW;
+    const at = g && g.unit === unit ? (unit === "x" ? targetRatio(g, r) : g.threshold) : null;
+    if (g && at !== null) {
+      const xt = plotX + (at / max) * plotW;
       const sign = g.bound === "max" ? "≤" : "≥";
+      const what = g.baseline === "direct"
+        ? `${g.threshold}${unit === "x" ? "x" : " " + unit} (${g.column})`
+        : `${g.threshold}x ${g.baseline} (${g.column})`;
       parts.push(
         `<line x1="${xt.toFixed(1)}" y1="${top - 3}" x2="${xt.toFixed(1)}" y2="${
           top + h
         }" class="goal"/>`,
       );
       parts.push(
-        `<text x="${(xt + 3).toFixed(1)}" y="${
-          top + h + 10
-        }" class="g">target ${sign}${g.threshold}${unit === "x" ? "x" : " " + unit} (reuse)</text>`,
+        `<text x="${(xt + 3).toFixed(1)}" y="${top + h + 10}" class="g">target ${sign}${
+          esc(what)
+        }</text>`,
       );
     }
     y = top + h + blockPad;
@@ -165,12 +190,15 @@ export function renderSvg(
     block(r, (c) => r.values[c] ?? null, max, "KiB");
   }
 
-  const legend = proxies.map((c, i) =>
+  const shown = proxies.filter((c) =>
+    ratioRows.some((r) => r.ratios[c] != null) || memRows.some((r) => r.values[c] != null)
+  );
+  const legend = shown.map((c, i) =>
     `<rect x="${10 + i * 110}" y="${y}" width="12" height="12" fill="${COLORS[c] ?? "#555"}"/>` +
     `<text x="${26 + i * 110}" y="${y + 11}" class="l2">${esc(c)}</text>`
   ).join("");
   const note = `<text x="10" y="${y + 32}" class="s">Grey line: direct to the upstream (1.0x). ` +
-    `Dashed red line: the target of issue 3 for reuse mode.</text>`;
+    `Dashed red line: the target (issue 3: reuse; issue 7: reuse-redis against reuse-raw).</text>`;
   const H = y + 48;
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" ` +
     `font-family="sans-serif">

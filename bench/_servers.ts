@@ -1,7 +1,8 @@
 /**
- * The processes a benchmark run drives: the echo upstream, the proxy under test (`main.ts`) in a
- * pool mode, and peer proxies (HAProxy, socat) when they are on the PATH. Each is started as its
- * own process and returned as a {@linkcode Server} that must be stopped.
+ * The processes a benchmark run drives: the echo upstream, a Redis-protocol upstream (a real
+ * `redis-server` when it is on the PATH, else `resp_server.ts`), the proxy under test (`main.ts`)
+ * in a pool mode, and peer proxies (HAProxy, socat) when they are on the PATH. Each is started as
+ * its own process and returned as a {@linkcode Server} that must be stopped.
  *
  * ```ts
  * import { startEchoProcess, startProxy } from "./_servers.ts";
@@ -23,6 +24,7 @@
 
 import { ChildError, ChildProc, denoScript, findOnPath, freePort, waitForPort } from "./_proc.ts";
 import type { EchoStats } from "./_echo.ts";
+import { respConnectionsReceived } from "./_resp.ts";
 
 /** The proxy entry point of this repository, found from this file (works in any clone). */
 export const DEFAULT_PROXY_SCRIPT: URL = new URL("../main.ts", import.meta.url);
@@ -147,6 +149,8 @@ export interface ProxyOptions {
   denoFlags?: string[];
   /** More flags for the proxy itself, after the ones the benchmark sets. */
   extraArgs?: string[];
+  /** The server's name is `proxy (LABEL)`; default the mode. */
+  label?: string;
 }
 
 /**
@@ -158,7 +162,7 @@ export interface ProxyOptions {
  */
 export async function startProxy(options: ProxyOptions): Promise<Server> {
   const script = options.script ?? DEFAULT_PROXY_SCRIPT;
-  const name = `proxy (${options.mode})`;
+  const name = `proxy (${options.label ?? options.mode})`;
   const proc = ChildProc.spawn(
     name,
     Deno.execPath(),
@@ -246,4 +250,86 @@ frontend bench
 backend upstream
     server echo ${upstream}
 `;
+}
+
+/** A Redis-protocol upstream, which can also count the connections it accepted. */
+export interface RespUpstream extends Server {
+  /** What answers: `redis-server 7.0.15` or `bench/resp_server.ts`. */
+  readonly kind: string;
+  /**
+   * Connections accepted since the start, those of this method's own queries not counted.
+   * @throws {Error} when the upstream does not answer `INFO stats`.
+   */
+  accepted(): Promise<number>;
+}
+
+/** Which Redis-protocol upstream to start: `auto` takes `redis-server` when it is on the PATH. */
+export type RespUpstreamChoice = "auto" | "redis-server" | "bench";
+
+/**
+ * Starts a Redis-protocol upstream on a free 127.0.0.1 port: `redis-server` (found on the PATH,
+ * never installed; no persistence: `--save "" --appendonly no`, its directory a temporary one)
+ * or, when there is none or `choice` is `bench`, the bench's own `resp_server.ts`.
+ *
+ * @throws {Error} when `redis-server` is asked for but not on the PATH, or nothing starts.
+ */
+export async function startRespUpstream(choice: RespUpstreamChoice): Promise<RespUpstream> {
+  const exe = choice === "bench" ? undefined : findOnPath("redis-server");
+  if (choice === "redis-server" && !exe) throw new Error("redis-server is not on the PATH");
+  let base: Server;
+  let kind: string;
+  if (exe) {
+    const version = await new Deno.Command(exe, { args: ["--version"], stdin: "null" }).output();
+    const v = /v=(\S+)/.exec(new TextDecoder().decode(version.stdout));
+    kind = `redis-server ${v ? v[1] : "(version unknown)"}`;
+    const dir = Deno.makeTempDirSync({ prefix: "bench-redis-" });
+    const cleanup = () => Deno.removeSync(dir, { recursive: true });
+    const port = freePort();
+    const proc = ChildProc.spawn("redis-server", exe, [
+      "--bind",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--dir",
+      dir,
+      "--daemonize",
+      "no",
+    ]);
+    try {
+      await waitForPort("127.0.0.1", port, START_TIMEOUT_MS);
+    } catch (err) {
+      await proc.stop(1000);
+      cleanup();
+      throw new ChildError(kind, err instanceof Error ? err.message : String(err), proc.tail());
+    }
+    base = server("redis-server", proc, `127.0.0.1:${port}`, cleanup);
+  } else {
+    kind = "bench/resp_server.ts";
+    const proc = ChildProc.spawn(
+      "resp upstream",
+      Deno.execPath(),
+      denoScript(new URL("./resp_server.ts", import.meta.url), ["--allow-net"], [
+        "--listen",
+        "127.0.0.1:0",
+      ]),
+    );
+    base = server(
+      "resp upstream",
+      proc,
+      await started(proc, proc.waitForListening(START_TIMEOUT_MS)),
+    );
+  }
+  let queries = 0;
+  return {
+    ...base,
+    kind,
+    async accepted() {
+      queries++;
+      return (await respConnectionsReceived(base.address)) - queries;
+    },
+  };
 }

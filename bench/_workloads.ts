@@ -6,6 +6,8 @@
  * - {@linkcode runPingPong}: persistent connections, each sending a message and awaiting its echo.
  * - {@linkcode runBulk}: streams writing a pattern while reading the echo back concurrently.
  * - {@linkcode runHold}: many sessions opened at once and held until released.
+ * - {@linkcode runRespConnect}: connect-per-request with one Redis command, its reply checked.
+ * - {@linkcode runRespBulk}: large `SET`s through one Redis-protocol session.
  *
  * A watchdog closes a socket that makes no progress for {@linkcode STALL_MS}, so that a stuck
  * proxy shows up as counted timeouts instead of a benchmark that never ends.
@@ -31,9 +33,12 @@ import type {
   HoldResult,
   PingPongJob,
   PingPongResult,
+  RespBulkJob,
+  RespConnectJob,
 } from "./_job.ts";
 import { splitHostPort } from "./_job.ts";
 import { fillMessage, sameBytes, StreamPattern, StreamVerifier } from "./_pattern.ts";
+import { respBulk, respCommand, RespFormatError, respReplyLength } from "./_resp.ts";
 import { SampleRecorder } from "./_stats.ts";
 
 /** A socket that makes no progress for this long is closed and counted as an error. */
@@ -61,10 +66,10 @@ class Failures {
     }
   }
 
-  mismatch(what: string): void {
+  mismatch(what: string, how = "echo differs from what was sent"): void {
     this.mismatches++;
     if (this.samples.size < ERROR_SAMPLES) {
-      this.samples.add(`${what}: echo differs from what was sent`);
+      this.samples.add(`${what}: ${how}`);
     }
   }
 }
@@ -212,6 +217,172 @@ export async function runConnect(job: ConnectJob): Promise<ConnectResult> {
     sessions,
     perSecond: sessions / (elapsedMs / 1000),
     latency: latency.summary(),
+  };
+}
+
+/**
+ * Reads one whole RESP reply into `buf`, which is sized for the reply expected; returns its
+ * length, or -1 when what came is not one reply that fits `buf` (more bytes, another type, a
+ * longer reply): a mismatch, found without waiting for bytes that will never come.
+ *
+ * @throws {Deno.errors.UnexpectedEof} when the connection ends first.
+ */
+async function readRespReply(conn: Deno.Conn, buf: Uint8Array): Promise<number> {
+  let end = 0;
+  while (true) {
+    let len: number;
+    try {
+      len = respReplyLength(buf, end);
+    } catch (err) {
+      if (err instanceof RespFormatError) return -1;
+      throw err;
+    }
+    if (len > buf.length || (len >= 0 && len < end)) return -1;
+    if (len >= 0 && len === end) return len;
+    if (end === buf.length) return -1;
+    const n = await conn.read(buf.subarray(end));
+    if (n === null) {
+      throw new Deno.errors.UnexpectedEof(`connection closed after ${end} bytes of a reply`);
+    }
+    end += n;
+  }
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && sameBytes(a, b);
+}
+
+/** Runs a {@linkcode RespConnectJob}: one RESP request per session, its reply checked exactly. */
+export async function runRespConnect(job: RespConnectJob): Promise<ConnectResult> {
+  const target = splitHostPort(job.target);
+  const encoder = new TextEncoder();
+  const exchanges = job.exchanges.map((e) => ({
+    request: encoder.encode(e.request),
+    reply: encoder.encode(e.reply),
+  }));
+  const replyRoom = Math.max(...exchanges.map((e) => e.reply.length)) + 64;
+  const fail = new Failures();
+  const latency = new SampleRecorder(1 << 16);
+  const slots = Array.from({ length: job.clients }, () => new Slot());
+  const watchdog = new Watchdog(slots);
+  const measureFrom = performance.now() + job.warmupMs;
+  const endAt = measureFrom + job.durationMs;
+  let sessions = 0;
+  let lastEnd = measureFrom;
+
+  async function client(id: number, slot: Slot): Promise<void> {
+    const reply = new Uint8Array(replyRoom);
+    let seq = 0;
+    while (performance.now() < endAt) {
+      const ex = exchanges[(id + seq++) % exchanges.length];
+      const start = performance.now();
+      let ok = false;
+      try {
+        const conn = await connect(target, slot);
+        await writeAll(conn, ex.request);
+        const n = await readRespReply(conn, reply);
+        if (n >= 0 && equalBytes(ex.reply, reply.subarray(0, n))) ok = true;
+        else fail.mismatch("redis session", "reply differs from the one expected");
+      } catch (err) {
+        fail.error(explain(slot, err), "redis session");
+      } finally {
+        slot.busy = false;
+        closeQuietly(slot.conn);
+        slot.conn = null;
+      }
+      const end = performance.now();
+      if (ok && start >= measureFrom) {
+        latency.add(end - start);
+        sessions++;
+        if (end > lastEnd) lastEnd = end;
+      }
+      if (!ok) await sleep(BACKOFF_MS);
+    }
+  }
+
+  try {
+    await Promise.all(slots.map((s, i) => client(i, s)));
+  } finally {
+    watchdog.stop();
+  }
+  const elapsedMs = Math.max(lastEnd, endAt) - measureFrom;
+  return {
+    kind: "connect",
+    errors: fail.errors,
+    mismatches: fail.mismatches,
+    errorSamples: [...fail.samples],
+    elapsedMs,
+    sessions,
+    perSecond: sessions / (elapsedMs / 1000),
+    latency: latency.summary(),
+  };
+}
+
+/**
+ * Runs a {@linkcode RespBulkJob}: `values` SETs of `valueBytes` each on one connection, each
+ * awaiting its `+OK` (a value differs from the one before in its first bytes); then one GET that
+ * must return the last value exactly.
+ */
+export async function runRespBulk(job: RespBulkJob): Promise<BulkResult> {
+  const target = splitHostPort(job.target);
+  const fail = new Failures();
+  const slot = new Slot();
+  const watchdog = new Watchdog([slot]);
+  const value = new Uint8Array(job.valueBytes);
+  fillMessage(value, 0x5e7, 0); // binary: CR LF and '$' occur inside, as in real values
+  const request = respCommand("SET", job.key, value);
+  const valueAt = request.length - 2 - value.length;
+  const stamp = new DataView(
+    request.buffer,
+    request.byteOffset + valueAt,
+    Math.min(4, value.length),
+  );
+  const okReply = new TextEncoder().encode("+OK\r\n");
+  const reply = new Uint8Array(64);
+  let acknowledged = 0;
+  let elapsedMs = 0;
+  try {
+    const conn = await connect(target, slot);
+    const start = performance.now();
+    for (let i = 0; i < job.values; i++) {
+      slot.begin();
+      if (stamp.byteLength === 4) stamp.setUint32(0, i);
+      await writeAll(conn, request);
+      slot.since = performance.now();
+      const n = await readRespReply(conn, reply);
+      if (n < 0 || !equalBytes(okReply, reply.subarray(0, n))) {
+        fail.mismatch(`SET ${i + 1} of ${job.values}`, "reply is not +OK");
+        break;
+      }
+      acknowledged += value.length;
+    }
+    elapsedMs = performance.now() - start;
+    if (acknowledged === job.values * value.length) {
+      // the last value back, byte for byte
+      const want = respBulk(request.slice(valueAt, valueAt + value.length));
+      slot.begin();
+      await writeAll(conn, respCommand("GET", job.key));
+      const got = new Uint8Array(want.length + 64);
+      const n = await readRespReply(conn, got);
+      if (n < 0 || !equalBytes(want, got.subarray(0, n))) {
+        fail.mismatch("GET of the last value", "reply differs from the value set");
+      }
+    }
+  } catch (err) {
+    fail.error(explain(slot, err), "redis bulk");
+  } finally {
+    slot.busy = false;
+    watchdog.stop();
+    closeQuietly(slot.conn);
+  }
+  return {
+    kind: "bulk",
+    errors: fail.errors,
+    mismatches: fail.mismatches,
+    errorSamples: [...fail.samples],
+    elapsedMs,
+    bytes: acknowledged,
+    mbPerSecond: elapsedMs > 0 ? acknowledged / 1e6 / (elapsedMs / 1000) : 0,
   };
 }
 

@@ -7,7 +7,8 @@
  *   "clients":32,"durationMs":5000,"warmupMs":500,"messageBytes":64}'
  * ```
  *
- * The job (see `_job.ts`) is the first argument, or else the first line of stdin. The result is
+ * The job (see `_job.ts`: `connect`, `pingpong`, `bulk`, `hold`, and against a Redis-protocol
+ * target `resp-connect` and `resp-bulk`) is the first argument, or else the first line of stdin. The result is
  * printed on stdout as one JSON line: `{"event":"result","result":{...}}`. A hold job also
  * prints `{"event":"warm"}` and waits for a `go` line on stdin, then prints
  * `{"event":"ready",...}` and waits for a `release` line (or the end of stdin).
@@ -18,7 +19,14 @@
  */
 
 import { type Job, type JobResult, type LoadgenEvent, parseJob } from "./_job.ts";
-import { runBulk, runConnect, runHold, runPingPong } from "./_workloads.ts";
+import {
+  runBulk,
+  runConnect,
+  runHold,
+  runPingPong,
+  runRespBulk,
+  runRespConnect,
+} from "./_workloads.ts";
 
 /** Reads stdin line by line. */
 class StdinLines {
@@ -66,6 +74,10 @@ async function run(job: Job, stdin: StdinLines): Promise<JobResult> {
       return await runPingPong(job);
     case "bulk":
       return await runBulk(job);
+    case "resp-connect":
+      return await runRespConnect(job);
+    case "resp-bulk":
+      return await runRespBulk(job);
     case "hold":
       return await runHold(job, {
         warm: async () => {

@@ -7,7 +7,7 @@
 
 import { StreamPattern, StreamVerifier } from "../bench/_pattern.ts";
 import { percentile } from "../bench/_stats.ts";
-import { runConnect } from "../bench/_workloads.ts";
+import { runConnect, runRespBulk, runRespConnect } from "../bench/_workloads.ts";
 import {
   assert,
   assertEquals,
@@ -149,15 +149,99 @@ Deno.test("load generator counts a corrupted echo as a mismatch, never as a sess
   }
 });
 
+/** Serves `answer(request bytes)` to every read on a loopback listener, until closed. */
+function fakeServer(answer: (request: Uint8Array) => Uint8Array) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const serving: Promise<void>[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      serving.push((async () => {
+        const buf = new Uint8Array(64 * 1024);
+        try {
+          while (true) {
+            const n = await conn.read(buf);
+            if (n === null) break;
+            const out = answer(buf.subarray(0, n));
+            for (let off = 0; off < out.length;) off += await conn.write(out.subarray(off));
+          }
+        } catch {
+          /* the client closed */
+        } finally {
+          conn.close();
+        }
+      })());
+    }
+  })();
+  return {
+    target: `127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+    async close() {
+      listener.close();
+      await accepting;
+      await Promise.all(serving);
+    },
+  };
+}
+
+Deno.test("redis load generator counts a wrong, short or long reply as a mismatch", async () => {
+  const enc = new TextEncoder();
+  for (
+    const wrong of ["$-1\r\n", "+PONG\r\n+PONG\r\n", "$5\r\nhellO\r\n", "-ERR no\r\n", "*0\r\n"]
+  ) {
+    const server = fakeServer(() => enc.encode(wrong));
+    try {
+      const r = await runRespConnect({
+        kind: "resp-connect",
+        target: server.target,
+        clients: 2,
+        durationMs: 100,
+        warmupMs: 0,
+        exchanges: [{ request: "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", reply: "$5\r\nhello\r\n" }],
+      });
+      assertGreater(r.mismatches, 0, wrong);
+      assertEquals(r.errors, 0, `${wrong}: ${r.errorSamples}`);
+      assertEquals(r.sessions, 0, wrong);
+    } finally {
+      await server.close();
+    }
+  }
+});
+
+Deno.test("redis bulk load generator checks every +OK and the value read back", async () => {
+  // answers +OK to anything, and a GET with a value one byte off
+  const enc = new TextEncoder();
+  const server = fakeServer((req) =>
+    req[0] === 42 && req[8] === 71 /* *2\r\n$3\r\nG */
+      ? enc.encode("$4\r\nabcd\r\n")
+      : enc.encode("+OK\r\n")
+  );
+  try {
+    const r = await runRespBulk({
+      kind: "resp-bulk",
+      target: server.target,
+      key: "k",
+      valueBytes: 4,
+      values: 3,
+    });
+    assertEquals(r.errors, 0, r.errorSamples.join("; "));
+    assertEquals(r.bytes, 12);
+    assertEquals(r.mismatches, 1, "the GET of the last value must not match");
+  } finally {
+    await server.close();
+  }
+});
+
 Deno.test("bench --short runs every workload through every mode with no error", async () => {
   const dir = await Deno.makeTempDir({ prefix: "bench-test-" });
   try {
     const out = await runScript(BENCH, ["--short", "--out", dir]);
     assertEquals(out.code, 0, show(out));
     assertStringIncludes(out.stdout, "Targets (issue 3");
+    assertStringIncludes(out.stdout, "Redis protocol (upstream ");
 
     const report = record(JSON.parse(await Deno.readTextFile(`${dir}/latest.json`)), "report");
-    for (const key of ["columns", "measurements", "figures", "goals", "totals", "failures"]) {
+    for (
+      const key of ["columns", "suites", "measurements", "figures", "goals", "totals", "failures"]
+    ) {
       assert(key in report, `latest.json has no "${key}"`);
     }
     const columns = list(report.columns, "columns");
@@ -191,9 +275,18 @@ Deno.test("bench --short runs every workload through every mode with no error", 
     for (const c of ["off", "warm", "reuse"]) {
       assert(measured.has(`${c}/hold`), `${c}/hold missing`);
     }
+    const redis = list(report.suites, "suites").map((x) => record(x, "suite"))
+      .find((x) => list(x.workloads, "suite workloads").includes("redis32"));
+    assert(redis, "no suite with the redis workloads");
+    assertEquals(redis.columns, ["direct", "reuse-raw", "reuse-redis"]);
+    for (const c of ["direct", "reuse-raw", "reuse-redis"]) {
+      for (const w of ["redis1", "redis32", "redisbulk"]) {
+        assert(measured.has(`${c}/${w}`), `${c}/${w} was not measured`);
+      }
+    }
 
     const goals = list(report.goals, "goals");
-    assertEquals(goals.length, 8);
+    assertEquals(goals.length, 10);
     for (const g of goals) {
       const goal = record(g, "goal");
       assertEquals(typeof goal.met, "boolean", `goal not judged: ${JSON.stringify(goal)}`);
@@ -202,6 +295,41 @@ Deno.test("bench --short runs every workload through every mode with no error", 
     const svg = await Deno.readTextFile(`${dir}/latest.svg`);
     assertMatch(svg, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
     assertStringIncludes(svg, "</svg>");
+    assertStringIncludes(svg, "reuse-redis");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("bench --short runs the redis workloads against its own RESP server", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "bench-test-" });
+  try {
+    const out = await runScript(BENCH, [
+      "--short",
+      "--workloads",
+      "redis",
+      "--redis-upstream",
+      "bench",
+      "--out",
+      dir,
+    ]);
+    assertEquals(out.code, 0, show(out));
+    assertStringIncludes(out.stdout, "upstream bench/resp_server.ts");
+    const report = record(JSON.parse(await Deno.readTextFile(`${dir}/latest.json`)), "report");
+    const totals = record(report.totals, "totals");
+    assertEquals(totals.errors, 0, show(out));
+    assertEquals(totals.mismatches, 0, show(out));
+    const measured = list(report.measurements, "measurements").map((m) => {
+      const r = record(m, "measurement");
+      return `${r.column}/${r.workload}`;
+    });
+    assertEquals(measured.length, 9, show(out));
+    const judged = list(report.goals, "goals").map((g) => record(g, "goal"))
+      .filter((g) => g.met !== null);
+    assertEquals(judged.map((g) => g.mode), [
+      "reuse-redis vs reuse-raw",
+      "reuse-redis vs reuse-raw",
+    ]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -216,6 +344,10 @@ Deno.test("bench rejects a bad option with one clear line and exit code 2", asyn
   const unknown = await runScript(BENCH, ["--bogus"]);
   assertEquals(unknown.code, 2, show(unknown));
   assertStringIncludes(unknown.stderr, "unknown option --bogus");
+
+  const protocol = await runScript(BENCH, ["--workloads", "redis", "--proxy-args=--protocol raw"]);
+  assertEquals(protocol.code, 2, show(protocol));
+  assertStringIncludes(protocol.stderr, "--protocol");
 });
 
 Deno.test("demo prints sessions per second and upstream connections for each mode", async () => {
