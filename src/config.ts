@@ -264,6 +264,15 @@ const ACCEPTS: Record<ValueFlag, string> = {
  * ```
  */
 export function parseCli(args: string[]): CliCommand {
+  const valued = args.find((arg) => arg.startsWith("--redis-reset="));
+  if (valued !== undefined) {
+    throw new ConfigError(
+      `--redis-reset: takes no value, got ${
+        JSON.stringify(valued.slice(14))
+      }; give --redis-reset alone`,
+      "--redis-reset",
+    );
+  }
   const parsed: unknown = parseArgs(joinSeparateValues(args), {
     string: [...VALUE_FLAGS],
     collect: [...VALUE_FLAGS],
@@ -513,6 +522,26 @@ function buildConfig(values: Map<ValueFlag, string>, redisReset: boolean): Proxy
     throw new ConfigError(
       `--redis-reset: has no effect with --protocol ${protocol}; drop it, or use --protocol redis`,
       "--redis-reset",
+    );
+  }
+  for (const flag of ["reuse-drain-bytes", "reuse-drain-timeout"] as const) {
+    if (values.has(flag) && protocol === "raw") {
+      throw new ConfigError(
+        `--${flag}: has no effect with --protocol raw (only framing knows what is owed); drop it, or use --protocol redis or memcached`,
+        `--${flag}`,
+      );
+    }
+  }
+  const reuseOnly = [
+    ...(["reuse-drain-bytes", "reuse-drain-timeout", "reuse-settle"] as const).filter((flag) =>
+      values.has(flag)
+    ),
+    ...(redisReset ? ["redis-reset"] : []),
+  ];
+  if (pool !== "reuse" && reuseOnly.length > 0) {
+    throw new ConfigError(
+      `--${reuseOnly[0]}: has no effect with --pool ${pool}; drop it, or use --pool reuse`,
+      `--${reuseOnly[0]}`,
     );
   }
   if (values.has("reuse-settle") && protocol !== "raw") {

@@ -29,6 +29,11 @@ export interface ProtocolSupport {
   reset?: { command: Uint8Array; reply: Uint8Array };
   /** The client's goodbye, answered by the proxy. */
   goodbye: Goodbye;
+  /**
+   * Whether a client whose first bytes are `first` needs a connection that has never spoken
+   * (memcached settles a connection's protocol, text or binary, at its first byte).
+   */
+  needsFreshConnection?: (first: Uint8Array) => boolean;
 }
 
 const encoder = new TextEncoder();
@@ -77,6 +82,8 @@ const SUPPORT: Record<Exclude<Protocol, "raw">, ProtocolSupport> = {
     newTracker: () => new MemcachedTracker(),
     // memcached closes at once, answering nothing; its commands are lower case.
     goodbye: { suffix: (chunk) => suffixOf(chunk, MEMCACHED_QUIT, false), reply: undefined },
+    // A pooled connection speaks the text protocol; a binary client (first byte 0x80) needs its own.
+    needsFreshConnection: (first) => first[0] === 0x80,
   },
 };
 

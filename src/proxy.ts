@@ -197,6 +197,7 @@ export class ProxyServer {
       },
       reset: options.redisReset === true ? support?.reset : undefined,
       goodbye: support?.goodbye,
+      needsFreshConnection: support?.needsFreshConnection,
       onEnd: (session) => {
         this.#sessions.delete(session);
         this.#onSessionEnd(session);

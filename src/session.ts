@@ -140,6 +140,8 @@ export interface SessionContext {
   reset: { command: Uint8Array; reply: Uint8Array } | undefined;
   /** With a framed protocol: the client's goodbye (`QUIT`, `quit`), answered by the proxy. */
   goodbye: Goodbye | undefined;
+  /** With a framed protocol: whether a client's first bytes need a connection that never spoke. */
+  needsFreshConnection: ((first: Uint8Array) => boolean) | undefined;
   /**
    * Called once per session, when it has ended and its upstream connection was released. The
    * summary is built only if asked for, so that the default log level costs nothing per session.
@@ -221,6 +223,10 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   #drain: DrainState | undefined;
   /** The client said goodbye (`QUIT`): the proxy answers it once every owed answer is out. */
   #saidGoodbye = false;
+  /** Framed: the client's FIN (or goodbye) was kept back; the session ends after the last answer. */
+  #awaitingAnswers = false;
+  /** A held FIN that came due during a retry: the retry passes it to the fresh connection. */
+  #finOwed = false;
   // Inactivity timeouts: `performance.now()` of the last byte read from or written to each side
   // (the upstream's from the lease on), and of the first FIN; read by the timer wheel.
   #clientActiveAt: number;
@@ -456,7 +462,10 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
 
   /** The only clean end: the client closed after a complete exchange, with no FIN passed on. */
   #isClean(): boolean {
-    return this.#end === "client-closed" && !this.#halfClosed && this.#context.reuse;
+    // A retried raw session is not pooled either: what its fresh connection said first is not
+    // known to have been a reply.
+    return this.#end === "client-closed" && !this.#halfClosed && this.#context.reuse &&
+      !this.#retried;
   }
 
   // ---- inactivity timeouts (read by the proxy's timer wheel) ----
@@ -541,9 +550,10 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
         const forward = goodbye > 0 ? chunk.subarray(0, chunk.length - goodbye) : chunk;
         if (forward.length > 0) sending = this.#sendUpstream(forward, this.#replay.take(forward));
         if (goodbye > 0) {
-          if (this.#tracker?.partialRequest === false && this.#retrying === undefined) {
+          if (this.#retrying === undefined && this.#canKeepFinBack()) {
             // A goodbye at a request boundary: not passed on; the session ends as at a FIN.
             this.#saidGoodbye = true;
+            this.#halfClosing();
             if (sending !== undefined && !await sending) return;
             sending = undefined;
             await this.#onClientEof();
@@ -575,6 +585,15 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     if (this.#replay.isSent(seq)) return true;
     const up = this.#up;
     if (up === undefined) return false;
+    if (seq === 1 && up.leases > 1 && this.#context.needsFreshConnection?.(chunk) === true) {
+      // The reused connection speaks another dialect than this client: swap it for a fresh one
+      // before a byte is written (a retry: nothing was written, nothing came back).
+      if (!this.#canRetry() || !await this.#retry(up)) {
+        if (this.#end === undefined) this.#finish("connect-failed");
+        return false;
+      }
+      return this.#replay.isSent(seq) || await this.#sendUpstream(chunk, seq);
+    }
     try {
       await this.#writeUp(up, chunk);
       if (this.#up === up) this.#replay.markSent(seq);
@@ -597,6 +616,16 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     this.#tracker?.onClientBytes(chunk);
     await up.write(chunk);
     this.#serverActiveAt = performance.now();
+  }
+
+  /**
+   * Framed reuse can keep the client's FIN (or goodbye) back and wait for the owed answers: the
+   * tracker still follows the exchange, nothing is sent in part, and every owed answer can settle.
+   */
+  #canKeepFinBack(): boolean {
+    const tracker = this.#tracker;
+    return this.#framedReuse && tracker !== undefined && tracker.unfit?.kind !== "broken" &&
+      tracker.settleable && !tracker.partialRequest;
   }
 
   /** The bytes of a goodbye command ending `chunk`, if the exchange is framed and reused. */
@@ -627,14 +656,14 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       return;
     }
     const tracker = this.#framedReuse ? this.#tracker : undefined;
-    if (
-      tracker !== undefined && tracker.unfit?.kind !== "broken" && !tracker.partialRequest &&
-      tracker.settleable
-    ) {
+    if (tracker !== undefined && this.#canKeepFinBack()) {
       // Framed: the FIN is not passed on (the connection stays reusable). Every owed answer is
       // still relayed to the client (it may have only half-closed), then the session ends; a
       // client that closed for good is found out by the write, and the answers are drained.
-      if (tracker.owed === 0 && !tracker.partialResponse) await this.#answeredAll();
+      this.#awaitingAnswers = true;
+      if (tracker.owed === 0 && !tracker.partialResponse && !this.#deliveringToClient) {
+        await this.#answeredAll();
+      }
       return;
     }
     if (
@@ -669,7 +698,9 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     if (this.#finHold === undefined) return;
     clearTimeout(this.#finHold);
     this.#finHold = undefined;
-    if (this.#end === undefined && this.#retrying === undefined) await this.#passFinUpstream();
+    if (this.#end !== undefined) return;
+    if (this.#retrying !== undefined) this.#finOwed = true; // the retry passes it on
+    else await this.#passFinUpstream();
   }
 
   async #passFinUpstream(): Promise<void> {
@@ -716,17 +747,25 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       else if (this.#drain === undefined) conn.unfitReason ??= "answer cut short";
       return;
     }
-    // A framed client that sent FIN waits for its owed answers: the last one ends the session.
+    // A framed client whose FIN was kept back waits for its owed answers: the last one ends the
+    // session. If the exchange can no longer be followed, the FIN goes on after all.
     const tracker = this.#tracker;
-    if (
-      this.#clientEof && tracker !== undefined && this.#framedReuse && tracker.owed === 0 &&
-      !tracker.partialResponse && !tracker.partialRequest
-    ) await this.#answeredAll();
+    if (!this.#awaitingAnswers || tracker === undefined || this.#retrying !== undefined) return;
+    if (!this.#canKeepFinBack()) {
+      this.#awaitingAnswers = false;
+      await this.#passFinUpstream();
+    } else if (tracker.owed === 0 && !tracker.partialResponse) {
+      await this.#answeredAll();
+    }
   }
 
   /** Part of {@link LeaseHandlers}: the upstream sent FIN. */
   onUpstreamEof(conn: UpstreamConn): void {
-    if (this.#end !== undefined || conn !== this.#up) return;
+    if (conn !== this.#up) return;
+    if (this.#end !== undefined) {
+      this.#endDrain(false, "closed by upstream while draining");
+      return;
+    }
     // After our FIN, a clean close is the upstream's answer to it (a sink that read to the end),
     // not a connection that died in the pool; only a reset or a failed write is retried then.
     if (!this.#finSentUpstream && this.#canRetry()) {
@@ -747,7 +786,11 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
 
   /** Part of {@link LeaseHandlers}: a read from the upstream failed. */
   onUpstreamError(conn: UpstreamConn, error: unknown): void {
-    if (this.#end !== undefined || conn !== this.#up) return;
+    if (conn !== this.#up) return;
+    if (this.#end !== undefined) {
+      this.#endDrain(false, "read failed while draining");
+      return;
+    }
     if (this.#canRetry()) {
       void this.#retry(conn);
       return;
@@ -806,14 +849,16 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     try {
       // Chunks the pump keeps while this runs are sent here too, until caught up.
       for (let chunk = this.#replay.nextUnsent(); chunk !== undefined;) {
+        if (this.#end !== undefined) return false;
         await this.#writeUp(fresh, chunk);
         this.#replay.advance();
         chunk = this.#replay.nextUnsent();
       }
       // The client's FIN, passed on or held, goes to the fresh connection too.
-      if (this.#finSentUpstream || this.#finHold !== undefined) {
+      if (this.#finSentUpstream || this.#finHold !== undefined || this.#finOwed) {
         clearTimeout(this.#finHold);
         this.#finHold = undefined;
+        this.#finOwed = false;
         this.#halfClosed = true;
         this.#finSentUpstream = true;
         this.#halfClosing();

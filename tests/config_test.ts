@@ -568,28 +568,29 @@ Deno.test("help text lists every flag with its default and a line per pool mode"
 
 Deno.test("--protocol, --reuse-drain-*, --reuse-settle and --redis-reset: accepted forms and one-line rejections", () => {
   assertEquals(run("--protocol", "memcached").protocol, "memcached");
-  assertEquals(run("--reuse-drain-bytes", "4096").reuseDrainBytes, 4096);
-  assertEquals(run("--reuse-drain-bytes", "64KiB").reuseDrainBytes, 65_536);
-  assertEquals(run("--reuse-drain-bytes", "1GiB").reuseDrainBytes, 1024 ** 3);
-  assertEquals(run("--reuse-settle", "0").reuseSettleMs, 0);
-  assertEquals(run("--reuse-settle", "20ms").reuseSettleMs, 20);
+  const framed = ["--pool", "reuse", "--protocol", "redis"];
+  assertEquals(run(...framed, "--reuse-drain-bytes", "4096").reuseDrainBytes, 4096);
+  assertEquals(run(...framed, "--reuse-drain-bytes", "64KiB").reuseDrainBytes, 65_536);
+  assertEquals(run(...framed, "--reuse-drain-bytes", "1GiB").reuseDrainBytes, 1024 ** 3);
+  assertEquals(run("--pool", "reuse", "--reuse-settle", "0").reuseSettleMs, 0);
+  assertEquals(run("--pool", "reuse", "--reuse-settle", "20ms").reuseSettleMs, 20);
   rejects(
     ["--protocol", "mysql"],
     '--protocol: "mysql" is not a protocol; use raw, redis or memcached',
     "--protocol",
   );
   rejects(
-    ["--reuse-drain-bytes", "lots"],
+    ["--pool", "reuse", "--protocol", "redis", "--reuse-drain-bytes", "lots"],
     '--reuse-drain-bytes: "lots" is not a size; give a size in bytes, KiB or MiB, e.g. 256KiB, up to 1GiB',
     "--reuse-drain-bytes",
   );
   rejects(
-    ["--reuse-drain-bytes", "2GiB"],
+    ["--pool", "reuse", "--protocol", "redis", "--reuse-drain-bytes", "2GiB"],
     '--reuse-drain-bytes: "2GiB" is too large; give a size in bytes, KiB or MiB, e.g. 256KiB, up to 1GiB',
     "--reuse-drain-bytes",
   );
   rejects(
-    ["--reuse-drain-timeout", "0"],
+    ["--pool", "reuse", "--protocol", "redis", "--reuse-drain-timeout", "0"],
     '--reuse-drain-timeout: "0" must be greater than 0; give a duration greater than 0, e.g. 1s',
     "--reuse-drain-timeout",
   );
@@ -599,7 +600,27 @@ Deno.test("--protocol, --reuse-drain-*, --reuse-settle and --redis-reset: accept
     "--redis-reset",
   );
   rejects(
-    ["--protocol", "memcached", "--reuse-settle", "5ms"],
+    ["--reuse-drain-timeout", "1s"],
+    "--reuse-drain-timeout: has no effect with --protocol raw (only framing knows what is owed); drop it, or use --protocol redis or memcached",
+    "--reuse-drain-timeout",
+  );
+  rejects(
+    ["--protocol", "redis", "--redis-reset"],
+    "--redis-reset: has no effect with --pool warm; drop it, or use --pool reuse",
+    "--redis-reset",
+  );
+  rejects(
+    ["--pool", "off", "--reuse-settle", "5ms"],
+    "--reuse-settle: has no effect with --pool off; drop it, or use --pool reuse",
+    "--reuse-settle",
+  );
+  rejects(
+    ["--pool", "reuse", "--protocol", "redis", "--redis-reset=yes"],
+    '--redis-reset: takes no value, got "yes"; give --redis-reset alone',
+    "--redis-reset",
+  );
+  rejects(
+    ["--pool", "reuse", "--protocol", "memcached", "--reuse-settle", "5ms"],
     "--reuse-settle: has no effect with --protocol memcached (framing knows where answers end); drop it",
     "--reuse-settle",
   );

@@ -221,3 +221,67 @@ test("memcached: noreply without a later mn is never taken as settled", async ()
   assertEquals(await exchange(proxy, "set n 0 0 1 noreply\r\n2\r\nmn\r\n", "MN\r\n"), "MN\r\n");
   assertEquals(proxy.sessions[1].release, "pooled");
 });
+
+/** A binary-protocol request: the 24-byte header, then extras, key and value. */
+function binaryRequest(
+  opcode: number,
+  key: string,
+  extras: Uint8Array,
+  value: Uint8Array,
+): Uint8Array {
+  const keyBytes = encoder.encode(key);
+  const body = extras.length + keyBytes.length + value.length;
+  const out = new Uint8Array(24 + body);
+  const view = new DataView(out.buffer);
+  out[0] = 0x80;
+  out[1] = opcode;
+  view.setUint16(2, keyBytes.length);
+  out[4] = extras.length;
+  view.setUint32(8, body);
+  out.set(extras, 24);
+  out.set(keyBytes, 24 + extras.length);
+  out.set(value, 24 + extras.length + keyBytes.length);
+  return out;
+}
+
+test("memcached: a binary client that half-closes gets its whole answer (the tracker gave up; the session does not end early)", async () => {
+  await using server = await startMemcached();
+  await using proxy = startProxy(server.address, { pool: "reuse", protocol: "memcached" });
+  const value = "b".repeat(1024);
+  assertEquals(
+    await exchange(proxy, `set bin 0 0 ${value.length}\r\n${value}\r\n`, "STORED\r\n"),
+    "STORED\r\n",
+  );
+  const client = await connect(proxy.address);
+  try {
+    const got = await within(client, 3_000, async () => {
+      await writeAll(client, binaryRequest(0x00, "bin", new Uint8Array(), new Uint8Array()));
+      await client.closeWrite();
+      return await readToEnd(client);
+    });
+    // 24-byte header, 4 bytes of flags, then the value.
+    assertEquals(got.length, 24 + 4 + 1024);
+  } finally {
+    closeQuietly(client);
+  }
+});
+
+test("memcached: bytes that look like quit inside a binary request are passed on, not taken for a goodbye", async () => {
+  await using server = await startMemcached();
+  await using proxy = startProxy(server.address, { pool: "reuse", protocol: "memcached" });
+  // A binary SET whose value, "quit\r\n", arrives as a chunk of its own.
+  const request = binaryRequest(0x01, "k", new Uint8Array(8), encoder.encode("quit\r\n"));
+  const client = await connect(proxy.address);
+  try {
+    const status = await within(client, 3_000, async () => {
+      await writeAll(client, request.subarray(0, request.length - 6));
+      await delay(50);
+      await writeAll(client, request.subarray(request.length - 6));
+      const header = await readExactly(client, 24);
+      return new DataView(header.buffer).getUint16(6);
+    });
+    assertEquals(status, 0, "the SET succeeded");
+  } finally {
+    closeQuietly(client);
+  }
+});

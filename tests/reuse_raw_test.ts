@@ -145,3 +145,37 @@ Deno.test("raw reuse: a connection whose upstream spoke first (a greeting) is ne
   assertEquals(upstream.accepted, 3);
   assert(proxy.server.pool.stats.idle === 0);
 });
+
+Deno.test("reuse: a held FIN that comes due while the retry is under way is passed to the fresh connection", async () => {
+  // The fresh connection greets at once (which releases the held FIN mid-retry), echoes, and
+  // answers "bye" only at EOF: without the FIN it would never answer.
+  await using upstream = new TestUpstream(async (conn, index) => {
+    const buffer = new Uint8Array(64);
+    if (index === 0) {
+      const n = await conn.read(buffer);
+      if (n === null) return;
+      await writeAll(conn, buffer.subarray(0, n));
+      await conn.read(buffer); // the next client's request: closed without answering
+      return;
+    }
+    await writeAll(conn, encoder.encode("hi|"));
+    const got = await readToEnd(conn);
+    await writeAll(conn, encoder.encode(`${decoder.decode(got)}|bye`));
+  });
+  await using proxy = startProxy(upstream.address, { pool: "reuse" });
+  assertEquals(await roundTrip(proxy.address, "first"), "first");
+  await proxy.sessionsEnded(1);
+  const client = await connect(proxy.address);
+  try {
+    const got = await within(client, 3_000, async () => {
+      await writeAll(client, encoder.encode("second"));
+      await client.closeWrite();
+      return decoder.decode(await readToEnd(client));
+    });
+    assertEquals(got, "hi|second|bye");
+  } finally {
+    closeQuietly(client);
+  }
+  await proxy.sessionsEnded(2);
+  assertEquals(proxy.sessions[1].retried, true);
+});
