@@ -427,7 +427,8 @@ export class ProxyServer {
     if (unavailable) this.#warnUnavailable(summary);
     if (debug) {
       this.#sessionLog.debug(
-        "session {id} {client} -> {upstream} {source} {end} up {bytesFromClient}B down {bytesFromServer}B {durationMs}ms release {release}",
+        "session {id} {client} -> {upstream} {source} {end} up {bytesFromClient}B down {bytesFromServer}B {durationMs}ms release {release}" +
+          (summary.unfit === undefined ? "" : " unfit {unfit}"),
         { ...summary, durationMs: Math.round(summary.durationMs * 100) / 100 },
       );
     }

@@ -113,6 +113,11 @@ export interface SessionSummary {
   release: ReleaseOutcome | "none";
   /** The error behind an error ending, in a few words. */
   error?: string;
+  /**
+   * With a framed protocol: why the connection could not be reused, when the protocol said so
+   * (`SELECT changes per-connection state`, `memcached binary protocol ...`, invalid bytes).
+   */
+  unfit?: string;
 }
 
 /** What every session of one proxy shares (one object, not one per session). */
@@ -457,6 +462,8 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       release: this.#release,
     };
     if (this.#error !== undefined) summary.error = describeError(this.#error);
+    const unfit = this.#tracker?.unfit;
+    if (unfit !== undefined) summary.unfit = `${unfit.kind}: ${unfit.reason}`;
     return summary;
   }
 

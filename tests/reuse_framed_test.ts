@@ -176,6 +176,7 @@ Deno.test("redis: SELECT makes the connection unfit; the next client never inher
   assertEquals(await exchangeOnce(proxy, resp("SELECT", "5"), "+OK\r\n"), "+OK\r\n");
   await proxy.sessionsEnded(1);
   assertEquals(proxy.sessions[0].release, "unfit");
+  assertEquals(proxy.sessions[0].unfit, "state: SELECT changes per-connection state");
   assertEquals(await exchangeOnce(proxy, resp("PING"), "+PONG\r\n"), "+PONG\r\n");
   assertEquals(upstream.accepted, 2);
 });
@@ -212,6 +213,8 @@ Deno.test("redis: bytes that are not RESP are relayed as they are, and the conne
   }
   await proxy.sessionsEnded(1);
   assertNotEquals(proxy.sessions[0].release, "pooled");
+  // The session's summary (and its debug line) says why.
+  assertStringIncludes(proxy.sessions[0].unfit ?? "", "broken: ");
 });
 
 Deno.test("redis: a client that sent half a command and left costs the connection (the upstream waits for the rest)", async () => {
