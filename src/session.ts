@@ -203,10 +203,10 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   #error: unknown;
   #starting: Promise<void> | undefined;
   #pumping: Promise<void> | undefined;
-  #clientEof = false;
-  #upstreamEof = false;
-  #finSentUpstream = false;
-  #halfClosed = false;
+  /** Where the client's FIN stands; see {@link ClientFin}. */
+  #clientFin: ClientFin = "open";
+  /** Where the upstream's FIN stands: not seen, seen (the session ended on it), passed on. */
+  #upstreamFin: "open" | "seen" | "passed" = "open";
   #lastSpeaker: "none" | "client" | "upstream" = "none";
   /** Runs of client chunks with upstream bytes between them: requests, as far as `raw` can tell. */
   #clientTurns = 0;
@@ -220,18 +220,14 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   #retried = false;
   #release: ReleaseOutcome | "none" = "none";
   #retrying: Promise<boolean> | undefined;
-  /** A client FIN held back while the connection may still be retried ({@link FIN_HOLD_MS}). */
-  #finHold: ReturnType<typeof setTimeout> | undefined;
+  /** Ends a `held` client FIN after {@link FIN_HOLD_MS}. */
+  #finHoldTimer: ReturnType<typeof setTimeout> | undefined;
   /** With a framed protocol: follows the current connection's exchange. */
   #tracker: ExchangeTracker | undefined;
   /** After the client left, with a framed protocol: owed answers are read and dropped. */
   #drain: DrainState | undefined;
   /** The client said goodbye (`QUIT`): the proxy answers it once every owed answer is out. */
   #saidGoodbye = false;
-  /** Framed: the client's FIN (or goodbye) was kept back; the session ends after the last answer. */
-  #awaitingAnswers = false;
-  /** A held FIN that came due during a retry: the retry passes it to the fresh connection. */
-  #finOwed = false;
   // Inactivity timeouts: `performance.now()` of the last byte read from or written to each side
   // (the upstream's from the lease on), and of the first FIN; read by the timer wheel.
   #clientActiveAt: number;
@@ -315,8 +311,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   /** Unblocks and waits for every user of the sockets, releases the upstream, reports. */
   async #teardown(): Promise<void> {
     this.#context.wheel?.delete(this);
-    clearTimeout(this.#finHold);
-    this.#finHold = undefined;
+    clearTimeout(this.#finHoldTimer);
     let bound: ReturnType<typeof setTimeout> | undefined;
     try {
       // A framed connection may outlive its client, if its owed answers can be drained.
@@ -440,6 +435,11 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     const done = drain.done;
     drain.done = undefined;
     done?.(complete);
+  }
+
+  /** Whether a FIN was passed on, either way: the connection can no longer be reused. */
+  get #halfClosed(): boolean {
+    return this.#clientFin === "passed" || this.#upstreamFin === "passed";
   }
 
   /** Whether connections are pooled by framing (`--pool reuse` with a framed protocol). */
@@ -655,10 +655,10 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   }
 
   async #onClientEof(): Promise<void> {
-    this.#clientEof = true;
+    this.#clientFin = "read";
     if (this.#retrying !== undefined && !await this.#retrying) return;
     if (this.#end !== undefined) return;
-    if (this.#upstreamEof) {
+    if (this.#upstreamFin !== "open") {
       this.#finish("server-closed");
       return;
     }
@@ -667,7 +667,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       // Framed: the FIN is not passed on (the connection stays reusable). Every owed answer is
       // still relayed to the client (it may have only half-closed), then the session ends; a
       // client that closed for good is found out by the write, and the answers are drained.
-      this.#awaitingAnswers = true;
+      this.#clientFin = "kept";
       if (tracker.owed === 0 && !tracker.partialResponse && !this.#deliveringToClient) {
         await this.#answeredAll();
       }
@@ -680,13 +680,15 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       // Raw: the upstream answered after the client's one request, and nothing more is on its
       // way: as complete as timing can tell. (With two or more requests, a late tail of an
       // earlier answer looks the same as a whole answer to the last one: never pooled.)
+      this.#clientFin = "kept";
       this.#finish("client-closed");
       return;
     }
     if (this.#canRetry()) {
       // Held until an answer begins, the connection fails (then the retry passes it on), or
       // FIN_HOLD_MS passes: a FIN must not race a reused connection's close.
-      this.#finHold = setTimeout(() => void this.#releaseFin(), FIN_HOLD_MS);
+      this.#clientFin = "held";
+      this.#finHoldTimer = setTimeout(() => void this.#releaseFin(), FIN_HOLD_MS);
       return;
     }
     await this.#passFinUpstream();
@@ -702,19 +704,17 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
 
   /** Passes on a held client FIN, if one is held. */
   async #releaseFin(): Promise<void> {
-    if (this.#finHold === undefined) return;
-    clearTimeout(this.#finHold);
-    this.#finHold = undefined;
+    if (this.#clientFin !== "held") return;
+    clearTimeout(this.#finHoldTimer);
     if (this.#end !== undefined) return;
-    if (this.#retrying !== undefined) this.#finOwed = true; // the retry passes it on
+    if (this.#retrying !== undefined) this.#clientFin = "owed"; // the retry passes it on
     else await this.#passFinUpstream();
   }
 
   async #passFinUpstream(): Promise<void> {
     const up = this.#up;
     if (up === undefined) return;
-    this.#halfClosed = true;
-    this.#finSentUpstream = true;
+    this.#clientFin = "passed";
     this.#halfClosing();
     try {
       await up.closeWrite();
@@ -737,7 +737,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     // An answer began: nothing will be replayed, and a held FIN may go.
     if (this.#retrying === undefined) this.#replay.drop();
     else this.#replay.stopKeeping();
-    if (this.#finHold !== undefined) void this.#releaseFin();
+    if (this.#clientFin === "held") void this.#releaseFin();
     if (this.#end !== undefined) {
       this.#drained(conn, chunk);
       return;
@@ -757,9 +757,10 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     // A framed client whose FIN was kept back waits for its owed answers: the last one ends the
     // session. If the exchange can no longer be followed, the FIN goes on after all.
     const tracker = this.#tracker;
-    if (!this.#awaitingAnswers || tracker === undefined || this.#retrying !== undefined) return;
+    if (this.#clientFin !== "kept" || tracker === undefined || this.#retrying !== undefined) {
+      return;
+    }
     if (!this.#canKeepFinBack()) {
-      this.#awaitingAnswers = false;
       await this.#passFinUpstream();
     } else if (tracker.owed === 0 && !tracker.partialResponse) {
       await this.#answeredAll();
@@ -775,16 +776,16 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     }
     // After our FIN, a clean close is the upstream's answer to it (a sink that read to the end),
     // not a connection that died in the pool; only a reset or a failed write is retried then.
-    if (!this.#finSentUpstream && this.#canRetry()) {
+    if (this.#clientFin !== "passed" && this.#canRetry()) {
       void this.#retry(conn);
       return;
     }
-    this.#upstreamEof = true;
-    if (this.#clientEof) {
+    this.#upstreamFin = "seen";
+    if (this.#clientFin !== "open") {
       this.#finish("client-closed");
       return;
     }
-    this.#halfClosed = true;
+    this.#upstreamFin = "passed";
     this.#halfClosing();
     this.#client.closeWrite().catch((error: unknown) => {
       if (!isLocalInterruption(error)) this.#finish("client-error", error);
@@ -820,7 +821,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       this.#bytesFromServer === 0 &&
       (this.#writesToUp === 0 || (up.leases > 1 && this.#replay.whole)) &&
       // A client that sent nothing and left has nothing to rescue.
-      !(this.#clientEof && this.#replay.taken === 0);
+      !(this.#clientFin !== "open" && this.#replay.taken === 0);
   }
 
   /** Replaces the failed `failed` with a fresh connection and replays the client's bytes. */
@@ -862,12 +863,10 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
         chunk = this.#replay.nextUnsent();
       }
       // The client's FIN, passed on or held, goes to the fresh connection too.
-      if (this.#finSentUpstream || this.#finHold !== undefined || this.#finOwed) {
-        clearTimeout(this.#finHold);
-        this.#finHold = undefined;
-        this.#finOwed = false;
-        this.#halfClosed = true;
-        this.#finSentUpstream = true;
+      const fin = this.#clientFin;
+      if (fin === "passed" || fin === "held" || fin === "owed") {
+        clearTimeout(this.#finHoldTimer);
+        this.#clientFin = "passed";
         this.#halfClosing();
         await fresh.closeWrite();
       }
@@ -887,6 +886,20 @@ const UNDRAINABLE: ReadonlySet<SessionEnd> = new Set<SessionEnd>([
   "internal-error",
   "shutdown",
 ]);
+
+/**
+ * Where the client's FIN stands:
+ * - `open`: none read yet.
+ * - `read`: read; what to do with it is being decided (a retry under way finishes first).
+ * - `held`: held back while the connection may still be retried, until an answer begins, the
+ *   retry takes it along, or {@link FIN_HOLD_MS} pass.
+ * - `owed`: the hold ended while a retry was under way: the retry passes it to the fresh
+ *   connection.
+ * - `kept`: not passed on, the exchange being complete or framed: the session ends once every
+ *   owed answer has been written (at once when none is owed).
+ * - `passed`: passed on upstream; the connection is half-closed and never pooled.
+ */
+type ClientFin = "open" | "read" | "held" | "owed" | "kept" | "passed";
 
 /** A framed session's connection after its client left. */
 interface DrainState {
