@@ -159,8 +159,20 @@ async function connect(
   return conn;
 }
 
-/** Runs a {@linkcode ConnectJob}: one session per iteration, latency per session. */
-export async function runConnect(job: ConnectJob): Promise<ConnectResult> {
+/**
+ * Runs connect-per-request sessions from `clients` clients for the job's duration: each
+ * iteration connects, runs `session` on the connection, and closes; the latency of each session
+ * that `session` judged right is recorded. One driver for every connect workload.
+ *
+ * @param session makes one request on `conn` and checks its answer; returns whether it was right
+ * (a wrong answer counts as a mismatch there). `id` is the client's number, `seq` the
+ * iteration's.
+ */
+async function runConnectSessions(
+  job: { target: string; clients: number; warmupMs: number; durationMs: number },
+  what: string,
+  session: (conn: Deno.Conn, id: number, seq: number, fail: Failures) => Promise<boolean>,
+): Promise<ConnectResult> {
   const target = splitHostPort(job.target);
   const fail = new Failures();
   const latency = new SampleRecorder(1 << 16);
@@ -172,21 +184,14 @@ export async function runConnect(job: ConnectJob): Promise<ConnectResult> {
   let lastEnd = measureFrom;
 
   async function client(id: number, slot: Slot): Promise<void> {
-    const msg = new Uint8Array(job.messageBytes);
-    const echo = new Uint8Array(job.messageBytes);
     let seq = 0;
     while (performance.now() < endAt) {
-      fillMessage(msg, id, seq++);
       const start = performance.now();
       let ok = false;
       try {
-        const conn = await connect(target, slot);
-        await writeAll(conn, msg);
-        await readFull(conn, echo);
-        if (sameBytes(msg, echo)) ok = true;
-        else fail.mismatch("connect session");
+        ok = await session(await connect(target, slot), id, seq++, fail);
       } catch (err) {
-        fail.error(explain(slot, err), "connect session");
+        fail.error(explain(slot, err), what);
       } finally {
         slot.busy = false;
         closeQuietly(slot.conn);
@@ -218,6 +223,25 @@ export async function runConnect(job: ConnectJob): Promise<ConnectResult> {
     perSecond: sessions / (elapsedMs / 1000),
     latency: latency.summary(),
   };
+}
+
+/** Runs a {@linkcode ConnectJob}: one session per iteration, latency per session. */
+export function runConnect(job: ConnectJob): Promise<ConnectResult> {
+  // One message and one echo buffer per client, reused for its every session.
+  const buffers = new Map<number, { msg: Uint8Array; echo: Uint8Array }>();
+  return runConnectSessions(job, "connect session", async (conn, id, seq, fail) => {
+    let own = buffers.get(id);
+    if (own === undefined) {
+      own = { msg: new Uint8Array(job.messageBytes), echo: new Uint8Array(job.messageBytes) };
+      buffers.set(id, own);
+    }
+    fillMessage(own.msg, id, seq);
+    await writeAll(conn, own.msg);
+    await readFull(conn, own.echo);
+    if (sameBytes(own.msg, own.echo)) return true;
+    fail.mismatch("connect session");
+    return false;
+  });
 }
 
 /**
@@ -253,69 +277,24 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /** Runs a {@linkcode RespConnectJob}: one RESP request per session, its reply checked exactly. */
-export async function runRespConnect(job: RespConnectJob): Promise<ConnectResult> {
-  const target = splitHostPort(job.target);
+export function runRespConnect(job: RespConnectJob): Promise<ConnectResult> {
   const encoder = new TextEncoder();
   const exchanges = job.exchanges.map((e) => ({
     request: encoder.encode(e.request),
     reply: encoder.encode(e.reply),
   }));
   const replyRoom = Math.max(...exchanges.map((e) => e.reply.length)) + 64;
-  const fail = new Failures();
-  const latency = new SampleRecorder(1 << 16);
-  const slots = Array.from({ length: job.clients }, () => new Slot());
-  const watchdog = new Watchdog(slots);
-  const measureFrom = performance.now() + job.warmupMs;
-  const endAt = measureFrom + job.durationMs;
-  let sessions = 0;
-  let lastEnd = measureFrom;
-
-  async function client(id: number, slot: Slot): Promise<void> {
-    const reply = new Uint8Array(replyRoom);
-    let seq = 0;
-    while (performance.now() < endAt) {
-      const ex = exchanges[(id + seq++) % exchanges.length];
-      const start = performance.now();
-      let ok = false;
-      try {
-        const conn = await connect(target, slot);
-        await writeAll(conn, ex.request);
-        const n = await readRespReply(conn, reply);
-        if (n >= 0 && equalBytes(ex.reply, reply.subarray(0, n))) ok = true;
-        else fail.mismatch("redis session", "reply differs from the one expected");
-      } catch (err) {
-        fail.error(explain(slot, err), "redis session");
-      } finally {
-        slot.busy = false;
-        closeQuietly(slot.conn);
-        slot.conn = null;
-      }
-      const end = performance.now();
-      if (ok && start >= measureFrom) {
-        latency.add(end - start);
-        sessions++;
-        if (end > lastEnd) lastEnd = end;
-      }
-      if (!ok) await sleep(BACKOFF_MS);
-    }
-  }
-
-  try {
-    await Promise.all(slots.map((s, i) => client(i, s)));
-  } finally {
-    watchdog.stop();
-  }
-  const elapsedMs = Math.max(lastEnd, endAt) - measureFrom;
-  return {
-    kind: "connect",
-    errors: fail.errors,
-    mismatches: fail.mismatches,
-    errorSamples: [...fail.samples],
-    elapsedMs,
-    sessions,
-    perSecond: sessions / (elapsedMs / 1000),
-    latency: latency.summary(),
-  };
+  const replies = new Map<number, Uint8Array>();
+  return runConnectSessions(job, "redis session", async (conn, id, seq, fail) => {
+    let reply = replies.get(id);
+    if (reply === undefined) replies.set(id, reply = new Uint8Array(replyRoom));
+    const ex = exchanges[(id + seq) % exchanges.length];
+    await writeAll(conn, ex.request);
+    const n = await readRespReply(conn, reply);
+    if (n >= 0 && equalBytes(ex.reply, reply.subarray(0, n))) return true;
+    fail.mismatch("redis session", "reply differs from the one expected");
+    return false;
+  });
 }
 
 /**
