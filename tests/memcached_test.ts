@@ -5,8 +5,9 @@
  */
 
 import { assert, assertEquals, assertStringIncludes, fail } from "./_assert.ts";
-import { isComplete, type Unfit } from "../src/framing.ts";
+import { isComplete } from "../src/framing.ts";
 import { MemcachedTracker } from "../src/memcached.ts";
+import { type Snapshot, snapshot } from "./_tracker.ts";
 
 /** Bytes of `text`, one per character (so `\x80` or `\xff` are single bytes). */
 function latin1(text: string): Uint8Array {
@@ -40,22 +41,6 @@ interface Case {
   partialResponse?: boolean;
   /** Part of the reason when the case ends `broken`. */
   broken?: string;
-}
-
-interface Snapshot {
-  owed: number;
-  partialRequest: boolean;
-  partialResponse: boolean;
-  unfit: Unfit | undefined;
-}
-
-function snapshot(tracker: MemcachedTracker): Snapshot {
-  return {
-    owed: tracker.owed,
-    partialRequest: tracker.partialRequest,
-    partialResponse: tracker.partialResponse,
-    unfit: tracker.unfit,
-  };
 }
 
 function stepsOf(c: Case): Step[] {

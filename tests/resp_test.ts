@@ -6,6 +6,7 @@
 import { assert, assertEquals, assertFalse, assertStringIncludes } from "./_assert.ts";
 import { isComplete, type Unfit } from "../src/framing.ts";
 import { REDIS_RESET_COMMAND, REDIS_RESET_REPLY, RedisTracker } from "../src/resp.ts";
+import { type Snapshot, snapshot } from "./_tracker.ts";
 
 const encoder = new TextEncoder();
 
@@ -32,22 +33,6 @@ function cmd(...args: string[]): string {
 }
 
 const GET = cmd("GET", "k");
-
-interface Snapshot {
-  owed: number;
-  partialRequest: boolean;
-  partialResponse: boolean;
-  unfit: Unfit | undefined;
-}
-
-function snapshot(tracker: RedisTracker): Snapshot {
-  return {
-    owed: tracker.owed,
-    partialRequest: tracker.partialRequest,
-    partialResponse: tracker.partialResponse,
-    unfit: tracker.unfit,
-  };
-}
 
 /**
  * Feeds all request chunks, then all reply chunks, each a fresh copy; with `scribble`, each
