@@ -11,7 +11,13 @@
 /** The smallest read buffer: what an idle session's pending read holds (measured: each KiB here costs
  * about 2 KiB of resident memory per idle connection). */
 export const MIN_READ_BUFFER = 256;
-/** The largest read buffer a busy stream grows to. */
+/**
+ * What a direction reads into after a read filled the small buffer: the rest of a burst of up to
+ * this much (a Redis value, a memcached item, a web page) comes in one more read, so such an answer
+ * costs two reads and two writes.
+ */
+export const BURST_READ_BUFFER = 64 * 1024;
+/** The largest read buffer, for a stream that keeps filling its buffers. */
 export const MAX_READ_BUFFER = 256 * 1024;
 
 /**
@@ -39,39 +45,58 @@ export function writeAllSync(
 }
 
 /**
- * Picks the buffer for the next read from the size of the last one: a read that filled the
- * buffer means the stream is busy, so the buffer grows fourfold (up to {@link MAX_READ_BUFFER});
- * a read that used under an eighth of a large buffer means it is quiet again, so it drops back to
- * {@link MIN_READ_BUFFER}. Otherwise the same buffer is reused.
+ * Large read buffers shared by every direction of every session, so that a burst costs no
+ * allocation: a direction takes one when its reads fill the small buffer and gives it back when
+ * the burst is over and no read or write uses it. At most {@link POOLED_PER_SIZE} of each size
+ * are kept.
  */
-function nextReadBuffer(
-  buffer: Uint8Array<ArrayBuffer>,
-  bytesRead: number,
-): Uint8Array<ArrayBuffer> {
-  const size = buffer.length;
-  if (bytesRead === size && size < MAX_READ_BUFFER) {
-    return new Uint8Array(Math.min(size * 4, MAX_READ_BUFFER));
-  }
-  if (size > MIN_READ_BUFFER && bytesRead <= size / 8) {
-    return new Uint8Array(MIN_READ_BUFFER);
-  }
-  return buffer;
+const POOLED_PER_SIZE = 16;
+const freeBuffers = new Map<number, Uint8Array<ArrayBuffer>[]>();
+
+function takeBuffer(size: number): Uint8Array<ArrayBuffer> {
+  return freeBuffers.get(size)?.pop() ?? new Uint8Array(size);
+}
+
+function giveBuffer(buffer: Uint8Array<ArrayBuffer>): void {
+  let free = freeBuffers.get(buffer.length);
+  if (free === undefined) freeBuffers.set(buffer.length, free = []);
+  if (free.length < POOLED_PER_SIZE) free.push(buffer);
+}
+
+/** The size of the next read buffer after a read of `bytesRead` into one of `size`. */
+function nextSize(size: number, bytesRead: number): number {
+  if (bytesRead === size) return size === MIN_READ_BUFFER ? BURST_READ_BUFFER : MAX_READ_BUFFER;
+  if (size > MIN_READ_BUFFER && bytesRead <= size / 8) return MIN_READ_BUFFER;
+  return size;
 }
 
 /**
- * The read buffers of one direction of a relay. A quiet direction has one small buffer, and the
- * caller waits for each write before reading again. A busy one (its reads fill a buffer that grew
- * past {@link MIN_READ_BUFFER}) alternates two buffers: the next read goes into one while the write of
- * the other is still in flight, so the socket being read and the one being written both stay
- * busy. The caller still waits for the previous write before starting the next, so chunks stay
- * in order and at most two buffers (one read, one write) are in use.
+ * The read buffers of one direction of a relay. A quiet direction reads into its own small
+ * buffer ({@link MIN_READ_BUFFER}), so an idle session holds little; the caller waits for each
+ * write before reading again. A read that fills the buffer means a burst: the next read goes into
+ * a large buffer ({@link BURST_READ_BUFFER}, then {@link MAX_READ_BUFFER} while reads keep filling
+ * them) taken from a shared free list, while the write of the previous chunk is in flight; so at
+ * most two buffers are in use. A read that uses under an eighth of a large buffer ends the burst:
+ * the direction returns to its small buffer and the large one goes back to the free list.
+ *
+ * The caller's contract, which makes sharing buffers safe: when it calls {@link rotate} for a
+ * chunk, the write of the chunk before has finished; and when `rotate` returns true, it waits for
+ * this chunk's write before it reads again.
  */
 export class ReadBuffers {
-  #current: Uint8Array<ArrayBuffer> = new Uint8Array(MIN_READ_BUFFER);
-  #spare: Uint8Array<ArrayBuffer> | undefined;
+  readonly #small: Uint8Array<ArrayBuffer> = new Uint8Array(MIN_READ_BUFFER);
+  #current: Uint8Array<ArrayBuffer> = this.#small;
+  /** Handed to a write by the last {@link rotate}, which did not wait for it. */
+  #writing: Uint8Array<ArrayBuffer> | undefined;
+  /** A large buffer whose write the caller is waiting for: free once the next read starts. */
+  #freeOnNextRead: Uint8Array<ArrayBuffer> | undefined;
 
   /** The buffer to read into next. */
   get current(): Uint8Array<ArrayBuffer> {
+    if (this.#freeOnNextRead !== undefined) {
+      this.#give(this.#freeOnNextRead);
+      this.#freeOnNextRead = undefined;
+    }
     return this.#current;
   }
 
@@ -79,27 +104,36 @@ export class ReadBuffers {
    * Call after `bytesRead` bytes of {@link current} were handed to a write that may still be in
    * flight: picks the next read buffer.
    *
-   * @returns true when the caller must wait for that write before reading again (the direction
-   * is quiet and its one buffer is the one being written).
+   * @returns true when the caller must wait for that write before reading again.
    */
   rotate(bytesRead: number): boolean {
-    const next = nextReadBuffer(this.#current, bytesRead);
-    if (next !== this.#current) {
-      this.#current = next;
-      this.#spare = undefined;
-      return false;
-    }
-    // A read that did not fill the buffer: the stream is not pressing, one buffer will do (and
-    // an idle connection then holds one buffer in its pending read, not two). A kept buffer that
-    // was filled is already MAX_READ_BUFFER (a smaller one would have grown).
-    if (bytesRead < next.length) {
-      this.#spare = undefined;
+    const filled = this.#current;
+    const written = this.#writing; // its write has finished: the caller's contract
+    this.#writing = undefined;
+    const size = nextSize(filled.length, bytesRead);
+    if (bytesRead < filled.length) {
+      // Not pressing: one buffer will do, read again once this write is done.
+      if (written !== undefined) this.#give(written);
+      if (size !== filled.length) {
+        // The burst is over: back to the small buffer; the large one is free after this write.
+        this.#current = this.#small;
+        this.#freeOnNextRead = filled;
+      }
       return true;
     }
-    const spare = this.#spare ?? new Uint8Array(next.length);
-    this.#spare = this.#current;
-    this.#current = spare;
+    // Full: a burst. The next read goes into another buffer while this one is written.
+    this.#writing = filled;
+    if (written !== undefined && written !== this.#small && written.length === size) {
+      this.#current = written;
+      return false;
+    }
+    if (written !== undefined) this.#give(written);
+    this.#current = takeBuffer(size);
     return false;
+  }
+
+  #give(buffer: Uint8Array<ArrayBuffer>): void {
+    if (buffer !== this.#small) giveBuffer(buffer);
   }
 }
 
