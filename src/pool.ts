@@ -21,6 +21,9 @@
  * exceed it: a borrower that finds none free waits in a FIFO queue for one to be released or for
  * room to dial, up to `queueTimeoutMs`.
  *
+ * When the upstream closes idle connections after a consistent time (its own idle limit), the
+ * pool learns it and retires its idle connections a little before ({@link IdleLimitLearner}).
+ *
  * @module
  */
 
@@ -29,6 +32,8 @@ import { AsyncQueue } from "./async_queue.ts";
 import { DelayQueue } from "./delay_queue.ts";
 import type { PoolMode } from "./config.ts";
 import { dialUpstream, UpstreamConnectError } from "./dial.ts";
+import { formatDuration } from "./duration.ts";
+import { IdleLimitLearner } from "./idle_limit.ts";
 import { getProxyLogger, type Logger } from "./logging.ts";
 import { Refiller } from "./refill.ts";
 import { type IdleLossReason, type LeaseHandlers, UpstreamConn } from "./upstream_conn.ts";
@@ -182,6 +187,7 @@ export class UpstreamPool {
   readonly #settleQueue: DelayQueue<UpstreamConn> | undefined;
   readonly #closing = new Set<Promise<void>>();
   readonly #refiller: Refiller;
+  readonly #idleLimit: IdleLimitLearner;
   /** What each connection calls when it closes, and when its reader loses it while idle (one function each for every connection). */
   readonly #connClosed = (conn: UpstreamConn) => this.#onClosed(conn);
   readonly #connLostWhileIdle = (conn: UpstreamConn, reason: IdleLossReason) =>
@@ -239,6 +245,19 @@ export class UpstreamPool {
       this.#log,
       options.probationMs,
     );
+    this.#idleLimit = new IdleLimitLearner((closesAfterMs, retireAfterMs) => {
+      this.#log.info(
+        "upstream {upstream} closes idle connections after about {closes}; retiring them at {retire}",
+        {
+          upstream: this.#address,
+          closes: formatDuration(Math.round(closesAfterMs)),
+          retire: formatDuration(retireAfterMs),
+        },
+      );
+      // Idle connections past the new limit go now; the others by the sweep, in time.
+      clearTimeout(this.#sweepTimer);
+      this.#sweep();
+    });
     this.#refiller.request();
   }
 
@@ -426,7 +445,7 @@ export class UpstreamPool {
   #takeIdle(): UpstreamConn | undefined {
     const now = performance.now();
     for (let conn = this.#idle.tryTake(); conn !== undefined; conn = this.#idle.tryTake()) {
-      if (isFit(conn) && now < conn.retireAt) return conn;
+      if (isFit(conn) && now < this.#deadline(conn)) return conn;
       this.#stats.idleDropped++;
       this.#dispose(conn);
     }
@@ -582,6 +601,9 @@ export class UpstreamPool {
 
   #onIdleLoss(conn: UpstreamConn, reason: IdleLossReason): void {
     if (this.#idle.remove(conn) || this.#settling.delete(conn)) this.#stats.idleDropped++;
+    if (reason === "closed by upstream") {
+      this.#idleLimit.observe(performance.now() - conn.idleSince);
+    }
     this.#log.debug("idle upstream connection #{id} dropped: {reason}", { id: conn.id, reason });
     this.#refiller.lost(conn, reason);
     this.#refiller.request();
@@ -593,8 +615,10 @@ export class UpstreamPool {
 
   // ---- idle timeout and lifetime ----
 
+  /** When `conn` must leave the pool: idle timeout, lifetime, or the upstream's learned limit. */
   #deadline(conn: UpstreamConn): number {
-    return Math.min(conn.idleSince + this.options.idleTimeoutMs, conn.retireAt);
+    const idleFor = Math.min(this.options.idleTimeoutMs, this.#idleLimit.retireAfterMs);
+    return Math.min(conn.idleSince + idleFor, conn.retireAt);
   }
 
   /** Makes sure the sweep timer fires by the time `conn` must leave the pool. */
@@ -615,9 +639,12 @@ export class UpstreamPool {
     const expired = this.#idle.removeWhere((conn) => this.#deadline(conn) <= now);
     for (const conn of expired) {
       this.#stats.idleDropped++;
-      this.#log.debug("idle upstream connection #{id} closed: idle timeout or max lifetime", {
-        id: conn.id,
-      });
+      this.#log.debug(
+        "idle upstream connection #{id} closed: idle timeout, max lifetime or the upstream's idle limit",
+        {
+          id: conn.id,
+        },
+      );
       this.#dispose(conn);
     }
     for (const conn of this.#idle.snapshot()) this.#scheduleSweep(conn);

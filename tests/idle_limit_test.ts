@@ -1,0 +1,94 @@
+/**
+ * Learning the upstream's idle limit: the rule on its own, and a pool in front of an upstream
+ * that closes connections idle for 400 ms, which then retires them itself before that.
+ */
+
+import { assert, assertEquals, assertLess } from "./_assert.ts";
+import { IdleLimitLearner } from "../src/idle_limit.ts";
+import { configureLogging, resetLogging } from "../src/logging.ts";
+import { delay, echo, eventually, startProxy, TestUpstream } from "./_net.ts";
+
+Deno.test("three agreeing idle closes make a limit, retired at 90% of the shortest", () => {
+  const learned: [number, number][] = [];
+  const learner = new IdleLimitLearner((closes, retire) => learned.push([closes, retire]));
+  for (const ms of [10_020, 10_003]) learner.observe(ms);
+  assertEquals(learner.retireAfterMs, Infinity, "two are not enough");
+  learner.observe(10_011);
+  assertEquals(learner.retireAfterMs, 9_002);
+  assertEquals(learned, [[10_003, 9_002]]);
+  // A lower limit later is learned again; a higher one changes nothing.
+  for (const ms of [5_000, 5_010, 5_005]) learner.observe(ms);
+  assertEquals(learner.retireAfterMs, 4_500);
+  for (const ms of [20_000, 20_000, 20_000]) learner.observe(ms);
+  assertEquals(learner.retireAfterMs, 4_500);
+  assertEquals(learned.length, 2);
+});
+
+Deno.test("closes that disagree, or come too soon to be a timeout, teach nothing", () => {
+  const learner = new IdleLimitLearner(() => {});
+  for (const ms of [500, 900, 300, 700, 1_200]) learner.observe(ms);
+  assertEquals(learner.retireAfterMs, Infinity);
+  const quick = new IdleLimitLearner(() => {});
+  for (const ms of [20, 21, 20]) quick.observe(ms);
+  assertEquals(quick.retireAfterMs, Infinity);
+});
+
+Deno.test("a warm pool learns that the upstream closes idle connections after 400 ms, says so once, and retires them first", async () => {
+  let closedByUpstream = 0;
+  let closedByProxy = 0;
+  // Closes a connection idle for 400 ms, as Redis with `timeout` or MariaDB's connect_timeout.
+  await using upstream = new TestUpstream(async (conn) => {
+    const buffer = new Uint8Array(1024);
+    while (true) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const idle = new Promise<"idle">((resolve) => timer = setTimeout(() => resolve("idle"), 400));
+      let read: number | null | "idle";
+      try {
+        read = await Promise.race([conn.read(buffer), idle]);
+      } finally {
+        clearTimeout(timer);
+      }
+      if (read === "idle") {
+        closedByUpstream++;
+        return; // TestUpstream closes it
+      }
+      if (read === null) {
+        closedByProxy++;
+        return;
+      }
+      await echo(conn);
+      return;
+    }
+  });
+  const lines: string[] = [];
+  const original = Deno.stderr.writeSync;
+  configureLogging({ level: "info", format: "text" });
+  Deno.stderr.writeSync = (bytes: Uint8Array) => {
+    lines.push(new TextDecoder().decode(bytes));
+    return bytes.length;
+  };
+  try {
+    await using proxy = startProxy(upstream.address, {
+      pool: "warm",
+      minIdle: 2,
+      refillProbationMs: 100,
+    });
+    await eventually(
+      () => lines.some((l) => l.includes("closes idle connections after about")),
+      5_000,
+      "the limit was learned",
+    );
+    const upstreamClosesWhenLearned = closedByUpstream;
+    await delay(1_500);
+    // From now on the proxy retires them (at 360 ms) before the upstream's 400 ms.
+    assertLess(closedByUpstream - upstreamClosesWhenLearned, 2);
+    assert(closedByProxy >= 2, `the proxy retired ${closedByProxy}`);
+    void proxy;
+  } finally {
+    Deno.stderr.writeSync = original;
+    resetLogging();
+  }
+  const learned = lines.filter((l) => l.includes("closes idle connections after about"));
+  assertEquals(learned.length, 1, lines.join(""));
+  assert(/after about 4\d\dms; retiring them at 3\d\dms/.test(learned[0]), learned[0]);
+});
