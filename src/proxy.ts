@@ -117,6 +117,29 @@ export function wheelResolutionMs(timeouts: SessionTimeouts): number {
   return Math.min(Math.max(Math.min(...set) / 10, 10), 1_000);
 }
 
+/**
+ * Counts events that deserve a warning, and says when one is due: the first, then at most one
+ * per interval, so a stream of the same event cannot flood the log.
+ */
+class ThrottledWarning {
+  readonly #intervalMs: number;
+  #count = 0;
+  #lastWarningAt = -Infinity;
+
+  constructor(intervalMs: number) {
+    this.#intervalMs = intervalMs;
+  }
+
+  /** Counts one event. @returns the count so far when a warning is due, else `undefined`. */
+  note(): number | undefined {
+    this.#count++;
+    const now = performance.now();
+    if (now - this.#lastWarningAt < this.#intervalMs) return undefined;
+    this.#lastWarningAt = now;
+    return this.#count;
+  }
+}
+
 /** Whether `error` says the process or the system is out of file descriptors. */
 function isOutOfDescriptors(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
@@ -146,10 +169,8 @@ export class ProxyServer {
   #wakeAcceptor: (() => void) | undefined;
   /** Ends a pause after a failed accept early, at shutdown only. */
   #wakePause: (() => void) | undefined;
-  #limitEpisodes = 0;
-  #lastLimitWarningAt = -Infinity;
-  #unavailableSinceWarning = 0;
-  #lastUnavailableWarningAt = -Infinity;
+  readonly #limitReached = new ThrottledWarning(LIMIT_WARNING_INTERVAL_MS);
+  readonly #unavailable = new ThrottledWarning(LIMIT_WARNING_INTERVAL_MS);
   readonly #endCounts = new Map<SessionEnd, number>();
   #nextSessionId = 1;
   #stopping = false;
@@ -383,10 +404,8 @@ export class ProxyServer {
    * clients cannot flood the log.
    */
   #warnUnavailable(summary: SessionSummary): void {
-    this.#unavailableSinceWarning++;
-    const now = performance.now();
-    if (now - this.#lastUnavailableWarningAt < LIMIT_WARNING_INTERVAL_MS) return;
-    this.#lastUnavailableWarningAt = now;
+    const count = this.#unavailable.note();
+    if (count === undefined) return;
     this.#log.warn(
       "session {id}: upstream {upstream} unavailable ({end}): {reason} ({count} sessions so far)",
       {
@@ -395,20 +414,17 @@ export class ProxyServer {
         end: summary.end,
         reason: summary.error ?? "unknown",
         client: summary.client,
-        count: this.#unavailableSinceWarning,
+        count,
       },
     );
-    this.#unavailableSinceWarning = 0;
   }
 
   #atClientLimit(): void {
-    this.#limitEpisodes++;
-    const now = performance.now();
-    if (now - this.#lastLimitWarningAt < LIMIT_WARNING_INTERVAL_MS) return;
-    this.#lastLimitWarningAt = now;
+    const episodes = this.#limitReached.note();
+    if (episodes === undefined) return;
     this.#log.warn(
       "max-clients {max} reached: not accepting until a session ends ({episodes} times so far)",
-      { max: this.#maxClients, episodes: this.#limitEpisodes },
+      { max: this.#maxClients, episodes },
     );
   }
 
