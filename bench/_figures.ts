@@ -20,6 +20,12 @@ export const WORKLOAD_IDS = [
   "connect32",
   "pingpong1",
   "pingpong32",
+  "medium-ka-1k",
+  "medium-ka-5k",
+  "medium-ka-20k",
+  "medium-cpr-1k",
+  "medium-cpr-5k",
+  "medium-cpr-20k",
   "bulk1",
   "bulk8",
   "hold",
@@ -34,12 +40,31 @@ export const REDIS_WORKLOADS: readonly WorkloadId[] = ["redis1", "redis32", "red
 /** One workload name. */
 export type WorkloadId = typeof WORKLOAD_IDS[number];
 
+/**
+ * The medium-answer workloads (issue 8): echo messages of 1 KiB, 5.5 KiB and 20 KiB, over
+ * keep-alive connections (`ka`, 8 clients) and connection-per-request (`cpr`, 32 clients).
+ */
+export const MEDIUM_WORKLOADS: Record<string, { keepAlive: boolean; messageBytes: number }> = {
+  "medium-ka-1k": { keepAlive: true, messageBytes: 1024 },
+  "medium-ka-5k": { keepAlive: true, messageBytes: 5632 },
+  "medium-ka-20k": { keepAlive: true, messageBytes: 20 * 1024 },
+  "medium-cpr-1k": { keepAlive: false, messageBytes: 1024 },
+  "medium-cpr-5k": { keepAlive: false, messageBytes: 5632 },
+  "medium-cpr-20k": { keepAlive: false, messageBytes: 20 * 1024 },
+};
+
 /** Human titles of the workloads, for tables and the chart. */
 export const WORKLOAD_TITLES: Record<WorkloadId, string> = {
   connect1: "connect-per-request, 1 client",
   connect32: "connect-per-request, 32 clients",
   pingpong1: "persistent ping-pong, 1 client",
   pingpong32: "persistent ping-pong, 32 clients",
+  "medium-ka-1k": "keep-alive 1 KiB answers, 8 clients",
+  "medium-ka-5k": "keep-alive 5.5 KiB answers, 8 clients",
+  "medium-ka-20k": "keep-alive 20 KiB answers, 8 clients",
+  "medium-cpr-1k": "connect-per-request 1 KiB answers, 32 clients",
+  "medium-cpr-5k": "connect-per-request 5.5 KiB answers, 32 clients",
+  "medium-cpr-20k": "connect-per-request 20 KiB answers, 32 clients",
   bulk1: "bulk echo, 1 stream",
   bulk8: "bulk echo, 8 streams",
   hold: "open sessions held at once",
@@ -63,6 +88,11 @@ export interface Round {
   result: JobResult;
   /** Connections the echo upstream accepted while the round ran (its warm-up included). */
   upstreamConnections: number;
+  /**
+   * CPU time the proxy process used while the round ran (user + system, reaped children
+   * included, from /proc/PID/stat), in microseconds; absent for direct and where /proc is not.
+   */
+  proxyCpuMicros?: number;
 }
 
 /**
@@ -82,6 +112,8 @@ export interface Measurement {
   result: JobResult;
   /** The median round's upstream connections. */
   upstreamConnections: number;
+  /** The median round's proxy CPU time, in microseconds (see {@linkcode Round}). */
+  proxyCpuMicros?: number;
   /** Every round, in the order run; errors and mismatches count from all of them. */
   rounds: Round[];
   /** Only for the hold workload through a proxy. */
@@ -144,11 +176,28 @@ function rate(m: Measurement): number | undefined {
   return r.kind === "connect" || r.kind === "pingpong" ? r.perSecond : undefined;
 }
 
+/**
+ * Proxy CPU microseconds per completed session or message of the round (warm-up included on
+ * both sides of the division, as the CPU is read around the whole load generator run).
+ */
+function cpuPerOp(m: Measurement): number | undefined {
+  const r = m.result;
+  if (m.proxyCpuMicros === undefined || (r.kind !== "connect" && r.kind !== "pingpong")) {
+    return undefined;
+  }
+  return r.completed > 0 ? m.proxyCpuMicros / r.completed : undefined;
+}
+
 function specsFor(workload: WorkloadId): FigureSpec[] {
   const w = workload;
+  const cpu = (what: string) =>
+    spec(w, "cpuUsPerOp", `proxy CPU per ${what}`, "µs", "lower", false, cpuPerOp);
   switch (workload) {
     case "connect1":
     case "connect32":
+    case "medium-cpr-1k":
+    case "medium-cpr-5k":
+    case "medium-cpr-20k":
     case "redis1":
     case "redis32":
       return [
@@ -172,9 +221,13 @@ function specsFor(workload: WorkloadId): FigureSpec[] {
           false,
           (m) => m.upstreamConnections,
         ),
+        cpu("session"),
       ];
     case "pingpong1":
     case "pingpong32":
+    case "medium-ka-1k":
+    case "medium-ka-5k":
+    case "medium-ka-20k":
       return [
         spec(
           w,
@@ -187,6 +240,7 @@ function specsFor(workload: WorkloadId): FigureSpec[] {
         ),
         spec(w, "p99Ms", "p99 round trip", "ms", "lower", true, (m) => latency(m, "p99Ms")),
         spec(w, "perSecond", "messages per second", "1/s", "higher", true, rate),
+        cpu("message"),
       ];
     case "bulk1":
     case "bulk8":

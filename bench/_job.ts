@@ -120,6 +120,8 @@ export interface ConnectResult extends ResultBase {
   kind: "connect";
   /** Sessions completed in the measured window. */
   sessions: number;
+  /** Sessions completed in the whole run, warm-up included. */
+  completed: number;
   /** Sessions per second. */
   perSecond: number;
   /** Session latency: from the start of the connect to the close after the full echo. */
@@ -131,6 +133,8 @@ export interface PingPongResult extends ResultBase {
   kind: "pingpong";
   /** Round trips completed in the measured window. */
   messages: number;
+  /** Round trips completed in the whole run, warm-up included. */
+  completed: number;
   /** Round trips per second, all clients together. */
   perSecond: number;
   /** Round trip time of one message. */
@@ -319,6 +323,7 @@ export function parseResult(v: unknown): JobResult {
         kind: "connect",
         ...base,
         sessions: int(o, "sessions", p),
+        completed: int(o, "completed", p),
         perSecond: num(o, "perSecond", p),
         latency: parseLatency(o.latency, `${p}.latency`),
       };
@@ -327,6 +332,7 @@ export function parseResult(v: unknown): JobResult {
         kind: "pingpong",
         ...base,
         messages: int(o, "messages", p),
+        completed: int(o, "completed", p),
         perSecond: num(o, "perSecond", p),
         latency: parseLatency(o.latency, `${p}.latency`),
       };

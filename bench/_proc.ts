@@ -255,6 +255,11 @@ export class ChildProc {
     } catch { /* already exited */ }
   }
 
+  /** CPU time the child has used so far, in microseconds; see {@linkcode readCpuMicros}. */
+  cpuMicros(): Promise<number | undefined> {
+    return readCpuMicros(this.pid);
+  }
+
   /** The child's resident memory in bytes, from /proc/PID/status. */
   rssBytes(): Promise<number> {
     return readRssBytes(this.pid);
@@ -270,9 +275,16 @@ export class ChildProc {
  */
 export async function readRssBytes(pid: number): Promise<number> {
   const file = `/proc/${pid}/status`;
-  let text: string;
+  const text = await readProcFile(file);
+  const m = /^VmRSS:\s+(\d+)\s+kB$/m.exec(text);
+  if (!m) throw new Error(`no VmRSS line in ${file}`);
+  return Number(m[1]) * 1024;
+}
+
+/** Reads a file of another process's /proc entry (directly, or with `cat`; see below). */
+async function readProcFile(file: string): Promise<string> {
   try {
-    text = await Deno.readTextFile(file);
+    return await Deno.readTextFile(file);
   } catch (err) {
     if (!(err instanceof Deno.errors.NotCapable || err instanceof Deno.errors.PermissionDenied)) {
       throw err;
@@ -280,11 +292,46 @@ export async function readRssBytes(pid: number): Promise<number> {
     const out = await new Deno.Command("cat", { args: [file], stdin: "null", stderr: "null" })
       .output();
     if (!out.success) throw new Error(`cannot read ${file}`);
-    text = new TextDecoder().decode(out.stdout);
+    return new TextDecoder().decode(out.stdout);
   }
-  const m = /^VmRSS:\s+(\d+)\s+kB$/m.exec(text);
-  if (!m) throw new Error(`no VmRSS line in ${file}`);
-  return Number(m[1]) * 1024;
+}
+
+let clockTicks: number | undefined;
+
+/** Clock ticks per second of /proc/PID/stat (`getconf CLK_TCK`, read once; 100 if unknown). */
+async function clockTicksPerSecond(): Promise<number> {
+  if (clockTicks === undefined) {
+    clockTicks = 100;
+    try {
+      const out = await new Deno.Command("getconf", {
+        args: ["CLK_TCK"],
+        stdin: "null",
+        stderr: "null",
+      }).output();
+      const n = Number(new TextDecoder().decode(out.stdout).trim());
+      if (out.success && Number.isInteger(n) && n > 0) clockTicks = n;
+    } catch { /* no getconf: Linux's 100 */ }
+  }
+  return clockTicks;
+}
+
+/**
+ * CPU time process `pid` has used so far, user + system, of its reaped children too (socat forks
+ * one per session), from /proc/PID/stat, in microseconds (with the tick's resolution, 10 ms at
+ * 100 ticks per second); undefined where /proc cannot be read.
+ */
+export async function readCpuMicros(pid: number): Promise<number | undefined> {
+  try {
+    const text = await readProcFile(`/proc/${pid}/stat`);
+    // after "PID (comm) ": state ppid pgrp session tty tpgid flags minflt cminflt majflt
+    // cmajflt utime stime cutime cstime ...
+    const fields = text.slice(text.lastIndexOf(")") + 2).trim().split(/\s+/);
+    const ticks = fields.slice(11, 15).map(Number);
+    if (ticks.length !== 4 || ticks.some((t) => !Number.isFinite(t))) return undefined;
+    return (ticks.reduce((a, b) => a + b, 0) * 1e6) / await clockTicksPerSecond();
+  } catch {
+    return undefined;
+  }
 }
 
 /** The full path of an executable named `name` on PATH, or undefined. Never installs anything. */

@@ -81,6 +81,7 @@ const COLORS: Record<string, string> = {
   off: "#9e9e9e",
   warm: "#f2a93b",
   reuse: "#2e7d32",
+  relay: "#6d4c41",
   haproxy: "#1565c0",
   socat: "#8e44ad",
   "reuse-raw": "#8bc34a",
@@ -110,6 +111,9 @@ export function renderSvg(
   );
   const memRows = rows.filter((r) =>
     r.key === "kibPerSession" && proxies.some((c) => r.values[c] != null)
+  );
+  const cpuRows = rows.filter((r) =>
+    r.key === "cpuUsPerOp" && proxies.some((c) => r.values[c] != null)
   );
   const W = 980, labelW = 330, plotX = labelW + 10, plotW = W - plotX - 90;
   const barH = 13, gap = 3, blockPad = 30;
@@ -189,9 +193,14 @@ export function renderSvg(
     const max = Math.max(...vals, g?.threshold ?? 0, 1) * 1.08;
     block(r, (c) => r.values[c] ?? null, max, "KiB");
   }
+  for (const r of cpuRows) {
+    const max = Math.max(...proxies.map((c) => r.values[c] ?? 0), 1) * 1.08;
+    block(r, (c) => r.values[c] ?? null, max, "µs");
+  }
 
   const shown = proxies.filter((c) =>
-    ratioRows.some((r) => r.ratios[c] != null) || memRows.some((r) => r.values[c] != null)
+    ratioRows.some((r) => r.ratios[c] != null) ||
+    [...memRows, ...cpuRows].some((r) => r.values[c] != null)
   );
   const legend = shown.map((c, i) =>
     `<rect x="${10 + i * 110}" y="${y}" width="12" height="12" fill="${COLORS[c] ?? "#555"}"/>` +

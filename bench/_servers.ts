@@ -184,6 +184,28 @@ export async function startProxy(options: ProxyOptions): Promise<Server> {
   return server(name, proc, address);
 }
 
+/**
+ * Starts `bench/minimal_relay.ts`, the floor reference (a bare Deno relay: no pool, no
+ * bookkeeping), in front of `upstream` on 127.0.0.1, port chosen by the system, with the same
+ * `deno run` flags as the proxy under test.
+ *
+ * @throws {ChildError} when it exits or prints no `listening on` line in time.
+ */
+export async function startRelay(upstream: string, denoFlags?: string[]): Promise<Server> {
+  const proc = ChildProc.spawn(
+    "relay",
+    Deno.execPath(),
+    denoScript(new URL("./minimal_relay.ts", import.meta.url), denoFlags ?? startTaskFlags(), [
+      "--listen",
+      "127.0.0.1:0",
+      "--upstream",
+      upstream,
+    ]),
+  );
+  const address = await started(proc, proc.waitForListening(START_TIMEOUT_MS));
+  return server("relay", proc, address);
+}
+
 /** Peer proxies the benchmark compares with, when installed. */
 export const PEERS = ["haproxy", "socat"] as const;
 

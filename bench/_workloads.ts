@@ -181,6 +181,7 @@ async function runConnectSessions(
   const measureFrom = performance.now() + job.warmupMs;
   const endAt = measureFrom + job.durationMs;
   let sessions = 0;
+  let completed = 0;
   let lastEnd = measureFrom;
 
   async function client(id: number, slot: Slot): Promise<void> {
@@ -198,6 +199,7 @@ async function runConnectSessions(
         slot.conn = null;
       }
       const end = performance.now();
+      if (ok) completed++;
       if (ok && start >= measureFrom) {
         latency.add(end - start);
         sessions++;
@@ -220,6 +222,7 @@ async function runConnectSessions(
     errorSamples: [...fail.samples],
     elapsedMs,
     sessions,
+    completed,
     perSecond: sessions / (elapsedMs / 1000),
     latency: latency.summary(),
   };
@@ -373,6 +376,7 @@ export async function runPingPong(job: PingPongJob): Promise<PingPongResult> {
   const slots = Array.from({ length: job.clients }, () => new Slot());
   const watchdog = new Watchdog(slots);
   let messages = 0;
+  let completed = 0;
   let measureFrom = 0;
   let endAt = 0;
   let lastEnd = 0;
@@ -424,6 +428,7 @@ export async function runPingPong(job: PingPongJob): Promise<PingPongResult> {
         slot.conn = null;
         continue;
       }
+      completed++;
       if (start >= measureFrom) {
         rtt.add(end - start);
         messages++;
@@ -450,6 +455,7 @@ export async function runPingPong(job: PingPongJob): Promise<PingPongResult> {
     errorSamples: [...fail.samples],
     elapsedMs,
     messages,
+    completed,
     perSecond: messages / (elapsedMs / 1000),
     latency: rtt.summary(),
   };

@@ -37,6 +37,7 @@ import {
   evaluateGoals,
   type Measurement,
   medianRound,
+  MEDIUM_WORKLOADS,
   REDIS_WORKLOADS,
   type Round,
   roundScore,
@@ -59,6 +60,7 @@ import {
   startEchoProcess,
   startPeer,
   startProxy,
+  startRelay,
   startRespUpstream,
   startTaskFlags,
 } from "./_servers.ts";
@@ -66,6 +68,8 @@ import { fileUrl, findOnPath } from "./_proc.ts";
 import { formatNumber } from "./_stats.ts";
 
 const POOL_MODES = ["off", "warm", "reuse"] as const;
+/** The floor reference column: `bench/minimal_relay.ts`, a bare Deno relay. */
+const RELAY = "relay";
 /**
  * The columns of the Redis workloads: straight to the Redis upstream, and `--pool reuse` with
  * `--protocol raw` (pooling by timing) and with `--protocol redis` (pooling by framing).
@@ -88,10 +92,16 @@ const USAGE = `Usage: deno task bench [options]
                         (default 2s; --short: 300ms)
   --rounds N            rounds of each latency, rate and bulk workload, each in a fresh load
                         generator process; the median round counts (default 3; --short: 1)
-  --workloads LIST      comma list of ${WORKLOAD_IDS.join(", ")}
-                        or the groups connect, pingpong, bulk, redis, all (default all)
-  --modes LIST          comma list of off, warm, reuse, ${PEERS.join(", ")}
-                        (default: the three pool modes and the peers found on the PATH);
+  --workloads LIST      comma list of connect1, connect32, pingpong1, pingpong32, bulk1,
+                        bulk8, hold, redis1, redis32, redisbulk,
+                        medium-ka-1k, medium-ka-5k, medium-ka-20k (keep-alive, 8 clients),
+                        medium-cpr-1k, medium-cpr-5k, medium-cpr-20k (connect per request,
+                        32 clients; 1 KiB, 5.5 KiB, 20 KiB echoes)
+                        or the groups connect, pingpong, medium, bulk, redis, all
+                        (default all; with --short, all but the 1k and 20k medium ones)
+  --modes LIST          comma list of off, warm, reuse, relay, ${PEERS.join(", ")}
+                        (default: the three pool modes, relay (bench/minimal_relay.ts, the
+                        floor reference) and the peers found on the PATH);
                         direct is always included. The redis workloads always run direct,
                         reuse-raw and reuse-redis (--pool reuse --protocol raw / redis)
   --bulk-mib N          bytes of the 1-stream bulk workload in MiB; the 8 streams carry N/4 MiB
@@ -167,10 +177,15 @@ function parseOptions(args: string[]): Options | "help" {
   const rounds = roundsText ? parseIntFlag("rounds", roundsText, 1, 100) : short ? 1 : 3;
   const warmupMs = Math.min(1000, Math.max(50, Math.round(durationMs / 10)));
 
+  const medium = WORKLOAD_IDS.filter((w) => w in MEDIUM_WORKLOADS);
   const groups: Record<string, WorkloadId[]> = {
-    all: [...WORKLOAD_IDS],
+    // --short without --workloads: of the medium workloads only the 5.5 KiB pair, to stay quick
+    all: short && s("workloads") === undefined
+      ? WORKLOAD_IDS.filter((w) => !medium.includes(w) || w.endsWith("-5k"))
+      : [...WORKLOAD_IDS],
     connect: ["connect1", "connect32"],
     pingpong: ["pingpong1", "pingpong32"],
+    medium,
     bulk: ["bulk1", "bulk8"],
     redis: [...REDIS_WORKLOADS],
   };
@@ -186,15 +201,15 @@ function parseOptions(args: string[]): Options | "help" {
   const modesText = s("modes");
   let modes: string[];
   if (modesText === undefined) {
-    modes = [...POOL_MODES, ...found];
+    modes = [...POOL_MODES, RELAY, ...found];
   } else {
-    const listed = parseList("modes", modesText, ["direct", ...POOL_MODES, ...PEERS]);
+    const listed = parseList("modes", modesText, ["direct", ...POOL_MODES, RELAY, ...PEERS]);
     for (const p of PEERS) {
       if (listed.includes(p) && !found.includes(p)) {
         throw new UsageError(`--modes: ${p} is not on the PATH (this benchmark never installs it)`);
       }
     }
-    modes = [...POOL_MODES, ...PEERS].filter((m) => listed.includes(m));
+    modes = [...POOL_MODES, RELAY, ...PEERS].filter((m) => listed.includes(m));
   }
 
   const bulkText = s("bulk-mib");
@@ -270,6 +285,17 @@ function jobFor(w: Exclude<WorkloadId, "hold">, target: string, o: Options): Job
       return { kind: "pingpong", clients: 1, ...timed };
     case "pingpong32":
       return { kind: "pingpong", clients: 32, ...timed };
+    case "medium-ka-1k":
+    case "medium-ka-5k":
+    case "medium-ka-20k":
+    case "medium-cpr-1k":
+    case "medium-cpr-5k":
+    case "medium-cpr-20k": {
+      const { keepAlive, messageBytes } = MEDIUM_WORKLOADS[w];
+      return keepAlive
+        ? { kind: "pingpong", clients: 8, ...timed, messageBytes }
+        : { kind: "connect", clients: 32, ...timed, messageBytes };
+    }
     case "bulk1":
       return { kind: "bulk", target, streams: 1, bytesPerStream: o.bulkMib * MIB };
     case "bulk8":
@@ -409,6 +435,7 @@ class Run {
 
   async #start(column: string, upstream: string): Promise<Server | undefined> {
     if (column === "direct") return undefined;
+    if (column === RELAY) return await startRelay(upstream);
     if ((PEERS as readonly string[]).includes(column)) {
       return await startPeer(column as PeerName, upstream);
     }
@@ -465,11 +492,18 @@ class Run {
         for (let i = 0; i < this.options.rounds; i++) {
           for (const [c, { target }] of targets) {
             if (failed.has(c)) continue;
+            const proc = targets.get(c)?.server?.proc;
             try {
               const before = await suite.accepted();
+              const cpuBefore = await proc?.cpuMicros();
               const result = await runLoadgen(jobFor(w, target, this.options));
+              const cpuAfter = await proc?.cpuMicros();
               const upstreamConnections = (await suite.accepted()) - before;
-              rounds.set(c, [...rounds.get(c) ?? [], { result, upstreamConnections }]);
+              const round: Round = { result, upstreamConnections };
+              if (cpuBefore !== undefined && cpuAfter !== undefined) {
+                round.proxyCpuMicros = cpuAfter - cpuBefore;
+              }
+              rounds.set(c, [...rounds.get(c) ?? [], round]);
             } catch (err) {
               failed.add(c);
               this.fail(c, w, err);
@@ -487,7 +521,7 @@ class Run {
           const spread = rs.length > 1
             ? ` [rounds: ${rs.map((r) => formatNumber(roundScore(r.result))).join(", ")}]`
             : "";
-          this.#progress(c, w, describe(median.result, rs) + spread);
+          this.#progress(c, w, describe(median.result, rs) + cpuText(median) + spread);
         }
       }
     } finally {
@@ -558,6 +592,18 @@ class Run {
       await this.#stop(column, server);
     }
   }
+}
+
+/** The proxy CPU per session or message of a round, for the progress line ("" when none). */
+function cpuText(round: Round): string {
+  const r = round.result;
+  if (round.proxyCpuMicros === undefined || (r.kind !== "connect" && r.kind !== "pingpong")) {
+    return "";
+  }
+  if (r.completed === 0) return "";
+  return `; proxy CPU ${formatNumber(round.proxyCpuMicros / r.completed)} µs per ${
+    r.kind === "connect" ? "session" : "message"
+  }`;
 }
 
 /** Memory per session is a proxy's figure; socat forks a process per session, so it is skipped. */
@@ -640,6 +686,12 @@ async function main(): Promise<number> {
       } (flags of the start task)${o.proxyArgs.length > 0 ? ` ${o.proxyArgs.join(" ")}` : ""}`,
     );
   }
+  if (o.columns.includes(RELAY)) {
+    console.log(
+      `relay: deno run ${startTaskFlags().join(" ")} bench/minimal_relay.ts (the floor ` +
+        `reference: a bare Deno relay, 16 KiB buffers, no pool)`,
+    );
+  }
   if (o.peersMissing.length > 0) {
     console.log(`peers not on the PATH, so not compared: ${o.peersMissing.join(", ")}`);
   }
@@ -699,7 +751,10 @@ async function main(): Promise<number> {
       (o.workloads.includes("hold")
         ? ` Memory per session = (proxy VmRSS with ${o.holdSessions} sessions held - VmRSS ` +
           `before) / ${o.holdSessions}.`
-        : ""),
+        : "") +
+      ` Proxy CPU per session / message = the proxy process's utime + stime (/proc/PID/stat, ` +
+      `ticks of 10 ms) over the whole round / the sessions or messages of the round, warm-up ` +
+      `included.`,
   );
   for (const m of run.measurements) {
     m.rounds.forEach(({ result: r }, i) => {

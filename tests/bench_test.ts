@@ -245,7 +245,7 @@ Deno.test("bench --short runs every workload through every mode with no error", 
       assert(key in report, `latest.json has no "${key}"`);
     }
     const columns = list(report.columns, "columns");
-    for (const c of ["direct", "off", "warm", "reuse"]) {
+    for (const c of ["direct", "off", "warm", "reuse", "relay"]) {
       assert(columns.includes(c), `no ${c} column`);
     }
 
@@ -268,12 +268,39 @@ Deno.test("bench --short runs every workload through every mode with no error", 
       }),
     );
     for (const c of columns) {
-      for (const w of ["connect1", "connect32", "pingpong1", "pingpong32", "bulk1", "bulk8"]) {
+      for (
+        const w of [
+          "connect1",
+          "connect32",
+          "pingpong1",
+          "pingpong32",
+          "medium-ka-5k",
+          "medium-cpr-5k",
+          "bulk1",
+          "bulk8",
+        ]
+      ) {
         assert(measured.has(`${c}/${w}`), `${c}/${w} was not measured`);
       }
     }
-    for (const c of ["off", "warm", "reuse"]) {
+    for (const c of ["off", "warm", "reuse", "relay"]) {
       assert(measured.has(`${c}/hold`), `${c}/hold missing`);
+    }
+    // --short keeps only the 5.5 KiB pair of the medium workloads
+    assert(!measured.has("direct/medium-ka-1k"), "--short ran medium-ka-1k");
+
+    // proxy CPU per session / message: a positive figure for every proxy column, none for direct
+    const figures = list(report.figures, "figures").map((f) => record(f, "figure"));
+    for (const w of ["connect32", "pingpong32", "medium-ka-5k", "medium-cpr-5k", "redis32"]) {
+      const row = figures.find((f) => f.workload === w && f.key === "cpuUsPerOp");
+      assert(row, `no proxy CPU figure for ${w}`);
+      const values = record(row.values, `${w} cpuUsPerOp values`);
+      const proxies = w === "redis32" ? ["reuse-raw", "reuse-redis"] : ["off", "reuse", "relay"];
+      for (const c of proxies) {
+        assertEquals(typeof values[c], "number", `${w}/${c}: ${JSON.stringify(values)}`);
+        assertGreater(values[c] as number, 0, `${w}/${c}`);
+      }
+      assertEquals(values.direct, null);
     }
     const redis = list(report.suites, "suites").map((x) => record(x, "suite"))
       .find((x) => list(x.workloads, "suite workloads").includes("redis32"));
@@ -296,6 +323,8 @@ Deno.test("bench --short runs every workload through every mode with no error", 
     assertMatch(svg, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
     assertStringIncludes(svg, "</svg>");
     assertStringIncludes(svg, "reuse-redis");
+    assertStringIncludes(svg, "proxy CPU per message");
+    assertStringIncludes(out.stdout, "proxy CPU per session");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -330,6 +359,42 @@ Deno.test("bench --short runs the redis workloads against its own RESP server", 
       "reuse-redis vs reuse-raw",
       "reuse-redis vs reuse-raw",
     ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("bench --workloads medium runs every medium workload, relay as a column", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "bench-test-" });
+  try {
+    const out = await runScript(BENCH, [
+      "--short",
+      "--workloads",
+      "medium",
+      "--modes",
+      "reuse,relay",
+      "--duration",
+      "100ms",
+      "--out",
+      dir,
+    ]);
+    assertEquals(out.code, 0, show(out));
+    const report = record(JSON.parse(await Deno.readTextFile(`${dir}/latest.json`)), "report");
+    const measured = list(report.measurements, "measurements").map((m) => {
+      const r = record(m, "measurement");
+      const result = record(r.result, "result");
+      if (r.column !== "direct") assertEquals(typeof r.proxyCpuMicros, "number");
+      return `${r.column}/${r.workload}/${result.kind}`;
+    });
+    const expected = [];
+    for (const size of ["1k", "5k", "20k"]) {
+      for (const [style, kind] of [["ka", "pingpong"], ["cpr", "connect"]]) {
+        for (const c of ["direct", "reuse", "relay"]) {
+          expected.push(`${c}/medium-${style}-${size}/${kind}`);
+        }
+      }
+    }
+    assertEquals(measured.sort(), expected.sort());
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
