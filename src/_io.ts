@@ -63,6 +63,20 @@ function giveBuffer(buffer: Uint8Array<ArrayBuffer>): void {
   if (free.length < POOLED_PER_SIZE) free.push(buffer);
 }
 
+/**
+ * Most burst buffers parked in pending reads at once, process-wide: a direction that just read a
+ * burst keeps its 64 KiB buffer for its next read (a keep-alive client's next answer then comes
+ * in one read) while this budget lasts; past it, directions go back to their small buffers. So
+ * idle sessions hold at most this many burst buffers in all (16 MiB), whatever their number.
+ */
+export const PARKED_BURST_BUFFERS = 256;
+let parked = 0;
+
+/** Burst buffers parked in pending reads now, process-wide (at most {@link PARKED_BURST_BUFFERS}). */
+export function parkedBurstBuffers(): number {
+  return parked;
+}
+
 /** The size of the next read buffer after a read of `bytesRead` into one of `size`. */
 function nextSize(size: number, bytesRead: number): number {
   if (bytesRead === size) return size === MIN_READ_BUFFER ? BURST_READ_BUFFER : MAX_READ_BUFFER;
@@ -90,6 +104,8 @@ export class ReadBuffers {
   #writing: Uint8Array<ArrayBuffer> | undefined;
   /** A large buffer whose write the caller is waiting for: free once the next read starts. */
   #freeOnNextRead: Uint8Array<ArrayBuffer> | undefined;
+  /** Whether {@link current} is a burst buffer kept past its burst, on the parked budget. */
+  #parked = false;
 
   /** The buffer to read into next. */
   get current(): Uint8Array<ArrayBuffer> {
@@ -110,14 +126,22 @@ export class ReadBuffers {
     const filled = this.#current;
     const written = this.#writing; // its write has finished: the caller's contract
     this.#writing = undefined;
+    this.#unpark();
     const size = nextSize(filled.length, bytesRead);
     if (bytesRead < filled.length) {
       // Not pressing: one buffer will do, read again once this write is done.
       if (written !== undefined) this.#give(written);
       if (size !== filled.length) {
-        // The burst is over: back to the small buffer; the large one is free after this write.
-        this.#current = this.#small;
-        this.#freeOnNextRead = filled;
+        if (filled.length === BURST_READ_BUFFER && parked < PARKED_BURST_BUFFERS) {
+          // The burst is over, but the next may come soon (a keep-alive client): keep the
+          // burst buffer for the next read, on the parked budget.
+          parked++;
+          this.#parked = true;
+        } else {
+          // Back to the small buffer; the large one is free after this write.
+          this.#current = this.#small;
+          this.#freeOnNextRead = filled;
+        }
       }
       return true;
     }
@@ -130,6 +154,20 @@ export class ReadBuffers {
     if (written !== undefined) this.#give(written);
     this.#current = takeBuffer(size);
     return false;
+  }
+
+  /**
+   * The direction is done (its socket closed): gives back its place on the parked budget. Its
+   * buffers are left to the garbage collector, as a read or write may still hold them.
+   */
+  dispose(): void {
+    this.#unpark();
+  }
+
+  #unpark(): void {
+    if (!this.#parked) return;
+    this.#parked = false;
+    parked--;
   }
 
   #give(buffer: Uint8Array<ArrayBuffer>): void {

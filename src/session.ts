@@ -578,6 +578,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     } finally {
       // Every user of the upstream connection finishes before the session lets it go.
       if (sending !== undefined) await sending;
+      buffers.dispose();
     }
   }
 

@@ -262,6 +262,8 @@ export class UpstreamConn {
     } catch (error) {
       reportUnexpected(`the reader of upstream connection #${this.id}`, error);
       this.close();
+    } finally {
+      buffers.dispose();
     }
   }
 

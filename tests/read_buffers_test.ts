@@ -5,8 +5,25 @@
  */
 
 import { assert, assertEquals } from "./_assert.ts";
-import { BURST_READ_BUFFER, MIN_READ_BUFFER, ReadBuffers } from "../src/_io.ts";
-import { closeQuietly, connect, delay, patternBytes, TestUpstream, writeAll } from "./_net.ts";
+import {
+  BURST_READ_BUFFER,
+  MIN_READ_BUFFER,
+  PARKED_BURST_BUFFERS,
+  parkedBurstBuffers,
+  ReadBuffers,
+} from "../src/_io.ts";
+import {
+  closeQuietly,
+  connect,
+  delay,
+  echo,
+  patternBytes,
+  readExactly,
+  startProxy,
+  TestUpstream,
+  within,
+  writeAll,
+} from "./_net.ts";
 
 /**
  * Has the upstream write `size` bytes at once, waits until they are all in the client's kernel
@@ -37,6 +54,7 @@ async function readBurst(size: number, buffers = new ReadBuffers()): Promise<{
     }
   } finally {
     closeQuietly(client);
+    buffers.dispose();
   }
   assert(bytes.every((b, i) => b === sent[i]), "the bytes arrive unchanged");
   return { reads, bytes };
@@ -50,21 +68,40 @@ for (const size of [1024, 5632, 20 * 1024, 64 * 1024]) {
   });
 }
 
-Deno.test("after a burst, a quiet direction goes back to its small buffer", async () => {
+Deno.test("after a burst, a direction keeps its 64 KiB buffer for the next read, so a keep-alive client's next answer takes one read", () => {
   const buffers = new ReadBuffers();
-  // 256 bytes fill the small buffer; the other 5,376 go into a 64 KiB one, under an eighth of
-  // it: the burst is over, and the next read (an idle session's pending read) uses 256 bytes.
-  const { reads } = await readBurst(5632, buffers);
-  assertEquals(reads, [MIN_READ_BUFFER, 5632 - MIN_READ_BUFFER]);
-  assertEquals(buffers.current.length, MIN_READ_BUFFER);
-  // A stream that keeps filling its buffers grows to the large sizes and stays there.
+  assertEquals(buffers.rotate(MIN_READ_BUFFER), false, "a full read does not wait for its write");
+  assertEquals(buffers.current.length, BURST_READ_BUFFER);
+  // 5,376 bytes: the burst is over, but the buffer stays (parked) for the next answer.
+  assertEquals(buffers.rotate(5632 - MIN_READ_BUFFER), true);
+  assertEquals(buffers.current.length, BURST_READ_BUFFER);
+  buffers.dispose();
+  // A stream that keeps filling its buffers grows to 256 KiB; a small read there ends it.
   const busy = new ReadBuffers();
-  assertEquals(busy.rotate(MIN_READ_BUFFER), false, "a full read does not wait for its write");
-  assertEquals(busy.current.length, BURST_READ_BUFFER);
+  busy.rotate(MIN_READ_BUFFER);
   assertEquals(busy.rotate(BURST_READ_BUFFER), false);
   assertEquals(busy.current.length, 256 * 1024);
   assertEquals(busy.rotate(100), true, "a small read ends the burst and waits for its write");
   assertEquals(busy.current.length, MIN_READ_BUFFER);
+  busy.dispose();
+});
+
+Deno.test("idle directions park at most PARKED_BURST_BUFFERS burst buffers in all; past it they go back to 256 bytes", () => {
+  const parkOne = () => {
+    const buffers = new ReadBuffers();
+    buffers.rotate(MIN_READ_BUFFER);
+    buffers.rotate(100);
+    return buffers;
+  };
+  const all = Array.from({ length: PARKED_BURST_BUFFERS + 8 }, parkOne);
+  const parked = all.filter((b) => b.current.length === BURST_READ_BUFFER).length;
+  assert(parked <= PARKED_BURST_BUFFERS, `${parked} parked`);
+  assert(all.some((b) => b.current.length === MIN_READ_BUFFER), "past the budget: small buffers");
+  for (const buffers of all) buffers.dispose();
+  // Disposed directions give their places back.
+  const again = parkOne();
+  assertEquals(again.current.length, BURST_READ_BUFFER);
+  again.dispose();
 });
 
 Deno.test("a large buffer given back is reused by another direction without carrying old bytes into its reads", async () => {
@@ -73,4 +110,27 @@ Deno.test("a large buffer given back is reused by another direction without carr
   // Each read only ever hands out the bytes it read (readBurst checks them against the source).
   assertEquals(first.bytes.length, 30_000);
   assertEquals(second.bytes.length, 12_345);
+});
+
+Deno.test("sessions that read bursts give their parked places back when they end", async () => {
+  const before = parkedBurstBuffers();
+  await using upstream = new TestUpstream(echo);
+  await using proxy = startProxy(upstream.address, { pool: "off" });
+  const message = patternBytes(5632, 3);
+  for (let i = 0; i < 10; i++) {
+    const client = await connect(proxy.address);
+    try {
+      await within(client, 3_000, async () => {
+        for (let j = 0; j < 3; j++) {
+          await writeAll(client, message);
+          await readExactly(client, message.length);
+        }
+      });
+    } finally {
+      closeQuietly(client);
+    }
+  }
+  await proxy.sessionsEnded(10);
+  await delay(50); // the upstream connections' readers see their close
+  assertEquals(parkedBurstBuffers(), before);
 });
