@@ -77,11 +77,9 @@ export function parkedBurstBuffers(): number {
   return parked;
 }
 
-/** The size of the next read buffer after a read of `bytesRead` into one of `size`. */
-function nextSize(size: number, bytesRead: number): number {
-  if (bytesRead === size) return size === MIN_READ_BUFFER ? BURST_READ_BUFFER : MAX_READ_BUFFER;
-  if (size > MIN_READ_BUFFER && bytesRead <= size / 8) return MIN_READ_BUFFER;
-  return size;
+/** The size of the next read buffer after a read that filled one of `size`. */
+function nextSize(size: number): number {
+  return size === MIN_READ_BUFFER ? BURST_READ_BUFFER : MAX_READ_BUFFER;
 }
 
 /**
@@ -90,8 +88,11 @@ function nextSize(size: number, bytesRead: number): number {
  * write before reading again. A read that fills the buffer means a burst: the next read goes into
  * a large buffer ({@link BURST_READ_BUFFER}, then {@link MAX_READ_BUFFER} while reads keep filling
  * them) taken from a shared free list, while the write of the previous chunk is in flight; so at
- * most two buffers are in use. A read that uses under an eighth of a large buffer ends the burst:
- * the direction returns to its small buffer and the large one goes back to the free list.
+ * most two buffers are in use. A read that does not fill a large buffer ends the burst: the
+ * direction keeps a 64 KiB buffer for its next read if the process-wide parked budget
+ * ({@link PARKED_BURST_BUFFERS}) allows (a keep-alive client's next answer then takes one read),
+ * or returns to its small buffer; so idle directions hold at most that many large buffers in all.
+ * A large buffer goes back to the free list once no read or write uses it.
  *
  * The caller's contract, which makes sharing buffers safe: when it calls {@link rotate} for a
  * chunk, the write of the chunk before has finished; and when `rotate` returns true, it waits for
@@ -127,24 +128,26 @@ export class ReadBuffers {
     const written = this.#writing; // its write has finished: the caller's contract
     this.#writing = undefined;
     this.#unpark();
-    const size = nextSize(filled.length, bytesRead);
     if (bytesRead < filled.length) {
       // Not pressing: one buffer will do, read again once this write is done.
       if (written !== undefined) this.#give(written);
-      if (size !== filled.length) {
-        if (filled.length === BURST_READ_BUFFER && parked < PARKED_BURST_BUFFERS) {
-          // The burst is over, but the next may come soon (a keep-alive client): keep the
-          // burst buffer for the next read, on the parked budget.
-          parked++;
-          this.#parked = true;
-        } else {
-          // Back to the small buffer; the large one is free after this write.
-          this.#current = this.#small;
-          this.#freeOnNextRead = filled;
-        }
+      if (filled === this.#small) return true;
+      // The next read may wait long (an idle keep-alive client), and a large buffer in a
+      // pending read is held all that time: only on the parked budget. A 64 KiB buffer stays (the
+      // next answer may come soon, in one read); a 256 KiB one steps down to a 64 KiB one; past
+      // the budget, back to the small buffer. The large one is free after this write.
+      if (parked < PARKED_BURST_BUFFERS) {
+        parked++;
+        this.#parked = true;
+        if (filled.length === BURST_READ_BUFFER) return true;
+        this.#current = takeBuffer(BURST_READ_BUFFER);
+      } else {
+        this.#current = this.#small;
       }
+      this.#freeOnNextRead = filled;
       return true;
     }
+    const size = nextSize(filled.length);
     // Full: a burst. The next read goes into another buffer while this one is written.
     this.#writing = filled;
     if (written !== undefined && written !== this.#small && written.length === size) {

@@ -576,9 +576,10 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
         }
       }
     } finally {
+      // First, as it frees nothing: an await below that throws must not keep the budget place.
+      buffers.dispose();
       // Every user of the upstream connection finishes before the session lets it go.
       if (sending !== undefined) await sending;
-      buffers.dispose();
     }
   }
 

@@ -81,16 +81,18 @@ Deno.test("after a burst, a direction keeps its 64 KiB buffer for the next read,
   busy.rotate(MIN_READ_BUFFER);
   assertEquals(busy.rotate(BURST_READ_BUFFER), false);
   assertEquals(busy.current.length, 256 * 1024);
-  assertEquals(busy.rotate(100), true, "a small read ends the burst and waits for its write");
-  assertEquals(busy.current.length, MIN_READ_BUFFER);
+  assertEquals(busy.rotate(100), true, "a read that does not fill ends the burst, and waits");
+  assertEquals(busy.current.length, BURST_READ_BUFFER, "a 256 KiB buffer steps down to 64 KiB");
   busy.dispose();
 });
 
 Deno.test("idle directions park at most PARKED_BURST_BUFFERS burst buffers in all; past it they go back to 256 bytes", () => {
+  // Reads of any size that do not fill the buffer count: 100 bytes, or 20,000 (over an eighth).
+  let n = 0;
   const parkOne = () => {
     const buffers = new ReadBuffers();
     buffers.rotate(MIN_READ_BUFFER);
-    buffers.rotate(100);
+    buffers.rotate(n++ % 2 === 0 ? 100 : 20_000);
     return buffers;
   };
   const all = Array.from({ length: PARKED_BURST_BUFFERS + 8 }, parkOne);
