@@ -36,7 +36,12 @@ import { formatDuration } from "./duration.ts";
 import { IdleLimitLearner } from "./idle_limit.ts";
 import { getProxyLogger, type Logger } from "./logging.ts";
 import { Refiller } from "./refill.ts";
-import { type IdleLossReason, type LeaseHandlers, UpstreamConn } from "./upstream_conn.ts";
+import {
+  type ConnHooks,
+  type IdleLossReason,
+  type LeaseHandlers,
+  UpstreamConn,
+} from "./upstream_conn.ts";
 
 /** Options for {@link UpstreamPool}. */
 export interface PoolOptions {
@@ -188,10 +193,11 @@ export class UpstreamPool {
   readonly #closing = new Set<Promise<void>>();
   readonly #refiller: Refiller;
   readonly #idleLimit: IdleLimitLearner;
-  /** What each connection calls when it closes, and when its reader loses it while idle (one function each for every connection). */
-  readonly #connClosed = (conn: UpstreamConn) => this.#onClosed(conn);
-  readonly #connLostWhileIdle = (conn: UpstreamConn, reason: IdleLossReason) =>
-    this.#onIdleLoss(conn, reason);
+  /** What every connection tells the pool: one object for all of them. */
+  readonly #connHooks: ConnHooks = {
+    onClosed: (conn) => this.#onClosed(conn),
+    onIdleLoss: (conn, reason) => this.#onIdleLoss(conn, reason),
+  };
   readonly #maxOpen: number;
   /** Connections open or being dialled; at most {@link PoolOptions.maxOpen} when it is set. */
   #open = 0;
@@ -304,13 +310,13 @@ export class UpstreamPool {
         const idle = reusable ? this.#takeIdle() : undefined;
         if (idle !== undefined) {
           if (idle.tryLease(handlers, true)) return this.#hit(idle);
-          this.#dispose(idle);
+          idle.close();
           continue;
         }
         const granted = this.#takeSlot() ? "slot" : await this.#waitInQueue(signal, reusable);
         if (granted !== "slot") {
           if (granted.tryLease(handlers, true)) return this.#hit(granted);
-          this.#dispose(granted);
+          granted.close();
           continue;
         }
         if (!reusable) return this.#miss(await this.#dial(signal, handlers));
@@ -318,7 +324,7 @@ export class UpstreamPool {
         if (borrowed.conn.tryLease(handlers, borrowed.fromPool)) {
           return borrowed.fromPool ? this.#hit(borrowed.conn) : this.#miss(borrowed.conn);
         }
-        this.#dispose(borrowed.conn);
+        borrowed.conn.close();
         if (!borrowed.fromPool) throw this.#lostBeforeUse(borrowed.conn);
       }
     } finally {
@@ -389,7 +395,7 @@ export class UpstreamPool {
         id: conn.id,
         reason: refusal === "unfit" ? conn.unfitReason : refusal,
       });
-      this.#dispose(conn);
+      conn.close();
       return refusal;
     }
     this.#stats.pooled++;
@@ -406,7 +412,7 @@ export class UpstreamPool {
   #settled(conn: UpstreamConn): void {
     if (!this.#settling.delete(conn)) return; // dropped meanwhile
     if (isFit(conn)) this.#putIdle(conn);
-    else this.#dispose(conn);
+    else conn.close();
   }
 
   /**
@@ -420,11 +426,11 @@ export class UpstreamPool {
     this.#refiller.stop();
     for (const waiter of this.#queue.splice(0)) waiter.reject(new PoolClosedError());
     this.#settleQueue?.clear();
-    for (const conn of this.#settling) this.#dispose(conn);
+    for (const conn of this.#settling) conn.close();
     this.#settling.clear();
     clearTimeout(this.#sweepTimer);
     this.#sweepTimer = undefined;
-    for (const conn of this.#idle.close()) this.#dispose(conn);
+    for (const conn of this.#idle.close()) conn.close();
     while (this.#dialing.size > 0 || this.#closing.size > 0) {
       await Promise.allSettled([...this.#dialing, ...this.#closing]);
     }
@@ -447,7 +453,7 @@ export class UpstreamPool {
     for (let conn = this.#idle.tryTake(); conn !== undefined; conn = this.#idle.tryTake()) {
       if (isFit(conn) && now < this.#deadline(conn)) return conn;
       this.#stats.idleDropped++;
-      this.#dispose(conn);
+      conn.close();
     }
     return undefined;
   }
@@ -466,7 +472,7 @@ export class UpstreamPool {
     // gives its slot to the first of them. Otherwise it joins the pool if there is room.
     const full = this.#idle.size + this.#settling.size >= this.options.maxIdle;
     if (this.#queue.length > 0 || full || !this.#idle.offer(conn)) {
-      this.#dispose(conn);
+      conn.close();
       return;
     }
     this.#scheduleSweep(conn);
@@ -548,7 +554,7 @@ export class UpstreamPool {
     if (oldest === undefined) return;
     this.#idle.remove(oldest);
     this.#stats.idleDropped++;
-    this.#dispose(oldest); // its slot goes to the head of the queue
+    oldest.close(); // its slot goes to the head of the queue
   }
 
   // ---- dialling and losing connections ----
@@ -569,12 +575,11 @@ export class UpstreamPool {
     )
       .then((socket) => {
         this.#dialsInFlight--;
-        const conn = new UpstreamConn(socket, this.#connClosed);
+        const conn = new UpstreamConn(socket, this.#connHooks);
         if (this.options.maxLifetimeMs > 0) {
           const lifetime = this.options.maxLifetimeMs * (1 - Math.random() * LIFETIME_JITTER);
           conn.retireAt = conn.createdAt + lifetime;
         }
-        conn.watchWhileIdle(this.#connLostWhileIdle);
         if (leaseTo !== undefined) conn.tryLease(leaseTo, false);
         return conn;
       }, (error: unknown) => {
@@ -609,10 +614,6 @@ export class UpstreamPool {
     this.#refiller.request();
   }
 
-  #dispose(conn: UpstreamConn): void {
-    conn.close();
-  }
-
   // ---- idle timeout and lifetime ----
 
   /** When `conn` must leave the pool: idle timeout, lifetime, or the upstream's learned limit. */
@@ -645,7 +646,7 @@ export class UpstreamPool {
           id: conn.id,
         },
       );
-      this.#dispose(conn);
+      conn.close();
     }
     for (const conn of this.#idle.snapshot()) this.#scheduleSweep(conn);
     if (expired.length > 0) this.#refiller.request();

@@ -49,6 +49,14 @@ export type IdleLossReason =
 /** Most bytes kept from an upstream that speaks before its connection's first lease. */
 export const GREETING_LIMIT = 64 * 1024;
 
+/** What the owner of a connection (the pool) hears from it. */
+export interface ConnHooks {
+  /** The connection closed, by whatever path; called once. */
+  onClosed(conn: UpstreamConn): void;
+  /** The idle reader noticed the connection died (it is closed already). */
+  onIdleLoss(conn: UpstreamConn, reason: IdleLossReason): void;
+}
+
 /** Life-cycle state of an {@link UpstreamConn}. */
 export type UpstreamConnState = "idle" | "leased" | "closed";
 
@@ -84,17 +92,16 @@ export class UpstreamConn {
   #greeting: Uint8Array[] = [];
   #greetingBytes = 0;
   #greetingDelivery: Promise<void> | undefined;
-  #onIdleLoss: ((conn: UpstreamConn, reason: IdleLossReason) => void) | undefined;
-  #onClosed: ((conn: UpstreamConn) => void) | undefined;
+  readonly #hooks: ConnHooks | undefined;
   #readLoopDone: Promise<void>;
 
   /**
-   * Wraps a connected socket and starts its reader; the connection starts idle. `onClosed` runs
-   * once, when the connection is closed by whatever path (the pool counts open connections).
+   * Wraps a connected socket and starts its reader; the connection starts idle. `hooks` tell its
+   * owner when it closes (once, by whatever path) and when its idle reader lost it.
    */
-  constructor(conn: Deno.TcpConn, onClosed?: (conn: UpstreamConn) => void) {
+  constructor(conn: Deno.TcpConn, hooks?: ConnHooks) {
     this.conn = conn;
-    this.#onClosed = onClosed;
+    this.#hooks = hooks;
     this.#readLoopDone = this.#readLoop();
   }
 
@@ -111,14 +118,6 @@ export class UpstreamConn {
   /** Milliseconds since connected. */
   age(now: number = performance.now()): number {
     return now - this.createdAt;
-  }
-
-  /**
-   * Sets what happens when the idle reader notices the connection died (the pool removes it).
-   * Called once by the pool.
-   */
-  watchWhileIdle(onLoss: (conn: UpstreamConn, reason: IdleLossReason) => void): void {
-    this.#onIdleLoss = onLoss;
   }
 
   /**
@@ -196,9 +195,7 @@ export class UpstreamConn {
     this.#state = "closed";
     this.#lease = undefined;
     closeQuietly(this.conn);
-    const onClosed = this.#onClosed;
-    this.#onClosed = undefined;
-    onClosed?.(this);
+    this.#hooks?.onClosed(this); // once: the state is closed from here on
   }
 
   /**
@@ -275,7 +272,7 @@ export class UpstreamConn {
     }
     if (this.#state === "idle") {
       this.close();
-      this.#onIdleLoss?.(this, idleReason);
+      this.#hooks?.onIdleLoss(this, idleReason);
     }
   }
 }
