@@ -716,8 +716,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   async #passFinUpstream(): Promise<void> {
     const up = this.#up;
     if (up === undefined) return;
-    this.#clientFin = "passed";
-    this.#halfClosing();
+    this.#clientFin = "passed"; // the fin timeout runs since the FIN was read
     try {
       await up.closeWrite();
     } catch (error) {
@@ -869,7 +868,6 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       if (fin === "passed" || fin === "held" || fin === "owed") {
         clearTimeout(this.#finHoldTimer);
         this.#clientFin = "passed";
-        this.#halfClosing();
         await fresh.closeWrite();
       }
     } catch (error) {
