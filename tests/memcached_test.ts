@@ -7,7 +7,7 @@
 import { assert, assertEquals, assertStringIncludes, fail } from "./_assert.ts";
 import { isComplete } from "../src/framing.ts";
 import { MemcachedTracker } from "../src/memcached.ts";
-import { type Snapshot, snapshot } from "./_tracker.ts";
+import { seededRandom as random, type Snapshot, snapshot } from "./_tracker.ts";
 
 /** Bytes of `text`, one per character (so `\x80` or `\xff` are single bytes). */
 function latin1(text: string): Uint8Array {
@@ -66,18 +66,6 @@ function feed(steps: Step[], cuts: (step: number, length: number) => number[]): 
     }
   });
   return snapshot(tracker);
-}
-
-/** A small seeded generator (mulberry32), so random splits repeat from run to run. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function randomCuts(next: () => number, length: number): number[] {

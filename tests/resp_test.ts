@@ -6,7 +6,7 @@
 import { assert, assertEquals, assertFalse, assertStringIncludes } from "./_assert.ts";
 import { isComplete, type Unfit } from "../src/framing.ts";
 import { REDIS_RESET_COMMAND, REDIS_RESET_REPLY, RedisTracker } from "../src/resp.ts";
-import { type Snapshot, snapshot } from "./_tracker.ts";
+import { seededRandom as prng, type Snapshot, snapshot } from "./_tracker.ts";
 
 const encoder = new TextEncoder();
 
@@ -51,18 +51,6 @@ function run(requests: Uint8Array[], replies: Uint8Array[], scribble = false): S
     if (scribble) copy.fill(0x3a);
   }
   return snapshot(tracker);
-}
-
-/** A deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function randomPieces(data: Uint8Array, random: () => number): Uint8Array[] {
