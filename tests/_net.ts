@@ -124,6 +124,18 @@ export async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Arra
   return out;
 }
 
+/**
+ * Sends `text` on `client`, shuts its write side (FIN), and reads the answer to the end, within
+ * `ms`: a client that half-closes after its request and still waits for the answer.
+ */
+export function sendAndHalfClose(client: Deno.TcpConn, text: string, ms: number): Promise<string> {
+  return within(client, ms, async () => {
+    await writeAll(client, encoder.encode(text));
+    await client.closeWrite();
+    return decoder.decode(await readToEnd(client));
+  });
+}
+
 /** Reads until EOF and returns everything read. */
 export async function readToEnd(conn: Deno.Conn): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];

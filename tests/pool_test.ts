@@ -27,6 +27,7 @@ import {
   readExactly,
   readToEnd,
   roundTrip,
+  sendAndHalfClose,
   startProxy,
   TestUpstream,
   unresponsiveUpstream,
@@ -334,11 +335,7 @@ for (const mode of ["warm", "reuse"] as const) {
       await eventually(() => proxy.server.pool.stats.idle >= 1);
       const client = await connect(proxy.address);
       try {
-        const answer = await within(client, 3_000, async () => {
-          await writeAll(client, encoder.encode("metric 1\n"));
-          await client.closeWrite();
-          return decoder.decode(await readToEnd(client));
-        });
+        const answer = await sendAndHalfClose(client, "metric 1\n", 3_000);
         assertEquals(answer, "");
       } finally {
         closeQuietly(client);

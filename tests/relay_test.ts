@@ -19,6 +19,7 @@ import {
   readExactly,
   readToEnd,
   roundTrip,
+  sendAndHalfClose,
   startProxy,
   TestUpstream,
   within,
@@ -62,11 +63,7 @@ for (const mode of MODES) {
     const proxy = startProxy(upstream.address, { pool: mode });
     const client = await connect(proxy.address);
     try {
-      const answer = await within(client, 5_000, async () => {
-        await writeAll(client, encoder.encode("question"));
-        await client.closeWrite();
-        return decoder.decode(await readToEnd(client));
-      });
+      const answer = await sendAndHalfClose(client, "question", 5_000);
       assertEquals(answer, "got 8 bytes: question");
       await proxy.sessionsEnded(1);
       assertEquals(proxy.sessions[0].end, "client-closed");
@@ -186,11 +183,7 @@ Deno.test("reuse: a client EOF after an unanswered request passes the FIN on and
   const proxy = startProxy(upstream.address, { pool: "reuse" });
   const client = await connect(proxy.address);
   try {
-    const answer = await within(client, 5_000, async () => {
-      await writeAll(client, encoder.encode("slow"));
-      await client.closeWrite();
-      return decoder.decode(await readToEnd(client));
-    });
+    const answer = await sendAndHalfClose(client, "slow", 5_000);
     assertEquals(answer, "slow");
     await proxy.sessionsEnded(1);
     assertEquals(proxy.sessions[0].halfClosed, true);

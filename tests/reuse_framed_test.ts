@@ -14,6 +14,7 @@ import {
   encoder,
   readExactly,
   readToEnd,
+  sendAndHalfClose,
   startProxy,
   type TestProxy,
   within,
@@ -157,11 +158,7 @@ Deno.test("redis: a reused connection the upstream closes as it is handed out is
   await proxy.sessionsEnded(1);
   const client = await connect(proxy.address);
   try {
-    const got = await within(client, 3_000, async () => {
-      await writeAll(client, encoder.encode(resp("ECHO", "second")));
-      await client.closeWrite();
-      return decoder.decode(await readToEnd(client));
-    });
+    const got = await sendAndHalfClose(client, resp("ECHO", "second"), 3_000);
     assertEquals(got, bulk("second"));
   } finally {
     closeQuietly(client);

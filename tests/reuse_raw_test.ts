@@ -14,6 +14,7 @@ import {
   readExactly,
   readToEnd,
   roundTrip,
+  sendAndHalfClose,
   startProxy,
   TestUpstream,
   within,
@@ -107,12 +108,8 @@ Deno.test("reuse: a reused connection the upstream closes as it is handed out ge
   const client = await connect(proxy.address);
   let got = "";
   try {
-    got = await within(client, 3_000, async () => {
-      // The request and the FIN together, as a client that sends and shuts its write side.
-      await writeAll(client, encoder.encode("second"));
-      await client.closeWrite();
-      return decoder.decode(await readToEnd(client));
-    });
+    // The request and the FIN together, as a client that sends and shuts its write side.
+    got = await sendAndHalfClose(client, "second", 3_000);
   } finally {
     closeQuietly(client);
   }
@@ -167,11 +164,7 @@ Deno.test("reuse: a held FIN that comes due while the retry is under way is pass
   await proxy.sessionsEnded(1);
   const client = await connect(proxy.address);
   try {
-    const got = await within(client, 3_000, async () => {
-      await writeAll(client, encoder.encode("second"));
-      await client.closeWrite();
-      return decoder.decode(await readToEnd(client));
-    });
+    const got = await sendAndHalfClose(client, "second", 3_000);
     assertEquals(got, "hi|second|bye");
   } finally {
     closeQuietly(client);
