@@ -47,10 +47,13 @@ export function writeAllSync(
 /**
  * Large read buffers shared by every direction of every session, so that a burst costs no
  * allocation: a direction takes one when its reads fill the small buffer and gives it back when
- * the burst is over and no read or write uses it. At most {@link POOLED_PER_SIZE} of each size
- * are kept.
+ * the burst is over and no read or write uses it. At most {@link FREE_BUFFERS_PER_SIZE} of each
+ * size are kept (4 MiB of each size), enough for the bursts of a few dozen sessions at once.
  */
-const POOLED_PER_SIZE = 16;
+export const FREE_BUFFERS_PER_SIZE: Readonly<Record<number, number>> = {
+  [64 * 1024]: 64,
+  [256 * 1024]: 16,
+};
 const freeBuffers = new Map<number, Uint8Array<ArrayBuffer>[]>();
 
 function takeBuffer(size: number): Uint8Array<ArrayBuffer> {
@@ -60,7 +63,7 @@ function takeBuffer(size: number): Uint8Array<ArrayBuffer> {
 function giveBuffer(buffer: Uint8Array<ArrayBuffer>): void {
   let free = freeBuffers.get(buffer.length);
   if (free === undefined) freeBuffers.set(buffer.length, free = []);
-  if (free.length < POOLED_PER_SIZE) free.push(buffer);
+  if (free.length < (FREE_BUFFERS_PER_SIZE[buffer.length] ?? 0)) free.push(buffer);
 }
 
 /**
@@ -83,13 +86,30 @@ function nextSize(size: number): number {
 }
 
 /**
+ * How many microtasks a read of bytes already in the socket takes to settle: Deno polls a read
+ * once when it starts, so such a read settles at once (measured: two microtasks). Waiting this long
+ * for the read behind a full small buffer tells "the rest of the burst is here" from "the client
+ * sent exactly that much" without a timer. If a later Deno took longer, chunks would only be
+ * written in two writes again, never lost or reordered.
+ */
+const READY_READ_MICROTASKS = 4;
+
+/** What {@link ReadBuffers.read} reads from: a socket. */
+export interface ByteSource {
+  read(p: Uint8Array): Promise<number | null>;
+}
+
+/**
  * The read buffers of one direction of a relay. A quiet direction reads into its own small
  * buffer ({@link MIN_READ_BUFFER}), so an idle session holds little; the caller waits for each
- * write before reading again. A read that fills the buffer means a burst: the next read goes into
- * a large buffer ({@link BURST_READ_BUFFER}, then {@link MAX_READ_BUFFER} while reads keep filling
- * them) taken from a shared free list, while the write of the previous chunk is in flight; so at
- * most two buffers are in use. A read that does not fill a large buffer ends the burst: the
- * direction keeps a 64 KiB buffer for its next read if the process-wide parked budget
+ * write before reading again. A read that fills the small buffer means a burst: {@link read} copies
+ * those bytes into the start of a large buffer ({@link BURST_READ_BUFFER}) taken from a shared free
+ * list and reads the rest behind them; when the rest was already in the socket (a request or an
+ * answer of up to 64 KiB sent at once), the whole burst is one chunk, so one write. While reads
+ * keep filling their buffers, the next read goes into another large buffer
+ * ({@link MAX_READ_BUFFER}) while the write of the previous chunk is in flight; so at most two
+ * buffers are in use. A read that does not fill a large buffer ends the burst: the direction
+ * keeps a 64 KiB buffer for its next read if the process-wide parked budget
  * ({@link PARKED_BURST_BUFFERS}) allows (a keep-alive client's next answer then takes one read),
  * or returns to its small buffer; so idle directions hold at most that many large buffers in all.
  * A large buffer goes back to the free list once no read or write uses it.
@@ -101,14 +121,30 @@ function nextSize(size: number): number {
 export class ReadBuffers {
   readonly #small: Uint8Array<ArrayBuffer> = new Uint8Array(MIN_READ_BUFFER);
   #current: Uint8Array<ArrayBuffer> = this.#small;
+  /** Where the last chunk starts in {@link current} (after a full small buffer's copy). */
+  #chunkStart = 0;
+  /**
+   * The read of the rest of a burst into {@link current} behind a full small buffer's bytes,
+   * still under way when that chunk was handed out; the next {@link read} returns its chunk.
+   */
+  #rest: Promise<number | null> | undefined;
   /** Handed to a write by the last {@link rotate}, which did not wait for it. */
   #writing: Uint8Array<ArrayBuffer> | undefined;
   /** A large buffer whose write the caller is waiting for: free once the next read starts. */
   #freeOnNextRead: Uint8Array<ArrayBuffer> | undefined;
   /** Whether {@link current} is a burst buffer kept past its burst, on the parked budget. */
   #parked = false;
+  #lastFilled = false;
 
-  /** The buffer to read into next. */
+  /**
+   * Whether the last chunk {@link read} returned filled its buffer, or the rest of its burst is
+   * still being read: more bytes were probably waiting.
+   */
+  get lastReadFilled(): boolean {
+    return this.#lastFilled;
+  }
+
+  /** The buffer to read into next, for a caller that reads by itself (not with {@link read}). */
   get current(): Uint8Array<ArrayBuffer> {
     if (this.#freeOnNextRead !== undefined) {
       this.#give(this.#freeOnNextRead);
@@ -118,17 +154,73 @@ export class ReadBuffers {
   }
 
   /**
-   * Call after `bytesRead` bytes of {@link current} were handed to a write that may still be in
-   * flight: picks the next read buffer.
+   * Reads the next chunk from `source`: a view into these buffers, valid until {@link rotate}
+   * says otherwise; `null` at the end of the stream. A read that fills the small buffer is
+   * followed at once by a read of the rest of the burst behind it, see the class documentation.
+   *
+   * @throws whatever `source.read` throws.
+   */
+  async read(source: ByteSource): Promise<Uint8Array<ArrayBuffer> | null> {
+    const rest = this.#rest;
+    if (rest !== undefined) {
+      // The rest of a burst whose first bytes went out alone: it lands behind them.
+      this.#rest = undefined;
+      const n = await rest;
+      if (n === null) return null;
+      this.#chunkStart = MIN_READ_BUFFER;
+      this.#lastFilled = MIN_READ_BUFFER + n === this.#current.length;
+      return this.#current.subarray(MIN_READ_BUFFER, MIN_READ_BUFFER + n);
+    }
+    const buffer = this.current;
+    this.#chunkStart = 0;
+    const n = await source.read(buffer);
+    if (n === null) return null;
+    this.#lastFilled = n === buffer.length;
+    if (buffer !== this.#small || n < buffer.length) return buffer.subarray(0, n);
+    return await this.#readRest(source);
+  }
+
+  /** The small buffer is full: reads the rest of the burst behind a copy of it. */
+  async #readRest(source: ByteSource): Promise<Uint8Array<ArrayBuffer>> {
+    const large = takeBuffer(BURST_READ_BUFFER);
+    large.set(this.#small);
+    this.#current = large;
+    let settled = false;
+    let restLength: number | null = null;
+    const rest = source.read(large.subarray(MIN_READ_BUFFER));
+    rest.then((n) => {
+      settled = true;
+      restLength = n;
+    }, () => {
+      settled = true;
+    });
+    for (let i = 0; i < READY_READ_MICROTASKS && !settled; i++) await null;
+    if (settled && restLength !== null) {
+      this.#lastFilled = MIN_READ_BUFFER + restLength === large.length;
+      return large.subarray(0, MIN_READ_BUFFER + restLength);
+    }
+    // Not there yet, or the end of the stream, or an error: the first bytes go out alone, and
+    // the next read() returns what this read brings.
+    this.#rest = rest;
+    return large.subarray(0, MIN_READ_BUFFER);
+  }
+
+  /**
+   * Call after the chunk of the last read, `bytesRead` bytes, was handed to a write that may
+   * still be in flight: picks the next read buffer.
    *
    * @returns true when the caller must wait for that write before reading again.
    */
   rotate(bytesRead: number): boolean {
     const filled = this.#current;
+    const end = this.#chunkStart + bytesRead;
+    this.#chunkStart = 0;
+    // The rest of this burst is being read into the same buffer, behind this chunk.
+    if (this.#rest !== undefined) return true;
     const written = this.#writing; // its write has finished: the caller's contract
     this.#writing = undefined;
     this.#unpark();
-    if (bytesRead < filled.length) {
+    if (end < filled.length) {
       // Not pressing: one buffer will do, read again once this write is done.
       if (written !== undefined) this.#give(written);
       if (filled === this.#small) return true;
@@ -160,11 +252,18 @@ export class ReadBuffers {
   }
 
   /**
-   * The direction is done (its socket closed): gives back its place on the parked budget. Its
-   * buffers are left to the garbage collector, as a read or write may still hold them.
+   * The direction is done: its reads have ended (the caller reads no more) and it waited for the
+   * writes that {@link rotate} asked it to. Gives back its place on the parked budget and the large
+   * buffers no read or write can still hold; one whose write may be in flight is left to the
+   * garbage collector.
    */
   dispose(): void {
     this.#unpark();
+    if (this.#freeOnNextRead !== undefined) this.#give(this.#freeOnNextRead);
+    this.#freeOnNextRead = undefined;
+    // A read of the rest of a burst may still be under way into the current buffer.
+    if (this.#rest === undefined && this.#current !== this.#writing) this.#give(this.#current);
+    this.#current = this.#small;
   }
 
   #unpark(): void {

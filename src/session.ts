@@ -531,26 +531,25 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     let sending: Promise<boolean> | undefined;
     try {
       while (this.#end === undefined) {
-        let bytesRead: number | null;
+        let chunk: Uint8Array | null;
         try {
-          bytesRead = await this.#client.read(buffers.current);
+          chunk = await buffers.read(this.#client);
         } catch (error) {
           // Seen at once, even while a write upstream is blocked: the teardown cuts that write.
           if (!isLocalInterruption(error)) this.#finish("client-error", error);
           return;
         }
         // The client's FIN starts the fin timeout now, even if a write upstream is blocked.
-        if (bytesRead === null) this.#halfClosing();
+        if (chunk === null) this.#halfClosing();
         if (sending !== undefined && !await sending) return;
         sending = undefined;
-        if (bytesRead === null) {
+        if (chunk === null) {
           await this.#onClientEof();
           return;
         }
         if (this.#end !== undefined) return;
-        const chunk = buffers.current.subarray(0, bytesRead);
         this.#clientActiveAt = performance.now();
-        this.#bytesFromClient += bytesRead;
+        this.#bytesFromClient += chunk.length;
         if (this.#lastSpeaker !== "client") this.#clientTurns++;
         this.#lastSpeaker = "client";
         const goodbye = this.#goodbyeLength(chunk);
@@ -570,16 +569,18 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
           if (sending !== undefined && !await sending) return;
           sending = this.#sendUpstream(rest, this.#replay.take(rest));
         }
-        if (buffers.rotate(bytesRead)) {
+        if (buffers.rotate(chunk.length)) {
           if (!await sending) return;
           sending = undefined;
         }
       }
     } finally {
-      // First, as it frees nothing: an await below that throws must not keep the budget place.
-      buffers.dispose();
       // Every user of the upstream connection finishes before the session lets it go.
-      if (sending !== undefined) await sending;
+      try {
+        if (sending !== undefined) await sending;
+      } finally {
+        buffers.dispose();
+      }
     }
   }
 

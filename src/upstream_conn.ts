@@ -74,7 +74,7 @@ export class UpstreamConn {
   idleSince: number = this.createdAt;
   /** Sessions that have held it. */
   leases = 0;
-  /** Whether the last read filled its buffer (more bytes were probably waiting). */
+  /** Whether the last read filled its buffer, so more bytes were probably waiting ({@link ReadBuffers.lastReadFilled}). */
   lastReadFilled = false;
   /** Whether a session ever received a byte from it: the upstream served it. */
   answered = false;
@@ -206,12 +206,12 @@ export class UpstreamConn {
     const buffers = new ReadBuffers();
     try {
       while (true) {
-        let bytesRead: number | null;
+        let chunk: Uint8Array | null;
         let readError: unknown;
         try {
-          bytesRead = await this.conn.read(buffers.current);
+          chunk = await buffers.read(this.conn);
         } catch (error) {
-          bytesRead = null;
+          chunk = null;
           readError = error ?? new Error("read failed");
         }
         // Whatever comes next follows the greeting and the chunk still being delivered.
@@ -226,15 +226,16 @@ export class UpstreamConn {
           this.#readEnded("error while idle", (lease) => lease.onUpstreamError(this, readError));
           return;
         }
-        if (bytesRead === null) {
+        if (chunk === null) {
           this.unfitReason ??= "closed by upstream";
           this.#readEnded("closed by upstream", (lease) => lease.onUpstreamEof(this));
           return;
         }
         if (this.#lease === undefined && this.leases === 0 && this.#state === "idle") {
-          this.#greetingBytes += bytesRead;
+          this.#greetingBytes += chunk.length;
           if (this.#greetingBytes <= GREETING_LIMIT) {
-            this.#greeting.push(buffers.current.slice(0, bytesRead));
+            this.#greeting.push(chunk.slice());
+            buffers.rotate(chunk.length); // copied: nothing writes it
             continue;
           }
           this.unfitReason ??= "greeting too large";
@@ -248,10 +249,10 @@ export class UpstreamConn {
           this.#readEnded("bytes while idle", undefined);
           return;
         }
-        this.lastReadFilled = bytesRead === buffers.current.length;
+        this.lastReadFilled = buffers.lastReadFilled;
         this.answered = true;
-        this.#delivering = lease.onUpstreamData(this, buffers.current.subarray(0, bytesRead));
-        if (buffers.rotate(bytesRead)) {
+        this.#delivering = lease.onUpstreamData(this, chunk);
+        if (buffers.rotate(chunk.length)) {
           await this.#delivering;
           this.#delivering = undefined;
         }

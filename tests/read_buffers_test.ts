@@ -68,6 +68,73 @@ for (const size of [1024, 5632, 20 * 1024, 64 * 1024]) {
   });
 }
 
+/**
+ * Has the upstream write `parts` (waiting `pauseMs` between them), and reads them with
+ * `ReadBuffers.read` as a relay does; returns the chunks, each of which a relay writes in one
+ * write.
+ */
+async function readChunks(parts: Uint8Array[], pauseMs = 0): Promise<Uint8Array[]> {
+  await using upstream = new TestUpstream(async (conn) => {
+    for (const [i, part] of parts.entries()) {
+      if (i > 0) await delay(pauseMs);
+      await writeAll(conn, part);
+    }
+    conn.close();
+  });
+  const client = await connect(upstream.address);
+  const buffers = new ReadBuffers();
+  const chunks: Uint8Array[] = [];
+  try {
+    await delay(50); // the first part is waiting in the kernel
+    while (true) {
+      const chunk = await buffers.read(client);
+      if (chunk === null) break;
+      chunks.push(chunk.slice());
+      buffers.rotate(chunk.length); // the "write" of each chunk is done at once here
+    }
+  } finally {
+    closeQuietly(client);
+    buffers.dispose();
+  }
+  return chunks;
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) all.set(p, (at += p.length) - p.length);
+  return all;
+}
+
+for (const size of [1024, 5632, 20 * 1024, BURST_READ_BUFFER]) {
+  Deno.test(`read(): an answer of ${size} bytes already waiting comes as one chunk, so one write`, async () => {
+    const sent = patternBytes(size, 7);
+    const chunks = await readChunks([sent]);
+    assertEquals(chunks.map((c) => c.length), [size]);
+    assertEquals(chunks[0], sent);
+  });
+}
+
+Deno.test("read(): a burst of exactly the small buffer is handed on at once, without waiting for bytes that have not come", async () => {
+  const first = patternBytes(MIN_READ_BUFFER, 1);
+  const second = patternBytes(3000, 2);
+  const started = performance.now();
+  const chunks = await readChunks([first, second], 300);
+  assertEquals(concat(chunks), concat([first, second]), "the bytes, in order");
+  assertEquals(chunks[0].length, MIN_READ_BUFFER, "the first bytes went out alone");
+  assertEquals(chunks.length, 2, "the rest, read behind them, is the next chunk");
+  assert(performance.now() - started >= 300);
+});
+
+Deno.test("read(): a small buffer's worth then the end of the stream, or more than 64 KiB, keeps every byte in order", async () => {
+  const exact = patternBytes(MIN_READ_BUFFER, 3);
+  assertEquals(concat(await readChunks([exact])), exact);
+  const large = patternBytes(300_000, 4);
+  const chunks = await readChunks([large]);
+  assertEquals(concat(chunks), large);
+  assertEquals(chunks[0].length, BURST_READ_BUFFER, "the first chunk fills a 64 KiB buffer");
+});
+
 Deno.test("after a burst, a direction keeps its 64 KiB buffer for the next read, so a keep-alive client's next answer takes one read", () => {
   const buffers = new ReadBuffers();
   assertEquals(buffers.rotate(MIN_READ_BUFFER), false, "a full read does not wait for its write");
