@@ -48,10 +48,19 @@ export interface ProxyConfig {
   upstream: HostPort;
   /** The pooling mode. Default `warm`. */
   pool: PoolMode;
-  /** The most idle upstream connections kept. Default 100. */
+  /**
+   * The most idle upstream connections kept; within it, the pool keeps what recent demand needs
+   * (`src/demand.ts`). Default 1000.
+   */
   poolSize: number;
   /** Connections kept ready ahead of demand. Default {@link defaultMinIdle} of the mode (4 in warm, 0 otherwise). */
   minIdle: number;
+  /**
+   * In `warm` and `reuse`, connections kept ready per session started within one dial time at the
+   * recent peak (`src/demand.ts`); `--min-idle` is the floor, `--pool-size` the ceiling. 0 keeps
+   * just `--min-idle`. Default 1.
+   */
+  preconnectRatio: number;
   /** An idle pooled connection older than this is closed. Default 60000 (60s). Always > 0. */
   idleTimeoutMs: number;
   /** A pooled connection is not reused past this age; 0 means no limit. Default 1800000 (30m). */
@@ -138,6 +147,8 @@ export const MAX_POOL_SIZE = 100_000;
 export const MAX_CLIENTS = 1_000_000;
 /** The largest accepted `--max-upstream`. */
 export const MAX_UPSTREAM = 100_000;
+/** The largest accepted `--preconnect-ratio`. */
+export const MAX_PRECONNECT_RATIO = 100;
 /** The accepted protocols. */
 export const PROTOCOLS: readonly Protocol[] = ["raw", "redis", "memcached"];
 /** The largest accepted `--reuse-drain-bytes`: 1 GiB. */
@@ -158,8 +169,9 @@ export const DEFAULT_CONFIG: Readonly<ProxyConfig> = Object.freeze({
   listen: Object.freeze({ hostname: "127.0.0.1", port: 8848 }),
   upstream: Object.freeze({ hostname: "127.0.0.1", port: 8849 }),
   pool: "warm",
-  poolSize: 100,
+  poolSize: 1000,
   minIdle: defaultMinIdle("warm"),
+  preconnectRatio: 1,
   idleTimeoutMs: 60_000,
   maxLifetimeMs: 1_800_000,
   connectTimeoutMs: 5_000,
@@ -196,6 +208,7 @@ const VALUE_FLAGS = [
   "pool",
   "pool-size",
   "min-idle",
+  "preconnect-ratio",
   "idle-timeout",
   "max-lifetime",
   "connect-timeout",
@@ -222,6 +235,7 @@ const ACCEPTS: Record<ValueFlag, string> = {
   "pool": "use off, warm or reuse",
   "pool-size": `give an integer from 0 to ${MAX_POOL_SIZE}`,
   "min-idle": "give an integer from 0 to --pool-size",
+  "preconnect-ratio": `give a number from 0 to ${MAX_PRECONNECT_RATIO}, e.g. 1 or 1.5`,
   "idle-timeout": "give a duration greater than 0, e.g. 60s",
   "max-lifetime": "give a duration, e.g. 30m, or 0 for no limit",
   "connect-timeout": "give a duration greater than 0, e.g. 5s",
@@ -328,6 +342,8 @@ export function helpText(): string {
     ],
     ["--min-idle N", "connections kept ready ahead of demand, at most --pool-size"],
     ["", `(default ${warmIdle} with warm, ${reuseIdle} with reuse)`],
+    ["--preconnect-ratio R", "warm, reuse: also keep ready R connections per session started"],
+    ["", `within one dial time at the recent peak (default ${d.preconnectRatio}; 0 = none)`],
     [
       "--idle-timeout DURATION",
       `close an idle pooled connection older than this (default ${idle})`,
@@ -550,6 +566,14 @@ function buildConfig(values: Map<ValueFlag, string>, redisReset: boolean): Proxy
       "--reuse-settle",
     );
   }
+  const preconnectRatio = ratio("preconnect-ratio", values.get("preconnect-ratio")) ??
+    d.preconnectRatio;
+  if (pool === "off" && values.has("preconnect-ratio")) {
+    throw new ConfigError(
+      `--preconnect-ratio: has no effect with --pool off; drop it, or use --pool warm or reuse`,
+      "--preconnect-ratio",
+    );
+  }
   if (pool === "off" && minIdle > 0) {
     throw new ConfigError(
       `--min-idle: ${minIdle} has no effect with --pool off; drop it, or use --pool warm or reuse`,
@@ -562,6 +586,7 @@ function buildConfig(values: Map<ValueFlag, string>, redisReset: boolean): Proxy
     pool,
     poolSize,
     minIdle,
+    preconnectRatio,
     idleTimeoutMs: duration("idle-timeout", values.get("idle-timeout"), 1) ?? d.idleTimeoutMs,
     maxLifetimeMs: duration("max-lifetime", values.get("max-lifetime"), 0) ?? d.maxLifetimeMs,
     connectTimeoutMs: duration("connect-timeout", values.get("connect-timeout"), 1) ??
@@ -619,6 +644,20 @@ export function formatSize(bytes: number): string {
     }
   }
   return `${bytes}B`;
+}
+
+/** A ratio: a decimal number from 0 to {@link MAX_PRECONNECT_RATIO}. */
+function ratio(flag: ValueFlag, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const value = /^\d+(\.\d+)?$/.test(text) ? Number(text) : NaN;
+  if (!(value <= MAX_PRECONNECT_RATIO)) {
+    const problem = text.startsWith("-") ? "is negative" : "is not a number in range";
+    throw new ConfigError(
+      `--${flag}: ${JSON.stringify(text)} ${problem}; ${ACCEPTS[flag]}`,
+      `--${flag}`,
+    );
+  }
+  return value;
 }
 
 /** `--max-clients`: `auto`, or an integer from 1 to {@link MAX_CLIENTS}. */

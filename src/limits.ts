@@ -129,7 +129,8 @@ export function parseOpenFileLimit(text: string): number | undefined {
  * @param fileLimit The soft open-file limit.
  * @param reservedForPool Descriptors held by idle pooled connections: `--pool-size` in `warm`
  * and `reuse`, 0 in `off`.
- * @returns `max(1, floor((fileLimit - 32 - reservedForPool) / 2))`.
+ * @returns `max(1, floor((fileLimit - 32 - pool) / 2))`, where `pool` is `reservedForPool` but
+ * at most a third of `fileLimit - 32`.
  *
  * @example
  * ```ts
@@ -139,7 +140,10 @@ export function parseOpenFileLimit(text: string): number | undefined {
  * ```
  */
 export function defaultMaxClients(fileLimit: number, reservedForPool: number): number {
-  return Math.max(1, Math.floor((fileLimit - RESERVED_DESCRIPTORS - reservedForPool) / 2));
+  // Idle connections are ones recent sessions used (src/demand.ts): a third of the descriptors
+  // covers them under any limit, however large --pool-size is.
+  const pool = Math.min(reservedForPool, Math.floor((fileLimit - RESERVED_DESCRIPTORS) / 3));
+  return Math.max(1, Math.floor((fileLimit - RESERVED_DESCRIPTORS - pool) / 2));
 }
 
 /** The `--max-clients` in force, and where it came from (for the start-up line). */

@@ -2,9 +2,14 @@
  * The bounded pool of upstream connections, in three modes:
  *
  * - `off`: every {@link UpstreamPool.borrow} dials; every release closes.
- * - `warm`: `minIdle` fresh, never-used connections are dialled ahead of demand and refilled in
- *   the background ({@link Refiller}); a connection serves one session and is then closed.
+ * - `warm`: fresh, never-used connections are dialled ahead of demand and refilled in the
+ *   background ({@link Refiller}); a connection serves one session and is then closed.
  * - `reuse`: a connection that ended its session cleanly goes back to the pool for the next one.
+ *
+ * In `warm` and `reuse` the pool keeps ready what recent demand needs ({@link DemandTracker}):
+ * `preconnectRatio` connections per session started within one dial time at the recent peak, at
+ * least `minIdle`, at most `maxIdle`; `reuse` keeps released connections up to the recent peak of
+ * connections in use at once (or that ready target), at most `maxIdle`.
  *
  * Idle connections sit in a LIFO {@link AsyncQueue} (the most recently returned is handed out
  * first). Each is watched by its own lifelong reader ({@link UpstreamConn}): one that closes,
@@ -30,6 +35,7 @@
 import { formatHostPort, type HostPort } from "./address.ts";
 import { AsyncQueue } from "./async_queue.ts";
 import { DelayQueue } from "./delay_queue.ts";
+import { DemandTracker, PEAK_PERIOD_MS } from "./demand.ts";
 import type { PoolMode } from "./config.ts";
 import { dialUpstream, UpstreamConnectError } from "./dial.ts";
 import { formatDuration } from "./duration.ts";
@@ -53,6 +59,11 @@ export interface PoolOptions {
   maxIdle: number;
   /** Idle connections kept ready ahead of demand in `warm` and `reuse` (`--min-idle`). */
   minIdle: number;
+  /**
+   * Connections kept ready per session started within one dial time at the recent peak
+   * (`--preconnect-ratio`); 0 keeps just `minIdle`. Default 0.
+   */
+  preconnectRatio?: number;
   /** An idle connection idle longer than this is closed (`--idle-timeout`). */
   idleTimeoutMs: number;
   /**
@@ -77,7 +88,18 @@ export interface PoolOptions {
   settleMs?: number;
   /** How long an unused refill connection must stay up to count as healthy (tests shorten it). */
   probationMs?: number;
+  /**
+   * How often idle connections beyond recent demand are trimmed, and how long demand peaks are
+   * remembered (tests shorten it). Default {@link TRIM_PERIOD_MS}.
+   */
+  trimPeriodMs?: number;
 }
+
+/** The reason a borrower's wait for an idle connection is stopped (one object: no `DOMException` per borrow). */
+const STOPPED_WAITING = new Error("the dial won");
+
+/** Default {@link PoolOptions.trimPeriodMs}: the demand tracker's peak period. */
+export const TRIM_PERIOD_MS = PEAK_PERIOD_MS;
 
 /** Default {@link PoolOptions.settleMs}: a few round trips on a local network. */
 export const REUSE_SETTLE_MS = 5;
@@ -122,6 +144,8 @@ export interface PoolStats {
   refused: Record<ReleaseRefusal, number>;
   /** Idle connections dropped by their watcher, the idle timeout or the lifetime. */
   idleDropped: number;
+  /** Idle connections closed as more than recent demand needed (see {@link DemandTracker}). */
+  trimmed: number;
   /** Borrowers that gave up waiting for a connection (`--queue-timeout`). */
   queueTimeouts: number;
   /** Connections idle now, ready to be handed out. */
@@ -192,6 +216,7 @@ export class UpstreamPool {
   readonly #settleQueue: DelayQueue<UpstreamConn> | undefined;
   readonly #closing = new Set<Promise<void>>();
   readonly #refiller: Refiller;
+  readonly #demand: DemandTracker;
   readonly #idleLimit: IdleLimitLearner;
   /** What every connection tells the pool: one object for all of them. */
   readonly #connHooks: ConnHooks = {
@@ -206,6 +231,8 @@ export class UpstreamPool {
   #lastDialError: string | undefined;
   #sweepTimer: ReturnType<typeof setTimeout> | undefined;
   #sweepAt = Infinity;
+  /** Runs every trim period while the pool holds more idle connections than `minIdle`. */
+  #trimTimer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
   readonly #stats = {
     dials: 0,
@@ -222,6 +249,7 @@ export class UpstreamPool {
       "pool full": 0,
     } satisfies Record<ReleaseRefusal, number>,
     idleDropped: 0,
+    trimmed: 0,
     queueTimeouts: 0,
   };
 
@@ -236,10 +264,17 @@ export class UpstreamPool {
     this.#address = formatHostPort(options.upstream);
     const capacity = options.mode === "off" ? 0 : options.maxIdle;
     this.#idle = new AsyncQueue<UpstreamConn>({ capacity, order: "lifo" });
+    this.#demand = new DemandTracker({
+      ratio: options.preconnectRatio ?? 0,
+      capacity: Math.max(1, options.maxIdle),
+      peakPeriodMs: options.trimPeriodMs ?? TRIM_PERIOD_MS,
+    });
+    const floor = options.mode === "off" ? 0 : options.minIdle;
     this.#refiller = new Refiller(
       {
         address: this.#address,
-        minIdle: options.mode === "off" ? 0 : options.minIdle,
+        readyTarget: () =>
+          options.mode === "off" ? 0 : this.#demand.readyTarget(performance.now(), floor),
         ready: () => this.#idle.size + this.#settling.size,
         canDial: () => !this.#closed && this.#queue.length === 0 && this.#hasRoom(),
         dial: () => {
@@ -304,6 +339,7 @@ export class UpstreamPool {
     options: { fresh?: boolean } = {},
   ): Promise<Borrowed> {
     const reusable = this.options.mode !== "off" && options.fresh !== true;
+    if (this.options.mode !== "off") this.#demand.started(performance.now());
     try {
       while (true) {
         if (this.#closed) throw new PoolClosedError();
@@ -334,12 +370,19 @@ export class UpstreamPool {
 
   #hit(conn: UpstreamConn): Borrowed {
     this.#stats.hits++;
+    this.#noteLeased();
     return { conn, fromPool: true };
   }
 
   #miss(conn: UpstreamConn): Borrowed {
     this.#stats.misses++;
+    this.#noteLeased();
     return { conn, fromPool: false };
+  }
+
+  #noteLeased(): void {
+    const leased = this.#open - this.#dialsInFlight - this.#idle.size - this.#settling.size;
+    this.#demand.leased(leased, performance.now());
   }
 
   #lostBeforeUse(conn: UpstreamConn): UpstreamConnectError {
@@ -365,7 +408,7 @@ export class UpstreamPool {
         waiting.then((conn) => ({ conn, fromPool: true }), dialed),
       ]);
     } catch (error) {
-      stopWaiting.abort();
+      stopWaiting.abort(STOPPED_WAITING);
       waiting.then((conn) => this.#putIdle(conn), () => {});
       throw error;
     }
@@ -373,7 +416,7 @@ export class UpstreamPool {
       // The dial goes on; its connection joins the pool.
       dialing.then((conn) => this.#putIdle(conn), () => {});
     } else {
-      stopWaiting.abort();
+      stopWaiting.abort(STOPPED_WAITING);
       // A waiter served in the same tick as the dial finished gives its connection back.
       waiting.then((conn) => this.#putIdle(conn), () => {});
     }
@@ -430,6 +473,8 @@ export class UpstreamPool {
     this.#settling.clear();
     clearTimeout(this.#sweepTimer);
     this.#sweepTimer = undefined;
+    clearTimeout(this.#trimTimer);
+    this.#trimTimer = undefined;
     for (const conn of this.#idle.close()) conn.close();
     while (this.#dialing.size > 0 || this.#closing.size > 0) {
       await Promise.allSettled([...this.#dialing, ...this.#closing]);
@@ -444,7 +489,9 @@ export class UpstreamPool {
     if (performance.now() >= conn.retireAt) return "max lifetime";
     // A borrower waiting for a pooled connection gets this one at once, whatever the pool holds.
     if (this.#queue.some((queued) => queued.reusable)) return undefined;
-    if (this.#idle.size + this.#settling.size >= this.options.maxIdle) return "pool full";
+    // As many as were in use at once recently (or the ready target), at most --pool-size.
+    const keep = this.#demand.keepTarget(performance.now(), this.options.minIdle);
+    if (this.#idle.size + this.#settling.size >= keep) return "pool full";
     return undefined;
   }
 
@@ -476,6 +523,33 @@ export class UpstreamPool {
       return;
     }
     this.#scheduleSweep(conn);
+    this.#scheduleTrim();
+  }
+
+  /** Makes sure idle connections beyond recent demand are trimmed in time. */
+  #scheduleTrim(): void {
+    if (this.#trimTimer !== undefined || this.#idle.size <= this.options.minIdle) return;
+    this.#trimTimer = setTimeout(() => this.#trim(), this.options.trimPeriodMs ?? TRIM_PERIOD_MS);
+  }
+
+  /**
+   * Closes the oldest idle connections beyond what recent demand needs
+   * ({@link DemandTracker.keepTarget}): after a burst, the pool shrinks back within one or two
+   * peak periods instead of holding every connection until the idle timeout.
+   */
+  #trim(): void {
+    this.#trimTimer = undefined;
+    if (this.#closed) return;
+    const keep = this.#demand.keepTarget(performance.now(), this.options.minIdle);
+    let excess = this.#idle.size + this.#settling.size - keep;
+    for (const conn of this.#idle.snapshot()) { // oldest first
+      if (excess <= 0) break;
+      this.#idle.remove(conn);
+      this.#stats.trimmed++;
+      excess--;
+      conn.close();
+    }
+    this.#scheduleTrim();
   }
 
   // ---- --max-upstream: slots and the queue ----
@@ -567,6 +641,7 @@ export class UpstreamPool {
   #dial(signal?: AbortSignal, leaseTo?: LeaseHandlers): Promise<UpstreamConn> {
     this.#stats.dials++;
     this.#dialsInFlight++;
+    const started = performance.now();
     const closing = this.#closeController.signal;
     const dialing = dialUpstream(
       this.options.upstream,
@@ -575,6 +650,7 @@ export class UpstreamPool {
     )
       .then((socket) => {
         this.#dialsInFlight--;
+        this.#demand.dialed(performance.now() - started);
         const conn = new UpstreamConn(socket, this.#connHooks);
         if (this.options.maxLifetimeMs > 0) {
           const lifetime = this.options.maxLifetimeMs * (1 - Math.random() * LIFETIME_JITTER);

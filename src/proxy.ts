@@ -58,6 +58,8 @@ export type ProxyServerOptions =
     finTimeoutMs?: number;
     /** `--max-clients`: most sessions at once; the listener pauses at it. Default: no limit. */
     maxClients?: number;
+    /** `--preconnect-ratio`: see `src/demand.ts`. Default 0 here (the command line's default is 1). */
+    preconnectRatio?: number;
     /** `--max-upstream`: most upstream connections at once; 0 (default) = no limit. */
     maxUpstream?: number;
     /** `--queue-timeout` in ms. Default {@link QUEUE_TIMEOUT_MS}. */
@@ -186,6 +188,7 @@ export class ProxyServer {
       mode: options.pool,
       maxIdle: options.poolSize,
       minIdle: options.minIdle,
+      preconnectRatio: options.preconnectRatio ?? 0,
       idleTimeoutMs: options.idleTimeoutMs,
       maxLifetimeMs: options.maxLifetimeMs,
       connectTimeoutMs: options.connectTimeoutMs,

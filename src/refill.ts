@@ -1,5 +1,6 @@
 /**
- * Keeping `--min-idle` connections ready without ever dialling in a hot loop.
+ * Keeping connections ready (`--min-idle`, or what demand asks: `src/demand.ts`) without ever
+ * dialling in a hot loop.
  *
  * A successful TCP connect proves little: an upstream at its client limit, a load balancer with no
  * healthy backend or a crashing service accepts and closes at once (Redis first writes
@@ -41,8 +42,8 @@ const UPSTREAM_FAULTS: ReadonlySet<string> = new Set([
 export interface RefillTarget {
   /** The upstream's address, for log lines. */
   readonly address: string;
-  /** How many connections to keep ready (`--min-idle`). */
-  readonly minIdle: number;
+  /** How many connections to keep ready now (`--min-idle`, or more as demand asks). */
+  readyTarget(): number;
   /** Connections ready now (idle, settling). */
   ready(): number;
   /** Whether a dial may start now (the pool is open and under `--max-upstream`). */
@@ -85,14 +86,15 @@ export class Refiller {
   }
 
   /**
-   * Starts refill dials if fewer than `minIdle` connections are ready or on their way, unless a
+   * Starts refill dials if fewer than the ready target are ready or on their way, unless a
    * backoff is running. Cheap to call often (after every borrow and every loss).
    */
   request(): void {
-    if (this.#stopped || this.#timer !== undefined) return;
+    if (this.#stopped || this.#timer !== undefined || this.#inFlight >= REFILL_CONCURRENCY) return;
     const target = this.#target;
+    const wanted = target.readyTarget();
     while (
-      this.#inFlight < REFILL_CONCURRENCY && target.ready() + this.#inFlight < target.minIdle &&
+      this.#inFlight < REFILL_CONCURRENCY && target.ready() + this.#inFlight < wanted &&
       target.canDial()
     ) {
       this.#dialOne(this.#round);
@@ -162,7 +164,7 @@ export class Refiller {
       this.#probation.set(conn, round);
       this.#probationQueue.add(conn);
       this.#target.deliver(conn);
-      // More may be wanted than one round dials (--min-idle above the concurrency).
+      // More may be wanted than one round dials (a target above the concurrency).
       this.request();
     }, (error: unknown) => {
       this.#inFlight--;

@@ -359,7 +359,7 @@ Deno.test("cli start line names max-clients and where it came from, and max-upst
   const assumed = await startLine(spawnProxy(upstream.address, "off"));
   assertMatch(
     assumed,
-    /listening on 127\.0\.0\.1:\d+ upstream \S+ pool off size 100 min-idle 0 max-clients 496 \(open-file limit assumed 1024\)$/,
+    /listening on 127\.0\.0\.1:\d+ upstream \S+ pool off size 1000 min-idle 0 max-clients 496 \(open-file limit assumed 1024\)$/,
   );
 
   const given = await startLine(
@@ -372,7 +372,8 @@ Deno.test("cli start line names max-clients and where it came from, and max-upst
     // reserve of 32 and the pool size.
     const { stdout } = await new Deno.Command("sh", { args: ["-c", "ulimit -n"] }).output();
     const limit = Number(decoder.decode(stdout).trim());
-    const expected = Math.max(1, Math.floor((limit - 32 - 100) / 2));
+    const pool = Math.min(1000, Math.floor((limit - 32) / 3)); // --pool-size, at most a third
+    const expected = Math.max(1, Math.floor((limit - 32 - pool) / 2));
     const read = await startLine(ProxyProcess.spawn(Deno.execPath(), [
       "run",
       "--quiet",
@@ -485,8 +486,8 @@ Deno.test("cli --log-format json writes one JSON object per line, with a per-ses
   assertEquals(start.properties.pool, "reuse");
   assertEquals(
     start.properties.maxClients,
-    446,
-    "1024 assumed, less 32 and the pool of 100, halved",
+    331,
+    "1024 assumed, less 32 and a third of that for the pool (of 1000), halved",
   );
   assertEquals(start.properties.maxClientsSource, "assumed");
   assertEquals(start.properties.openFileLimit, 1024);

@@ -43,8 +43,9 @@ Deno.test("parseCli with no flags gives the documented defaults", () => {
     listen: { hostname: "127.0.0.1", port: 8848 },
     upstream: { hostname: "127.0.0.1", port: 8849 },
     pool: "warm",
-    poolSize: 100,
+    poolSize: 1000,
     minIdle: 4,
+    preconnectRatio: 1,
     idleTimeoutMs: 60_000,
     maxLifetimeMs: 1_800_000,
     connectTimeoutMs: 5_000,
@@ -83,6 +84,8 @@ Deno.test("parseCli reads every flag, with a space or an equals sign", () => {
     "--pool-size=10",
     "--min-idle",
     "3",
+    "--preconnect-ratio",
+    "1.5",
     "--idle-timeout",
     "1.5s",
     "--max-lifetime=0",
@@ -115,6 +118,7 @@ Deno.test("parseCli reads every flag, with a space or an equals sign", () => {
     pool: "reuse",
     poolSize: 10,
     minIdle: 3,
+    preconnectRatio: 1.5,
     idleTimeoutMs: 1_500,
     maxLifetimeMs: 0,
     connectTimeoutMs: 250,
@@ -623,5 +627,30 @@ Deno.test("--protocol, --reuse-drain-*, --reuse-settle and --redis-reset: accept
     ["--pool", "reuse", "--protocol", "memcached", "--reuse-settle", "5ms"],
     "--reuse-settle: has no effect with --protocol memcached (framing knows where answers end); drop it",
     "--reuse-settle",
+  );
+});
+
+Deno.test("--preconnect-ratio takes a number from 0 to 100, and only with warm or reuse", () => {
+  assertEquals(run("--preconnect-ratio", "0").preconnectRatio, 0);
+  assertEquals(run("--preconnect-ratio=2.5").preconnectRatio, 2.5);
+  rejects(
+    ["--preconnect-ratio", "-1"],
+    '--preconnect-ratio: "-1" is negative; give a number from 0 to 100, e.g. 1 or 1.5',
+    "--preconnect-ratio",
+  );
+  rejects(
+    ["--preconnect-ratio", "lots"],
+    '--preconnect-ratio: "lots" is not a number in range; give a number from 0 to 100, e.g. 1 or 1.5',
+    "--preconnect-ratio",
+  );
+  rejects(
+    ["--preconnect-ratio", "101"],
+    '--preconnect-ratio: "101" is not a number in range; give a number from 0 to 100, e.g. 1 or 1.5',
+    "--preconnect-ratio",
+  );
+  rejects(
+    ["--pool", "off", "--preconnect-ratio", "1"],
+    "--preconnect-ratio: has no effect with --pool off; drop it, or use --pool warm or reuse",
+    "--preconnect-ratio",
   );
 });

@@ -59,7 +59,12 @@ Deno.test("defaultMaxClients is at least 1, however small the limit", () => {
   assertEquals(defaultMaxClients(34, 0), 1);
   assertEquals(defaultMaxClients(33, 0), 1);
   assertEquals(defaultMaxClients(10, 0), 1);
-  assertEquals(defaultMaxClients(1024, 5_000), 1);
+});
+
+Deno.test("defaultMaxClients reserves at most a third of the descriptors for idle pooled connections, however large --pool-size is", () => {
+  assertEquals(defaultMaxClients(1024, 5_000), 331);
+  assertEquals(defaultMaxClients(1024, 100), 446, "a pool under a third is reserved whole");
+  assertEquals(defaultMaxClients(20_000, 1_000), 9_484);
 });
 
 Deno.test("resolveMaxClients keeps a given number and never reads the limit for it", () => {

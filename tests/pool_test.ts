@@ -615,3 +615,78 @@ Deno.test("--max-upstream: a retry that needs room to dial is not starved by idl
     await pool.close();
   }
 });
+
+/** Borrows `n` connections in the same tick, then ends and releases them all. */
+async function burst(pool: UpstreamPool, n: number, clean: boolean): Promise<void> {
+  const borrowed = await Promise.all(
+    Array.from({ length: n }, () => pool.borrow(discardingLease)),
+  );
+  for (const { conn } of borrowed) {
+    await conn.endLease();
+    pool.release(conn, clean);
+  }
+}
+
+for (const ratio of [0, 1]) {
+  Deno.test(
+    `warm --preconnect-ratio ${ratio}: after a burst of 12 sessions started together the pool keeps ${
+      ratio === 0 ? "fewer" : "12"
+    } ready`,
+    async () => {
+      await using upstream = new TestUpstream(echo);
+      const pool = new UpstreamPool({
+        upstream: upstream.address,
+        mode: "warm",
+        maxIdle: 100,
+        minIdle: 2,
+        preconnectRatio: ratio,
+        idleTimeoutMs: 60_000,
+        maxLifetimeMs: 0,
+        connectTimeoutMs: 2_000,
+      });
+      try {
+        await eventually(() => pool.stats.idle === 2, 2_000, "2 idle");
+        await burst(pool, 12, true);
+        if (ratio === 0) {
+          // --min-idle, plus the dials that lost their race to a refill (Go's Transport rule).
+          await delay(200);
+          assertLess(pool.stats.idle, 12);
+        } else {
+          await eventually(() => pool.stats.idle >= 12, 2_000, "12 idle");
+          await delay(100);
+          assertEquals(pool.stats.idle, 12, "no more than that");
+        }
+      } finally {
+        await pool.close();
+      }
+    },
+  );
+}
+
+Deno.test("reuse keeps released connections up to the recent peak in use, then trims back to --min-idle once the peak is forgotten", async () => {
+  await using upstream = new TestUpstream(echo);
+  const pool = new UpstreamPool({
+    upstream: upstream.address,
+    mode: "reuse",
+    maxIdle: 1_000,
+    minIdle: 1,
+    preconnectRatio: 0,
+    idleTimeoutMs: 60_000,
+    maxLifetimeMs: 0,
+    connectTimeoutMs: 2_000,
+    settleMs: 0,
+    trimPeriodMs: 200,
+  });
+  try {
+    await eventually(() => pool.stats.idle === 1, 2_000, "1 idle");
+    await burst(pool, 20, true);
+    // All 20 kept while the burst is recent (the --min-idle refill may add one, trimmed first).
+    assertGreaterOrEqual(pool.stats.idle, 20);
+    assertEquals(pool.stats.trimmed, 0);
+    // Two to three trim periods later, the burst is forgotten: back to the floor.
+    await eventually(() => pool.stats.idle === 1, 2_000, "trimmed to 1");
+    assertGreaterOrEqual(pool.stats.trimmed, 19);
+  } finally {
+    await pool.close();
+  }
+});

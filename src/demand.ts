@@ -1,0 +1,157 @@
+/**
+ * Recent demand for upstream connections, so that `warm` and `reuse` keep ready what the load
+ * needs (Envoy's preconnect ratio) instead of a fixed `--min-idle`.
+ *
+ * A ready connection hides one dial from one session. Connections taken from the pool are
+ * replaced by refills, which take one dial time to arrive; so the pool needs, ready at once, as
+ * many connections as sessions start within one dial time (Little's law: the start rate times the
+ * dial time, or the size of a burst that arrives together). {@link DemandTracker} counts the
+ * sessions started within the last dial time (a moving window over their start times, at least
+ * {@link MIN_DIAL_WINDOW_MS} long) and keeps the peak of that count over the last one or two
+ * periods of {@link PEAK_PERIOD_MS}; the pool keeps `ratio x peak` ready, with `--min-idle` as the
+ * floor and `--pool-size` as the ceiling. It also keeps the peak of connections leased at once,
+ * which bounds how many released connections `reuse` keeps: as many as were in use together
+ * recently plus the ready target, never more than `--pool-size`.
+ *
+ * Everything is O(1) per event (the window is a ring of start times, capped at the pool size), and
+ * nothing runs while nothing happens.
+ *
+ * ```ts
+ * import { DemandTracker } from "./demand.ts";
+ * const demand = new DemandTracker({ ratio: 1, capacity: 100 });
+ * for (let i = 0; i < 10; i++) demand.started(1_000); // a burst of ten at t = 1 s
+ * demand.readyTarget(1_000, 0); // 10
+ * ```
+ *
+ * @module
+ */
+
+/** How long a peak is remembered: between one and two of these periods. */
+export const PEAK_PERIOD_MS = 10_000;
+/**
+ * The shortest window over which starts count as together: the event loop's timer granularity,
+ * and about a dial on a local network.
+ */
+export const MIN_DIAL_WINDOW_MS = 1;
+/** Weight of the newest dial time in the moving average. */
+const DIAL_TIME_WEIGHT = 0.2;
+
+/** Options of a {@link DemandTracker}. */
+export interface DemandOptions {
+  /** Connections kept ready per session started within one dial time (`--preconnect-ratio`). */
+  ratio: number;
+  /** The most connections the pool keeps (`--pool-size`): no target exceeds it. */
+  capacity: number;
+  /** How long a peak is remembered (tests shorten it). Default {@link PEAK_PERIOD_MS}. */
+  peakPeriodMs?: number;
+}
+
+/** A maximum over the current period and the one before it. */
+class RecentPeak {
+  readonly #periodMs: number;
+  #periodStart = -Infinity;
+  #current = 0;
+  #previous = 0;
+
+  constructor(periodMs: number) {
+    this.#periodMs = periodMs;
+  }
+
+  observe(value: number, now: number): void {
+    this.#roll(now);
+    if (value > this.#current) this.#current = value;
+  }
+
+  value(now: number): number {
+    this.#roll(now);
+    return Math.max(this.#current, this.#previous);
+  }
+
+  #roll(now: number): void {
+    if (now < this.#periodStart + this.#periodMs) return;
+    // One period on: the current one becomes the previous; two or more: both are forgotten.
+    this.#previous = now < this.#periodStart + 2 * this.#periodMs ? this.#current : 0;
+    this.#current = 0;
+    this.#periodStart = now;
+  }
+}
+
+/** See the module documentation. */
+export class DemandTracker {
+  readonly #ratio: number;
+  readonly #capacity: number;
+  /** Start times within the window, oldest first, in a ring of `capacity` slots. */
+  readonly #starts: Float64Array;
+  #head = 0;
+  #count = 0;
+  #dialTimeMs = MIN_DIAL_WINDOW_MS;
+  readonly #startsPeak: RecentPeak;
+  readonly #leasedPeak: RecentPeak;
+
+  constructor(options: DemandOptions) {
+    this.#ratio = options.ratio;
+    this.#capacity = Math.max(1, options.capacity);
+    this.#starts = new Float64Array(this.#capacity);
+    const period = options.peakPeriodMs ?? PEAK_PERIOD_MS;
+    this.#startsPeak = new RecentPeak(period);
+    this.#leasedPeak = new RecentPeak(period);
+  }
+
+  /** The moving average of dial times, at least {@link MIN_DIAL_WINDOW_MS}. */
+  get dialTimeMs(): number {
+    return this.#dialTimeMs;
+  }
+
+  /** A session asked for a connection at `now` (`performance.now()`). */
+  started(now: number): void {
+    const windowStart = now - this.#dialTimeMs;
+    while (this.#count > 0 && this.#starts[this.#head] < windowStart) {
+      this.#head = (this.#head + 1) % this.#capacity;
+      this.#count--;
+    }
+    if (this.#count === this.#capacity) {
+      // The target is capped there anyway: drop the oldest.
+      this.#head = (this.#head + 1) % this.#capacity;
+      this.#count--;
+    }
+    this.#starts[(this.#head + this.#count) % this.#capacity] = now;
+    this.#count++;
+    this.#startsPeak.observe(this.#count, now);
+  }
+
+  /** A dial took `ms`. */
+  dialed(ms: number): void {
+    const averaged = this.#dialTimeMs + DIAL_TIME_WEIGHT * (ms - this.#dialTimeMs);
+    this.#dialTimeMs = Math.max(MIN_DIAL_WINDOW_MS, averaged);
+  }
+
+  /** `leased` connections are in use at `now`. */
+  leased(leased: number, now: number): void {
+    this.#leasedPeak.observe(leased, now);
+  }
+
+  /** The recent peak of sessions started within one dial time. */
+  peakStarts(now: number): number {
+    return this.#startsPeak.value(now);
+  }
+
+  /** The recent peak of connections in use at once. */
+  peakLeased(now: number): number {
+    return this.#leasedPeak.value(now);
+  }
+
+  /** Connections to keep ready: `ratio x` {@link peakStarts}, at least `floor`, at most the capacity. */
+  readyTarget(now: number, floor: number): number {
+    const wanted = Math.ceil(this.#ratio * this.#startsPeak.value(now));
+    return Math.min(this.#capacity, Math.max(floor, wanted));
+  }
+
+  /**
+   * Most idle connections worth keeping in `reuse`: as many as were in use at once recently (they
+   * come back as their sessions end) plus the ready target; at most the capacity.
+   */
+  keepTarget(now: number, floor: number): number {
+    const wanted = this.#leasedPeak.value(now) + this.readyTarget(now, floor);
+    return Math.min(this.#capacity, wanted);
+  }
+}

@@ -1,0 +1,60 @@
+/**
+ * The demand tracker (src/demand.ts) with times given by the test: starts within one dial time,
+ * the remembered peak, the ready and keep targets with their floor and ceiling.
+ */
+
+import { assertEquals } from "./_assert.ts";
+import { DemandTracker, MIN_DIAL_WINDOW_MS } from "../src/demand.ts";
+
+Deno.test("a burst of sessions started together asks for as many ready connections, times the ratio", () => {
+  const demand = new DemandTracker({ ratio: 1.5, capacity: 100, peakPeriodMs: 1_000 });
+  for (let i = 0; i < 10; i++) demand.started(5_000 + i * 0.01);
+  assertEquals(demand.peakStarts(5_000.1), 10);
+  assertEquals(demand.readyTarget(5_000.1, 2), 15);
+});
+
+Deno.test("a steady stream asks for its rate times the dial time (Little's law), not its total", () => {
+  const demand = new DemandTracker({ ratio: 1, capacity: 100, peakPeriodMs: 1_000 });
+  for (let i = 0; i < 5; i++) demand.dialed(4); // dials take about 4 ms
+  // One session a millisecond for 200 ms: about 4 start within one dial time.
+  for (let t = 0; t < 200; t++) demand.started(10_000 + t);
+  const peak = demand.peakStarts(10_200);
+  assertEquals(peak >= 3 && peak <= 5, true, `peak ${peak}`);
+});
+
+Deno.test("the dial-time window never falls below the timer granularity", () => {
+  const demand = new DemandTracker({ ratio: 1, capacity: 100 });
+  for (let i = 0; i < 10; i++) demand.dialed(0.05);
+  assertEquals(demand.dialTimeMs, MIN_DIAL_WINDOW_MS);
+});
+
+Deno.test("a peak is remembered for one to two periods, then forgotten", () => {
+  const demand = new DemandTracker({ ratio: 1, capacity: 100, peakPeriodMs: 1_000 });
+  for (let i = 0; i < 8; i++) demand.started(1_000);
+  assertEquals(demand.readyTarget(1_500, 0), 8);
+  assertEquals(demand.readyTarget(2_500, 0), 8, "the previous period still counts");
+  assertEquals(demand.readyTarget(3_600, 0), 0, "two periods on, forgotten");
+});
+
+Deno.test("targets keep --min-idle as the floor and --pool-size as the ceiling; ratio 0 keeps just the floor", () => {
+  const demand = new DemandTracker({ ratio: 2, capacity: 12, peakPeriodMs: 1_000 });
+  assertEquals(demand.readyTarget(0, 4), 4);
+  for (let i = 0; i < 30; i++) demand.started(100);
+  assertEquals(demand.readyTarget(100, 4), 12);
+  const none = new DemandTracker({ ratio: 0, capacity: 12 });
+  for (let i = 0; i < 30; i++) none.started(100);
+  assertEquals(none.readyTarget(100, 4), 4);
+});
+
+Deno.test("reuse keeps as many released connections as were in use at once recently, plus the ready target", () => {
+  const demand = new DemandTracker({ ratio: 1, capacity: 1_000, peakPeriodMs: 1_000 });
+  demand.leased(40, 100);
+  demand.leased(3, 200);
+  assertEquals(demand.keepTarget(300, 0), 40);
+  assertEquals(demand.keepTarget(1_500, 0), 40, "still within the previous period");
+  demand.leased(3, 2_600);
+  assertEquals(demand.keepTarget(2_700, 0), 3, "the burst has been forgotten");
+  assertEquals(demand.keepTarget(2_700, 5), 8, "those in use come back on top of the ready ones");
+  for (let i = 0; i < 4; i++) demand.started(2_700);
+  assertEquals(demand.keepTarget(2_700, 0), 7, "in use, plus ready for the starts");
+});
