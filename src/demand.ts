@@ -8,10 +8,11 @@
  * dial time, or the size of a burst that arrives together). {@link DemandTracker} counts the
  * sessions started within the last dial time (a moving window over their start times, at least
  * {@link MIN_DIAL_WINDOW_MS} long) and keeps the peak of that count over the last one or two
- * periods of {@link PEAK_PERIOD_MS}; the pool keeps `ratio x peak` ready, with `--min-idle` as the
- * floor and `--pool-size` as the ceiling. It also keeps the peak of connections leased at once,
- * which bounds how many released connections `reuse` keeps: as many as were in use together
- * recently plus the ready target, never more than `--pool-size`.
+ * periods of {@link PEAK_PERIOD_MS}; `warm` keeps `ratio x peak` ready, with `--min-idle` as the
+ * floor and `--pool-size` as the ceiling. In `reuse` connections come back after their session, so
+ * what counts is the peak of connections in use at once: the pool keeps `ratio x` that in all
+ * (Envoy's preconnect ratio over active streams), and keeps released connections up to that peak,
+ * never more than `--pool-size`.
  *
  * Everything is O(1) per event (the window is a ring of start times, capped at the pool size), and
  * nothing runs while nothing happens.
@@ -20,7 +21,7 @@
  * import { DemandTracker } from "./demand.ts";
  * const demand = new DemandTracker({ ratio: 1, capacity: 100 });
  * for (let i = 0; i < 10; i++) demand.started(1_000); // a burst of ten at t = 1 s
- * demand.readyTarget(1_000, 0); // 10
+ * demand.readyTarget(1_000, 0); // 10 (warm)
  * ```
  *
  * @module
@@ -125,7 +126,7 @@ export class DemandTracker {
     this.#dialTimeMs = Math.max(MIN_DIAL_WINDOW_MS, averaged);
   }
 
-  /** `leased` connections are in use at `now`. */
+  /** `leased` connections are in use at `now` (leased, or settling before they can be reused). */
   leased(leased: number, now: number): void {
     this.#leasedPeak.observe(leased, now);
   }
@@ -140,18 +141,33 @@ export class DemandTracker {
     return this.#leasedPeak.value(now);
   }
 
-  /** Connections to keep ready: `ratio x` {@link peakStarts}, at least `floor`, at most the capacity. */
+  /**
+   * `warm`: connections to keep ready, `ratio x` {@link peakStarts} (each session uses one up),
+   * at least `floor`, at most the capacity.
+   */
   readyTarget(now: number, floor: number): number {
     const wanted = Math.ceil(this.#ratio * this.#startsPeak.value(now));
     return Math.min(this.#capacity, Math.max(floor, wanted));
   }
 
   /**
-   * Most idle connections worth keeping in `reuse`: as many as were in use at once recently (they
-   * come back as their sessions end) plus the ready target; at most the capacity.
+   * `reuse`: connections to keep ready when `taken` are in use now. Connections come back after
+   * their session, so the pool keeps `ratio x` {@link peakLeased} in all (Envoy's preconnect
+   * ratio over active streams: 1 adds nothing, 1.5 keeps half again ready), less those taken; at
+   * least `floor`, at most the capacity.
+   */
+  reuseReadyTarget(now: number, floor: number, taken: number): number {
+    const wanted = Math.ceil(this.#ratio * this.#leasedPeak.value(now)) - taken;
+    return Math.min(this.#capacity, Math.max(floor, wanted));
+  }
+
+  /**
+   * `reuse`: most idle connections worth keeping: as many as were in use at once recently (times
+   * the ratio, when above 1), at least `floor`, at most the capacity.
    */
   keepTarget(now: number, floor: number): number {
-    const wanted = this.#leasedPeak.value(now) + this.readyTarget(now, floor);
-    return Math.min(this.#capacity, wanted);
+    const peak = this.#leasedPeak.value(now);
+    const wanted = Math.max(peak, Math.ceil(this.#ratio * peak));
+    return Math.min(this.#capacity, Math.max(floor, wanted));
   }
 }

@@ -46,7 +46,7 @@ Deno.test("targets keep --min-idle as the floor and --pool-size as the ceiling; 
   assertEquals(none.readyTarget(100, 4), 4);
 });
 
-Deno.test("reuse keeps as many released connections as were in use at once recently, plus the ready target", () => {
+Deno.test("reuse keeps as many released connections as were in use at once recently, times the ratio above 1", () => {
   const demand = new DemandTracker({ ratio: 1, capacity: 1_000, peakPeriodMs: 1_000 });
   demand.leased(40, 100);
   demand.leased(3, 200);
@@ -54,7 +54,22 @@ Deno.test("reuse keeps as many released connections as were in use at once recen
   assertEquals(demand.keepTarget(1_500, 0), 40, "still within the previous period");
   demand.leased(3, 2_600);
   assertEquals(demand.keepTarget(2_700, 0), 3, "the burst has been forgotten");
-  assertEquals(demand.keepTarget(2_700, 5), 8, "those in use come back on top of the ready ones");
-  for (let i = 0; i < 4; i++) demand.started(2_700);
-  assertEquals(demand.keepTarget(2_700, 0), 7, "in use, plus ready for the starts");
+  assertEquals(demand.keepTarget(2_700, 5), 5, "never below --min-idle");
+  const more = new DemandTracker({ ratio: 1.5, capacity: 1_000 });
+  more.leased(40, 100);
+  assertEquals(more.keepTarget(200, 0), 60);
+  const none = new DemandTracker({ ratio: 0, capacity: 1_000 });
+  none.leased(40, 100);
+  assertEquals(none.keepTarget(200, 0), 40, "ratio 0 still keeps what was in use");
+});
+
+Deno.test("reuse keeps ready the ratio times the recent peak in use, less those in use now: ratio 1 dials nothing extra", () => {
+  const demand = new DemandTracker({ ratio: 1, capacity: 1_000 });
+  demand.leased(32, 100);
+  assertEquals(demand.reuseReadyTarget(200, 0, 32), 0, "all in use: they come back");
+  assertEquals(demand.reuseReadyTarget(200, 0, 10), 22, "after the burst, the rest stay ready");
+  assertEquals(demand.reuseReadyTarget(200, 4, 32), 4, "--min-idle is the floor");
+  const headroom = new DemandTracker({ ratio: 1.5, capacity: 1_000 });
+  headroom.leased(32, 100);
+  assertEquals(headroom.reuseReadyTarget(200, 0, 32), 16, "half again ready");
 });
