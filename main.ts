@@ -2,15 +2,15 @@
  * tcp-pool-proxy: a TCP proxy that keeps a bounded pool of upstream connections.
  *
  * The entry point, read as the table of contents: parse the command line, configure logging,
- * install the failsafe, size --max-clients, start the proxy, wait for SIGINT or SIGTERM (logging
- * the state on each SIGHUP meanwhile), drain, exit.
+ * install the failsafe, size --max-clients, start the proxy and the admin endpoint (--admin), wait
+ * for SIGINT or SIGTERM (logging the state on each SIGHUP meanwhile), drain, exit.
  *
  * ```sh
  * deno run --allow-net main.ts --listen 127.0.0.1:8848 --upstream 127.0.0.1:6379 --pool reuse
  * ```
  *
  * Exit codes: 0 after a drain (or for --help and --version), 1 when the proxy cannot start
- * (the listen address is taken), 2 for a bad command line, 70 for an internal error, and
+ * (the listen or admin address is taken), 2 for a bad command line, 70 for an internal error, and
  * 128 + the signal's number when a second SIGINT (130) or SIGTERM (143) cuts a drain short.
  *
  * @module
@@ -18,11 +18,13 @@
 
 import { writeAllSync } from "./src/_io.ts";
 import { formatHostPort } from "./src/address.ts";
+import { AdminListenError, type AdminServer, startAdmin } from "./src/admin.ts";
 import { ConfigError, parseCli, type ProxyConfig } from "./src/config.ts";
 import { formatDuration } from "./src/duration.ts";
 import { installFailsafe, reportUnexpected } from "./src/failsafe.ts";
 import { type MaxClientsChoice, resolveMaxClients } from "./src/limits.ts";
 import { configureLogging, getProxyLogger, type Logger } from "./src/logging.ts";
+import { configInForce, metricFamilies } from "./src/observe.ts";
 import { ListenError, ProxyServer } from "./src/proxy.ts";
 
 const encoder = new TextEncoder();
@@ -114,6 +116,22 @@ async function serve(config: ProxyConfig): Promise<number> {
     printLine(Deno.stderr, `tcp-pool-proxy: --listen: ${error.message}`);
     return 1;
   }
+  let admin: AdminServer | undefined;
+  if (config.admin !== undefined) {
+    try {
+      admin = startAdmin({
+        listen: config.admin,
+        metrics: () => metricFamilies(server.stats),
+        config: () => configInForce(config, limit.maxClients),
+        readiness: () => server.readiness(),
+      });
+    } catch (error) {
+      if (!(error instanceof AdminListenError)) throw error;
+      printLine(Deno.stderr, `tcp-pool-proxy: --admin: ${error.message}`);
+      await server.shutdown(0);
+      return 1;
+    }
+  }
   // Listen for signals before the start-up line, which tells the world that the proxy is up.
   const stopSignal = firstStopSignal(log, server);
   logStateOnHangup(server);
@@ -131,7 +149,9 @@ async function serve(config: ProxyConfig): Promise<number> {
     sessions: server.activeSessions,
     drain: formatDuration(config.drainTimeoutMs),
   });
+  // The admin endpoint stays up through the drain: /readyz says 503 from its first moment.
   const report = await server.shutdown(config.drainTimeoutMs);
+  await admin?.shutdown();
   log.info("stopped: {drained} sessions drained, {cut} cut at the drain timeout", { ...report });
   return 0;
 }

@@ -101,6 +101,13 @@ export interface ProxyConfig {
   redisReset: boolean;
   /** On SIGINT/SIGTERM, how long active sessions may finish. Default 30000 (30s); 0 closes them at once. */
   drainTimeoutMs: number;
+  /**
+   * Where the admin endpoint (`/metrics`, `/stats`, `/healthz`, `/readyz`) listens; `undefined`
+   * (the default) serves none. Meant for loopback or a private network.
+   */
+  admin: HostPort | undefined;
+  /** `--access-log`: one line per finished session at `info`. Default false. */
+  accessLog: boolean;
   /** The lowest level logged. Default `info`. */
   logLevel: LogLevel;
   /** The log format. Default `text`. */
@@ -187,6 +194,8 @@ export const DEFAULT_CONFIG: Readonly<ProxyConfig> = Object.freeze({
   reuseSettleMs: 5,
   redisReset: false,
   drainTimeoutMs: 30_000,
+  admin: undefined,
+  accessLog: false,
   logLevel: "info",
   logFormat: "text",
 });
@@ -223,6 +232,7 @@ const VALUE_FLAGS = [
   "reuse-drain-timeout",
   "reuse-settle",
   "drain-timeout",
+  "admin",
   "log-level",
   "log-format",
 ] as const;
@@ -250,6 +260,7 @@ const ACCEPTS: Record<ValueFlag, string> = {
   "reuse-drain-timeout": "give a duration greater than 0, e.g. 1s",
   "reuse-settle": "give a duration, e.g. 5ms, or 0",
   "drain-timeout": "give a duration, e.g. 30s, or 0",
+  "admin": "give HOST:PORT, e.g. 127.0.0.1:9090",
   "log-level": "use debug, info, warn or error",
   "log-format": "use text or json",
 };
@@ -278,19 +289,21 @@ const ACCEPTS: Record<ValueFlag, string> = {
  * ```
  */
 export function parseCli(args: string[]): CliCommand {
-  const valued = args.find((arg) => arg.startsWith("--redis-reset="));
-  if (valued !== undefined) {
-    throw new ConfigError(
-      `--redis-reset: takes no value, got ${
-        JSON.stringify(valued.slice(14))
-      }; give --redis-reset alone`,
-      "--redis-reset",
-    );
+  for (const flag of ["--redis-reset", "--access-log"]) {
+    const valued = args.find((arg) => arg.startsWith(`${flag}=`));
+    if (valued !== undefined) {
+      throw new ConfigError(
+        `${flag}: takes no value, got ${
+          JSON.stringify(valued.slice(flag.length + 1))
+        }; give ${flag} alone`,
+        flag,
+      );
+    }
   }
   const parsed: unknown = parseArgs(joinSeparateValues(args), {
     string: [...VALUE_FLAGS],
     collect: [...VALUE_FLAGS],
-    boolean: ["help", "version", "redis-reset"],
+    boolean: ["help", "version", "redis-reset", "access-log"],
     unknown: rejectUnknown,
   });
   const raw = toRecord(parsed);
@@ -305,7 +318,10 @@ export function parseCli(args: string[]): CliCommand {
     const value = singleValue(flag, raw[flag]);
     if (value !== undefined) values.set(flag, value);
   }
-  return { kind: "run", config: buildConfig(values, raw["redis-reset"] === true) };
+  return {
+    kind: "run",
+    config: buildConfig(values, raw["redis-reset"] === true, raw["access-log"] === true),
+  };
 }
 
 /** The text printed by `--version`, e.g. `tcp-pool-proxy 0.1.0`. */
@@ -416,6 +432,9 @@ export function helpText(): string {
       "--drain-timeout DURATION",
       `on SIGINT/SIGTERM, how long active sessions may finish (default ${drain})`,
     ],
+    ["--admin HOST:PORT", "serve /metrics, /stats, /healthz and /readyz over HTTP there"],
+    ["", "(default none; for loopback or a private network)"],
+    ["--access-log", "log one line per finished session at info (default off)"],
     ["--log-level LEVEL", `debug, info, warn or error (default ${d.logLevel})`],
     ["--log-format FORMAT", `text or json, written to stderr (default ${d.logFormat})`],
     ["--help", "print this help and exit"],
@@ -511,7 +530,11 @@ function singleValue(flag: ValueFlag, collected: unknown): string | undefined {
   return value;
 }
 
-function buildConfig(values: Map<ValueFlag, string>, redisReset: boolean): ProxyConfig {
+function buildConfig(
+  values: Map<ValueFlag, string>,
+  redisReset: boolean,
+  accessLog: boolean,
+): ProxyConfig {
   const d = DEFAULT_CONFIG;
   const pool = oneOf("pool", values.get("pool"), POOL_MODES, "a pool mode") ?? d.pool;
   const poolSize = integer("pool-size", values.get("pool-size"), MAX_POOL_SIZE) ?? d.poolSize;
@@ -607,6 +630,8 @@ function buildConfig(values: Map<ValueFlag, string>, redisReset: boolean): Proxy
     reuseSettleMs: duration("reuse-settle", values.get("reuse-settle"), 0) ?? d.reuseSettleMs,
     redisReset,
     drainTimeoutMs: duration("drain-timeout", values.get("drain-timeout"), 0) ?? d.drainTimeoutMs,
+    admin: address("admin", values.get("admin"), true),
+    accessLog,
     logLevel: oneOf("log-level", values.get("log-level"), LOG_LEVELS, "a log level") ?? d.logLevel,
     logFormat: oneOf("log-format", values.get("log-format"), LOG_FORMATS, "a log format") ??
       d.logFormat,

@@ -37,10 +37,11 @@ import { AsyncQueue } from "./async_queue.ts";
 import { DelayQueue } from "./delay_queue.ts";
 import { DemandTracker, PEAK_PERIOD_MS } from "./demand.ts";
 import type { PoolMode } from "./config.ts";
-import { dialUpstream, UpstreamConnectError } from "./dial.ts";
+import { type ConnectFailure, dialUpstream, UpstreamConnectError } from "./dial.ts";
 import { formatDuration } from "./duration.ts";
 import { IdleLimitLearner } from "./idle_limit.ts";
 import { getProxyLogger, type Logger } from "./logging.ts";
+import { Histogram } from "./metrics.ts";
 import { Refiller } from "./refill.ts";
 import {
   type ConnHooks,
@@ -90,7 +91,8 @@ export interface PoolOptions {
   probationMs?: number;
   /**
    * How often idle connections beyond recent demand are trimmed, and how long demand peaks are
-   * remembered (tests shorten it). Default {@link TRIM_PERIOD_MS}.
+   * remembered (tests shorten it). Default {@link TRIM_PERIOD_MS}, or half the idle timeout if
+   * that is shorter.
    */
   trimPeriodMs?: number;
 }
@@ -115,6 +117,14 @@ export interface Borrowed {
   /** Whether it sat idle in the pool (a pool hit) rather than being dialled for this borrow. */
   fromPool: boolean;
 }
+
+/**
+ * Why an idle connection left the pool other than to a borrower: its reader's reasons
+ * ({@link IdleLossReason}), `expired` (idle timeout, maximum lifetime or the upstream's learned
+ * idle limit), `unfit` (found unfit when taken), `room for a dial` (closed for a queued borrower
+ * that needs to dial).
+ */
+export type IdleDropReason = IdleLossReason | "expired" | "unfit" | "room for a dial";
 
 /** Why {@link UpstreamPool.release} closed a connection instead of pooling it. */
 export type ReleaseRefusal =
@@ -146,6 +156,16 @@ export interface PoolStats {
   idleDropped: number;
   /** Idle connections closed as more than recent demand needed (see {@link DemandTracker}). */
   trimmed: number;
+  /** Idle connections dropped, by why: {@link IdleDropReason}. Their sum is `idleDropped`. */
+  idleDroppedBy: Record<IdleDropReason, number>;
+  /** Dials that failed, by how ({@link ConnectFailure}); `aborted` ones are not failures. */
+  dialFailuresBy: Record<Exclude<ConnectFailure, "aborted">, number>;
+  /** How long successful dials took, in seconds. Shared, not a copy: read it, do not change it. */
+  connectSeconds: Histogram;
+  /** `performance.now()` of the last sign the upstream serves (a dial or an answer), or -Infinity. */
+  lastSuccessAt: number;
+  /** `performance.now()` of the last failed dial (probes included), or -Infinity. */
+  lastFailureAt: number;
   /** Borrowers that gave up waiting for a connection (`--queue-timeout`). */
   queueTimeouts: number;
   /** Connections idle now, ready to be handed out. */
@@ -217,6 +237,11 @@ export class UpstreamPool {
   readonly #closing = new Set<Promise<void>>();
   readonly #refiller: Refiller;
   readonly #demand: DemandTracker;
+  /**
+   * How often idle connections are trimmed and how long a demand peak is remembered: at most half
+   * the idle timeout, so demand that old never redials connections the idle timeout closed.
+   */
+  readonly #trimPeriodMs: number;
   readonly #idleLimit: IdleLimitLearner;
   /** What every connection tells the pool: one object for all of them. */
   readonly #connHooks: ConnHooks = {
@@ -250,8 +275,22 @@ export class UpstreamPool {
     } satisfies Record<ReleaseRefusal, number>,
     idleDropped: 0,
     trimmed: 0,
+    idleDroppedBy: {
+      "closed by upstream": 0,
+      "error while idle": 0,
+      "bytes while idle": 0,
+      "greeting too large": 0,
+      "expired": 0,
+      "unfit": 0,
+      "room for a dial": 0,
+    } satisfies Record<IdleDropReason, number>,
+    dialFailuresBy: { timeout: 0, refused: 0, closed: 0, error: 0 },
     queueTimeouts: 0,
   };
+  readonly #connectSeconds = new Histogram();
+  #lastSuccessAt = -Infinity;
+  #lastFailureAt = -Infinity;
+  #probing: Promise<void> | undefined;
 
   /** Creates the pool and, in `warm` and `reuse`, starts dialling `minIdle` connections. */
   constructor(options: PoolOptions) {
@@ -264,17 +303,18 @@ export class UpstreamPool {
     this.#address = formatHostPort(options.upstream);
     const capacity = options.mode === "off" ? 0 : options.maxIdle;
     this.#idle = new AsyncQueue<UpstreamConn>({ capacity, order: "lifo" });
+    this.#trimPeriodMs = options.trimPeriodMs ??
+      Math.min(TRIM_PERIOD_MS, Math.max(1, options.idleTimeoutMs / 2));
     this.#demand = new DemandTracker({
       ratio: options.preconnectRatio ?? 0,
       capacity: Math.max(1, options.maxIdle),
-      peakPeriodMs: options.trimPeriodMs ?? TRIM_PERIOD_MS,
+      peakPeriodMs: this.#trimPeriodMs,
     });
     const floor = options.mode === "off" ? 0 : options.minIdle;
     this.#refiller = new Refiller(
       {
         address: this.#address,
-        readyTarget: () =>
-          options.mode === "off" ? 0 : this.#demand.readyTarget(performance.now(), floor),
+        readyTarget: () => this.#readyTarget(floor),
         ready: () => this.#idle.size + this.#settling.size,
         canDial: () => !this.#closed && this.#queue.length === 0 && this.#hasRoom(),
         dial: () => {
@@ -309,6 +349,11 @@ export class UpstreamPool {
     return {
       ...this.#stats,
       refused: { ...this.#stats.refused },
+      idleDroppedBy: { ...this.#stats.idleDroppedBy },
+      dialFailuresBy: { ...this.#stats.dialFailuresBy },
+      connectSeconds: this.#connectSeconds,
+      lastSuccessAt: this.#lastSuccessAt,
+      lastFailureAt: this.#lastFailureAt,
       idle,
       settling,
       dialling: this.#dialsInFlight,
@@ -349,7 +394,7 @@ export class UpstreamPool {
           idle.close();
           continue;
         }
-        const granted = this.#takeSlot() ? "slot" : await this.#waitInQueue(signal, reusable);
+        const granted = this.#takeSlot() ? "slot" : await this.#queued(handlers, signal, reusable);
         if (granted !== "slot") {
           if (granted.tryLease(handlers, true)) return this.#hit(granted);
           granted.close();
@@ -380,9 +425,22 @@ export class UpstreamPool {
     return { conn, fromPool: false };
   }
 
-  #noteLeased(): void {
+  /** How many connections to keep ready now (see {@link DemandTracker}). */
+  #readyTarget(floor: number): number {
+    const now = performance.now();
+    if (this.options.mode === "warm") return this.#demand.readyTarget(now, floor);
+    if (this.options.mode === "off") return 0;
     const leased = this.#open - this.#dialsInFlight - this.#idle.size - this.#settling.size;
-    this.#demand.leased(leased, performance.now());
+    return this.#demand.reuseReadyTarget(now, floor, leased);
+  }
+
+  /**
+   * Tells demand how many connections are taken now: leased, or settling after their session (not
+   * yet available again, so as good as in use when sizing what to keep).
+   */
+  #noteLeased(): void {
+    const taken = this.#open - this.#dialsInFlight - this.#idle.size;
+    this.#demand.leased(taken, performance.now());
   }
 
   #lostBeforeUse(conn: UpstreamConn): UpstreamConnectError {
@@ -390,8 +448,10 @@ export class UpstreamPool {
     const detail = `the upstream closed the new connection before it could be used (${
       conn.unfitReason ?? "closed"
     }${greeting === "" ? "" : `; it said ${greeting}`})`;
+    const error = new UpstreamConnectError(this.options.upstream, "closed", detail);
+    this.#dialFailed(error);
     this.#lastDialError = `connect to upstream ${this.#address} failed: ${detail}`;
-    return new UpstreamConnectError(this.options.upstream, "closed", detail);
+    return error;
   }
 
   /** With a slot held: dials, and takes an idle connection instead if one is returned first. */
@@ -431,6 +491,7 @@ export class UpstreamPool {
    */
   release(conn: UpstreamConn, sessionClean: boolean): ReleaseOutcome {
     this.#refiller.released(conn);
+    if (conn.answered) this.#lastSuccessAt = performance.now();
     const refusal = this.#refusal(conn, sessionClean);
     if (refusal !== undefined) {
       this.#stats.refused[refusal]++;
@@ -499,7 +560,7 @@ export class UpstreamPool {
     const now = performance.now();
     for (let conn = this.#idle.tryTake(); conn !== undefined; conn = this.#idle.tryTake()) {
       if (isFit(conn) && now < this.#deadline(conn)) return conn;
-      this.#stats.idleDropped++;
+      this.#dropped(isFit(conn) ? "expired" : "unfit");
       conn.close();
     }
     return undefined;
@@ -529,7 +590,7 @@ export class UpstreamPool {
   /** Makes sure idle connections beyond recent demand are trimmed in time. */
   #scheduleTrim(): void {
     if (this.#trimTimer !== undefined || this.#idle.size <= this.options.minIdle) return;
-    this.#trimTimer = setTimeout(() => this.#trim(), this.options.trimPeriodMs ?? TRIM_PERIOD_MS);
+    this.#trimTimer = setTimeout(() => this.#trim(), this.#trimPeriodMs);
   }
 
   /**
@@ -573,6 +634,20 @@ export class UpstreamPool {
     if (waiter === undefined) return;
     this.#open++;
     waiter.resolve("slot");
+  }
+
+  /** {@link #waitInQueue}, telling `handlers` how long the wait took, however it ended. */
+  async #queued(
+    handlers: LeaseHandlers,
+    signal: AbortSignal | undefined,
+    reusable: boolean,
+  ): Promise<UpstreamConn | "slot"> {
+    const queuedAt = performance.now();
+    try {
+      return await this.#waitInQueue(signal, reusable);
+    } finally {
+      handlers.onQueued?.(performance.now() - queuedAt);
+    }
   }
 
   /** Waits in the queue for an idle connection (when `reusable`) or room to dial. */
@@ -627,7 +702,7 @@ export class UpstreamPool {
     const [oldest] = this.#idle.snapshot();
     if (oldest === undefined) return;
     this.#idle.remove(oldest);
-    this.#stats.idleDropped++;
+    this.#dropped("room for a dial");
     oldest.close(); // its slot goes to the head of the queue
   }
 
@@ -650,7 +725,10 @@ export class UpstreamPool {
     )
       .then((socket) => {
         this.#dialsInFlight--;
-        this.#demand.dialed(performance.now() - started);
+        const now = performance.now();
+        this.#demand.dialed(now - started);
+        this.#connectSeconds.observe((now - started) / 1000);
+        this.#lastSuccessAt = now;
         const conn = new UpstreamConn(socket, this.#connHooks);
         if (this.options.maxLifetimeMs > 0) {
           const lifetime = this.options.maxLifetimeMs * (1 - Math.random() * LIFETIME_JITTER);
@@ -662,8 +740,7 @@ export class UpstreamPool {
         this.#dialsInFlight--;
         // A dial its borrower gave up on says nothing about the upstream.
         if (!(error instanceof UpstreamConnectError && error.failure === "aborted")) {
-          this.#stats.dialFailures++;
-          this.#lastDialError = error instanceof Error ? error.message : String(error);
+          this.#dialFailed(error);
         }
         this.#freeSlot();
         throw error;
@@ -673,6 +750,44 @@ export class UpstreamPool {
     return dialing;
   }
 
+  #dialFailed(error: unknown): void {
+    this.#stats.dialFailures++;
+    const failure = error instanceof UpstreamConnectError ? error.failure : "error";
+    this.#stats.dialFailuresBy[failure === "aborted" ? "error" : failure]++;
+    this.#lastDialError = error instanceof Error ? error.message : String(error);
+    this.#lastFailureAt = performance.now();
+  }
+
+  /**
+   * Checks that the upstream accepts connections: one dial, closed at once, unless one is under
+   * way (for readiness when no session proved it recently). Counted as a dial; never throws.
+   */
+  probe(): Promise<void> {
+    if (this.#probing !== undefined || this.#closed) return this.#probing ?? Promise.resolve();
+    this.#stats.dials++;
+    const started = performance.now();
+    const probing = dialUpstream(
+      this.options.upstream,
+      this.options.connectTimeoutMs,
+      this.#closeController.signal,
+    ).then((socket) => {
+      socket.close();
+      const now = performance.now();
+      this.#connectSeconds.observe((now - started) / 1000);
+      this.#lastSuccessAt = now;
+    }, (error: unknown) => {
+      if (!(error instanceof UpstreamConnectError && error.failure === "aborted")) {
+        this.#dialFailed(error);
+      }
+    }).finally(() => {
+      this.#probing = undefined;
+      this.#dialing.delete(probing);
+    });
+    this.#probing = probing;
+    this.#dialing.add(probing);
+    return probing;
+  }
+
   /** Runs once per connection, whoever closed it: frees its slot, keeps its reader in sight. */
   #onClosed(conn: UpstreamConn): void {
     const done = conn.readerDone.finally(() => this.#closing.delete(done));
@@ -680,8 +795,13 @@ export class UpstreamPool {
     this.#freeSlot();
   }
 
+  #dropped(reason: IdleDropReason): void {
+    this.#stats.idleDropped++;
+    this.#stats.idleDroppedBy[reason]++;
+  }
+
   #onIdleLoss(conn: UpstreamConn, reason: IdleLossReason): void {
-    if (this.#idle.remove(conn) || this.#settling.delete(conn)) this.#stats.idleDropped++;
+    if (this.#idle.remove(conn) || this.#settling.delete(conn)) this.#dropped(reason);
     if (reason === "closed by upstream") {
       this.#idleLimit.observe(performance.now() - conn.idleSince);
     }
@@ -715,7 +835,7 @@ export class UpstreamPool {
     const now = performance.now();
     const expired = this.#idle.removeWhere((conn) => this.#deadline(conn) <= now);
     for (const conn of expired) {
-      this.#stats.idleDropped++;
+      this.#dropped("expired");
       this.#log.debug(
         "idle upstream connection #{id} closed: idle timeout, max lifetime or the upstream's idle limit",
         {

@@ -23,7 +23,16 @@ import { closeQuietly, describeError } from "./_io.ts";
 import type { ProxyConfig } from "./config.ts";
 import { type Deadline, DeadlineWheel } from "./deadline_wheel.ts";
 import { unexpectedErrors } from "./failsafe.ts";
+import type { Readiness } from "./admin.ts";
 import { getProxyLogger, isDebugEnabled } from "./logging.ts";
+import { Histogram } from "./metrics.ts";
+import {
+  ACCESS_LOG_TEMPLATE,
+  accessLogRecord,
+  type ListenerState,
+  type ProxyStats,
+  readiness,
+} from "./observe.ts";
 import { QUEUE_TIMEOUT_MS, UpstreamPool } from "./pool.ts";
 import type { Protocol } from "./framing.ts";
 import { protocolSupport } from "./protocols.ts";
@@ -78,6 +87,10 @@ export type ProxyServerOptions =
     refillProbationMs?: number;
     /** Called with each finished session's summary (metrics, tests). */
     onSessionEnd?: (summary: SessionSummary) => void;
+    /** How recently the upstream must have served for `/readyz` to say ready without a probe (tests shorten it). Default 10 s (`READY_INTERVAL_MS` of `src/observe.ts`). */
+    readyIntervalMs?: number;
+    /** `--access-log`: one line per finished session at `info` ({@link ACCESS_LOG_TEMPLATE}). Default false. */
+    accessLog?: boolean;
   };
 
 /** The listen address could not be bound. Carries the address and the reason. */
@@ -174,6 +187,12 @@ export class ProxyServer {
   readonly #limitReached = new ThrottledWarning(LIMIT_WARNING_INTERVAL_MS);
   readonly #unavailable = new ThrottledWarning(LIMIT_WARNING_INTERVAL_MS);
   readonly #endCounts = new Map<SessionEnd, number>();
+  readonly #accessLog = getProxyLogger("access");
+  readonly #sessionSeconds = new Histogram();
+  #bytesFromClients = 0;
+  #bytesFromUpstream = 0;
+  #retries = 0;
+  #listenerState: ListenerState = "accepting";
   #nextSessionId = 1;
   #stopping = false;
 
@@ -261,6 +280,37 @@ export class ProxyServer {
   /** Sessions running now. */
   get activeSessions(): number {
     return this.#sessions.size;
+  }
+
+  /** A snapshot of the counters, for `/metrics`, `/stats` and `/readyz` ({@link metricFamilies}). */
+  get stats(): ProxyStats {
+    return {
+      mode: this.#options.pool,
+      upstream: this.#upstreamText,
+      sessionsStarted: this.#nextSessionId - 1,
+      sessionsActive: this.#sessions.size,
+      sessionsEnded: new Map(this.#endCounts),
+      retries: this.#retries,
+      bytesFromClients: this.#bytesFromClients,
+      bytesFromUpstream: this.#bytesFromUpstream,
+      sessionSeconds: this.#sessionSeconds,
+      listener: this.#stopping ? "stopped" : this.#listenerState,
+      maxClients: this.#maxClients,
+      draining: this.#stopping,
+      unexpectedErrors: unexpectedErrors(),
+      pool: this.pool.stats,
+    };
+  }
+
+  /**
+   * Whether new clients should come here (`/readyz`): see {@link readiness}. When the upstream has
+   * not shown it serves recently, starts one probe dial (at most one at a time), whose result the
+   * next call sees.
+   */
+  readiness(): Readiness {
+    const verdict = readiness(this.stats, performance.now(), this.#options.readyIntervalMs);
+    if (verdict.probe) void this.pool.probe(); // never rejects; the pool's close awaits it
+    return verdict.ready ? { ready: true } : { ready: false, reason: verdict.reason };
   }
 
   /**
@@ -351,8 +401,10 @@ export class ProxyServer {
       if (this.#maxClients > 0 && this.#sessions.size >= this.#maxClients) {
         // The kernel's backlog holds new clients until a session ends.
         this.#atClientLimit();
+        this.#listenerState = "at max-clients";
         await new Promise<void>((resolve) => this.#wakeAcceptor = resolve);
         this.#wakeAcceptor = undefined;
+        this.#listenerState = "accepting";
         continue;
       }
       let client: Deno.TcpConn;
@@ -374,7 +426,9 @@ export class ProxyServer {
             descriptors: isOutOfDescriptors(error),
           });
         }
+        this.#listenerState = "out of descriptors";
         await this.#pause(pauseMs);
+        this.#listenerState = "accepting";
         pauseMs = Math.min(pauseMs * 2, ACCEPT_RETRY_MAX_MS);
         continue;
       }
@@ -438,12 +492,18 @@ export class ProxyServer {
   #onSessionEnd(session: SessionHandle): void {
     const end = session.end;
     if (end !== undefined) this.#endCounts.set(end, (this.#endCounts.get(end) ?? 0) + 1);
+    this.#bytesFromClients += session.bytesFromClient;
+    this.#bytesFromUpstream += session.bytesFromServer;
+    if (session.retried) this.#retries++;
+    this.#sessionSeconds.observe(session.elapsedMs() / 1000);
     const unavailable = end === "connect-failed" || end === "connect-timeout" ||
       end === "queue-timeout";
     const debug = isDebugEnabled(this.#sessionLog);
-    if (!unavailable && !debug && this.#options.onSessionEnd === undefined) return;
+    const accessLog = this.#options.accessLog === true;
+    if (!unavailable && !debug && !accessLog && this.#options.onSessionEnd === undefined) return;
     const summary = session.summary();
     if (unavailable) this.#warnUnavailable(summary);
+    if (accessLog) this.#accessLog.info(ACCESS_LOG_TEMPLATE, accessLogRecord(summary));
     if (debug) {
       this.#sessionLog.debug(
         "session {id} {client} -> {upstream} {source} {end} up {bytesFromClient}B down {bytesFromServer}B {durationMs}ms release {release}" +

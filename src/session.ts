@@ -77,6 +77,22 @@ export type SessionEnd =
   | "internal-error"
   | "shutdown";
 
+/** Every {@link SessionEnd}, in the order the README lists them. */
+export const SESSION_ENDS: readonly SessionEnd[] = [
+  "client-closed",
+  "server-closed",
+  "client-error",
+  "server-error",
+  "connect-failed",
+  "connect-timeout",
+  "queue-timeout",
+  "client-timeout",
+  "server-timeout",
+  "fin-timeout",
+  "internal-error",
+  "shutdown",
+];
+
 /** The inactivity timeouts of a session, in milliseconds; 0 turns one off. */
 export interface SessionTimeouts {
   /** `--client-timeout`: no byte read from or written to the client for this long. */
@@ -109,6 +125,13 @@ export interface SessionSummary {
   bytesFromServer: number;
   /** Milliseconds from accept to end. */
   durationMs: number;
+  /** Milliseconds spent waiting in the `--max-upstream` queue. */
+  queueMs: number;
+  /**
+   * Milliseconds from asking the pool for a connection to having one, the queue wait left out:
+   * the dial (and TLS handshake), or next to nothing for a pooled connection; 0 when none came.
+   */
+  connectMs: number;
   /** What the pool did with the connection at the end. */
   release: ReleaseOutcome | "none";
   /** The error behind an error ending, in a few words. */
@@ -158,6 +181,14 @@ export interface SessionContext {
 export interface SessionHandle {
   /** How it ended; `undefined` while it runs. */
   readonly end: SessionEnd | undefined;
+  /** Bytes read from the client and sent upstream, so far. */
+  readonly bytesFromClient: number;
+  /** Bytes read from the upstream and sent to the client, so far. */
+  readonly bytesFromServer: number;
+  /** Whether a failed pooled connection was replaced by a fresh one. */
+  readonly retried: boolean;
+  /** Milliseconds since the session was accepted. */
+  elapsedMs(): number;
   /** Ends the session now, as `shutdown` (the drain timeout ran out). */
   abort(): void;
   /** What the session did, for the log line (complete once ended). */
@@ -193,6 +224,10 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   readonly #id: number;
   readonly #context: SessionContext;
   readonly #startedAt = performance.now();
+  /** When the session asked the pool for a connection, and when it got one (0: not yet). */
+  #borrowStartedAt = 0;
+  #leasedAt = 0;
+  #queueMs = 0;
   #up: UpstreamConn | undefined;
   #source: SessionSummary["source"] = "none";
   /**
@@ -259,6 +294,27 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     this.#finish("shutdown");
   }
 
+  get bytesFromClient(): number {
+    return this.#bytesFromClient;
+  }
+
+  get bytesFromServer(): number {
+    return this.#bytesFromServer;
+  }
+
+  get retried(): boolean {
+    return this.#retried;
+  }
+
+  elapsedMs(): number {
+    return performance.now() - this.#startedAt;
+  }
+
+  /** Part of {@link LeaseHandlers}: the session waited `ms` in the `--max-upstream` queue. */
+  onQueued(ms: number): void {
+    this.#queueMs += ms;
+  }
+
   async #connect(): Promise<void> {
     const { pool, signal } = this.#context;
     try {
@@ -267,6 +323,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
         // The connection arrives through onLease, before anything can be delivered on it. The
         // session's own signal (aborted by whatever ends it, the drain included) stops a wait in
         // the --max-upstream queue or a dial as soon as the session is over.
+        this.#borrowStartedAt = performance.now();
         await pool.borrow(this, this.#stop.signal);
       } catch (error) {
         this.#finish(connectEnd(error, signal), error);
@@ -290,6 +347,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     this.#tracker = this.#context.newTracker?.();
     this.#rearm(); // the server timeout starts now
     if (this.#source !== "none") return; // a retry's fresh connection
+    this.#leasedAt = this.#serverActiveAt;
     this.#source = fromPool ? "pool" : "dial";
     // Go's rule: only a connection that served an earlier session may be retried after a client
     // byte was written to it, so only then are the client's bytes kept for a replay.
@@ -459,6 +517,10 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       bytesFromClient: this.#bytesFromClient,
       bytesFromServer: this.#bytesFromServer,
       durationMs: performance.now() - this.#startedAt,
+      queueMs: this.#queueMs,
+      connectMs: this.#leasedAt === 0
+        ? 0
+        : Math.max(0, this.#leasedAt - this.#borrowStartedAt - this.#queueMs),
       release: this.#release,
     };
     if (this.#error !== undefined) summary.error = describeError(this.#error);

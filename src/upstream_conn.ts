@@ -27,6 +27,8 @@ export interface LeaseHandlers {
    * the session knows its connection before the reader can report on it.
    */
   onLease(conn: UpstreamConn, fromPool: boolean): void;
+  /** The borrower waited `ms` in the `--max-upstream` queue (called once the wait is over). */
+  onQueued?(ms: number): void;
   /**
    * Takes bytes read from the upstream. The reader may read the next chunk into another buffer
    * meanwhile, but waits for the returned promise before it delivers again (backpressure, order)

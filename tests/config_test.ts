@@ -61,6 +61,8 @@ Deno.test("parseCli with no flags gives the documented defaults", () => {
     reuseSettleMs: 5,
     redisReset: false,
     drainTimeoutMs: 30_000,
+    admin: undefined,
+    accessLog: false,
     logLevel: "info",
     logFormat: "text",
   });
@@ -108,6 +110,9 @@ Deno.test("parseCli reads every flag, with a space or an equals sign", () => {
     "--redis-reset",
     "--drain-timeout",
     "0s",
+    "--admin",
+    "127.0.0.1:9090",
+    "--access-log",
     "--log-level=warn",
     "--log-format",
     "json",
@@ -134,6 +139,8 @@ Deno.test("parseCli reads every flag, with a space or an equals sign", () => {
     reuseSettleMs: 5,
     redisReset: true,
     drainTimeoutMs: 0,
+    admin: { hostname: "127.0.0.1", port: 9090 },
+    accessLog: true,
     logLevel: "warn",
     logFormat: "json",
   });

@@ -1,0 +1,349 @@
+/**
+ * Operating the proxy: the admin endpoint's figures against sessions the test itself ran,
+ * readiness (upstream reachable, --max-clients, the drain), the access log, and the flags' bad
+ * input. In process through ProxyServer and startAdmin, and end to end through main.ts.
+ */
+
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertMatch,
+  assertStringIncludes,
+} from "./_assert.ts";
+import { startAdmin } from "../src/admin.ts";
+import { formatHostPort, type HostPort } from "../src/address.ts";
+import { exposition } from "../src/metrics.ts";
+import { metricFamilies } from "../src/observe.ts";
+import type { ProxyServer } from "../src/proxy.ts";
+import {
+  closeQuietly,
+  connect,
+  delay,
+  echo,
+  encoder,
+  eventually,
+  readExactly,
+  roundTrip,
+  startProxy,
+  TestUpstream,
+  within,
+  writeAll,
+} from "./_net.ts";
+import { EchoUpstream, MAIN_TS, ProxyProcess } from "./_proxy_process.ts";
+
+/** Serves the admin endpoint of `server` on 127.0.0.1:0, as main.ts does. */
+function adminOf(server: ProxyServer) {
+  return startAdmin({
+    listen: { hostname: "127.0.0.1", port: 0 },
+    metrics: () => metricFamilies(server.stats),
+    config: () => ({ pool: "test" }),
+    readiness: () => server.readiness(),
+  });
+}
+
+async function get(address: HostPort, path: string): Promise<{ status: number; body: string }> {
+  const response = await fetch(`http://${formatHostPort(address)}${path}`);
+  return { status: response.status, body: await response.text() };
+}
+
+/** Polls `/readyz` until it answers `status`, for up to `ms`. */
+async function readyzBecomes(address: HostPort, status: number, ms: number): Promise<void> {
+  const until = performance.now() + ms;
+  let last = { status: 0, body: "" };
+  while (performance.now() < until) {
+    last = await get(address, "/readyz");
+    if (last.status === status) return;
+    await delay(20);
+  }
+  throw new Error(`/readyz stayed ${last.status} ${JSON.stringify(last.body)}, wanted ${status}`);
+}
+
+/** The value of the sample `name{labels}` (exactly as written) in an exposition text. */
+function sample(text: string, series: string): number {
+  const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+  assert(line !== undefined, `no sample ${series} in:\n${text}`);
+  return Number(line.slice(series.length + 1));
+}
+
+Deno.test("/metrics and /stats count the sessions, bytes, borrows and dials the test ran", async () => {
+  await using upstream = new TestUpstream(echo);
+  await using proxy = startProxy(upstream.address, { pool: "reuse" });
+  await using admin = adminOf(proxy.server);
+  for (const text of ["one", "two!", "three"]) {
+    assertEquals(await roundTrip(proxy.address, text), text);
+  }
+  await proxy.sessionsEnded(3);
+  const metrics = await get(admin.address, "/metrics");
+  assertEquals(metrics.status, 200);
+  const m = metrics.body;
+  assertEquals(sample(m, "tcp_pool_proxy_sessions_started_total"), 3);
+  assertEquals(sample(m, 'tcp_pool_proxy_sessions_ended_total{end="client-closed"}'), 3);
+  assertEquals(sample(m, "tcp_pool_proxy_sessions_active"), 0);
+  assertEquals(sample(m, 'tcp_pool_proxy_bytes_total{direction="client_to_upstream"}'), 12);
+  assertEquals(sample(m, 'tcp_pool_proxy_bytes_total{direction="upstream_to_client"}'), 12);
+  assertEquals(sample(m, "tcp_pool_proxy_session_duration_seconds_count"), 3);
+  const hits = proxy.sessions.filter((s) => s.source === "pool").length;
+  assertEquals(sample(m, 'tcp_pool_proxy_pool_borrows_total{source="pool"}'), hits);
+  assertEquals(sample(m, 'tcp_pool_proxy_pool_borrows_total{source="dial"}'), 3 - hits);
+  assertEquals(sample(m, "tcp_pool_proxy_upstream_dials_total"), upstream.accepted);
+  assertEquals(
+    sample(m, "tcp_pool_proxy_upstream_connect_duration_seconds_count"),
+    upstream.accepted,
+  );
+  assertEquals(sample(m, "tcp_pool_proxy_pool_returned_total"), 3);
+  assertEquals(
+    sample(m, 'tcp_pool_proxy_pool_connections{state="idle"}'),
+    proxy.server.pool.stats.idle,
+  );
+  assertMatch(m, /^process_resident_memory_bytes \d+/m);
+  // /stats: the same figures, one JSON document, with the configuration.
+  const stats = JSON.parse((await get(admin.address, "/stats")).body);
+  assertEquals(stats.metrics.tcp_pool_proxy_sessions_started_total, 3);
+  assertEquals(stats.metrics.tcp_pool_proxy_sessions_ended_total["client-closed"], 3);
+  assertEquals(stats.metrics.tcp_pool_proxy_pool_returned_total, 3);
+  assertEquals(stats.config, { pool: "test" });
+});
+
+Deno.test("/metrics: dial failures by reason and connections refused by the pool, by reason", async () => {
+  await using upstream = new TestUpstream(echo);
+  await using proxy = startProxy(upstream.address, { pool: "reuse", poolSize: 1 });
+  await using admin = adminOf(proxy.server);
+  const a = await connect(proxy.address);
+  const b = await connect(proxy.address);
+  for (const c of [a, b]) {
+    await within(c, 2_000, async () => {
+      await writeAll(c, encoder.encode("hi"));
+      await readExactly(c, 2);
+    });
+  }
+  closeQuietly(a);
+  closeQuietly(b);
+  await proxy.sessionsEnded(2);
+  const m = (await get(admin.address, "/metrics")).body;
+  assertEquals(sample(m, 'tcp_pool_proxy_pool_release_refused_total{reason="pool_full"}'), 1);
+  // A refused dial: an upstream that is gone.
+  await upstream.close();
+  await eventually(() => proxy.server.pool.stats.idle === 0, 2_000, "the idle one dropped");
+  const c = await connect(proxy.address);
+  await within(c, 3_000, () => c.read(new Uint8Array(1)).catch(() => null));
+  closeQuietly(c);
+  await proxy.sessionsEnded(3);
+  const after = (await get(admin.address, "/metrics")).body;
+  assertEquals(sample(after, 'tcp_pool_proxy_upstream_dial_failures_total{reason="refused"}'), 1);
+  assertEquals(sample(after, 'tcp_pool_proxy_sessions_ended_total{end="connect-failed"}'), 1);
+  assertGreaterOrEqual(
+    sample(after, 'tcp_pool_proxy_pool_idle_dropped_total{reason="closed_by_upstream"}'),
+    1,
+  );
+});
+
+Deno.test("/readyz: checking, then ready once a probe reached the upstream; 503 with the reason once it is gone", async () => {
+  const upstream = new TestUpstream(echo);
+  await using proxy = startProxy(upstream.address, { pool: "off", readyIntervalMs: 200 });
+  await using admin = adminOf(proxy.server);
+  const first = await get(admin.address, "/readyz");
+  assertEquals(first.status, 503);
+  assertStringIncludes(first.body, `checking upstream ${formatHostPort(upstream.address)}`);
+  // The probe that first call started lands.
+  await readyzBecomes(admin.address, 200, 3_000);
+  assertEquals(upstream.accepted, 1, "one probe dial");
+  await upstream.close();
+  // Within the interval a success stands; past it, a probe finds the upstream gone.
+  assertEquals((await get(admin.address, "/readyz")).status, 200);
+  await delay(250);
+  await readyzBecomes(admin.address, 503, 3_000);
+  const gone = await get(admin.address, "/readyz");
+  assertMatch(gone.body, /^upstream 127\.0\.0\.1:\d+ unreachable: .*connection refused/);
+});
+
+Deno.test("/readyz is 503 at --max-clients, and ready again below it", async () => {
+  await using upstream = new TestUpstream(echo);
+  await using proxy = startProxy(upstream.address, { pool: "reuse", maxClients: 1 });
+  await using admin = adminOf(proxy.server);
+  assertEquals(await roundTrip(proxy.address, "x"), "x");
+  await proxy.sessionsEnded(1);
+  assertEquals((await get(admin.address, "/readyz")).status, 200);
+  const held = await connect(proxy.address);
+  await within(held, 2_000, async () => {
+    await writeAll(held, encoder.encode("y"));
+    await readExactly(held, 1);
+  });
+  await readyzBecomes(admin.address, 503, 2_000);
+  assertEquals((await get(admin.address, "/readyz")).body, "at --max-clients 1\n");
+  closeQuietly(held);
+  await proxy.sessionsEnded(2);
+  await readyzBecomes(admin.address, 200, 2_000);
+});
+
+Deno.test("cli --admin: /healthz and /metrics while serving; /readyz turns 503 the moment a drain starts, while a session still runs", async () => {
+  await using upstream = await EchoUpstream.start();
+  await using proxy = ProxyProcess.spawnMain([
+    "--listen",
+    "127.0.0.1:0",
+    "--upstream",
+    upstream.address,
+    "--pool",
+    "reuse",
+    "--admin",
+    "127.0.0.1:0",
+  ]);
+  const port = await proxy.listeningPort();
+  const found = await proxy.waitForLine(/admin server on 127\.0\.0\.1:(\d+)/);
+  const admin = { hostname: "127.0.0.1", port: Number(found.match[1]) };
+  assertEquals(await get(admin, "/healthz"), { status: 200, body: "ok\n" });
+  const session = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await within(session, 3_000, async () => {
+      await writeAll(session, encoder.encode("ping"));
+      await readExactly(session, 4);
+    });
+    await readyzBecomes(admin, 200, 3_000);
+    const metrics = await get(admin, "/metrics");
+    assertEquals(sample(metrics.body, "tcp_pool_proxy_sessions_active"), 1);
+    proxy.kill("SIGTERM");
+    await proxy.waitForLine(/SIGTERM: draining 1 sessions/);
+    const draining = await get(admin, "/readyz");
+    assertEquals(draining, { status: 503, body: "draining: not taking new clients\n" });
+    assertEquals((await get(admin, "/healthz")).status, 200, "still serving the drain");
+  } finally {
+    closeQuietly(session);
+  }
+  assertEquals((await proxy.exited()).code, 0);
+});
+
+Deno.test("cli --access-log: one line per finished session with its times, bytes, source, end and release; none without the flag", async () => {
+  await using upstream = await EchoUpstream.start();
+  for (const [flags, lines] of [[["--access-log"], 2], [[], 0]] as const) {
+    await using proxy = ProxyProcess.spawnMain([
+      "--listen",
+      "127.0.0.1:0",
+      "--upstream",
+      upstream.address,
+      "--pool",
+      "reuse",
+      ...flags,
+    ]);
+    const port = await proxy.listeningPort();
+    for (const text of ["hello", "again"]) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      await within(conn, 3_000, async () => {
+        await writeAll(conn, encoder.encode(text));
+        await readExactly(conn, text.length);
+      });
+      closeQuietly(conn);
+    }
+    if (lines > 0) {
+      const first = await proxy.waitForLine(/tcp-pool-proxy\.access: /);
+      assertMatch(
+        first.line,
+        /\[INF\] tcp-pool-proxy\.access: 127\.0\.0\.1:\d+ -> 127\.0\.0\.1:\d+ session 1 dial [\d.]+\/[\d.]+\/[\d.]+ms up 5B down 5B client-closed retried no release pooled$/,
+      );
+      // The second may find the first's connection still settling (--reuse-settle 5ms): a dial.
+      const second = await proxy.waitForLine(/tcp-pool-proxy\.access: .* session 2 (pool|dial) /);
+      assertMatch(second.line, / up 5B down 5B client-closed retried no release pooled$/);
+    } else {
+      await delay(200);
+    }
+    proxy.kill("SIGTERM");
+    await proxy.exited();
+    assertEquals(proxy.lines.filter((l) => l.includes("tcp-pool-proxy.access")).length, lines);
+  }
+});
+
+Deno.test("cli --access-log with --log-format json: one JSON record per session with the fields", async () => {
+  await using upstream = await EchoUpstream.start();
+  await using proxy = ProxyProcess.spawnMain([
+    "--listen",
+    "127.0.0.1:0",
+    "--upstream",
+    upstream.address,
+    "--pool",
+    "off",
+    "--access-log",
+    "--log-format",
+    "json",
+  ]);
+  const port = await proxy.listeningPort();
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await within(conn, 3_000, async () => {
+    await writeAll(conn, encoder.encode("abc"));
+    await readExactly(conn, 3);
+  });
+  closeQuietly(conn);
+  const found = await proxy.waitForLine(/"logger":"tcp-pool-proxy\.access"/);
+  const record = JSON.parse(found.line);
+  const p = record.properties;
+  assertEquals([p.source, p.end, p.release, p.retried], [
+    "dial",
+    "client-closed",
+    "mode_does_not_reuse",
+    "no",
+  ]);
+  assertEquals([p.bytesFromClient, p.bytesFromServer], [3, 3]);
+  for (const key of ["queueMs", "connectMs", "durationMs"]) assertEquals(typeof p[key], "number");
+  assertEquals(p.upstream, upstream.address);
+  assertMatch(p.client, /^127\.0\.0\.1:\d+$/);
+});
+
+Deno.test("cli: a bad --admin or --access-log value is one line and exit 2; an --admin address in use is one line and exit 1", async () => {
+  const run = async (args: string[]) => {
+    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--quiet", "--allow-net", MAIN_TS, "--listen", "127.0.0.1:0", ...args],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    return { code, lines: new TextDecoder().decode(stderr).trimEnd().split("\n") };
+  };
+  const bad = await run(["--admin", "nowhere"]);
+  assertEquals(bad.code, 2);
+  assertEquals(bad.lines.length, 1);
+  assertMatch(bad.lines[0], /^tcp-pool-proxy: --admin: /);
+  const valued = await run(["--access-log=yes"]);
+  assertEquals(valued, {
+    code: 2,
+    lines: ['tcp-pool-proxy: --access-log: takes no value, got "yes"; give --access-log alone'],
+  });
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const inUse = await run(["--admin", `127.0.0.1:${(taken.addr as Deno.NetAddr).port}`]);
+  assertEquals(inUse.code, 1);
+  assertEquals(inUse.lines.length, 1, inUse.lines.join("\n"));
+  assertMatch(inUse.lines[0], /^tcp-pool-proxy: --admin: cannot listen on 127\.0\.0\.1:\d+: /);
+});
+
+const promtool = (() => {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    try {
+      if (Deno.statSync(`${dir}/promtool`).isFile) return `${dir}/promtool`;
+    } catch { /* not here */ }
+  }
+  return undefined;
+})();
+
+Deno.test({
+  name: `promtool check metrics accepts a real scrape of a proxy that served sessions${
+    promtool === undefined ? " (ignored: promtool not found; Debian package prometheus)" : ""
+  }`,
+  ignore: promtool === undefined,
+  fn: async () => {
+    await using upstream = new TestUpstream(echo);
+    await using proxy = startProxy(upstream.address, { pool: "reuse" });
+    assertEquals(await roundTrip(proxy.address, "p"), "p");
+    await proxy.sessionsEnded(1);
+    const text = exposition(metricFamilies(proxy.server.stats));
+    const child = new Deno.Command(promtool as string, {
+      args: ["check", "metrics"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const writer = child.stdin.getWriter();
+    await writer.write(encoder.encode(text));
+    await writer.close();
+    const { code, stdout, stderr } = await child.output();
+    const said = new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr);
+    assertEquals(code, 0, said);
+    assertEquals(said.trim(), "", "no lint warnings");
+  },
+});
