@@ -1,7 +1,9 @@
 /**
- * What the benchmark measures and what it must reach: the workloads, the figures taken from each
- * measurement (with their ratio to a direct connection), the targets of issue 3, and those of
- * issue 7 (the Redis-protocol workloads: `--protocol redis` against `--protocol raw`).
+ * What the benchmark measures and what it must reach: the workloads (the load generator's, and
+ * the real clients' `redis-benchmark` and `ab` runs), the figures taken from each measurement
+ * (with their ratio to a direct connection), and the targets of issue 3, of issue 7 (the
+ * Redis-protocol workloads: `--protocol redis` against `--protocol raw`) and of issue 8 (against
+ * the minimal relay and HAProxy, warm against off, memory per held session).
  *
  * ```ts
  * import { computeFigures, evaluateGoals } from "./_figures.ts";
@@ -13,11 +15,13 @@
  */
 
 import type { JobResult } from "./_job.ts";
+import type { ToolResult } from "./_tools.ts";
 
 /** The workloads, by the names `--workloads` accepts. */
 export const WORKLOAD_IDS = [
   "connect1",
   "connect32",
+  "connect1000",
   "pingpong1",
   "pingpong32",
   "medium-ka-1k",
@@ -32,6 +36,12 @@ export const WORKLOAD_IDS = [
   "redis1",
   "redis32",
   "redisbulk",
+  "rb-k0-c50",
+  "rb-k0-c50-d20k",
+  "rb-k0-c1000",
+  "rb-k1-c50",
+  "ab-k-c50",
+  "ab-c50",
 ] as const;
 
 /** The workloads against the Redis-protocol upstream (the rest run against the echo upstream). */
@@ -39,6 +49,59 @@ export const REDIS_WORKLOADS: readonly WorkloadId[] = ["redis1", "redis32", "red
 
 /** One workload name. */
 export type WorkloadId = typeof WORKLOAD_IDS[number];
+
+/**
+ * The real-client workloads: `redis-benchmark -t set,get` against `redis-server` (`rb-`: `-k 0`
+ * is a connection per request, `-k 1` keep-alive; `-c` clients; `-d` value bytes) and ApacheBench
+ * against nginx serving a 5.5 KiB page (`ab-k`: keep-alive).
+ */
+export const REAL_CLIENT_WORKLOADS = [
+  "rb-k0-c50",
+  "rb-k0-c50-d20k",
+  "rb-k0-c1000",
+  "rb-k1-c50",
+  "ab-k-c50",
+  "ab-c50",
+] as const satisfies readonly WorkloadId[];
+
+/** One real-client workload name. */
+export type RealClientWorkload = typeof REAL_CLIENT_WORKLOADS[number];
+
+/** Whether `w` is run by a real client (redis-benchmark, ab) rather than the load generator. */
+export function isRealClientWorkload(w: WorkloadId): w is RealClientWorkload {
+  return (REAL_CLIENT_WORKLOADS as readonly string[]).includes(w);
+}
+
+/** The real-client workloads against `redis-server`, driven by `redis-benchmark`. */
+export const REAL_REDIS_WORKLOADS: readonly RealClientWorkload[] = [
+  "rb-k0-c50",
+  "rb-k0-c50-d20k",
+  "rb-k0-c1000",
+  "rb-k1-c50",
+];
+
+/** The real-client workloads against nginx, driven by `ab`. */
+export const REAL_HTTP_WORKLOADS: readonly RealClientWorkload[] = ["ab-k-c50", "ab-c50"];
+
+/** Concurrent clients of `connect1000` in a full run (`--short` runs fewer). */
+export const CONNECT_MANY_CLIENTS = 1000;
+
+/**
+ * The connection-per-request workloads that run with both `off` and `warm` columns, on each of
+ * which issue 8 asks `warm` to reach at least `off`'s rate.
+ */
+export const CPR_WORKLOADS: readonly WorkloadId[] = [
+  "connect1",
+  "connect32",
+  "connect1000",
+  "medium-cpr-1k",
+  "medium-cpr-5k",
+  "medium-cpr-20k",
+  "rb-k0-c50",
+  "rb-k0-c50-d20k",
+  "rb-k0-c1000",
+  "ab-c50",
+];
 
 /**
  * The medium-answer workloads (issue 8): echo messages of 1 KiB, 5.5 KiB and 20 KiB, over
@@ -57,6 +120,7 @@ export const MEDIUM_WORKLOADS: Record<string, { keepAlive: boolean; messageBytes
 export const WORKLOAD_TITLES: Record<WorkloadId, string> = {
   connect1: "connect-per-request, 1 client",
   connect32: "connect-per-request, 32 clients",
+  connect1000: `connect-per-request, ${CONNECT_MANY_CLIENTS} clients`,
   pingpong1: "persistent ping-pong, 1 client",
   pingpong32: "persistent ping-pong, 32 clients",
   "medium-ka-1k": "keep-alive 1 KiB answers, 8 clients",
@@ -71,7 +135,27 @@ export const WORKLOAD_TITLES: Record<WorkloadId, string> = {
   redis1: "Redis connect-per-request, 1 client",
   redis32: "Redis connect-per-request, 32 clients",
   redisbulk: "Redis SET of 1 MiB values, 1 session",
+  "rb-k0-c50": "redis-benchmark -k 0 -c 50 (connection per request)",
+  "rb-k0-c50-d20k": "redis-benchmark -k 0 -c 50 -d 20000 (20 KB values)",
+  "rb-k0-c1000": "redis-benchmark -k 0 -c 1000 (connection per request)",
+  "rb-k1-c50": "redis-benchmark -k 1 -c 50 (keep-alive)",
+  "ab-k-c50": "ab -k -c 50, nginx 5.5 KiB page (keep-alive)",
+  "ab-c50": "ab -c 50, nginx 5.5 KiB page (connection per request)",
 };
+
+/**
+ * The titles for a run whose `connect1000` workload ran `connectManyClients` clients (fewer with
+ * `--short`), so that no table names a client count that did not run.
+ */
+export function workloadTitles(connectManyClients: number): Record<WorkloadId, string> {
+  return {
+    ...WORKLOAD_TITLES,
+    connect1000: `connect-per-request, ${connectManyClients} clients`,
+  };
+}
+
+/** What one round of a workload returns: the load generator's result, or a real client's. */
+export type RunResult = JobResult | ToolResult;
 
 /** Resident memory of the proxy process around the hold workload. */
 export interface RssDelta {
@@ -85,7 +169,7 @@ export interface RssDelta {
 
 /** One round of a workload: one load generator process. */
 export interface Round {
-  result: JobResult;
+  result: RunResult;
   /** Connections the echo upstream accepted while the round ran (its warm-up included). */
   upstreamConnections: number;
   /**
@@ -104,12 +188,13 @@ export interface Round {
 export interface Measurement {
   workload: WorkloadId;
   /**
-   * `direct`, `off`, `warm`, `reuse`, `haproxy` or `socat`; for the Redis workloads `direct`,
-   * `reuse-raw` or `reuse-redis` (`--pool reuse --protocol raw` or `redis`).
+   * `direct`, `off`, `warm`, `reuse`, `relay`, `haproxy` or `socat`; for the Redis workloads
+   * `direct`, `reuse-raw` or `reuse-redis` (`--pool reuse --protocol raw` or `redis`), which is
+   * also the reuse column of the redis-benchmark workloads.
    */
   column: string;
   /** The median round's result. */
-  result: JobResult;
+  result: RunResult;
   /** The median round's upstream connections. */
   upstreamConnections: number;
   /** The median round's proxy CPU time, in microseconds (see {@linkcode Round}). */
@@ -121,10 +206,11 @@ export interface Measurement {
 }
 
 /** The score by which rounds are ranked: rate, throughput, or sessions held. */
-export function roundScore(r: JobResult): number {
+export function roundScore(r: RunResult): number {
   switch (r.kind) {
     case "connect":
     case "pingpong":
+    case "tool":
       return r.perSecond;
     case "bulk":
       return r.mbPerSecond;
@@ -173,28 +259,63 @@ function latency(m: Measurement, which: "medianMs" | "p99Ms"): number | undefine
 
 function rate(m: Measurement): number | undefined {
   const r = m.result;
-  return r.kind === "connect" || r.kind === "pingpong" ? r.perSecond : undefined;
+  return r.kind === "connect" || r.kind === "pingpong" || r.kind === "tool"
+    ? r.perSecond
+    : undefined;
+}
+
+/** A figure of one test of a real client's run (`SET`, `GET`; ab's only test when `name` is ""). */
+function toolTest(
+  m: Measurement,
+  name: string,
+  which: "perSecond" | "meanMs" | "medianMs" | "p99Ms",
+): number | undefined {
+  const r = m.result;
+  if (r.kind !== "tool") return undefined;
+  const t = name === "" ? r.tests[0] : r.tests.find((x) => x.name === name);
+  return t?.[which] ?? undefined;
+}
+
+function ops(r: RunResult): number | undefined {
+  switch (r.kind) {
+    case "connect":
+    case "pingpong":
+      return r.completed;
+    case "tool":
+      return r.requests;
+    default:
+      return undefined;
+  }
 }
 
 /**
- * Proxy CPU microseconds per completed session or message of the round (warm-up included on
- * both sides of the division, as the CPU is read around the whole load generator run).
+ * Proxy CPU microseconds per completed session, message or request of the round (warm-up
+ * included on both sides of the division, as the CPU is read around the whole load generator or
+ * tool run).
  */
 function cpuPerOp(m: Measurement): number | undefined {
-  const r = m.result;
-  if (m.proxyCpuMicros === undefined || (r.kind !== "connect" && r.kind !== "pingpong")) {
-    return undefined;
-  }
-  return r.completed > 0 ? m.proxyCpuMicros / r.completed : undefined;
+  const n = ops(m.result);
+  if (m.proxyCpuMicros === undefined || n === undefined) return undefined;
+  return n > 0 ? m.proxyCpuMicros / n : undefined;
 }
 
 function specsFor(workload: WorkloadId): FigureSpec[] {
   const w = workload;
   const cpu = (what: string) =>
     spec(w, "cpuUsPerOp", `proxy CPU per ${what}`, "µs", "lower", false, cpuPerOp);
+  const upstreamConnections = spec(
+    w,
+    "upstreamConnections",
+    "upstream connections opened",
+    "",
+    "lower",
+    false,
+    (m) => m.upstreamConnections,
+  );
   switch (workload) {
     case "connect1":
     case "connect32":
+    case "connect1000":
     case "medium-cpr-1k":
     case "medium-cpr-5k":
     case "medium-cpr-20k":
@@ -212,16 +333,69 @@ function specsFor(workload: WorkloadId): FigureSpec[] {
         ),
         spec(w, "p99Ms", "p99 session latency", "ms", "lower", true, (m) => latency(m, "p99Ms")),
         spec(w, "perSecond", "sessions per second", "1/s", "higher", true, rate),
+        upstreamConnections,
+        cpu("session"),
+      ];
+    case "rb-k0-c50":
+    case "rb-k0-c50-d20k":
+    case "rb-k0-c1000":
+    case "rb-k1-c50":
+      return [
+        spec(w, "perSecond", "requests per second (SET and GET)", "1/s", "higher", true, rate),
         spec(
           w,
-          "upstreamConnections",
-          "upstream connections opened",
-          "",
-          "lower",
-          false,
-          (m) => m.upstreamConnections,
+          "setPerSecond",
+          "SET requests per second",
+          "1/s",
+          "higher",
+          true,
+          (m) => toolTest(m, "SET", "perSecond"),
         ),
-        cpu("session"),
+        spec(
+          w,
+          "getPerSecond",
+          "GET requests per second",
+          "1/s",
+          "higher",
+          true,
+          (m) => toolTest(m, "GET", "perSecond"),
+        ),
+        spec(
+          w,
+          "medianMs",
+          "median GET latency",
+          "ms",
+          "lower",
+          true,
+          (m) => toolTest(m, "GET", "medianMs"),
+        ),
+        spec(
+          w,
+          "p99Ms",
+          "p99 GET latency",
+          "ms",
+          "lower",
+          true,
+          (m) => toolTest(m, "GET", "p99Ms"),
+        ),
+        upstreamConnections,
+        cpu("request"),
+      ];
+    case "ab-k-c50":
+    case "ab-c50":
+      return [
+        spec(w, "perSecond", "requests per second", "1/s", "higher", true, rate),
+        spec(
+          w,
+          "meanMs",
+          "mean request latency",
+          "ms",
+          "lower",
+          true,
+          (m) => toolTest(m, "", "meanMs"),
+        ),
+        upstreamConnections,
+        cpu("request"),
       ];
     case "pingpong1":
     case "pingpong32":
@@ -286,6 +460,8 @@ function spec(
 /** One row of the report: one figure of one workload, across every column. */
 export interface FigureRow {
   workload: WorkloadId;
+  /** The workload's title in this run (see {@linkcode workloadTitles}). */
+  title: string;
   /** Figure key, e.g. `medianMs`, `perSecond`, `mbPerSecond`, `kibPerSession`. */
   key: string;
   label: string;
@@ -297,8 +473,15 @@ export interface FigureRow {
   ratios: Record<string, number | null>;
 }
 
-/** Builds the report rows from the measurements, for the given columns (direct first). */
-export function computeFigures(measurements: Measurement[], columns: string[]): FigureRow[] {
+/**
+ * Builds the report rows from the measurements, for the given columns (direct first); `titles`
+ * names the workloads (default {@linkcode WORKLOAD_TITLES}).
+ */
+export function computeFigures(
+  measurements: Measurement[],
+  columns: string[],
+  titles: Record<WorkloadId, string> = WORKLOAD_TITLES,
+): FigureRow[] {
   const workloads = WORKLOAD_IDS.filter((w) => measurements.some((m) => m.workload === w));
   const rows: FigureRow[] = [];
   for (const w of workloads) {
@@ -319,6 +502,7 @@ export function computeFigures(measurements: Measurement[], columns: string[]): 
       }
       rows.push({
         workload: w,
+        title: titles[w],
         key: s.key,
         label: s.label,
         unit: s.unit,
@@ -331,8 +515,13 @@ export function computeFigures(measurements: Measurement[], columns: string[]): 
   return rows;
 }
 
-/** A target of issue 3 or 7 and how it came out. */
+/** The issue a target comes from: 3 (the first targets), 7 (framed reuse), 8 (real clients). */
+export type GoalIssue = 3 | 7 | 8;
+
+/** A target of issue 3, 7 or 8 and how it came out. */
 export interface GoalResult {
+  /** The issue that sets the target. */
+  issue: GoalIssue;
   /** The workload as the issue names it. */
   workload: string;
   /** The figure as the issue names it. */
@@ -343,7 +532,7 @@ export interface GoalResult {
   mode: string;
   /** The column whose figure is judged. */
   column: string;
-  /** What the measured ratio is to: `direct`, or another column (`off`, `reuse-raw`). */
+  /** What the measured ratio is to: `direct`, or another column (`off`, `relay`, `haproxy`). */
   baseline: string;
   /** Which report row it reads. */
   row: { workload: WorkloadId; key: string };
@@ -354,12 +543,16 @@ export interface GoalResult {
   measured: number | null;
   /** Unit of `measured`: `x` for a ratio, `KiB`. */
   unit: string;
-  /** null when not measured. */
+  /** null when not measured: never met then. */
   met: boolean | null;
+  /** When not measured, why (a workload not run or skipped, a column not run); else absent. */
+  note?: string;
 }
 
 interface GoalSpec {
-  workload: string;
+  issue: GoalIssue;
+  /** The workload as the issue names it; default the row's workload title. */
+  workload?: string;
   figure: string;
   target: string;
   column: string;
@@ -383,7 +576,7 @@ function ratioGoal(
   threshold: number,
 ): GoalSpec {
   return {
-    workload: WORKLOAD_TITLES[workload],
+    issue: 3,
     figure,
     target: `${bound === "max" ? "at most" : "at least"} ${threshold}x direct`,
     row: { workload, key },
@@ -396,23 +589,25 @@ function ratioGoal(
   };
 }
 
-/** A target of `column`'s figure as a ratio to `baseline`'s (both proxy columns, same run). */
+/** A target of `column`'s figure as a ratio to `baseline`'s (both measured in the same run). */
 function columnGoal(
+  issue: GoalIssue,
   workload: WorkloadId,
   key: string,
   figure: string,
   column: string,
   baseline: string,
+  bound: "max" | "min",
   threshold: number,
 ): GoalSpec {
   return {
-    workload: WORKLOAD_TITLES[workload],
+    issue,
     figure,
-    target: `at least ${threshold}x ${baseline}`,
+    target: `${bound === "max" ? "at most" : "at least"} ${threshold}x ${baseline}`,
     column,
     baseline,
     row: { workload, key },
-    bound: "min",
+    bound,
     threshold,
     unit: "x",
     measure: (rows) => {
@@ -424,9 +619,27 @@ function columnGoal(
   };
 }
 
+/** A target on the memory per held session of `reuse`, in KiB. */
+function memoryGoal(issue: GoalIssue, threshold: number): GoalSpec {
+  return {
+    issue,
+    workload: "5000 open sessions",
+    figure: "resident memory per session",
+    target: `at most ${threshold} KiB`,
+    column: "reuse",
+    baseline: "direct",
+    row: { workload: "hold", key: "kibPerSession" },
+    bound: "max",
+    threshold,
+    unit: "KiB",
+    measure: (rows) => rowOf(rows, "hold", "kibPerSession")?.values["reuse"] ?? null,
+  };
+}
+
 /**
- * The targets table of issue 3 (reuse mode unless said; ratios to direct in the same run) and of
- * issue 7 (`--protocol redis` against `--protocol raw`, both `--pool reuse`).
+ * The targets table of issue 3 (reuse mode unless said; ratios to direct in the same run), of
+ * issue 7 (`--protocol redis` against `--protocol raw`, both `--pool reuse`), and of issue 8
+ * (against the minimal relay and HAProxy, warm against off, memory; all in the same run).
  */
 const GOALS: GoalSpec[] = [
   ratioGoal("connect1", "medianMs", "median session latency", "max", 1.5),
@@ -435,19 +648,9 @@ const GOALS: GoalSpec[] = [
   ratioGoal("pingpong32", "perSecond", "messages per second", "min", 0.65),
   ratioGoal("bulk1", "mbPerSecond", "MB/s", "min", 0.75),
   ratioGoal("bulk8", "mbPerSecond", "MB/s", "min", 0.75),
+  memoryGoal(3, 8),
   {
-    workload: "5000 open sessions",
-    figure: "resident memory per session",
-    target: "at most 8 KiB",
-    column: "reuse",
-    baseline: "direct",
-    row: { workload: "hold", key: "kibPerSession" },
-    bound: "max",
-    threshold: 8,
-    unit: "KiB",
-    measure: (rows) => rowOf(rows, "hold", "kibPerSession")?.values["reuse"] ?? null,
-  },
-  {
+    issue: 3,
     workload: "pool effect",
     figure: "reuse vs off, connect-per-request, 32 clients",
     target: "at least 1.8x the sessions per second",
@@ -464,12 +667,92 @@ const GOALS: GoalSpec[] = [
       return reuse != null && off != null && off > 0 ? reuse / off : null;
     },
   },
-  columnGoal("redis32", "perSecond", "sessions per second", "reuse-redis", "reuse-raw", 0.9),
-  columnGoal("redisbulk", "mbPerSecond", "MB/s", "reuse-redis", "reuse-raw", 0.8),
+  columnGoal(
+    7,
+    "redis32",
+    "perSecond",
+    "sessions per second",
+    "reuse-redis",
+    "reuse-raw",
+    "min",
+    0.9,
+  ),
+  columnGoal(7, "redisbulk", "mbPerSecond", "MB/s", "reuse-redis", "reuse-raw", "min", 0.8),
+  columnGoal(
+    8,
+    "medium-ka-5k",
+    "cpuUsPerOp",
+    "proxy CPU per message",
+    "reuse",
+    "relay",
+    "max",
+    1.2,
+  ),
+  columnGoal(8, "ab-k-c50", "perSecond", "requests per second", "reuse", "haproxy", "min", 0.9),
+  columnGoal(8, "medium-cpr-5k", "perSecond", "sessions per second", "off", "relay", "min", 0.9),
+  columnGoal(8, "connect32", "perSecond", "sessions per second", "off", "relay", "min", 0.9),
+  columnGoal(
+    8,
+    "rb-k0-c50",
+    "perSecond",
+    "requests per second",
+    "reuse-redis",
+    "haproxy",
+    "min",
+    1,
+  ),
+  columnGoal(
+    8,
+    "rb-k0-c50-d20k",
+    "perSecond",
+    "requests per second",
+    "reuse-redis",
+    "haproxy",
+    "min",
+    1,
+  ),
+  ...CPR_WORKLOADS.map((w) =>
+    columnGoal(
+      8,
+      w,
+      "perSecond",
+      `${isRealClientWorkload(w) ? "requests" : "sessions"} per second, warm vs off`,
+      "warm",
+      "off",
+      "min",
+      1,
+    )
+  ),
+  memoryGoal(8, 12),
 ];
 
-/** Judges every target of issues 3 and 7 against the report rows. */
-export function evaluateGoals(rows: FigureRow[]): GoalResult[] {
+/** What {@linkcode evaluateGoals} needs to know of the run besides the rows. */
+export interface GoalContext {
+  /** The workloads' titles in this run; default {@linkcode WORKLOAD_TITLES}. */
+  titles?: Record<WorkloadId, string>;
+  /** Sessions the hold workload held (the memory targets name it); default 5000. */
+  holdSessions?: number;
+  /**
+   * Why a workload or a column was not measured, by its name (a real-client part skipped, a
+   * peer not on the PATH): shown as the note of a target that is not measured.
+   */
+  reasons?: Record<string, string>;
+}
+
+function notMeasuredNote(g: GoalSpec, rows: FigureRow[], ctx: GoalContext): string {
+  const reasons = ctx.reasons ?? {};
+  const w = g.row.workload;
+  const row = rowOf(rows, w, g.row.key);
+  if (!row) return reasons[w] ? `${w}: ${reasons[w]}` : `${w} not run`;
+  for (const c of [g.column, g.baseline]) {
+    if (row.values[c] == null) return reasons[c] ? `${c}: ${reasons[c]}` : `${c} not measured`;
+  }
+  return "no figure";
+}
+
+/** Judges every target of issues 3, 7 and 8 against the report rows. */
+export function evaluateGoals(rows: FigureRow[], ctx: GoalContext = {}): GoalResult[] {
+  const titles = ctx.titles ?? WORKLOAD_TITLES;
   return GOALS.map((g) => {
     const measured = g.measure(rows);
     const met = measured === null
@@ -477,8 +760,13 @@ export function evaluateGoals(rows: FigureRow[]): GoalResult[] {
       : g.bound === "max"
       ? measured <= g.threshold
       : measured >= g.threshold;
-    return {
-      workload: g.workload,
+    let workload = g.workload ?? titles[g.row.workload];
+    if (g.row.workload === "hold" && g.workload !== undefined) {
+      workload = `${ctx.holdSessions ?? 5000} open sessions`;
+    }
+    const result: GoalResult = {
+      issue: g.issue,
+      workload,
       figure: g.figure,
       target: g.target,
       mode: g.baseline === "direct" ? g.column : `${g.column} vs ${g.baseline}`,
@@ -491,6 +779,8 @@ export function evaluateGoals(rows: FigureRow[]): GoalResult[] {
       unit: g.unit,
       met,
     };
+    if (measured === null) result.note = notMeasuredNote(g, rows, ctx);
+    return result;
   });
 }
 
@@ -499,4 +789,9 @@ export function goalForRow(goals: GoalResult[], row: FigureRow): GoalResult | un
   return goals.find((g) =>
     g.row.workload === row.workload && g.row.key === row.key && g.workload !== "pool effect"
   );
+}
+
+/** Every goal that judges a report row, the pool effect included. */
+export function goalsForRow(goals: GoalResult[], row: FigureRow): GoalResult[] {
+  return goals.filter((g) => g.row.workload === row.workload && g.row.key === row.key);
 }

@@ -118,6 +118,8 @@ export interface ResultBase {
 /** Result of a {@linkcode ConnectJob} (and of a {@linkcode RespConnectJob}). */
 export interface ConnectResult extends ResultBase {
   kind: "connect";
+  /** Concurrent clients that ran (the job's `clients`). */
+  clients: number;
   /** Sessions completed in the measured window. */
   sessions: number;
   /** Sessions completed in the whole run, warm-up included. */
@@ -322,6 +324,7 @@ export function parseResult(v: unknown): JobResult {
       return {
         kind: "connect",
         ...base,
+        clients: int(o, "clients", p, 1),
         sessions: int(o, "sessions", p),
         completed: int(o, "completed", p),
         perSecond: num(o, "perSecond", p),

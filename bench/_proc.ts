@@ -378,3 +378,21 @@ export async function waitForPort(hostname: string, port: number, timeoutMs: num
     }
   }
 }
+
+/**
+ * The soft open-file limit this process runs under (its children inherit it), from the shell's
+ * `ulimit -n` (Deno has no `getrlimit`); undefined when it cannot be learnt or is unlimited.
+ */
+export async function openFileLimit(): Promise<number | undefined> {
+  try {
+    const out = await new Deno.Command("sh", {
+      args: ["-c", "ulimit -n"],
+      stdin: "null",
+      stderr: "null",
+    }).output();
+    const n = Number(new TextDecoder().decode(out.stdout).trim());
+    return out.success && Number.isInteger(n) && n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}

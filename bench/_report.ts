@@ -1,6 +1,6 @@
 /**
- * Renders benchmark results: a plain-text table for the terminal, the targets table, and an SVG
- * bar chart of the ratios to direct that a browser can open.
+ * Renders benchmark results: a plain-text table for the terminal, the targets tables (issues 3
+ * and 7, and issue 8), and an SVG bar chart of the ratios to direct that a browser can open.
  *
  * ```ts
  * import { renderTable } from "./_report.ts";
@@ -10,16 +10,21 @@
  * @module
  */
 
-import { type FigureRow, goalForRow, type GoalResult, WORKLOAD_TITLES } from "./_figures.ts";
+import { type FigureRow, goalForRow, type GoalResult, goalsForRow } from "./_figures.ts";
 import { formatNumber, formatRatio } from "./_stats.ts";
 
-/** Lays out rows of cells as aligned columns (first column left, others right-aligned). */
-export function alignColumns(rows: string[][], leftColumns = 1): string {
+/**
+ * Lays out rows of cells as aligned columns: the first `leftColumns` and the last
+ * `trailingLeft` columns left-aligned, the others right-aligned.
+ */
+export function alignColumns(rows: string[][], leftColumns = 1, trailingLeft = 0): string {
   const widths: number[] = [];
   for (const r of rows) r.forEach((c, i) => widths[i] = Math.max(widths[i] ?? 0, c.length));
+  const firstTrailing = widths.length - trailingLeft;
   return rows.map((r) =>
-    r.map((c, i) => i < leftColumns ? c.padEnd(widths[i]) : c.padStart(widths[i])).join("  ")
-      .trimEnd()
+    r.map((c, i) =>
+      i < leftColumns || i >= firstTrailing ? c.padEnd(widths[i]) : c.padStart(widths[i])
+    ).join("  ").trimEnd()
   ).join("\n");
 }
 
@@ -48,7 +53,7 @@ export function renderTable(
   const out: string[][] = [header];
   let last = "";
   for (const r of rows) {
-    const title = r.workload === last ? "" : WORKLOAD_TITLES[r.workload];
+    const title = r.workload === last ? "" : r.title;
     last = r.workload;
     const cells = columns.map((c) => {
       const v = r.values[c];
@@ -64,17 +69,24 @@ export function renderTable(
   return alignColumns(out, 2);
 }
 
-/** The targets table of issues 3 and 7 with the measured value and met / NOT MET / not measured. */
+/**
+ * A targets table: each target with the measured value and met / NOT MET / not measured (with
+ * the reason, when known).
+ */
 export function renderGoals(goals: GoalResult[]): string {
   const out: string[][] = [["workload", "figure", "target", "mode", "measured", "result"]];
   for (const g of goals) {
     const measured = g.measured === null ? "-" : g.unit === "x"
       ? `${g.measured.toFixed(3)}x` // three decimals: 0.646 must not read as a met 0.65
       : `${formatNumber(g.measured)} ${g.unit}`;
-    const result = g.met === null ? "not measured" : g.met ? "met" : "NOT MET";
+    const result = g.met === null
+      ? `not measured${g.note ? ` (${g.note})` : ""}`
+      : g.met
+      ? "met"
+      : "NOT MET";
     out.push([g.workload, g.figure, g.target, g.mode, measured, result]);
   }
-  return alignColumns(out, 4);
+  return alignColumns(out, 4, 1);
 }
 
 const COLORS: Record<string, string> = {
@@ -94,9 +106,10 @@ function esc(s: string): string {
 
 /**
  * An SVG bar chart: for each headline figure that has a ratio to direct (medians, rates,
- * throughput) and for the memory per session, one bar per proxy column, a line at 1.0x (direct),
- * and a dashed line at the issue's target (for a target relative to another column, such as
- * reuse-redis against reuse-raw, at the threshold times that column's bar).
+ * throughput), for the memory per session and for the proxy CPU per operation, one bar per proxy
+ * column, a line at 1.0x (direct), and a dashed line at each target that judges the figure (for
+ * a target relative to another column, such as reuse-redis against reuse-raw or off against
+ * relay, at the threshold times that column's bar).
  */
 export function renderSvg(
   rows: FigureRow[],
@@ -121,23 +134,31 @@ export function renderSvg(
   let y = 64;
 
   const allRatios = ratioRows.flatMap((r) => proxies.map((c) => r.ratios[c] ?? 0));
-  /** Where a goal's line sits on the ratio-to-direct axis; null when it cannot be drawn. */
-  const targetRatio = (g: GoalResult, r: FigureRow): number | null => {
-    if (g.baseline === "direct") return g.threshold;
-    const base = r.ratios[g.baseline];
+  /**
+   * Where a goal's line sits on a block's axis (`unit`: `x` for ratios to direct, else the
+   * figure's own unit, whose values `value` gives); null when it cannot be drawn.
+   */
+  const targetAt = (
+    g: GoalResult,
+    unit: string,
+    value: (c: string) => number | null,
+  ): number | null => {
+    if (g.unit !== "x") return g.unit === unit ? g.threshold : null;
+    if (g.baseline === "direct") return unit === "x" ? g.threshold : null;
+    const base = value(g.baseline);
     return base == null ? null : g.threshold * base;
   };
-  const ratioTargets = ratioRows.flatMap((r) => {
-    const g = goalForRow(goals, r);
-    const t = g && g.unit === "x" ? targetRatio(g, r) : null;
-    return t === null ? [] : [t];
-  });
+  const ratioTargets = ratioRows.flatMap((r) =>
+    goalsForRow(goals, r).flatMap((g) => {
+      const t = targetAt(g, "x", (c) => r.ratios[c] ?? null);
+      return t === null ? [] : [t];
+    })
+  );
   const ratioMax = Math.max(1.2, ...allRatios, ...ratioTargets) * 1.08;
 
   const block = (r: FigureRow, value: (c: string) => number | null, max: number, unit: string) => {
-    const g = goalForRow(goals, r);
     const better = r.better === "lower" ? "lower is better" : "higher is better";
-    const title = `${WORKLOAD_TITLES[r.workload]}: ${r.label} (${better})`;
+    const title = `${r.title}: ${r.label} (${better})`;
     parts.push(`<text x="10" y="${y + 12}" class="t">${esc(title)}</text>`);
     const top = y + 18;
     const bars = proxies.filter((c) => value(c) !== null);
@@ -165,12 +186,14 @@ export function renderSvg(
         }" class="direct"/>`,
       );
     }
-    const at = g && g.unit === unit ? (unit === "x" ? targetRatio(g, r) : g.threshold) : null;
-    if (g && at !== null) {
-      const xt = plotX + (at / max) * plotW;
+    let labels = 0;
+    for (const g of goalsForRow(goals, r)) {
+      const at = targetAt(g, unit, value);
+      if (at === null) continue;
+      const xt = Math.min(plotX + plotW + 40, plotX + (at / max) * plotW);
       const sign = g.bound === "max" ? "≤" : "≥";
       const what = g.baseline === "direct"
-        ? `${g.threshold}${unit === "x" ? "x" : " " + unit} (${g.column})`
+        ? `${g.threshold}${g.unit === "x" ? "x" : " " + g.unit} (${g.column})`
         : `${g.threshold}x ${g.baseline} (${g.column})`;
       parts.push(
         `<line x1="${xt.toFixed(1)}" y1="${top - 3}" x2="${xt.toFixed(1)}" y2="${
@@ -178,25 +201,24 @@ export function renderSvg(
         }" class="goal"/>`,
       );
       parts.push(
-        `<text x="${(xt + 3).toFixed(1)}" y="${top + h + 10}" class="g">target ${sign}${
-          esc(what)
-        }</text>`,
+        `<text x="${Math.min(xt + 3, W - 230).toFixed(1)}" y="${
+          top + h + 10 + labels * 12
+        }" class="g">target ${sign}${esc(what)}, issue ${g.issue}</text>`,
       );
+      labels++;
     }
-    y = top + h + blockPad;
+    y = top + h + blockPad + Math.max(0, labels - 1) * 12;
   };
 
   for (const r of ratioRows) block(r, (c) => r.ratios[c] ?? null, ratioMax, "x");
-  for (const r of memRows) {
-    const vals = proxies.map((c) => r.values[c] ?? 0);
-    const g = goalForRow(goals, r);
-    const max = Math.max(...vals, g?.threshold ?? 0, 1) * 1.08;
-    block(r, (c) => r.values[c] ?? null, max, "KiB");
-  }
-  for (const r of cpuRows) {
-    const max = Math.max(...proxies.map((c) => r.values[c] ?? 0), 1) * 1.08;
-    block(r, (c) => r.values[c] ?? null, max, "µs");
-  }
+  /** The axis of a block in the figure's own unit: its bars and its targets' lines. */
+  const valueMax = (r: FigureRow, unit: string) => {
+    const value = (c: string) => r.values[c] ?? null;
+    const targets = goalsForRow(goals, r).map((g) => targetAt(g, unit, value) ?? 0);
+    return Math.max(...proxies.map((c) => r.values[c] ?? 0), ...targets, 1) * 1.08;
+  };
+  for (const r of memRows) block(r, (c) => r.values[c] ?? null, valueMax(r, "KiB"), "KiB");
+  for (const r of cpuRows) block(r, (c) => r.values[c] ?? null, valueMax(r, "µs"), "µs");
 
   const shown = proxies.filter((c) =>
     ratioRows.some((r) => r.ratios[c] != null) ||
@@ -207,7 +229,8 @@ export function renderSvg(
     `<text x="${26 + i * 110}" y="${y + 11}" class="l2">${esc(c)}</text>`
   ).join("");
   const note = `<text x="10" y="${y + 32}" class="s">Grey line: direct to the upstream (1.0x). ` +
-    `Dashed red line: the target (issue 3: reuse; issue 7: reuse-redis against reuse-raw).</text>`;
+    `Dashed red lines: the targets (issue 3: reuse; issue 7: reuse-redis against reuse-raw; ` +
+    `issue 8: against relay, HAProxy, off).</text>`;
   const H = y + 48;
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" ` +
     `font-family="sans-serif">

@@ -157,3 +157,19 @@ export async function respConnectionsReceived(address: string): Promise<number> 
   if (!m) throw new Error(`${address}: no total_connections_received in INFO stats`);
   return Number(m[1]);
 }
+
+/**
+ * The numeric fields of a Redis server's `INFO stats` section (`total_connections_received`,
+ * `total_commands_processed`, `total_error_replies`, ...), by name.
+ *
+ * @throws {Error} when the server does not answer `INFO stats` with a bulk string.
+ */
+export async function respInfoStats(address: string): Promise<Map<string, number>> {
+  const info = await respQuery(address, respCommand("INFO", "stats"));
+  if (info === null || info.startsWith("-")) {
+    throw new Error(`${address}: INFO stats answered ${info}`);
+  }
+  const stats = new Map<string, number>();
+  for (const m of info.matchAll(/^(\w+):(\d+)\r?$/gm)) stats.set(m[1], Number(m[2]));
+  return stats;
+}

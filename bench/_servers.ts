@@ -1,8 +1,10 @@
 /**
  * The processes a benchmark run drives: the echo upstream, a Redis-protocol upstream (a real
- * `redis-server` when it is on the PATH, else `resp_server.ts`), the proxy under test (`main.ts`)
- * in a pool mode, and peer proxies (HAProxy, socat) when they are on the PATH. Each is started as
- * its own process and returned as a {@linkcode Server} that must be stopped.
+ * `redis-server` when it is on the PATH, else `resp_server.ts`), nginx serving a static page for
+ * the real HTTP client, the proxy under test (`main.ts`) in a pool mode, the minimal relay, and
+ * peer proxies (HAProxy, socat) when they are on the PATH. Each is started as its own process and
+ * returned as a {@linkcode Server} that must be stopped (by its process id, SIGTERM then
+ * SIGKILL).
  *
  * ```ts
  * import { startEchoProcess, startProxy } from "./_servers.ts";
@@ -25,6 +27,7 @@
 import { ChildError, ChildProc, denoScript, findOnPath, freePort, waitForPort } from "./_proc.ts";
 import type { EchoStats } from "./_echo.ts";
 import { respConnectionsReceived } from "./_resp.ts";
+import { splitHostPort } from "./_job.ts";
 
 /** The proxy entry point of this repository, found from this file (works in any clone). */
 export const DEFAULT_PROXY_SCRIPT: URL = new URL("../main.ts", import.meta.url);
@@ -352,6 +355,149 @@ export async function startRespUpstream(choice: RespUpstreamChoice): Promise<Res
     async accepted() {
       queries++;
       return (await respConnectionsReceived(base.address)) - queries;
+    },
+  };
+}
+
+/** The size of the static page nginx serves to `ab`: 5.5 KiB, the issue's medium answer. */
+export const PAGE_BYTES = 5632;
+/** Its path. */
+export const PAGE_PATH = "/page.html";
+
+/** nginx serving {@linkcode PAGE_PATH}, which can also count what it accepted and served. */
+export interface HttpUpstream extends Server {
+  /** What answers: `nginx 1.22.1`. */
+  readonly kind: string;
+  /**
+   * Connections accepted since the start, those of this method's and {@linkcode requests}'
+   * own queries not counted.
+   * @throws {Error} when nginx does not answer its status page.
+   */
+  accepted(): Promise<number>;
+  /** Requests served since the start (the status queries' own included). */
+  requests(): Promise<number>;
+}
+
+/**
+ * The nginx configuration of the benchmark: one process (`master_process off`), in the
+ * foreground, everything it writes (pid, error log, temporary files) under `dir`, no access log,
+ * the page under `dir/www`, and the counters of `stub_status` at `/nginx_status`. Everything
+ * else is nginx's default (keep-alive: 1000 requests per connection, 75 s).
+ */
+export function nginxConfig(dir: string, port: number): string {
+  return `daemon off;
+master_process off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+
+events {
+    worker_connections 10000;
+}
+
+http {
+    access_log off;
+    client_body_temp_path ${dir}/client_body;
+    proxy_temp_path ${dir}/proxy;
+    fastcgi_temp_path ${dir}/fastcgi;
+    uwsgi_temp_path ${dir}/uwsgi;
+    scgi_temp_path ${dir}/scgi;
+
+    server {
+        listen 127.0.0.1:${port};
+        root ${dir}/www;
+        location = /nginx_status {
+            stub_status;
+        }
+    }
+}
+`;
+}
+
+/** The page: printable lines, exactly {@linkcode PAGE_BYTES} bytes. */
+function pageText(): string {
+  const line = "tcp-pool-proxy benchmark page, 5632 bytes, served by nginx to ab.\n";
+  return line.repeat(Math.ceil(PAGE_BYTES / line.length)).slice(0, PAGE_BYTES - 1) + "\n";
+}
+
+/** `server accepts handled requests` of nginx's stub_status page at `address`. */
+async function nginxStatus(address: string): Promise<{ accepts: number; requests: number }> {
+  const conn = await Deno.connect({ ...splitHostPort(address), signal: AbortSignal.timeout(5000) });
+  const timer = setTimeout(() => conn.close(), 5000);
+  let text = "";
+  try {
+    const req = new TextEncoder().encode(
+      "GET /nginx_status HTTP/1.0\r\nHost: bench\r\nConnection: close\r\n\r\n",
+    );
+    for (let off = 0; off < req.length;) off += await conn.write(req.subarray(off));
+    const dec = new TextDecoder();
+    const buf = new Uint8Array(4096);
+    while (true) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      text += dec.decode(buf.subarray(0, n), { stream: true });
+    }
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch { /* closed by the timer */ }
+  }
+  const m = /server accepts handled requests\s+(\d+)\s+(\d+)\s+(\d+)/.exec(text);
+  if (!m) throw new Error(`${address}: no counters on /nginx_status: ${text.slice(0, 200)}`);
+  return { accepts: Number(m[1]), requests: Number(m[3]) };
+}
+
+/**
+ * Starts nginx (found on the PATH, never installed) on a free 127.0.0.1 port with the
+ * configuration of {@linkcode nginxConfig} in a temporary directory, serving a page of
+ * {@linkcode PAGE_BYTES} bytes at {@linkcode PAGE_PATH}.
+ *
+ * @throws {Error} when nginx is not on the PATH or does not start.
+ */
+export async function startNginx(): Promise<HttpUpstream> {
+  const exe = findOnPath("nginx");
+  if (!exe) throw new Error("nginx is not on the PATH");
+  const version = await new Deno.Command(exe, { args: ["-v"], stdin: "null" }).output();
+  const v = /nginx\/(\S+)/.exec(new TextDecoder().decode(version.stderr));
+  const kind = `nginx ${v ? v[1] : "(version unknown)"}`;
+  const dir = Deno.makeTempDirSync({ prefix: "bench-nginx-" });
+  const cleanup = () => Deno.removeSync(dir, { recursive: true });
+  const port = freePort();
+  Deno.mkdirSync(`${dir}/www`);
+  Deno.writeTextFileSync(`${dir}/www${PAGE_PATH}`, pageText());
+  Deno.writeTextFileSync(`${dir}/nginx.conf`, nginxConfig(dir, port));
+  const proc = ChildProc.spawn("nginx", exe, [
+    "-p",
+    dir,
+    "-c",
+    `${dir}/nginx.conf`,
+    "-e",
+    `${dir}/error.log`,
+  ]);
+  try {
+    await waitForPort("127.0.0.1", port, START_TIMEOUT_MS);
+  } catch (err) {
+    await proc.stop(1000);
+    let log = "";
+    try {
+      log = Deno.readTextFileSync(`${dir}/error.log`);
+    } catch { /* none written */ }
+    cleanup();
+    throw new ChildError(kind, err instanceof Error ? err.message : String(err), proc.tail() + log);
+  }
+  const base = server("nginx", proc, `127.0.0.1:${port}`, cleanup);
+  let queries = 1; // waitForPort's connection
+  return {
+    ...base,
+    kind,
+    async accepted() {
+      queries++;
+      return (await nginxStatus(base.address)).accepts - queries;
+    },
+    async requests() {
+      queries++;
+      return (await nginxStatus(base.address)).requests;
     },
   };
 }

@@ -217,6 +217,7 @@ async function runConnectSessions(
   const elapsedMs = Math.max(lastEnd, endAt) - measureFrom;
   return {
     kind: "connect",
+    clients: job.clients,
     errors: fail.errors,
     mismatches: fail.mismatches,
     errorSamples: [...fail.samples],

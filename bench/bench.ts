@@ -1,10 +1,12 @@
 /**
  * `deno task bench`: measures the proxy against a direct connection to an echo upstream, in
- * every pool mode, and against HAProxy and socat where they are installed; then against a
- * Redis-protocol upstream (`redis-server` when it is on the PATH, else `resp_server.ts`) with
- * `--pool reuse --protocol raw` and `--protocol redis`; prints a table with every proxy figure as
- * a ratio to direct, judges the targets of issues 3 and 7, and writes `latest.json` and
- * `latest.svg` (default directory `bench/results/`).
+ * every pool mode, against the minimal relay, and against HAProxy and socat where they are
+ * installed; then against a Redis-protocol upstream (`redis-server` when it is on the PATH, else
+ * `resp_server.ts`) with `--pool reuse --protocol raw` and `--protocol redis`; then, where the
+ * tools are installed, with real clients (`redis-benchmark` against `redis-server`, `ab` against
+ * nginx) through the same columns; prints a table with every proxy figure as a ratio to direct,
+ * judges the targets of issues 3, 7 and 8, and writes `latest.json` and `latest.svg` (default
+ * directory `bench/results/`).
  *
  * The echo upstream, the proxy and the load generator each run as their own process (the proxy
  * with the `deno run` flags of the `start` task, one fresh process per mode). Each latency, rate
@@ -19,6 +21,7 @@
  * deno task bench --short               # a few seconds, tiny sizes (the test suite runs this)
  * deno task bench --workloads connect32,pingpong32 --modes reuse --duration 3s
  * deno task bench --workloads redis     # the Redis-protocol workloads only
+ * deno task bench --workloads connect1000 --real-clients   # 1000 clients, and the real clients
  * ```
  *
  * @module
@@ -33,39 +36,58 @@ import {
 } from "./_cli.ts";
 import {
   computeFigures,
+  CONNECT_MANY_CLIENTS,
   countFailures,
   evaluateGoals,
+  type GoalResult,
+  isRealClientWorkload,
   type Measurement,
   medianRound,
   MEDIUM_WORKLOADS,
+  REAL_CLIENT_WORKLOADS,
+  REAL_HTTP_WORKLOADS,
+  REAL_REDIS_WORKLOADS,
+  type RealClientWorkload,
   REDIS_WORKLOADS,
   type Round,
   roundScore,
+  type RunResult,
   WORKLOAD_IDS,
-  WORKLOAD_TITLES,
   type WorkloadId,
+  workloadTitles,
 } from "./_figures.ts";
-import type { Job, JobResult, RespExchange } from "./_job.ts";
+import type { Job, RespExchange } from "./_job.ts";
 import { runLoadgen } from "./_loadgen.ts";
 import { renderGoals, renderSvg, renderTable } from "./_report.ts";
-import { respCommand, respQuery } from "./_resp.ts";
+import { respCommand, respInfoStats, respQuery } from "./_resp.ts";
 import {
   availablePeers,
   DEFAULT_PROXY_SCRIPT,
+  type HttpUpstream,
+  PAGE_BYTES,
+  PAGE_PATH,
   type PeerName,
   PEERS,
   type RespUpstream,
   type RespUpstreamChoice,
   type Server,
   startEchoProcess,
+  startNginx,
   startPeer,
   startProxy,
   startRelay,
   startRespUpstream,
   startTaskFlags,
 } from "./_servers.ts";
-import { fileUrl, findOnPath } from "./_proc.ts";
+import { fileUrl, findOnPath, openFileLimit } from "./_proc.ts";
 import { formatNumber } from "./_stats.ts";
+import {
+  missingTools,
+  REAL_CLIENT_SPECS,
+  type RealClientTarget,
+  runRealClient,
+  type ToolResult,
+} from "./_tools.ts";
 
 const POOL_MODES = ["off", "warm", "reuse"] as const;
 /** The floor reference column: `bench/minimal_relay.ts`, a bare Deno relay. */
@@ -75,6 +97,16 @@ const RELAY = "relay";
  * `--protocol raw` (pooling by timing) and with `--protocol redis` (pooling by framing).
  */
 const REDIS_COLUMNS = ["direct", "reuse-raw", "reuse-redis"];
+/**
+ * The columns the real clients may run through, in order (those of `--modes` that are among
+ * them); against Redis `reuse` is `reuse-redis` (`--pool reuse --protocol redis`), as in the
+ * redis workloads, and `--protocol raw` (the default) against nginx.
+ */
+const REAL_COLUMNS = ["direct", "off", "warm", "reuse", "relay", "haproxy"];
+/** `connect1000`'s clients with `--short`. */
+const SHORT_MANY_CLIENTS = 100;
+/** Descriptors the proxy needs besides two per session: its reserve (32) and the pool (100). */
+const PROXY_FD_OVERHEAD = 132;
 const MESSAGE_BYTES = 64;
 const MIB = 1024 * 1024;
 /** The key the Redis workloads read (set before they start) and its 64-byte value. */
@@ -92,13 +124,30 @@ const USAGE = `Usage: deno task bench [options]
                         (default 2s; --short: 300ms)
   --rounds N            rounds of each latency, rate and bulk workload, each in a fresh load
                         generator process; the median round counts (default 3; --short: 1)
-  --workloads LIST      comma list of connect1, connect32, pingpong1, pingpong32, bulk1,
-                        bulk8, hold, redis1, redis32, redisbulk,
+  --workloads LIST      comma list of connect1, connect32, connect1000 (${SHORT_MANY_CLIENTS} clients
+                        with --short), pingpong1, pingpong32, bulk1, bulk8, hold,
+                        redis1, redis32, redisbulk,
                         medium-ka-1k, medium-ka-5k, medium-ka-20k (keep-alive, 8 clients),
                         medium-cpr-1k, medium-cpr-5k, medium-cpr-20k (connect per request,
-                        32 clients; 1 KiB, 5.5 KiB, 20 KiB echoes)
-                        or the groups connect, pingpong, medium, bulk, redis, all
-                        (default all; with --short, all but the 1k and 20k medium ones)
+                        32 clients; 1 KiB, 5.5 KiB, 20 KiB echoes),
+                        the real clients (see --real-clients) rb-k0-c50, rb-k0-c50-d20k,
+                        rb-k0-c1000, rb-k1-c50, ab-k-c50, ab-c50,
+                        or the groups connect, pingpong, medium, bulk, redis,
+                        redis-benchmark, ab, real, all (default all; with --short, all but
+                        the 1k and 20k medium ones and the real clients)
+  --real-clients        add the real clients (the group real) to the workloads: against a
+                        redis-server of their own (--save '' --appendonly no),
+                        redis-benchmark -t set,get -q --csv with -k 0 -c 50 (rb-k0-c50),
+                        -k 0 -c 50 -d 20000 (rb-k0-c50-d20k), -k 0 -c 1000 (rb-k0-c1000),
+                        -k 1 -c 50 (rb-k1-c50); against nginx serving a ${PAGE_BYTES}-byte
+                        page, ab -k -c 50 (ab-k-c50) and ab -c 50 (ab-c50); -n sized for
+                        about --duration per run, each run killed after 15 times that
+                        (at least 30 s). Columns: direct, off, warm, reuse (reuse-redis:
+                        --protocol redis against Redis), relay, haproxy, as --modes allows.
+                        A part whose programs are not on the PATH is skipped, with its
+                        reason, and its targets are not measured. On by default in a full
+                        run, off with --short unless given
+  --no-real-clients     leave the real clients out (of all, or of a group that has them)
   --modes LIST          comma list of off, warm, reuse, relay, ${PEERS.join(", ")}
                         (default: the three pool modes, relay (bench/minimal_relay.ts, the
                         floor reference) and the peers found on the PATH);
@@ -122,6 +171,8 @@ const USAGE = `Usage: deno task bench [options]
 /** The validated options of one run. */
 interface Options {
   durationMs: number;
+  /** `connect1000`'s clients: 1000, or {@linkcode SHORT_MANY_CLIENTS} with `--short`. */
+  connectManyClients: number;
   rounds: number;
   warmupMs: number;
   workloads: WorkloadId[];
@@ -130,6 +181,11 @@ interface Options {
   bulkMib: number;
   redisUpstream: RespUpstreamChoice;
   holdSessions: number;
+  /**
+   * Workloads asked for that cannot run here, with the reason (a real client's program not on
+   * the PATH, an open-file limit too low); filled in before the run starts.
+   */
+  skipped: Map<WorkloadId, string>;
   short: boolean;
   outDir: string;
   proxyScript: URL;
@@ -162,7 +218,7 @@ function parseOptions(args: string[]): Options | "help" {
       "proxy-args",
       "redis-upstream",
     ],
-    boolean: ["short", "help"],
+    boolean: ["short", "help", "real-clients", "no-real-clients"],
   });
   if (flags.booleans.get("help")) return "help";
   if (flags.positional.length > 0) {
@@ -178,23 +234,40 @@ function parseOptions(args: string[]): Options | "help" {
   const warmupMs = Math.min(1000, Math.max(50, Math.round(durationMs / 10)));
 
   const medium = WORKLOAD_IDS.filter((w) => w in MEDIUM_WORKLOADS);
+  const real: WorkloadId[] = [...REAL_CLIENT_WORKLOADS];
+  const addReal = flags.booleans.get("real-clients") ?? false;
+  const dropReal = flags.booleans.get("no-real-clients") ?? false;
+  if (addReal && dropReal) {
+    throw new UsageError("--real-clients and --no-real-clients: give one of them");
+  }
   const groups: Record<string, WorkloadId[]> = {
-    // --short without --workloads: of the medium workloads only the 5.5 KiB pair, to stay quick
-    all: short && s("workloads") === undefined
-      ? WORKLOAD_IDS.filter((w) => !medium.includes(w) || w.endsWith("-5k"))
+    // --short: of the medium workloads only the 5.5 KiB pair, and no real clients, to stay quick
+    all: short
+      ? WORKLOAD_IDS.filter((w) =>
+        (!medium.includes(w) || w.endsWith("-5k") || s("workloads") !== undefined) &&
+        !real.includes(w)
+      )
       : [...WORKLOAD_IDS],
-    connect: ["connect1", "connect32"],
+    connect: ["connect1", "connect32", "connect1000"],
     pingpong: ["pingpong1", "pingpong32"],
     medium,
     bulk: ["bulk1", "bulk8"],
     redis: [...REDIS_WORKLOADS],
+    "redis-benchmark": [...REAL_REDIS_WORKLOADS],
+    ab: [...REAL_HTTP_WORKLOADS],
+    real,
   };
   const wanted = parseList("workloads", s("workloads") ?? "all", [
     ...WORKLOAD_IDS,
     ...Object.keys(groups),
   ]);
   const chosen = new Set<string>(wanted.flatMap((w) => groups[w] ?? [w]));
+  if (addReal) { for (const w of real) chosen.add(w); }
+  if (dropReal) { for (const w of real) chosen.delete(w); }
   const workloads = WORKLOAD_IDS.filter((w) => chosen.has(w));
+  if (workloads.length === 0) {
+    throw new UsageError("--workloads: nothing left to run after --no-real-clients");
+  }
 
   const found = availablePeers();
   const peersMissing = PEERS.filter((p) => !found.includes(p));
@@ -231,7 +304,9 @@ function parseOptions(args: string[]): Options | "help" {
     );
   }
   const proxyArgs = (s("proxy-args") ?? "").split(/\s+/).filter((arg) => arg !== "");
-  if (redisWorkloads && proxyArgs.some((a) => /^--protocol(=|$)/.test(a))) {
+  const framedColumns = redisWorkloads ||
+    workloads.some((w) => (REAL_REDIS_WORKLOADS as readonly string[]).includes(w));
+  if (framedColumns && proxyArgs.some((a) => /^--protocol(=|$)/.test(a))) {
     throw new UsageError(
       "--proxy-args: --protocol is set by the redis workloads' columns; drop it, or leave out " +
         "the redis workloads",
@@ -254,6 +329,7 @@ function parseOptions(args: string[]): Options | "help" {
   }
   return {
     durationMs,
+    connectManyClients: short ? SHORT_MANY_CLIENTS : CONNECT_MANY_CLIENTS,
     rounds,
     warmupMs,
     workloads,
@@ -261,6 +337,7 @@ function parseOptions(args: string[]): Options | "help" {
     bulkMib,
     redisUpstream: redisUpstream[0] as RespUpstreamChoice,
     holdSessions,
+    skipped: new Map(),
     short,
     outDir,
     proxyScript,
@@ -269,7 +346,10 @@ function parseOptions(args: string[]): Options | "help" {
   };
 }
 
-function jobFor(w: Exclude<WorkloadId, "hold">, target: string, o: Options): Job {
+/** The workloads the load generator runs as timed jobs. */
+type LoadgenWorkload = Exclude<WorkloadId, "hold" | RealClientWorkload>;
+
+function jobFor(w: LoadgenWorkload, target: string, o: Options): Job {
   const timed = {
     target,
     durationMs: o.durationMs,
@@ -281,6 +361,8 @@ function jobFor(w: Exclude<WorkloadId, "hold">, target: string, o: Options): Job
       return { kind: "connect", clients: 1, ...timed };
     case "connect32":
       return { kind: "connect", clients: 32, ...timed };
+    case "connect1000":
+      return { kind: "connect", clients: o.connectManyClients, ...timed };
     case "pingpong1":
       return { kind: "pingpong", clients: 1, ...timed };
     case "pingpong32":
@@ -341,7 +423,7 @@ const REDIS_EXCHANGES: RespExchange[] = [
   { request: ascii(respCommand("GET", REDIS_MISSING_KEY)), reply: "$-1\r\n" },
 ];
 
-function describe(r: JobResult, rounds: Round[]): string {
+function describe(r: RunResult, rounds: Round[]): string {
   let errors = 0, mismatches = 0;
   for (const x of rounds) {
     errors += x.result.errors;
@@ -365,6 +447,15 @@ function describe(r: JobResult, rounds: Round[]): string {
       } MiB verified); ${failures}`;
     case "hold":
       return `${r.opened} sessions held; ${failures}`;
+    case "tool": {
+      const tests = r.tests.length > 1
+        ? ` (${r.tests.map((t) => `${t.name} ${formatNumber(t.perSecond)}/s`).join(", ")})`
+        : "";
+      const mean = r.tests.length === 1 && r.tests[0].meanMs !== null
+        ? `, mean ${formatNumber(r.tests[0].meanMs)} ms`
+        : "";
+      return `${formatNumber(r.perSecond)} requests/s${tests}${mean}; ${failures}`;
+    }
   }
 }
 
@@ -372,7 +463,8 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /**
  * A set of workloads with their upstream and the columns measured against it: the echo
- * workloads (direct, the pool modes, the peers) or the redis ones ({@linkcode REDIS_COLUMNS}).
+ * workloads (direct, the pool modes, the peers), the redis ones ({@linkcode REDIS_COLUMNS}), or
+ * a real client's ({@linkcode realColumns}).
  */
 interface Suite {
   /** The upstream every column reaches, directly or through a proxy. */
@@ -382,14 +474,46 @@ interface Suite {
   columns: string[];
   /** The suite's workloads that were asked for, in order. */
   workloads: WorkloadId[];
+  /** Runs one round of timed workload `w` against `target` (the column's address). */
+  run(w: Exclude<WorkloadId, "hold">, target: string): Promise<RunResult>;
+  /**
+   * Warms a column up once, after it started and before its first round, its result dropped
+   * (the real clients have no warm-up of their own, and a fresh Deno process is cold).
+   */
+  warmup?(target: string): Promise<void>;
 }
 
 /** The workloads asked for that run against the echo upstream / the Redis upstream. */
 function echoWorkloads(o: Options): WorkloadId[] {
-  return o.workloads.filter((w) => !REDIS_WORKLOADS.includes(w));
+  return o.workloads.filter((w) => !REDIS_WORKLOADS.includes(w) && !isRealClientWorkload(w));
 }
 function redisWorkloads(o: Options): WorkloadId[] {
   return o.workloads.filter((w) => REDIS_WORKLOADS.includes(w));
+}
+/** The real-client workloads asked for that can run here: redis-benchmark's / ab's. */
+function realRedisWorkloads(o: Options): RealClientWorkload[] {
+  return REAL_REDIS_WORKLOADS.filter((w) => o.workloads.includes(w) && !o.skipped.has(w));
+}
+function realHttpWorkloads(o: Options): RealClientWorkload[] {
+  return REAL_HTTP_WORKLOADS.filter((w) => o.workloads.includes(w) && !o.skipped.has(w));
+}
+
+/**
+ * The columns of a real client's suite: those of {@linkcode REAL_COLUMNS} the run has (from
+ * `--modes` and the peers found), `reuse` as `reuse-redis` against Redis.
+ */
+function realColumns(o: Options, redis: boolean): string[] {
+  return REAL_COLUMNS.filter((c) => o.columns.includes(c)).map((c) =>
+    redis && c === "reuse" ? "reuse-redis" : c
+  );
+}
+
+/** Runs one round of a load generator workload (the echo and redis suites). */
+function loadgenRound(o: Options) {
+  return (w: Exclude<WorkloadId, "hold">, target: string): Promise<RunResult> => {
+    if (isRealClientWorkload(w)) throw new Error(`${w} is not a load generator workload`);
+    return runLoadgen(jobFor(w, target, o));
+  };
 }
 
 /**
@@ -414,7 +538,9 @@ class Run {
     this.#steps = o.columns.reduce(
       (n, c) => n + echoWorkloads(o).filter((w) => w !== "hold" || holdApplies(c)).length,
       0,
-    ) + REDIS_COLUMNS.length * redisWorkloads(o).length;
+    ) + REDIS_COLUMNS.length * redisWorkloads(o).length +
+      realColumns(o, true).length * realRedisWorkloads(o).length +
+      realColumns(o, false).length * realHttpWorkloads(o).length;
   }
 
   #progress(column: string, workload: string, text: string): void {
@@ -422,7 +548,7 @@ class Run {
     const n = String(this.#steps).length;
     console.log(
       `[${String(this.#step).padStart(n)}/${this.#steps}] ${column.padEnd(11)} ${
-        workload.padEnd(11)
+        workload.padEnd(14)
       } ${text}`,
     );
   }
@@ -476,11 +602,15 @@ class Run {
     const targets = new Map<string, { target: string; server?: Server }>();
     try {
       for (const c of suite.columns) {
+        let server: Server | undefined;
         try {
-          const server = await this.#start(c, suite.upstream.address);
-          targets.set(c, { target: server?.address ?? suite.upstream.address, server });
+          server = await this.#start(c, suite.upstream.address);
+          const target = server?.address ?? suite.upstream.address;
+          await suite.warmup?.(target);
+          targets.set(c, { target, server });
         } catch (err) {
           this.fail(c, null, err);
+          await this.#stop(c, server); // not measured: a warm-up that failed stops it
         }
       }
       for (const w of timed) {
@@ -496,7 +626,7 @@ class Run {
             try {
               const before = await suite.accepted();
               const cpuBefore = await proc?.cpuMicros();
-              const result = await runLoadgen(jobFor(w, target, this.options));
+              const result = await suite.run(w, target);
               const cpuAfter = await proc?.cpuMicros();
               const upstreamConnections = (await suite.accepted()) - before;
               const round: Round = { result, upstreamConnections };
@@ -594,16 +724,19 @@ class Run {
   }
 }
 
-/** The proxy CPU per session or message of a round, for the progress line ("" when none). */
+/** The proxy CPU per session, message or request of a round, for the progress line. */
 function cpuText(round: Round): string {
   const r = round.result;
-  if (round.proxyCpuMicros === undefined || (r.kind !== "connect" && r.kind !== "pingpong")) {
-    return "";
-  }
-  if (r.completed === 0) return "";
-  return `; proxy CPU ${formatNumber(round.proxyCpuMicros / r.completed)} µs per ${
-    r.kind === "connect" ? "session" : "message"
-  }`;
+  if (round.proxyCpuMicros === undefined) return "";
+  const [n, what] = r.kind === "connect"
+    ? [r.completed, "session"]
+    : r.kind === "pingpong"
+    ? [r.completed, "message"]
+    : r.kind === "tool"
+    ? [r.requests, "request"]
+    : [0, ""];
+  if (n === 0) return "";
+  return `; proxy CPU ${formatNumber(round.proxyCpuMicros / n)} µs per ${what}`;
 }
 
 /** Memory per session is a proxy's figure; socat forks a process per session, so it is skipped. */
@@ -647,6 +780,7 @@ async function redisSuite(run: Run, o: Options): Promise<string | undefined> {
       accepted: () => upstream.accepted(),
       columns: REDIS_COLUMNS,
       workloads: redisWorkloads(o),
+      run: loadgenRound(o),
     });
     return redis.kind;
   } catch (err) {
@@ -660,26 +794,244 @@ async function redisSuite(run: Run, o: Options): Promise<string | undefined> {
   }
 }
 
+/** The real clients' parts: the programs each needs, from which Debian packages. */
+const REAL_PARTS = [
+  {
+    part: "redis-benchmark",
+    programs: ["redis-server", "redis-benchmark"],
+    packages: "redis-server, redis-tools",
+    workloads: REAL_REDIS_WORKLOADS,
+  },
+  {
+    part: "ab",
+    programs: ["nginx", "ab"],
+    packages: "nginx, apache2-utils",
+    workloads: REAL_HTTP_WORKLOADS,
+  },
+] as const;
+
+/**
+ * Decides, before the run, which workloads asked for cannot run here, and why: a real client's
+ * part whose programs are not on the PATH, and what the open-file limit does not allow (1000
+ * connections through the proxy take 2 descriptors each and the proxy's reserve); lowers
+ * `connect1000`'s clients to what the limit allows, saying so. Fills `o.skipped`.
+ */
+async function planLimits(o: Options): Promise<number | undefined> {
+  for (const p of REAL_PARTS) {
+    const asked = p.workloads.filter((w) => o.workloads.includes(w));
+    if (asked.length === 0) continue;
+    const missing = missingTools(p.programs);
+    if (missing.length === 0) continue;
+    const reason = `${missing.join(" and ")} not on the PATH (Debian packages ${p.packages}; ` +
+      `this benchmark never installs them)`;
+    for (const w of asked) o.skipped.set(w, reason);
+  }
+  const limit = await openFileLimit();
+  if (limit === undefined) return undefined;
+  const fit = Math.floor((limit - PROXY_FD_OVERHEAD) / 2);
+  if (o.workloads.includes("connect1000") && fit < o.connectManyClients) {
+    console.log(
+      `connect1000: the open-file limit is ${limit}; ${o.connectManyClients} clients through ` +
+        `the proxy need ${2 * o.connectManyClients + PROXY_FD_OVERHEAD}, so it runs ${
+          Math.max(1, fit)
+        } clients`,
+    );
+    o.connectManyClients = Math.max(1, fit);
+  }
+  const c1000 = REAL_CLIENT_SPECS["rb-k0-c1000"].clients;
+  if (o.workloads.includes("rb-k0-c1000") && !o.skipped.has("rb-k0-c1000") && fit < c1000) {
+    o.skipped.set(
+      "rb-k0-c1000",
+      `the open-file limit ${limit} is below the ${
+        2 * c1000 + PROXY_FD_OVERHEAD
+      } that ${c1000} connections through the proxy need`,
+    );
+  }
+  return limit;
+}
+
+/**
+ * Adds what the upstream's own counters saw during a real client's run: its error replies as
+ * errors, and as mismatches the requests the tool counted that the upstream never served.
+ */
+function withUpstreamCounts(
+  r: ToolResult,
+  what: string,
+  served: number | undefined,
+  errorReplies: number | undefined,
+): ToolResult {
+  const samples = [...r.errorSamples];
+  let { errors, mismatches } = r;
+  if (errorReplies !== undefined && errorReplies > 0) {
+    errors += errorReplies;
+    samples.push(`${what}: ${errorReplies} error replies`);
+  }
+  if (served !== undefined && served < r.requests) {
+    mismatches += r.requests - served;
+    samples.push(`${what} served ${served} of the ${r.requests} requests ${r.tool} counted`);
+  }
+  return { ...r, errors, mismatches, errorSamples: samples };
+}
+
+/** The difference of a field of two `INFO stats` answers; undefined where either lacks it. */
+function statDelta(
+  before: Map<string, number>,
+  after: Map<string, number>,
+  key: string,
+): number | undefined {
+  const a = before.get(key);
+  const b = after.get(key);
+  return a === undefined || b === undefined ? undefined : b - a;
+}
+
+/**
+ * One run of the first of `workloads` for about the warm-up time, its figures dropped; a
+ * failure still counts (it fails the column, as a failed round would).
+ */
+async function realWarmup(
+  o: Options,
+  workloads: RealClientWorkload[],
+  target: RealClientTarget,
+): Promise<void> {
+  if (workloads.length === 0) return;
+  await runRealClient(REAL_CLIENT_SPECS[workloads[0]], target, o.warmupMs);
+}
+
+/**
+ * The redis-benchmark part: starts a `redis-server` of its own (no persistence, a temporary
+ * directory, a free loopback port), runs the workloads through every column, checks Redis's own
+ * counters around each run, and stops it. Returns what answered (undefined when it did not
+ * start).
+ */
+async function realRedisSuite(run: Run, o: Options): Promise<string | undefined> {
+  let redis: RespUpstream | undefined;
+  try {
+    redis = await startRespUpstream("redis-server");
+    const upstream = redis;
+    const columns = realColumns(o, true);
+    console.log(
+      `real clients: redis-benchmark against ${upstream.kind} at ${upstream.address}; columns ` +
+        `${columns.join(", ")} (reuse-redis = --pool reuse --protocol redis)`,
+    );
+    await run.timed({
+      upstream,
+      accepted: () => upstream.accepted(),
+      columns,
+      workloads: realRedisWorkloads(o),
+      warmup: (target) => realWarmup(o, realRedisWorkloads(o), { address: target }),
+      run: async (w, target) => {
+        if (!isRealClientWorkload(w)) throw new Error(`${w} is not a real-client workload`);
+        const before = await respInfoStats(upstream.address);
+        const r = await runRealClient(REAL_CLIENT_SPECS[w], { address: target }, o.durationMs);
+        const after = await respInfoStats(upstream.address);
+        return withUpstreamCounts(
+          r,
+          upstream.kind,
+          statDelta(before, after, "total_commands_processed"),
+          statDelta(before, after, "total_error_replies"),
+        );
+      },
+    });
+    return upstream.kind;
+  } catch (err) {
+    run.fail("direct", "redis-benchmark", err);
+    return redis?.kind;
+  } finally {
+    const code = await redis?.stop();
+    if (code !== undefined && code !== 0) {
+      run.fail("direct", null, `${redis?.kind} exited with code ${code} after SIGTERM`);
+    }
+  }
+}
+
+/**
+ * The ab part: starts nginx of its own serving a {@linkcode PAGE_BYTES}-byte page, runs the
+ * workloads through every column, checks nginx's request counter around each run, and stops it.
+ * Returns what answered (undefined when it did not start).
+ */
+async function realHttpSuite(run: Run, o: Options): Promise<string | undefined> {
+  let nginx: HttpUpstream | undefined;
+  try {
+    nginx = await startNginx();
+    const upstream = nginx;
+    const columns = realColumns(o, false);
+    console.log(
+      `real clients: ab against ${upstream.kind} at ${upstream.address} (a ${PAGE_BYTES}-byte ` +
+        `page); columns ${columns.join(", ")}`,
+    );
+    await run.timed({
+      upstream,
+      accepted: () => upstream.accepted(),
+      columns,
+      workloads: realHttpWorkloads(o),
+      warmup: (target) => realWarmup(o, realHttpWorkloads(o), { address: target, path: PAGE_PATH }),
+      run: async (w, target) => {
+        if (!isRealClientWorkload(w)) throw new Error(`${w} is not a real-client workload`);
+        const before = await upstream.requests();
+        const r = await runRealClient(
+          REAL_CLIENT_SPECS[w],
+          { address: target, path: PAGE_PATH },
+          o.durationMs,
+        );
+        const after = await upstream.requests();
+        return withUpstreamCounts(r, upstream.kind, after - before, undefined);
+      },
+    });
+    return upstream.kind;
+  } catch (err) {
+    run.fail("direct", "ab", err);
+    return nginx?.kind;
+  } finally {
+    const code = await nginx?.stop();
+    if (code !== undefined && code !== 0) {
+      run.fail("direct", null, `${nginx?.kind} exited with code ${code} after SIGTERM`);
+    }
+  }
+}
+
+/** Why a goal's workload or column was not measured: skipped workloads, missing peers. */
+function notMeasuredReasons(o: Options): Record<string, string> {
+  const reasons: Record<string, string> = {};
+  for (const [w, why] of o.skipped) reasons[w] = `skipped: ${why}`;
+  for (const p of o.peersMissing) reasons[p] = "not on the PATH";
+  for (const w of WORKLOAD_IDS) {
+    if (o.workloads.includes(w) || w in reasons) continue;
+    reasons[w] = o.short && isRealClientWorkload(w)
+      ? "real clients are off with --short; add --real-clients"
+      : "not in --workloads";
+  }
+  return reasons;
+}
+
 async function main(): Promise<number> {
   const parsed = optionsOrExitCode("bench", USAGE, Deno.args, parseOptions);
   if (typeof parsed === "number") return parsed;
   const o: Options = parsed;
   const startedAt = new Date();
+  const fileLimit = await planLimits(o);
+  const titles = workloadTitles(o.connectManyClients);
   const withEcho = echoWorkloads(o).length > 0;
   const withRedis = redisWorkloads(o).length > 0;
+  const withRealRedis = realRedisWorkloads(o).length > 0;
+  const withRealHttp = realHttpWorkloads(o).length > 0;
   console.log(
     `tcp-pool-proxy benchmark: ${
       [
         ...(withEcho ? [o.columns.join(", ")] : []),
         ...(withRedis ? [`redis workloads ${REDIS_COLUMNS.join(", ")}`] : []),
+        ...(withRealRedis ? [`redis-benchmark ${realColumns(o, true).join(", ")}`] : []),
+        ...(withRealHttp ? [`ab ${realColumns(o, false).join(", ")}`] : []),
       ].join("; ")
-    }; workloads ${o.workloads.join(", ")}; ` +
+    }; workloads ${o.workloads.filter((w) => !o.skipped.has(w)).join(", ")}; ` +
       `${
         o.rounds === 1 ? "1 round" : `median of ${o.rounds} rounds`
       } of ${o.durationMs} ms (+${o.warmupMs} ms warm-up) per timed workload, bulk ${o.bulkMib} MiB, ` +
-      `hold ${o.holdSessions} sessions`,
+      `hold ${o.holdSessions} sessions` +
+      (o.workloads.includes("connect1000") ? `, connect1000 ${o.connectManyClients} clients` : ""),
   );
-  if (withRedis || o.columns.some((c) => (POOL_MODES as readonly string[]).includes(c))) {
+  const withProxy = withRedis || withRealRedis || withRealHttp ||
+    o.columns.some((c) => (POOL_MODES as readonly string[]).includes(c));
+  if (withProxy) {
     console.log(
       `proxy: deno run ${startTaskFlags().join(" ")} ${
         decodeURIComponent(o.proxyScript.pathname)
@@ -695,6 +1047,16 @@ async function main(): Promise<number> {
   if (o.peersMissing.length > 0) {
     console.log(`peers not on the PATH, so not compared: ${o.peersMissing.join(", ")}`);
   }
+  const skippedLines = REAL_PARTS.flatMap((p) => {
+    const ws = p.workloads.filter((w) => o.skipped.has(w));
+    const reasons = [...new Set(ws.map((w) => o.skipped.get(w)))];
+    return reasons.map((why) =>
+      `real clients, ${p.part}: SKIPPED ${
+        ws.filter((w) => o.skipped.get(w) === why).join(", ")
+      }: ${why}`
+    );
+  });
+  for (const line of skippedLines) console.log(line);
 
   const run = new Run(o);
   if (withEcho) {
@@ -704,6 +1066,7 @@ async function main(): Promise<number> {
       accepted: async () => (await echo.stats()).accepted,
       columns: o.columns,
       workloads: echoWorkloads(o),
+      run: loadgenRound(o),
     };
     try {
       await run.timed(suite);
@@ -716,19 +1079,49 @@ async function main(): Promise<number> {
     }
   }
   const redisUpstream = withRedis ? await redisSuite(run, o) : undefined;
+  const realRedisUpstream = withRealRedis ? await realRedisSuite(run, o) : undefined;
+  const realHttpUpstream = withRealHttp ? await realHttpSuite(run, o) : undefined;
 
   const inRedis = (m: Measurement) => REDIS_WORKLOADS.includes(m.workload);
-  const echoFigures = computeFigures(run.measurements.filter((m) => !inRedis(m)), o.columns);
-  const redisFigures = computeFigures(run.measurements.filter(inRedis), REDIS_COLUMNS);
-  const figures = [...echoFigures, ...redisFigures];
-  const allColumns = [...new Set([...o.columns, ...(withRedis ? REDIS_COLUMNS : [])])];
-  const goals = evaluateGoals(figures);
+  const inRealRedis = (m: Measurement) =>
+    (REAL_REDIS_WORKLOADS as readonly string[]).includes(m.workload);
+  const inRealHttp = (m: Measurement) =>
+    (REAL_HTTP_WORKLOADS as readonly string[]).includes(m.workload);
+  const echoFigures = computeFigures(
+    run.measurements.filter((m) => !inRedis(m) && !isRealClientWorkload(m.workload)),
+    o.columns,
+    titles,
+  );
+  const redisFigures = computeFigures(run.measurements.filter(inRedis), REDIS_COLUMNS, titles);
+  const realRedisFigures = computeFigures(
+    run.measurements.filter(inRealRedis),
+    realColumns(o, true),
+    titles,
+  );
+  const realHttpFigures = computeFigures(
+    run.measurements.filter(inRealHttp),
+    realColumns(o, false),
+    titles,
+  );
+  const figures = [...echoFigures, ...redisFigures, ...realRedisFigures, ...realHttpFigures];
+  const allColumns = [
+    ...new Set([
+      ...o.columns,
+      ...(withRedis ? REDIS_COLUMNS : []),
+      ...(withRealRedis ? realColumns(o, true) : []),
+    ]),
+  ];
+  const goals = evaluateGoals(figures, {
+    titles,
+    holdSessions: o.holdSessions,
+    reasons: notMeasuredReasons(o),
+  });
   const totals = countFailures(run.measurements);
   const finishedAt = new Date();
 
   if (echoFigures.length > 0) {
     console.log("");
-    console.log(renderTable(echoFigures, goals, o.columns));
+    console.log(renderTable(echoFigures, goals, o.columns, "target"));
   }
   if (redisFigures.length > 0) {
     console.log("");
@@ -738,23 +1131,49 @@ async function main(): Promise<number> {
     );
     console.log(renderTable(redisFigures, goals, REDIS_COLUMNS, "target"));
   }
+  if (realRedisFigures.length > 0) {
+    console.log("");
+    console.log(
+      `Real clients: redis-benchmark -t set,get against ${realRedisUpstream} (reuse-redis = ` +
+        `--pool reuse --protocol redis):`,
+    );
+    console.log(renderTable(realRedisFigures, goals, realColumns(o, true), "target (issue 8)"));
+  }
+  if (realHttpFigures.length > 0) {
+    console.log("");
+    console.log(`Real clients: ab against ${realHttpUpstream} serving a ${PAGE_BYTES}-byte page:`);
+    console.log(renderTable(realHttpFigures, goals, realColumns(o, false), "target (issue 8)"));
+  }
+  if (skippedLines.length > 0) {
+    console.log("");
+    for (const line of skippedLines) console.log(line);
+  }
+  const goalsOf = (issues: number[]) => goals.filter((g: GoalResult) => issues.includes(g.issue));
   console.log("");
   console.log(
     "Targets (issue 3, and issue 7 for the Redis workloads; reuse mode unless said; " +
       "ratio to direct unless said; in the same run):",
   );
-  console.log(renderGoals(goals));
+  console.log(renderGoals(goalsOf([3, 7])));
+  console.log("");
+  console.log(
+    "Targets of issue 8 (ratios between two columns of the same run; relay = " +
+      "bench/minimal_relay.ts; a target whose columns were not measured is not measured, " +
+      "never met):",
+  );
+  console.log(renderGoals(goalsOf([8])));
   console.log("");
   console.log(
     `Ratios are proxy / direct (direct: to the echo upstream, or to the Redis upstream for ` +
-      `the Redis workloads); each timed figure is the median of ${o.rounds} round(s).` +
+      `the Redis workloads, or to redis-server / nginx for the real clients); each timed ` +
+      `figure is the median of ${o.rounds} round(s).` +
       (o.workloads.includes("hold")
         ? ` Memory per session = (proxy VmRSS with ${o.holdSessions} sessions held - VmRSS ` +
           `before) / ${o.holdSessions}.`
         : "") +
-      ` Proxy CPU per session / message = the proxy process's utime + stime (/proc/PID/stat, ` +
-      `ticks of 10 ms) over the whole round / the sessions or messages of the round, warm-up ` +
-      `included.`,
+      ` Proxy CPU per session / message / request = the proxy process's utime + stime ` +
+      `(/proc/PID/stat, ticks of 10 ms) over the whole round / the sessions, messages or ` +
+      `requests of the round, warm-up included.`,
   );
   for (const m of run.measurements) {
     m.rounds.forEach(({ result: r }, i) => {
@@ -767,16 +1186,34 @@ async function main(): Promise<number> {
     });
   }
   console.log(
-    `errors: ${totals.errors}, mismatches: ${totals.mismatches}, failures: ${run.failures.length}`,
+    `errors: ${totals.errors}, mismatches: ${totals.mismatches}, failures: ${run.failures.length}` +
+      (o.skipped.size > 0 ? `, skipped: ${o.skipped.size} workload(s)` : ""),
   );
 
+  const skipped = [...o.skipped].map(([workload, reason]) => ({ workload, reason }));
+  const realPart = (
+    part: string,
+    workloads: readonly RealClientWorkload[],
+    redis: boolean,
+    upstream: string | undefined,
+  ) => {
+    const asked = workloads.filter((w) => o.workloads.includes(w));
+    const ran = asked.filter((w) => !o.skipped.has(w));
+    return {
+      upstream: ran.length > 0 ? upstream ?? "(did not start)" : "(not started)",
+      client: part,
+      columns: realColumns(o, redis),
+      workloads: ran,
+      skipped: skipped.filter((x) => (asked as string[]).includes(x.workload)),
+    };
+  };
   const report = {
     benchmark: "tcp-pool-proxy",
-    version: 1,
+    version: 2,
     startedAt: startedAt.toISOString(),
     finishedAt: finishedAt.toISOString(),
     seconds: (finishedAt.getTime() - startedAt.getTime()) / 1000,
-    machine: machine(),
+    machine: { ...machine(), openFileLimit: fileLimit ?? null },
     options: {
       durationMs: o.durationMs,
       rounds: o.rounds,
@@ -784,6 +1221,8 @@ async function main(): Promise<number> {
       workloads: o.workloads,
       bulkMib: o.bulkMib,
       holdSessions: o.holdSessions,
+      connect1000Clients: o.connectManyClients,
+      realClients: o.workloads.some(isRealClientWorkload),
       short: o.short,
       proxy: decodeURIComponent(o.proxyScript.pathname),
       proxyDenoFlags: startTaskFlags(),
@@ -804,9 +1243,21 @@ async function main(): Promise<number> {
           workloads: redisWorkloads(o),
         }]
         : []),
+      ...REAL_PARTS
+        .filter((p) => p.workloads.some((w) => o.workloads.includes(w)))
+        .map((p) =>
+          realPart(
+            p.part,
+            p.workloads,
+            p.part === "redis-benchmark",
+            p.part === "redis-benchmark" ? realRedisUpstream : realHttpUpstream,
+          )
+        ),
     ],
+    // workloads asked for that did not run here, and why: never counted as passed
+    skipped,
     peersMissing: o.peersMissing,
-    workloadTitles: WORKLOAD_TITLES,
+    workloadTitles: titles,
     figures,
     goals,
     totals,
@@ -820,7 +1271,13 @@ async function main(): Promise<number> {
   const subtitle = `${startedAt.toISOString().slice(0, 16).replace("T", " ")} UTC, ` +
     `${navigator.hardwareConcurrency} CPUs, Deno ${Deno.version.deno}; median of ${o.rounds} round(s) of ${o.durationMs} ms per timed ` +
     `workload, bulk ${o.bulkMib} MiB, ${o.holdSessions} held sessions` +
-    (withRedis ? `; Redis upstream ${redisUpstream}` : "");
+    (withRedis ? `; Redis upstream ${redisUpstream}` : "") +
+    (withRealRedis || withRealHttp
+      ? `; real clients against ${
+        [realRedisUpstream, realHttpUpstream].filter((x) => x).join(", ")
+      }`
+      : "") +
+    (skipped.length > 0 ? `; skipped: ${skipped.map((x) => x.workload).join(", ")}` : "");
   await Deno.writeTextFile(svgPath, renderSvg(figures, goals, allColumns, subtitle));
   console.log(`wrote ${jsonPath} and ${svgPath} (${report.seconds.toFixed(0)} s)`);
 
