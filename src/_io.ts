@@ -13,8 +13,8 @@
 export const MIN_READ_BUFFER = 256;
 /**
  * What a direction reads into after a read filled the small buffer: the rest of a burst of up to
- * this much (a Redis value, a memcached item, a web page) comes in one more read, so such an answer
- * costs two reads and two writes.
+ * this much (a Redis value, a memcached item, a web page) comes in one more read, behind the first
+ * bytes, so such an answer already waiting costs two reads and one write.
  */
 export const BURST_READ_BUFFER = 64 * 1024;
 /** The largest read buffer, for a stream that keeps filling its buffers. */
@@ -157,31 +157,56 @@ export class ReadBuffers {
    * Reads the next chunk from `source`: a view into these buffers, valid until {@link rotate}
    * says otherwise; `null` at the end of the stream. A read that fills the small buffer is
    * followed at once by a read of the rest of the burst behind it, see the class documentation.
+   * The relay's pumps use {@link next}, {@link chunk} and {@link readRest} instead, which hold no
+   * async frame of their own in a pending read (a quiet session's memory).
    *
    * @throws whatever `source.read` throws.
    */
   async read(source: ByteSource): Promise<Uint8Array<ArrayBuffer> | null> {
+    const n = await this.next(source);
+    if (n === null) return null;
+    return this.chunk(n) ?? await this.readRest(source);
+  }
+
+  /**
+   * Starts the next read from `source` (or hands back the read of the rest of a burst still
+   * under way): the op's own promise, so that a pending read costs nothing more. Follow it with
+   * {@link chunk}.
+   */
+  next(source: ByteSource): Promise<number | null> {
     const rest = this.#rest;
     if (rest !== undefined) {
       // The rest of a burst whose first bytes went out alone: it lands behind them.
       this.#rest = undefined;
-      const n = await rest;
-      if (n === null) return null;
       this.#chunkStart = MIN_READ_BUFFER;
-      this.#lastFilled = MIN_READ_BUFFER + n === this.#current.length;
-      return this.#current.subarray(MIN_READ_BUFFER, MIN_READ_BUFFER + n);
+      return rest;
     }
-    const buffer = this.current;
     this.#chunkStart = 0;
-    const n = await source.read(buffer);
-    if (n === null) return null;
-    this.#lastFilled = n === buffer.length;
-    if (buffer !== this.#small || n < buffer.length) return buffer.subarray(0, n);
-    return await this.#readRest(source);
+    return source.read(this.current);
   }
 
-  /** The small buffer is full: reads the rest of the burst behind a copy of it. */
-  async #readRest(source: ByteSource): Promise<Uint8Array<ArrayBuffer>> {
+  /**
+   * The chunk that the read started by {@link next} brought, `n` bytes; `undefined` when they
+   * filled the small buffer, and the caller goes on with {@link readRest}.
+   */
+  chunk(n: number): Uint8Array<ArrayBuffer> | undefined {
+    const buffer = this.#current;
+    const end = this.#chunkStart + n;
+    this.#lastFilled = end === buffer.length;
+    if (buffer === this.#small && end === buffer.length) return undefined;
+    return buffer.subarray(this.#chunkStart, end);
+  }
+
+  /**
+   * The small buffer is full: reads the rest of the burst behind a copy of it. That read may wait
+   * (the client sent exactly 256 bytes and went quiet), holding its 64 KiB buffer all that time, so
+   * it takes a place on the parked budget first; past the budget, the 256 bytes go on alone and the
+   * next read goes into a burst buffer only after them, as a plain burst.
+   */
+  async readRest(source: ByteSource): Promise<Uint8Array<ArrayBuffer>> {
+    if (parked >= PARKED_BURST_BUFFERS) return this.#small;
+    parked++;
+    this.#parked = true; // given back by the rotate() of the chunk this read brings, or dispose()
     const large = takeBuffer(BURST_READ_BUFFER);
     large.set(this.#small);
     this.#current = large;

@@ -595,7 +595,9 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       while (this.#end === undefined) {
         let chunk: Uint8Array | null;
         try {
-          chunk = await buffers.read(this.#client);
+          // next() is the socket's own read: a quiet client's pending read holds nothing more.
+          const n = await buffers.next(this.#client);
+          chunk = n === null ? null : buffers.chunk(n) ?? await buffers.readRest(this.#client);
         } catch (error) {
           // Seen at once, even while a write upstream is blocked: the teardown cuts that write.
           if (!isLocalInterruption(error)) this.#finish("client-error", error);

@@ -57,6 +57,8 @@ export interface ConnHooks {
   onClosed(conn: UpstreamConn): void;
   /** The idle reader noticed the connection died (it is closed already). */
   onIdleLoss(conn: UpstreamConn, reason: IdleLossReason): void;
+  /** The upstream sent its first bytes to a session on this connection (once per connection). */
+  onAnswered?(conn: UpstreamConn): void;
 }
 
 /** Life-cycle state of an {@link UpstreamConn}. */
@@ -211,7 +213,9 @@ export class UpstreamConn {
         let chunk: Uint8Array | null;
         let readError: unknown;
         try {
-          chunk = await buffers.read(this.conn);
+          // next() is the socket's own read: an idle connection's pending read holds nothing more.
+          const n = await buffers.next(this.conn);
+          chunk = n === null ? null : buffers.chunk(n) ?? await buffers.readRest(this.conn);
         } catch (error) {
           chunk = null;
           readError = error ?? new Error("read failed");
@@ -252,7 +256,10 @@ export class UpstreamConn {
           return;
         }
         this.lastReadFilled = buffers.lastReadFilled;
-        this.answered = true;
+        if (!this.answered) {
+          this.answered = true;
+          this.#hooks?.onAnswered?.(this);
+        }
         this.#delivering = lease.onUpstreamData(this, chunk);
         if (buffers.rotate(chunk.length)) {
           await this.#delivering;

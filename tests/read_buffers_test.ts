@@ -203,3 +203,44 @@ Deno.test("sessions that read bursts give their parked places back when they end
   await delay(50); // the upstream connections' readers see their close
   assertEquals(parkedBurstBuffers(), before);
 });
+
+Deno.test("read(): a read waiting for the rest of a burst holds a place on the parked budget; past the budget the 256 bytes go on alone, with no large buffer held", async () => {
+  const before = parkedBurstBuffers();
+  // A source that fills the small buffer once, then keeps its next read pending until told.
+  const pending: ((n: number | null) => void)[] = [];
+  const source = () => {
+    let first = true;
+    return {
+      read(p: Uint8Array): Promise<number | null> {
+        if (first) {
+          first = false;
+          p.fill(7);
+          return Promise.resolve(p.length);
+        }
+        return new Promise((resolve) => pending.push(resolve));
+      },
+    };
+  };
+  const waiting: ReadBuffers[] = [];
+  for (let i = before; i < PARKED_BURST_BUFFERS; i++) {
+    const buffers = new ReadBuffers();
+    const chunk = await buffers.read(source());
+    assertEquals(chunk?.length, MIN_READ_BUFFER);
+    assertEquals(chunk?.buffer.byteLength, BURST_READ_BUFFER, "the rest is read behind it");
+    buffers.rotate(MIN_READ_BUFFER);
+    waiting.push(buffers);
+  }
+  assertEquals(parkedBurstBuffers(), PARKED_BURST_BUFFERS);
+  const past = new ReadBuffers();
+  const alone = await past.read(source());
+  assertEquals(alone?.buffer.byteLength, MIN_READ_BUFFER, "no large buffer past the budget");
+  past.dispose();
+  // The rests arrive (or the streams end): the places go back.
+  for (const [i, resolve] of pending.entries()) resolve(i % 2 === 0 ? 10 : null);
+  for (const buffers of waiting) {
+    const rest = await buffers.read({ read: () => Promise.resolve(null) });
+    if (rest !== null) buffers.rotate(rest.length);
+    buffers.dispose();
+  }
+  assertEquals(parkedBurstBuffers(), before);
+});
