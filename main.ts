@@ -22,7 +22,7 @@ import { AdminListenError, type AdminServer, startAdmin } from "./src/admin.ts";
 import { ConfigError, parseCli, type ProxyConfig } from "./src/config.ts";
 import { formatDuration } from "./src/duration.ts";
 import { installFailsafe, reportUnexpected } from "./src/failsafe.ts";
-import { type MaxClientsChoice, resolveMaxClients } from "./src/limits.ts";
+import { type MaxClientsChoice, poolShare, resolveMaxClients } from "./src/limits.ts";
 import { configureLogging, getProxyLogger, type Logger } from "./src/logging.ts";
 import { configInForce, metricFamilies } from "./src/observe.ts";
 import { ListenError, ProxyServer } from "./src/proxy.ts";
@@ -108,9 +108,13 @@ async function serve(config: ProxyConfig): Promise<number> {
   installFailsafe();
   const log = getProxyLogger();
   const limit = resolveMaxClients(config);
+  // With --max-clients auto, the pool keeps no more than the descriptors set aside for it.
+  const poolSize = limit.source === "given"
+    ? config.poolSize
+    : Math.min(config.poolSize, poolShare(limit.fileLimit));
   let server: ProxyServer;
   try {
-    server = ProxyServer.listen({ ...config, maxClients: limit.maxClients });
+    server = ProxyServer.listen({ ...config, poolSize, maxClients: limit.maxClients });
   } catch (error) {
     if (!(error instanceof ListenError)) throw error;
     printLine(Deno.stderr, `tcp-pool-proxy: --listen: ${error.message}`);
@@ -122,7 +126,7 @@ async function serve(config: ProxyConfig): Promise<number> {
       admin = startAdmin({
         listen: config.admin,
         metrics: () => metricFamilies(server.stats),
-        config: () => configInForce(config, limit.maxClients),
+        config: () => configInForce({ ...config, poolSize }, limit.maxClients),
         readiness: () => server.readiness(),
       });
     } catch (error) {
@@ -135,7 +139,7 @@ async function serve(config: ProxyConfig): Promise<number> {
   // Listen for signals before the start-up line, which tells the world that the proxy is up.
   const stopSignal = firstStopSignal(log, server);
   logStateOnHangup(server);
-  logListening(log, server, config, limit);
+  logListening(log, server, { ...config, poolSize }, limit);
   if (config.pool === "reuse" && config.protocol === "raw") {
     log.warn(
       "--pool reuse with --protocol raw guesses by timing where an answer ends: a client that " +

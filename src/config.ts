@@ -597,6 +597,14 @@ function buildConfig(
       "--preconnect-ratio",
     );
   }
+  const logLevel = oneOf("log-level", values.get("log-level"), LOG_LEVELS, "a log level") ??
+    d.logLevel;
+  if (accessLog && (logLevel === "warn" || logLevel === "error")) {
+    throw new ConfigError(
+      `--access-log: its lines are written at info, which --log-level ${logLevel} drops; use --log-level info or debug`,
+      "--access-log",
+    );
+  }
   if (pool === "off" && minIdle > 0) {
     throw new ConfigError(
       `--min-idle: ${minIdle} has no effect with --pool off; drop it, or use --pool warm or reuse`,
@@ -632,7 +640,7 @@ function buildConfig(
     drainTimeoutMs: duration("drain-timeout", values.get("drain-timeout"), 0) ?? d.drainTimeoutMs,
     admin: address("admin", values.get("admin"), true),
     accessLog,
-    logLevel: oneOf("log-level", values.get("log-level"), LOG_LEVELS, "a log level") ?? d.logLevel,
+    logLevel,
     logFormat: oneOf("log-format", values.get("log-format"), LOG_FORMATS, "a log format") ??
       d.logFormat,
   };

@@ -80,7 +80,10 @@ class RecentPeak {
 /** See the module documentation. */
 export class DemandTracker {
   readonly #ratio: number;
+  /** The ceiling of every target (may be 0: then nothing is kept). */
   readonly #capacity: number;
+  /** Slots of the ring of start times (at least 1). */
+  readonly #slots: number;
   /** Start times within the window, oldest first, in a ring of `capacity` slots. */
   readonly #starts: Float64Array;
   #head = 0;
@@ -91,8 +94,9 @@ export class DemandTracker {
 
   constructor(options: DemandOptions) {
     this.#ratio = options.ratio;
-    this.#capacity = Math.max(1, options.capacity);
-    this.#starts = new Float64Array(this.#capacity);
+    this.#capacity = Math.max(0, options.capacity);
+    this.#slots = Math.max(1, this.#capacity);
+    this.#starts = new Float64Array(this.#slots);
     const period = options.peakPeriodMs ?? PEAK_PERIOD_MS;
     this.#startsPeak = new RecentPeak(period);
     this.#leasedPeak = new RecentPeak(period);
@@ -107,15 +111,15 @@ export class DemandTracker {
   started(now: number): void {
     const windowStart = now - this.#dialTimeMs;
     while (this.#count > 0 && this.#starts[this.#head] < windowStart) {
-      this.#head = (this.#head + 1) % this.#capacity;
+      this.#head = (this.#head + 1) % this.#slots;
       this.#count--;
     }
-    if (this.#count === this.#capacity) {
+    if (this.#count === this.#slots) {
       // The target is capped there anyway: drop the oldest.
-      this.#head = (this.#head + 1) % this.#capacity;
+      this.#head = (this.#head + 1) % this.#slots;
       this.#count--;
     }
-    this.#starts[(this.#head + this.#count) % this.#capacity] = now;
+    this.#starts[(this.#head + this.#count) % this.#slots] = now;
     this.#count++;
     this.#startsPeak.observe(this.#count, now);
   }

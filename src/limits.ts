@@ -140,10 +140,18 @@ export function parseOpenFileLimit(text: string): number | undefined {
  * ```
  */
 export function defaultMaxClients(fileLimit: number, reservedForPool: number): number {
-  // Idle connections are ones recent sessions used (src/demand.ts): a third of the descriptors
-  // covers them under any limit, however large --pool-size is.
-  const pool = Math.min(reservedForPool, Math.floor((fileLimit - RESERVED_DESCRIPTORS) / 3));
+  const pool = Math.min(reservedForPool, poolShare(fileLimit));
   return Math.max(1, Math.floor((fileLimit - RESERVED_DESCRIPTORS - pool) / 2));
+}
+
+/**
+ * The most idle pooled connections an open-file limit leaves room for next to `--max-clients
+ * auto`: a third of it after {@link RESERVED_DESCRIPTORS}. With `auto`, `--pool-size` is capped
+ * there, so the pool's ready connections and the sessions never need more descriptors than there
+ * are.
+ */
+export function poolShare(fileLimit: number): number {
+  return Math.max(0, Math.floor((fileLimit - RESERVED_DESCRIPTORS) / 3));
 }
 
 /** The `--max-clients` in force, and where it came from (for the start-up line). */

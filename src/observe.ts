@@ -88,7 +88,7 @@ export function metricFamilies(stats: ProxyStats): MetricFamily[] {
     end,
   ): [string, number] => [end, stats.sessionsEnded.get(end) ?? 0]);
   return [
-    gaugeFamily(`${p}up`, "1 while the proxy runs; the labels say how it is configured.", [
+    gaugeFamily(`${p}info`, "Always 1; the labels say how the proxy is configured.", [
       { labels: { mode: stats.mode, upstream: stats.upstream }, value: 1 },
     ]),
     counterFamily(`${p}sessions_started`, "Client sessions accepted.", stats.sessionsStarted),
@@ -105,7 +105,7 @@ export function metricFamilies(stats: ProxyStats): MetricFamily[] {
     ),
     counterFamily(
       `${p}bytes`,
-      "Bytes relayed by finished sessions, by direction.",
+      "Bytes relayed by finished sessions, by direction (counted when a session ends).",
       [
         { labels: { direction: "client_to_upstream" }, value: stats.bytesFromClients },
         { labels: { direction: "upstream_to_client" }, value: stats.bytesFromUpstream },
@@ -113,7 +113,7 @@ export function metricFamilies(stats: ProxyStats): MetricFamily[] {
     ),
     histogramFamily(
       `${p}session_duration_seconds`,
-      "How long finished client sessions lasted.",
+      "How long finished client sessions lasted (1 ms to 1 h).",
       stats.sessionSeconds,
     ),
     gaugeFamily(

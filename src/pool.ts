@@ -32,6 +32,7 @@
  * @module
  */
 
+import { closeQuietly } from "./_io.ts";
 import { formatHostPort, type HostPort } from "./address.ts";
 import { AsyncQueue } from "./async_queue.ts";
 import { DelayQueue } from "./delay_queue.ts";
@@ -247,6 +248,7 @@ export class UpstreamPool {
   readonly #connHooks: ConnHooks = {
     onClosed: (conn) => this.#onClosed(conn),
     onIdleLoss: (conn, reason) => this.#onIdleLoss(conn, reason),
+    onAnswered: () => this.#lastSuccessAt = performance.now(),
   };
   readonly #maxOpen: number;
   /** Connections open or being dialled; at most {@link PoolOptions.maxOpen} when it is set. */
@@ -307,7 +309,7 @@ export class UpstreamPool {
       Math.min(TRIM_PERIOD_MS, Math.max(1, options.idleTimeoutMs / 2));
     this.#demand = new DemandTracker({
       ratio: options.preconnectRatio ?? 0,
-      capacity: Math.max(1, options.maxIdle),
+      capacity: options.mode === "off" ? 0 : options.maxIdle,
       peakPeriodMs: this.#trimPeriodMs,
     });
     const floor = options.mode === "off" ? 0 : options.minIdle;
@@ -384,7 +386,9 @@ export class UpstreamPool {
     options: { fresh?: boolean } = {},
   ): Promise<Borrowed> {
     const reusable = this.options.mode !== "off" && options.fresh !== true;
-    if (this.options.mode !== "off") this.#demand.started(performance.now());
+    if (this.options.mode !== "off" && options.fresh !== true) {
+      this.#demand.started(performance.now()); // a retry is not a new session
+    }
     try {
       while (true) {
         if (this.#closed) throw new PoolClosedError();
@@ -491,7 +495,6 @@ export class UpstreamPool {
    */
   release(conn: UpstreamConn, sessionClean: boolean): ReleaseOutcome {
     this.#refiller.released(conn);
-    if (conn.answered) this.#lastSuccessAt = performance.now();
     const refusal = this.#refusal(conn, sessionClean);
     if (refusal !== undefined) {
       this.#stats.refused[refusal]++;
@@ -601,7 +604,11 @@ export class UpstreamPool {
   #trim(): void {
     this.#trimTimer = undefined;
     if (this.#closed) return;
-    const keep = this.#demand.keepTarget(performance.now(), this.options.minIdle);
+    const now = performance.now();
+    // warm keeps what its refills aim at; reuse what was in use at once recently.
+    const keep = this.options.mode === "warm"
+      ? this.#demand.readyTarget(now, this.options.minIdle)
+      : this.#demand.keepTarget(now, this.options.minIdle);
     let excess = this.#idle.size + this.#settling.size - keep;
     for (const conn of this.#idle.snapshot()) { // oldest first
       if (excess <= 0) break;
@@ -763,7 +770,9 @@ export class UpstreamPool {
    * way (for readiness when no session proved it recently). Counted as a dial; never throws.
    */
   probe(): Promise<void> {
-    if (this.#probing !== undefined || this.#closed) return this.#probing ?? Promise.resolve();
+    if (this.#probing !== undefined) return this.#probing;
+    // Never past --max-upstream: at the bound, sessions are proof enough either way.
+    if (this.#closed || !this.#hasRoom()) return Promise.resolve();
     this.#stats.dials++;
     const started = performance.now();
     const probing = dialUpstream(
@@ -771,7 +780,7 @@ export class UpstreamPool {
       this.options.connectTimeoutMs,
       this.#closeController.signal,
     ).then((socket) => {
-      socket.close();
+      closeQuietly(socket);
       const now = performance.now();
       this.#connectSeconds.observe((now - started) / 1000);
       this.#lastSuccessAt = now;

@@ -162,6 +162,28 @@ function isOutOfDescriptors(error: unknown): boolean {
     (error instanceof Error && /os error 2[34]\b/.test(error.message));
 }
 
+/** Bounds of the session duration histogram: 1 ms to an hour (`--client-timeout`'s default). */
+const SESSION_BUCKETS_SECONDS = [
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
+  30,
+  60,
+  300,
+  900,
+  3600,
+];
+
 /** A running proxy. Create it with {@link ProxyServer.listen}. */
 export class ProxyServer {
   /** The address actually bound (port 0 resolved). */
@@ -188,7 +210,7 @@ export class ProxyServer {
   readonly #unavailable = new ThrottledWarning(LIMIT_WARNING_INTERVAL_MS);
   readonly #endCounts = new Map<SessionEnd, number>();
   readonly #accessLog = getProxyLogger("access");
-  readonly #sessionSeconds = new Histogram();
+  readonly #sessionSeconds = new Histogram(SESSION_BUCKETS_SECONDS);
   #bytesFromClients = 0;
   #bytesFromUpstream = 0;
   #retries = 0;
@@ -426,7 +448,7 @@ export class ProxyServer {
             descriptors: isOutOfDescriptors(error),
           });
         }
-        this.#listenerState = "out of descriptors";
+        if (isOutOfDescriptors(error)) this.#listenerState = "out of descriptors";
         await this.#pause(pauseMs);
         this.#listenerState = "accepting";
         pauseMs = Math.min(pauseMs * 2, ACCEPT_RETRY_MAX_MS);

@@ -359,7 +359,7 @@ Deno.test("cli start line names max-clients and where it came from, and max-upst
   const assumed = await startLine(spawnProxy(upstream.address, "off"));
   assertMatch(
     assumed,
-    /listening on 127\.0\.0\.1:\d+ upstream \S+ pool off size 1000 min-idle 0 max-clients 496 \(open-file limit assumed 1024\)$/,
+    /listening on 127\.0\.0\.1:\d+ upstream \S+ pool off size 330 min-idle 0 max-clients 496 \(open-file limit assumed 1024\)$/,
   );
 
   const given = await startLine(

@@ -113,7 +113,7 @@ Deno.test("parseCli reads every flag, with a space or an equals sign", () => {
     "--admin",
     "127.0.0.1:9090",
     "--access-log",
-    "--log-level=warn",
+    "--log-level=debug",
     "--log-format",
     "json",
   ];
@@ -141,7 +141,7 @@ Deno.test("parseCli reads every flag, with a space or an equals sign", () => {
     drainTimeoutMs: 0,
     admin: { hostname: "127.0.0.1", port: 9090 },
     accessLog: true,
-    logLevel: "warn",
+    logLevel: "debug",
     logFormat: "json",
   });
 });
@@ -660,4 +660,15 @@ Deno.test("--preconnect-ratio takes a number from 0 to 100, and only with warm o
     "--preconnect-ratio: has no effect with --pool off; drop it, or use --pool warm or reuse",
     "--preconnect-ratio",
   );
+});
+
+Deno.test("--access-log with --log-level warn or error is refused: its lines would be dropped", () => {
+  for (const level of ["warn", "error"]) {
+    rejects(
+      ["--access-log", "--log-level", level],
+      `--access-log: its lines are written at info, which --log-level ${level} drops; use --log-level info or debug`,
+      "--access-log",
+    );
+  }
+  assertEquals(run("--access-log", "--log-level", "debug").accessLog, true);
 });

@@ -8,6 +8,7 @@ import {
   defaultMaxClients,
   openFileLimit,
   parseOpenFileLimit,
+  poolShare,
   RESERVED_DESCRIPTORS,
   resolveMaxClients,
   UNLIMITED_OPEN_FILES,
@@ -65,6 +66,8 @@ Deno.test("defaultMaxClients reserves at most a third of the descriptors for idl
   assertEquals(defaultMaxClients(1024, 5_000), 331);
   assertEquals(defaultMaxClients(1024, 100), 446, "a pool under a third is reserved whole");
   assertEquals(defaultMaxClients(20_000, 1_000), 9_484);
+  assertEquals(poolShare(1024), 330, "and --pool-size is capped there with auto");
+  assertEquals(poolShare(20_000), 6_656);
 });
 
 Deno.test("resolveMaxClients keeps a given number and never reads the limit for it", () => {

@@ -138,7 +138,7 @@ Deno.test("/metrics: dial failures by reason and connections refused by the pool
   );
 });
 
-Deno.test("/readyz: checking, then ready once a probe reached the upstream; 503 with the reason once it is gone", async () => {
+Deno.test("/readyz: checking, then ready once a probe reached the upstream; 503 with the reason once it is gone, 200 again when it returns", async () => {
   const upstream = new TestUpstream(echo);
   await using proxy = startProxy(upstream.address, { pool: "off", readyIntervalMs: 200 });
   await using admin = adminOf(proxy.server);
@@ -155,6 +155,10 @@ Deno.test("/readyz: checking, then ready once a probe reached the upstream; 503 
   await readyzBecomes(admin.address, 503, 3_000);
   const gone = await get(admin.address, "/readyz");
   assertMatch(gone.body, /^upstream 127\.0\.0\.1:\d+ unreachable: .*connection refused/);
+  // The upstream returns on the same port: the next probe finds it, ready again.
+  await using back = new TestUpstream(echo, upstream.address);
+  await readyzBecomes(admin.address, 200, 3_000);
+  assertGreaterOrEqual(back.accepted, 1, "a probe reached it");
 });
 
 Deno.test("/readyz is 503 at --max-clients, and ready again below it", async () => {
@@ -312,14 +316,17 @@ Deno.test("cli: a bad --admin or --access-log value is one line and exit 2; an -
   assertMatch(inUse.lines[0], /^tcp-pool-proxy: --admin: cannot listen on 127\.0\.0\.1:\d+: /);
 });
 
-const promtool = (() => {
+/** The full path of `name` on the PATH, or undefined. */
+function findOnPath(name: string): string | undefined {
   for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
     try {
-      if (Deno.statSync(`${dir}/promtool`).isFile) return `${dir}/promtool`;
+      if (Deno.statSync(`${dir}/${name}`).isFile) return `${dir}/${name}`;
     } catch { /* not here */ }
   }
   return undefined;
-})();
+}
+
+const promtool = findOnPath("promtool");
 
 Deno.test({
   name: `promtool check metrics accepts a real scrape of a proxy that served sessions${
@@ -345,5 +352,75 @@ Deno.test({
     const said = new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr);
     assertEquals(code, 0, said);
     assertEquals(said.trim(), "", "no lint warnings");
+  },
+});
+
+const prometheus = findOnPath("prometheus");
+
+/** Asks a free port of the system (closed again at once). */
+function freePort(): number {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  return (listener.addr as Deno.NetAddr).port;
+}
+
+Deno.test({
+  name:
+    `a real Prometheus server scrapes /metrics and answers a query for the sessions the test ran${
+      prometheus === undefined ? " (ignored: prometheus not found; Debian package prometheus)" : ""
+    }`,
+  ignore: prometheus === undefined,
+  fn: async () => {
+    await using upstream = new TestUpstream(echo);
+    await using proxy = startProxy(upstream.address, { pool: "reuse" });
+    await using admin = adminOf(proxy.server);
+    for (let i = 0; i < 7; i++) assertEquals(await roundTrip(proxy.address, `m${i}`), `m${i}`);
+    await proxy.sessionsEnded(7);
+    const dir = await Deno.makeTempDir({ prefix: "prometheus-" });
+    const config = `${dir}/prometheus.yml`;
+    await Deno.writeTextFile(
+      config,
+      [
+        "global:",
+        "  scrape_interval: 1s",
+        "scrape_configs:",
+        "  - job_name: tcp-pool-proxy",
+        "    static_configs:",
+        `      - targets: ["${formatHostPort(admin.address)}"]`,
+        "",
+      ].join("\n"),
+    );
+    const port = freePort();
+    const server = new Deno.Command(prometheus as string, {
+      args: [
+        `--config.file=${config}`,
+        `--storage.tsdb.path=${dir}/data`,
+        `--web.listen-address=127.0.0.1:${port}`,
+        "--log.level=error",
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    try {
+      const query = encodeURIComponent("tcp_pool_proxy_sessions_started_total");
+      let value: string | undefined;
+      const until = performance.now() + 20_000;
+      while (value === undefined && performance.now() < until) {
+        await delay(250);
+        try {
+          const response = await fetch(`http://127.0.0.1:${port}/api/v1/query?query=${query}`);
+          const body = await response.json();
+          value = body?.data?.result?.[0]?.value?.[1];
+        } catch {
+          // not up yet
+        }
+      }
+      assertEquals(value, "7", "Prometheus has the counter the proxy exposed");
+    } finally {
+      server.kill("SIGTERM");
+      await server.stderr.cancel();
+      await server.status;
+      await Deno.remove(dir, { recursive: true });
+    }
   },
 });

@@ -690,3 +690,28 @@ Deno.test("reuse keeps released connections up to the recent peak in use, then t
     await pool.close();
   }
 });
+
+for (const mode of ["warm", "reuse"] as const) {
+  Deno.test(`${mode} --pool-size 0: a session's demand never makes the pool dial connections it cannot keep`, async () => {
+    await using upstream = new TestUpstream(echo);
+    const pool = new UpstreamPool({
+      upstream: upstream.address,
+      mode,
+      maxIdle: 0,
+      minIdle: 0,
+      preconnectRatio: 1,
+      idleTimeoutMs: 60_000,
+      maxLifetimeMs: 0,
+      connectTimeoutMs: 2_000,
+      settleMs: 0,
+    });
+    try {
+      await burst(pool, 3, true);
+      await delay(300);
+      assertEquals(upstream.accepted, 3, "one dial per session, no refills");
+      assertEquals(pool.stats.idle, 0);
+    } finally {
+      await pool.close();
+    }
+  });
+}
