@@ -77,6 +77,7 @@ const LOGTAPE_LEVEL: Record<LogLevel, LogTapeLevel> = {
  * ```
  */
 export function configureLogging(opts: LoggingOptions): void {
+  configuredFormat = opts.format;
   const formatter = opts.format === "json" ? getJsonLinesFormatter() : textFormatter();
   configureSync({
     reset: true,
@@ -93,8 +94,46 @@ export function configureLogging(opts: LoggingOptions): void {
  * records go nowhere. Meant for tests.
  */
 export function resetLogging(): void {
+  configuredFormat = undefined;
   resetSync();
 }
+
+/** The format {@link configureLogging} set; `undefined` while logging is not configured. */
+let configuredFormat: LogFormat | undefined;
+
+/** The category of the access log, as its lines name it. */
+export const ACCESS_CATEGORY = `${ROOT_CATEGORY}.access`;
+
+/**
+ * Writes one access log record at `info` to stderr, in the configured format, the same shape as
+ * LogTape's records (`2026-01-01T00:00:00.000Z [INF] tcp-pool-proxy.access: message`, or a JSON
+ * line with `@timestamp`, `level`, `message`, `logger` and `properties`), but formatted here: the
+ * message comes ready-made, and LogTape's template formatter cost about 20 µs a line, a third of
+ * a short session. Nothing is written while logging is not configured.
+ *
+ * @param message The line, already formatted.
+ * @param properties Its fields, for the JSON form.
+ */
+export function writeAccessRecord(message: string, properties: Record<string, unknown>): void {
+  if (configuredFormat === undefined) return;
+  const timestamp = new Date().toISOString();
+  const line = configuredFormat === "json"
+    ? JSON.stringify({
+      "@timestamp": timestamp,
+      level: "INFO",
+      message,
+      logger: ACCESS_CATEGORY,
+      properties,
+    })
+    : `${timestamp} [INF] ${ACCESS_CATEGORY}: ${message}`;
+  try {
+    writeAllSync(Deno.stderr, accessEncoder.encode(`${line}\n`));
+  } catch {
+    // As with LogTape's sink: a failed write to stderr loses the record, never the session.
+  }
+}
+
+const accessEncoder = new TextEncoder();
 
 /**
  * Returns the logger for a part of the proxy, under `tcp-pool-proxy`.

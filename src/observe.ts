@@ -234,15 +234,17 @@ export function readiness(
   return { ready: false, reason: `checking upstream ${stats.upstream}`, probe: true };
 }
 
-/** The access log line's template: one stable line per session, after HAProxy's `tcplog`. */
-export const ACCESS_LOG_TEMPLATE =
-  "{client} -> {upstream} session {id} {source} {queueMs}/{connectMs}/{durationMs}ms " +
-  "up {bytesFromClient}B down {bytesFromServer}B {end} retried {retried} release {release}";
-
-/** The access log record of a finished session: the template's properties, times rounded to 0.01 ms. */
-export function accessLogRecord(summary: SessionSummary): Record<string, unknown> {
+/**
+ * The access log of a finished session: one stable line, after HAProxy's `tcplog`, and its
+ * fields (times rounded to 0.01 ms) for the JSON form:
+ *
+ * `CLIENT -> UPSTREAM session ID SOURCE QUEUE/CONNECT/TOTALms up NB down NB END retried yes|no release WHAT`
+ */
+export function accessLogEntry(
+  summary: SessionSummary,
+): { line: string; fields: Record<string, unknown> } {
   const ms = (x: number) => Math.round(x * 100) / 100;
-  return {
+  const fields = {
     ...summary,
     queueMs: ms(summary.queueMs),
     connectMs: ms(summary.connectMs),
@@ -250,6 +252,11 @@ export function accessLogRecord(summary: SessionSummary): Record<string, unknown
     retried: summary.retried ? "yes" : "no",
     release: labelValue(summary.release),
   };
+  const line = `${fields.client} -> ${fields.upstream} session ${fields.id} ${fields.source} ` +
+    `${fields.queueMs}/${fields.connectMs}/${fields.durationMs}ms ` +
+    `up ${fields.bytesFromClient}B down ${fields.bytesFromServer}B ${fields.end} ` +
+    `retried ${fields.retried} release ${fields.release}`;
+  return { line, fields };
 }
 
 /**

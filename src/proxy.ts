@@ -24,15 +24,9 @@ import type { ProxyConfig } from "./config.ts";
 import { type Deadline, DeadlineWheel } from "./deadline_wheel.ts";
 import { unexpectedErrors } from "./failsafe.ts";
 import type { Readiness } from "./admin.ts";
-import { getProxyLogger, isDebugEnabled } from "./logging.ts";
+import { getProxyLogger, isDebugEnabled, writeAccessRecord } from "./logging.ts";
 import { Histogram } from "./metrics.ts";
-import {
-  ACCESS_LOG_TEMPLATE,
-  accessLogRecord,
-  type ListenerState,
-  type ProxyStats,
-  readiness,
-} from "./observe.ts";
+import { accessLogEntry, type ListenerState, type ProxyStats, readiness } from "./observe.ts";
 import { QUEUE_TIMEOUT_MS, UpstreamPool } from "./pool.ts";
 import type { Protocol } from "./framing.ts";
 import { protocolSupport } from "./protocols.ts";
@@ -89,7 +83,7 @@ export type ProxyServerOptions =
     onSessionEnd?: (summary: SessionSummary) => void;
     /** How recently the upstream must have served for `/readyz` to say ready without a probe (tests shorten it). Default 10 s (`READY_INTERVAL_MS` of `src/observe.ts`). */
     readyIntervalMs?: number;
-    /** `--access-log`: one line per finished session at `info` ({@link ACCESS_LOG_TEMPLATE}). Default false. */
+    /** `--access-log`: one line per finished session at `info` (`accessLogEntry` of `src/observe.ts`). Default false. */
     accessLog?: boolean;
   };
 
@@ -209,7 +203,6 @@ export class ProxyServer {
   readonly #limitReached = new ThrottledWarning(LIMIT_WARNING_INTERVAL_MS);
   readonly #unavailable = new ThrottledWarning(LIMIT_WARNING_INTERVAL_MS);
   readonly #endCounts = new Map<SessionEnd, number>();
-  readonly #accessLog = getProxyLogger("access");
   readonly #sessionSeconds = new Histogram(SESSION_BUCKETS_SECONDS);
   #bytesFromClients = 0;
   #bytesFromUpstream = 0;
@@ -525,7 +518,10 @@ export class ProxyServer {
     if (!unavailable && !debug && !accessLog && this.#options.onSessionEnd === undefined) return;
     const summary = session.summary();
     if (unavailable) this.#warnUnavailable(summary);
-    if (accessLog) this.#accessLog.info(ACCESS_LOG_TEMPLATE, accessLogRecord(summary));
+    if (accessLog) {
+      const { line, fields } = accessLogEntry(summary);
+      writeAccessRecord(line, fields);
+    }
     if (debug) {
       this.#sessionLog.debug(
         "session {id} {client} -> {upstream} {source} {end} up {bytesFromClient}B down {bytesFromServer}B {durationMs}ms release {release}" +
