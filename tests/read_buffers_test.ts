@@ -1,7 +1,8 @@
 /**
  * The read policy (src/_io.ts ReadBuffers), on real loopback sockets: an answer of up to 64 KiB
- * already waiting is read in two reads (so relayed in two writes), a quiet direction holds only its
- * small buffer, and shared large buffers never carry one read's bytes into another's.
+ * already waiting is read in two reads and handed on as one chunk (so relayed in one write), a quiet
+ * direction holds only its small buffer, a read waiting for the rest of a burst counts on the parked
+ * budget, and shared large buffers never carry one read's bytes into another's.
  */
 
 import { assert, assertEquals } from "./_assert.ts";
