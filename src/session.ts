@@ -9,9 +9,10 @@
  * does not read stalls the other side's reads instead of growing a buffer. Read buffers start at
  * 256 bytes and grow only while a direction is busy ({@link ReadBuffers}).
  *
- * One `AbortController` per session drives both directions: whatever ends the session first
- * aborts it with the {@link SessionEnd} as reason, which starts the teardown (close the client
- * socket, wait for every user of the upstream connection, release it once).
+ * One end code per session drives both directions: whatever ends the session first sets it (the
+ * {@link SessionEnd}) and starts the teardown (close the client socket, wait for every user of the
+ * upstream connection, release it once); an `AbortController` exists only while a connection is
+ * being borrowed, to stop that borrow.
  *
  * How a session ends (its {@link SessionEnd}):
  * - The client sends FIN. In `reuse`, if the upstream spoke last (its answer came after the
@@ -231,10 +232,15 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   #up: UpstreamConn | undefined;
   #source: SessionSummary["source"] = "none";
   /**
-   * The session's end signal: aborted, with the {@link SessionEnd} as its reason, by whatever ends
-   * the session first. Aborting it starts the teardown; both pumps stop when they see it.
+   * How the session ended; `undefined` while it runs. Set once, by {@link #finish}, by whatever
+   * ends the session first; setting it starts the teardown, and both pumps stop when they see it.
    */
-  readonly #stop = new AbortController();
+  #endCode: SessionEnd | undefined;
+  /**
+   * Aborts the borrow under way (a wait in the `--max-upstream` queue, a dial) when the session
+   * ends meanwhile; only while borrowing, so a running session holds no controller.
+   */
+  #borrowing: AbortController | undefined;
   #error: unknown;
   #starting: Promise<void> | undefined;
   #pumping: Promise<void> | undefined;
@@ -274,11 +280,6 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     this.#id = id;
     this.#context = context;
     this.#clientActiveAt = this.#startedAt;
-    this.#stop.signal.addEventListener("abort", () => {
-      this.#teardown().catch((error: unknown) =>
-        reportUnexpected(`the teardown of session ${this.#id}`, error)
-      );
-    }, { once: true });
   }
 
   start(): void {
@@ -320,11 +321,11 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     try {
       try {
         this.#client.setNoDelay(true);
-        // The connection arrives through onLease, before anything can be delivered on it. The
-        // session's own signal (aborted by whatever ends it, the drain included) stops a wait in
-        // the --max-upstream queue or a dial as soon as the session is over.
+        // The connection arrives through onLease, before anything can be delivered on it. Whatever
+        // ends the session (the drain included) stops a wait in the --max-upstream queue or a dial
+        // at once.
         this.#borrowStartedAt = performance.now();
-        await pool.borrow(this, this.#stop.signal);
+        await this.#borrow(pool, false);
       } catch (error) {
         this.#finish(connectEnd(error, signal), error);
         return;
@@ -354,16 +355,35 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     this.#replay = new ReplayBuffer(conn.leases > 1);
   }
 
-  /** How the session ended, from its end signal; `undefined` while it runs. */
+  /** How the session ended; `undefined` while it runs. */
   get #end(): SessionEnd | undefined {
-    const signal = this.#stop.signal;
-    return signal.aborted ? signal.reason as SessionEnd : undefined;
+    return this.#endCode;
   }
 
+  /**
+   * Ends the session, once: whatever comes first names the end. Stops a borrow under way and
+   * starts the teardown (its synchronous part runs now).
+   */
   #finish(end: SessionEnd, error?: unknown): void {
-    if (this.#stop.signal.aborted) return;
+    if (this.#endCode !== undefined) return;
+    this.#endCode = end;
     this.#error = error;
-    this.#stop.abort(end);
+    this.#borrowing?.abort(end);
+    this.#teardown().catch((error: unknown) =>
+      reportUnexpected(`the teardown of session ${this.#id}`, error)
+    );
+  }
+
+  /** Borrows a connection (leased through onLease), stopped if the session ends meanwhile. */
+  async #borrow(pool: SessionContext["pool"], fresh: boolean): Promise<UpstreamConn> {
+    const borrowing = new AbortController();
+    if (this.#endCode !== undefined) borrowing.abort(this.#endCode);
+    this.#borrowing = borrowing;
+    try {
+      return (await pool.borrow(this, borrowing.signal, { fresh })).conn;
+    } finally {
+      this.#borrowing = undefined;
+    }
   }
 
   /** Unblocks and waits for every user of the sockets, releases the upstream, reports. */
@@ -913,7 +933,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     try {
       this.#replay.restart();
       // Leased through onLease, which makes it the session's connection.
-      fresh = (await pool.borrow(this, this.#stop.signal, { fresh: true })).conn;
+      fresh = await this.#borrow(pool, true);
     } catch (error) {
       this.#finish(connectEnd(error, signal), error);
       return false;
