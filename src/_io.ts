@@ -322,6 +322,16 @@ export function describeError(error: unknown): string {
   return String(error);
 }
 
+/** Why binding a listen address failed, in a few words (`address already in use`, ...). */
+export function describeListenError(error: unknown): string {
+  if (error instanceof Deno.errors.AddrInUse) return "address already in use";
+  if (error instanceof Deno.errors.AddrNotAvailable) return "address not available on this host";
+  if (error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotCapable) {
+    return "permission denied";
+  }
+  return describeError(error);
+}
+
 /**
  * Closes `resource` (a socket, a listener), ignoring the error Deno throws when it is closed
  * already.

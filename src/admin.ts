@@ -42,7 +42,7 @@
  */
 
 import { formatHostPort, type HostPort } from "./address.ts";
-import { describeError } from "./_io.ts";
+import { describeError, describeListenError } from "./_io.ts";
 import { getProxyLogger } from "./logging.ts";
 import {
   exposition,
@@ -230,14 +230,7 @@ export function startAdmin(options: AdminOptions): AdminServer {
       },
     }, handler);
   } catch (error) {
-    const reason = error instanceof Deno.errors.AddrInUse
-      ? "address already in use"
-      : error instanceof Deno.errors.AddrNotAvailable
-      ? "address not available on this host"
-      : error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotCapable
-      ? "permission denied"
-      : describeError(error);
-    throw new AdminListenError(options.listen, reason, { cause: error });
+    throw new AdminListenError(options.listen, describeListenError(error), { cause: error });
   }
 
   const address: HostPort = { hostname: server.addr.hostname, port: server.addr.port };

@@ -19,7 +19,7 @@
  */
 
 import { formatHostPort, type HostPort } from "./address.ts";
-import { closeQuietly, describeError } from "./_io.ts";
+import { closeQuietly, describeError, describeListenError } from "./_io.ts";
 import type { ProxyConfig } from "./config.ts";
 import { type Deadline, DeadlineWheel } from "./deadline_wheel.ts";
 import { unexpectedErrors } from "./failsafe.ts";
@@ -280,14 +280,7 @@ export class ProxyServer {
         transport: "tcp",
       });
     } catch (error) {
-      const reason = error instanceof Deno.errors.AddrInUse
-        ? "address already in use"
-        : error instanceof Deno.errors.AddrNotAvailable
-        ? "address not available on this host"
-        : error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotCapable
-        ? "permission denied"
-        : describeError(error);
-      throw new ListenError(options.listen, reason, { cause: error });
+      throw new ListenError(options.listen, describeListenError(error), { cause: error });
     }
     return new ProxyServer(listener, options);
   }
