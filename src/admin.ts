@@ -43,7 +43,7 @@
 
 import { formatHostPort, type HostPort } from "./address.ts";
 import { describeError, describeListenError } from "./_io.ts";
-import { getProxyLogger } from "./logging.ts";
+import { getProxyLogger, ThrottledWarning } from "./logging.ts";
 import {
   exposition,
   EXPOSITION_CONTENT_TYPE,
@@ -142,19 +142,19 @@ function oneLine(text: string): string {
 export function startAdmin(options: AdminOptions): AdminServer {
   const log = getProxyLogger("admin");
   const withProcess = options.processMetrics ?? true;
-  const failures = new Map<string, { count: number; loggedAt: number }>();
+  const failures = new Map<string, ThrottledWarning>();
 
   /** Logs a provider's failure: the first, then at most one per interval with the count. */
   const logFailure = (what: string, error: unknown) => {
-    const now = performance.now();
-    let entry = failures.get(what);
-    if (entry === undefined) failures.set(what, entry = { count: 0, loggedAt: -Infinity });
-    entry.count++;
-    if (now - entry.loggedAt < ERROR_LOG_INTERVAL_MS) return;
-    entry.loggedAt = now;
+    let throttle = failures.get(what);
+    if (throttle === undefined) {
+      failures.set(what, throttle = new ThrottledWarning(ERROR_LOG_INTERVAL_MS));
+    }
+    const count = throttle.note();
+    if (count === undefined) return;
     log.error("{what} failed ({count} times so far), answered 500: {stack}", {
       what,
-      count: entry.count,
+      count,
       stack: error instanceof Error ? (error.stack ?? `${error.name}: ${error.message}`) : error,
     });
   };

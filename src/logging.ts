@@ -174,6 +174,30 @@ export function isDebugEnabled(logger: Logger = getProxyLogger()): boolean {
   return logger.isEnabledFor("debug");
 }
 
+/**
+ * Counts events that deserve a warning, and says when one is due: the first, then at most one
+ * per interval, so a stream of the same event cannot flood the log.
+ */
+export class ThrottledWarning {
+  readonly #intervalMs: number;
+  #count = 0;
+  #lastWarningAt = -Infinity;
+
+  /** @param intervalMs The shortest time between two warnings, in milliseconds. */
+  constructor(intervalMs: number) {
+    this.#intervalMs = intervalMs;
+  }
+
+  /** Counts one event. @returns the count so far when a warning is due, else `undefined`. */
+  note(): number | undefined {
+    this.#count++;
+    const now = performance.now();
+    if (now - this.#lastWarningAt < this.#intervalMs) return undefined;
+    this.#lastWarningAt = now;
+    return this.#count;
+  }
+}
+
 const BARE_STRING = /^[\x21\x23-\x7e]+$/;
 
 function textFormatter(): TextFormatter {

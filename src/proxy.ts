@@ -24,7 +24,7 @@ import type { ProxyConfig } from "./config.ts";
 import { type Deadline, DeadlineWheel } from "./deadline_wheel.ts";
 import { unexpectedErrors } from "./failsafe.ts";
 import type { Readiness } from "./admin.ts";
-import { getProxyLogger, isDebugEnabled, writeAccessRecord } from "./logging.ts";
+import { getProxyLogger, isDebugEnabled, ThrottledWarning, writeAccessRecord } from "./logging.ts";
 import { Histogram } from "./metrics.ts";
 import { accessLogEntry, type ListenerState, type ProxyStats, readiness } from "./observe.ts";
 import { QUEUE_TIMEOUT_MS, UpstreamPool } from "./pool.ts";
@@ -124,29 +124,6 @@ export function wheelResolutionMs(timeouts: SessionTimeouts): number {
   const set = [timeouts.clientMs, timeouts.serverMs, timeouts.finMs].filter((ms) => ms > 0);
   if (set.length === 0) return 0;
   return Math.min(Math.max(Math.min(...set) / 10, 10), 1_000);
-}
-
-/**
- * Counts events that deserve a warning, and says when one is due: the first, then at most one
- * per interval, so a stream of the same event cannot flood the log.
- */
-class ThrottledWarning {
-  readonly #intervalMs: number;
-  #count = 0;
-  #lastWarningAt = -Infinity;
-
-  constructor(intervalMs: number) {
-    this.#intervalMs = intervalMs;
-  }
-
-  /** Counts one event. @returns the count so far when a warning is due, else `undefined`. */
-  note(): number | undefined {
-    this.#count++;
-    const now = performance.now();
-    if (now - this.#lastWarningAt < this.#intervalMs) return undefined;
-    this.#lastWarningAt = now;
-    return this.#count;
-  }
 }
 
 /** Whether `error` says the process or the system is out of file descriptors. */
