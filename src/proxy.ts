@@ -25,7 +25,7 @@ import { type Deadline, DeadlineWheel } from "./deadline_wheel.ts";
 import { unexpectedErrors } from "./failsafe.ts";
 import type { Readiness } from "./admin.ts";
 import { getProxyLogger, isDebugEnabled, ThrottledWarning, writeAccessRecord } from "./logging.ts";
-import { Histogram } from "./metrics.ts";
+import { DEFAULT_BUCKETS_SECONDS, Histogram } from "./metrics.ts";
 import { accessLogEntry, type ListenerState, type ProxyStats, readiness } from "./observe.ts";
 import { QUEUE_TIMEOUT_MS, UpstreamPool } from "./pool.ts";
 import type { Protocol } from "./framing.ts";
@@ -133,21 +133,12 @@ function isOutOfDescriptors(error: unknown): boolean {
     (error instanceof Error && /os error 2[34]\b/.test(error.message));
 }
 
-/** Bounds of the session duration histogram: 1 ms to an hour (`--client-timeout`'s default). */
+/**
+ * Bounds of the session duration histogram: the default bounds from 1 ms, then out to an hour
+ * (`--client-timeout`'s default).
+ */
 const SESSION_BUCKETS_SECONDS = [
-  0.001,
-  0.0025,
-  0.005,
-  0.01,
-  0.025,
-  0.05,
-  0.1,
-  0.25,
-  0.5,
-  1,
-  2.5,
-  5,
-  10,
+  ...DEFAULT_BUCKETS_SECONDS.filter((bound) => bound >= 0.001),
   30,
   60,
   300,
