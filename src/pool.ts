@@ -359,7 +359,7 @@ export class UpstreamPool {
       idle,
       settling,
       dialling: this.#dialsInFlight,
-      leased: this.#open - this.#dialsInFlight - idle - settling,
+      leased: this.#leased,
       queued: this.#queue.length,
       lastDialError: this.#lastDialError,
       refillFailure: this.#refiller.failure,
@@ -434,8 +434,12 @@ export class UpstreamPool {
     const now = performance.now();
     if (this.options.mode === "warm") return this.#demand.readyTarget(now, floor);
     if (this.options.mode === "off") return 0;
-    const leased = this.#open - this.#dialsInFlight - this.#idle.size - this.#settling.size;
-    return this.#demand.reuseReadyTarget(now, floor, leased);
+    return this.#demand.reuseReadyTarget(now, floor, this.#leased);
+  }
+
+  /** Connections serving a session now: open ones that are not being dialled, idle or settling. */
+  get #leased(): number {
+    return this.#open - this.#dialsInFlight - this.#idle.size - this.#settling.size;
   }
 
   /**
@@ -443,8 +447,7 @@ export class UpstreamPool {
    * yet available again, so as good as in use when sizing what to keep).
    */
   #noteLeased(): void {
-    const taken = this.#open - this.#dialsInFlight - this.#idle.size;
-    this.#demand.leased(taken, performance.now());
+    this.#demand.leased(this.#leased + this.#settling.size, performance.now());
   }
 
   #lostBeforeUse(conn: UpstreamConn): UpstreamConnectError {
