@@ -22,7 +22,7 @@ import {
 } from "./_assert.ts";
 import { AdminListenError, type AdminOptions, type AdminServer, startAdmin } from "../src/admin.ts";
 import { closeQuietly, delay, encoder, readToEnd, within, writeAll } from "./_net.ts";
-import { missingBinaries } from "./_servers.ts";
+import { missingBinaries, run } from "./_servers.ts";
 import { configureLogging, resetLogging } from "../src/logging.ts";
 import {
   counterFamily,
@@ -451,17 +451,9 @@ Deno.test({
         "# TYPE process_resident_memory_bytes gauge",
       ]
     ) assertStringIncludes(scrape.body, `${line}\n`);
-    const child = new Deno.Command("promtool", {
-      args: ["check", "metrics"],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const writer = child.stdin.getWriter();
-    await writer.write(encoder.encode(scrape.body));
-    await writer.close();
-    const { code, stdout, stderr } = await child.output();
-    const said = new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr);
-    assertEquals([code, said], [0, ""], scrape.body);
+    const checked = await run("promtool", ["check", "metrics"], {
+      stdin: encoder.encode(scrape.body),
+    });
+    assertEquals([checked.code, checked.stdout + checked.stderr], [0, ""], scrape.body);
   },
 });

@@ -30,7 +30,8 @@ import {
   within,
   writeAll,
 } from "./_net.ts";
-import { EchoUpstream, MAIN_TS, ProxyProcess } from "./_proxy_process.ts";
+import { EchoUpstream, exchange, MAIN_TS, ProxyProcess, relayOnce } from "./_proxy_process.ts";
+import { describeRun, freePort, missingBinaries, run } from "./_servers.ts";
 
 /** Serves the admin endpoint of `server` on 127.0.0.1:0, as main.ts does. */
 function adminOf(server: ProxyServer) {
@@ -198,10 +199,7 @@ Deno.test("cli --admin: /healthz and /metrics while serving; /readyz turns 503 t
   assertEquals(await get(admin, "/healthz"), { status: 200, body: "ok\n" });
   const session = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
-    await within(session, 3_000, async () => {
-      await writeAll(session, encoder.encode("ping"));
-      await readExactly(session, 4);
-    });
+    assertEquals(await exchange(session, "ping", 3_000), "ping");
     await readyzBecomes(admin, 200, 3_000);
     const metrics = await get(admin, "/metrics");
     assertEquals(sample(metrics.body, "tcp_pool_proxy_sessions_active"), 1);
@@ -230,12 +228,7 @@ Deno.test("cli --access-log: one line per finished session with its times, bytes
     ]);
     const port = await proxy.listeningPort();
     for (const text of ["hello", "again"]) {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      await within(conn, 3_000, async () => {
-        await writeAll(conn, encoder.encode(text));
-        await readExactly(conn, text.length);
-      });
-      closeQuietly(conn);
+      assertEquals(await relayOnce(port, text, 3_000), text);
     }
     if (lines > 0) {
       const first = await proxy.waitForLine(/tcp-pool-proxy\.access: /);
@@ -269,12 +262,7 @@ Deno.test("cli --access-log with --log-format json: one JSON record per session 
     "json",
   ]);
   const port = await proxy.listeningPort();
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  await within(conn, 3_000, async () => {
-    await writeAll(conn, encoder.encode("abc"));
-    await readExactly(conn, 3);
-  });
-  closeQuietly(conn);
+  assertEquals(await relayOnce(port, "abc", 3_000), "abc");
   const found = await proxy.waitForLine(/"logger":"tcp-pool-proxy\.access"/);
   const record = JSON.parse(found.line);
   const p = record.properties;
@@ -316,59 +304,30 @@ Deno.test("cli: a bad --admin or --access-log value is one line and exit 2; an -
   assertMatch(inUse.lines[0], /^tcp-pool-proxy: --admin: cannot listen on 127\.0\.0\.1:\d+: /);
 });
 
-/** The full path of `name` on the PATH, or undefined. */
-function findOnPath(name: string): string | undefined {
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
-    try {
-      if (Deno.statSync(`${dir}/${name}`).isFile) return `${dir}/${name}`;
-    } catch { /* not here */ }
-  }
-  return undefined;
-}
-
-const promtool = findOnPath("promtool");
+const noPromtool = missingBinaries("promtool");
 
 Deno.test({
-  name: `promtool check metrics accepts a real scrape of a proxy that served sessions${
-    promtool === undefined ? " (ignored: promtool not found; Debian package prometheus)" : ""
-  }`,
-  ignore: promtool === undefined,
+  name: `promtool check metrics accepts a real scrape of a proxy that served sessions${noPromtool}`,
+  ignore: noPromtool !== "",
   fn: async () => {
     await using upstream = new TestUpstream(echo);
     await using proxy = startProxy(upstream.address, { pool: "reuse" });
     assertEquals(await roundTrip(proxy.address, "p"), "p");
     await proxy.sessionsEnded(1);
     const text = exposition(metricFamilies(proxy.server.stats));
-    const child = new Deno.Command(promtool as string, {
-      args: ["check", "metrics"],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const writer = child.stdin.getWriter();
-    await writer.write(encoder.encode(text));
-    await writer.close();
-    const { code, stdout, stderr } = await child.output();
-    const said = new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr);
-    assertEquals(code, 0, said);
+    const checked = await run("promtool", ["check", "metrics"], { stdin: encoder.encode(text) });
+    const said = checked.stdout + checked.stderr;
+    assertEquals(checked.code, 0, describeRun(checked));
     assertEquals(said.trim(), "", "no lint warnings");
   },
 });
 
-const prometheus = findOnPath("prometheus");
-
-/** Asks a free port of the system (closed again at once). */
-function freePort(): number {
-  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  return (listener.addr as Deno.NetAddr).port;
-}
+const noPrometheus = missingBinaries("prometheus");
 
 Deno.test({
   name:
-    `a real Prometheus server scrapes /metrics and answers a query for the sessions the test ran${
-      prometheus === undefined ? " (ignored: prometheus not found; Debian package prometheus)" : ""
-    }`,
-  ignore: prometheus === undefined,
+    `a real Prometheus server scrapes /metrics and answers a query for the sessions the test ran${noPrometheus}`,
+  ignore: noPrometheus !== "",
   fn: async () => {
     await using upstream = new TestUpstream(echo);
     await using proxy = startProxy(upstream.address, { pool: "reuse" });
@@ -390,7 +349,7 @@ Deno.test({
       ].join("\n"),
     );
     const port = freePort();
-    const server = new Deno.Command(prometheus as string, {
+    const server = new Deno.Command("prometheus", {
       args: [
         `--config.file=${config}`,
         `--storage.tsdb.path=${dir}/data`,
