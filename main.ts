@@ -26,6 +26,7 @@ import { type MaxClientsChoice, poolShare, resolveMaxClients } from "./src/limit
 import { configureLogging, getProxyLogger, type Logger } from "./src/logging.ts";
 import { configInForce, metricFamilies } from "./src/observe.ts";
 import { ListenError, ProxyServer } from "./src/proxy.ts";
+import { CertificateReloader, listenerTlsOf, upstreamTlsOf } from "./src/tls.ts";
 
 const encoder = new TextEncoder();
 
@@ -104,6 +105,17 @@ function logListening(
 }
 
 async function serve(config: ProxyConfig): Promise<number> {
+  let upstreamTls;
+  let listenerTls;
+  try {
+    // Certificate files are read and checked before anything starts.
+    upstreamTls = upstreamTlsOf(config);
+    listenerTls = listenerTlsOf(config);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    printLine(Deno.stderr, `tcp-pool-proxy: ${error.message}`);
+    return 2;
+  }
   configureLogging({ level: config.logLevel, format: config.logFormat });
   installFailsafe();
   const log = getProxyLogger();
@@ -114,7 +126,13 @@ async function serve(config: ProxyConfig): Promise<number> {
     : Math.min(config.poolSize, poolShare(limit.fileLimit));
   let server: ProxyServer;
   try {
-    server = ProxyServer.listen({ ...config, poolSize, maxClients: limit.maxClients });
+    const options = { ...config, poolSize, maxClients: limit.maxClients, tls: upstreamTls };
+    server = listenerTls === undefined
+      ? ProxyServer.listen(options)
+      : await ProxyServer.listenTls(options, {
+        files: listenerTls,
+        handshakeTimeoutMs: config.tlsHandshakeTimeoutMs,
+      });
   } catch (error) {
     if (!(error instanceof ListenError)) throw error;
     printLine(Deno.stderr, `tcp-pool-proxy: --listen: ${error.message}`);
@@ -138,6 +156,7 @@ async function serve(config: ProxyConfig): Promise<number> {
   }
   // Listen for signals before the start-up line, which tells the world that the proxy is up.
   const stopSignal = firstStopSignal(log, server);
+  const reloader = new CertificateReloader([upstreamTls, listenerTls], config.tlsReloadIntervalMs);
   logStateOnHangup(server);
   logListening(log, server, { ...config, poolSize }, limit);
   if (config.pool === "reuse" && config.protocol === "raw") {
@@ -155,6 +174,7 @@ async function serve(config: ProxyConfig): Promise<number> {
   });
   // The admin endpoint stays up through the drain: /readyz says 503 from its first moment.
   const report = await server.shutdown(config.drainTimeoutMs);
+  reloader.stop();
   await admin?.shutdown();
   log.info("stopped: {drained} sessions drained, {cut} cut at the drain timeout", { ...report });
   return 0;

@@ -21,11 +21,44 @@ export const BURST_READ_BUFFER = 64 * 1024;
 export const MAX_READ_BUFFER = 256 * 1024;
 
 /**
+ * The part of a socket that the relay uses, on either side: a `Deno.Conn` is one, and so is a
+ * TLS connection made with `node:tls` (`SocketConn`).
+ */
+export interface ByteConn {
+  /** Reads into `p`: the number of bytes, or `null` at the peer's end of stream. */
+  read(p: Uint8Array): Promise<number | null>;
+  /** Writes some of `p`, resolving with how many bytes were taken. */
+  write(p: Uint8Array): Promise<number>;
+  /** Ends the write side (FIN); reading goes on. */
+  closeWrite(): Promise<void>;
+  /** Closes the socket; a pending read or write fails. */
+  close(): void;
+}
+
+/** A client's socket as a session uses it: a `Deno.TcpConn`, or a TLS `SocketConn`. */
+export interface ClientConn extends ByteConn {
+  /** The client's address. */
+  readonly remoteAddr: Deno.Addr;
+  /** Turns Nagle's algorithm off (`true`) or on. */
+  setNoDelay(noDelay?: boolean): void;
+}
+
+/** Where clients come from: a `Deno.TcpListener`, or a `TlsListener`. */
+export interface ClientListener {
+  /** The address bound. */
+  readonly addr: Deno.NetAddr;
+  /** The next client; rejects once the listener is closed. */
+  accept(): Promise<ClientConn>;
+  /** Stops listening. */
+  close(): void;
+}
+
+/**
  * Writes every byte of `chunk` to `conn`, looping over short writes.
  *
  * @throws whatever `conn.write` throws (for example `Deno.errors.BrokenPipe`).
  */
-export async function writeAll(conn: Deno.Conn, chunk: Uint8Array): Promise<void> {
+export async function writeAll(conn: ByteConn, chunk: Uint8Array): Promise<void> {
   let offset = 0;
   while (offset < chunk.length) {
     offset += await conn.write(offset === 0 ? chunk : chunk.subarray(offset));
@@ -324,9 +357,18 @@ export function describeError(error: unknown): string {
 
 /** Why binding a listen address failed, in a few words (`address already in use`, ...). */
 export function describeListenError(error: unknown): string {
-  if (error instanceof Deno.errors.AddrInUse) return "address already in use";
-  if (error instanceof Deno.errors.AddrNotAvailable) return "address not available on this host";
-  if (error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotCapable) {
+  // node:net reports the same as codes (the TLS listener is node:tls's).
+  const code = (error as { code?: unknown } | undefined)?.code;
+  if (error instanceof Deno.errors.AddrInUse || code === "EADDRINUSE") {
+    return "address already in use";
+  }
+  if (error instanceof Deno.errors.AddrNotAvailable || code === "EADDRNOTAVAIL") {
+    return "address not available on this host";
+  }
+  if (
+    error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotCapable ||
+    code === "EACCES"
+  ) {
     return "permission denied";
   }
   return describeError(error);

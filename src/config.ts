@@ -108,6 +108,27 @@ export interface ProxyConfig {
   admin: HostPort | undefined;
   /** `--access-log`: one line per finished session at `info`. Default false. */
   accessLog: boolean;
+  /** `--upstream-tls`: every upstream connection is TLS. Default false. */
+  upstreamTls: boolean;
+  /** `--upstream-sni`: the name the upstream's certificate must be valid for; default its host. */
+  upstreamSni: string | undefined;
+  /** `--upstream-ca`: a PEM file of certificates to trust instead of the runtime's root store. */
+  upstreamCa: string | undefined;
+  /** `--upstream-cert`: a PEM client certificate (chain) for mutual TLS; with `upstreamKey`. */
+  upstreamCert: string | undefined;
+  /** `--upstream-key`: the PEM private key of `upstreamCert`. */
+  upstreamKey: string | undefined;
+  /** `--tls-cert`: the listener accepts TLS with this PEM certificate (chain); with `tlsKey`. */
+  tlsCert: string | undefined;
+  /** `--tls-key`: the PEM private key of `tlsCert`. */
+  tlsKey: string | undefined;
+  /** `--tls-handshake-timeout`: bound on a client's TLS handshake, in ms. Default 10 s. */
+  tlsHandshakeTimeoutMs: number;
+  /**
+   * `--tls-reload-interval`: how often certificate files are checked for changes, in ms; 0
+   * never. Default 5 s.
+   */
+  tlsReloadIntervalMs: number;
   /** The lowest level logged. Default `info`. */
   logLevel: LogLevel;
   /** The log format. Default `text`. */
@@ -196,6 +217,15 @@ export const DEFAULT_CONFIG: Readonly<ProxyConfig> = Object.freeze({
   drainTimeoutMs: 30_000,
   admin: undefined,
   accessLog: false,
+  upstreamTls: false,
+  upstreamSni: undefined,
+  upstreamCa: undefined,
+  upstreamCert: undefined,
+  upstreamKey: undefined,
+  tlsCert: undefined,
+  tlsKey: undefined,
+  tlsHandshakeTimeoutMs: 10_000,
+  tlsReloadIntervalMs: 5_000,
   logLevel: "info",
   logFormat: "text",
 });
@@ -233,6 +263,14 @@ const VALUE_FLAGS = [
   "reuse-settle",
   "drain-timeout",
   "admin",
+  "upstream-sni",
+  "upstream-ca",
+  "upstream-cert",
+  "upstream-key",
+  "tls-cert",
+  "tls-key",
+  "tls-handshake-timeout",
+  "tls-reload-interval",
   "log-level",
   "log-format",
 ] as const;
@@ -261,6 +299,14 @@ const ACCEPTS: Record<ValueFlag, string> = {
   "reuse-settle": "give a duration, e.g. 5ms, or 0",
   "drain-timeout": "give a duration, e.g. 30s, or 0",
   "admin": "give HOST:PORT, e.g. 127.0.0.1:9090",
+  "upstream-sni": "give a host name, e.g. cache.internal",
+  "upstream-ca": "give a PEM file, e.g. /etc/ssl/certs/internal-ca.pem",
+  "upstream-cert": "give a PEM file, e.g. /etc/tcp-pool-proxy/client.crt",
+  "upstream-key": "give a PEM file, e.g. /etc/tcp-pool-proxy/client.key",
+  "tls-cert": "give a PEM file, e.g. /etc/tcp-pool-proxy/server.crt",
+  "tls-key": "give a PEM file, e.g. /etc/tcp-pool-proxy/server.key",
+  "tls-handshake-timeout": "give a duration greater than 0, e.g. 10s",
+  "tls-reload-interval": "give a duration, e.g. 5s, or 0 for never",
   "log-level": "use debug, info, warn or error",
   "log-format": "use text or json",
 };
@@ -289,7 +335,7 @@ const ACCEPTS: Record<ValueFlag, string> = {
  * ```
  */
 export function parseCli(args: string[]): CliCommand {
-  for (const flag of ["--redis-reset", "--access-log"]) {
+  for (const flag of ["--redis-reset", "--access-log", "--upstream-tls"]) {
     const valued = args.find((arg) => arg.startsWith(`${flag}=`));
     if (valued !== undefined) {
       throw new ConfigError(
@@ -303,7 +349,7 @@ export function parseCli(args: string[]): CliCommand {
   const parsed: unknown = parseArgs(joinSeparateValues(args), {
     string: [...VALUE_FLAGS],
     collect: [...VALUE_FLAGS],
-    boolean: ["help", "version", "redis-reset", "access-log"],
+    boolean: ["help", "version", "redis-reset", "access-log", "upstream-tls"],
     unknown: rejectUnknown,
   });
   const raw = toRecord(parsed);
@@ -320,7 +366,11 @@ export function parseCli(args: string[]): CliCommand {
   }
   return {
     kind: "run",
-    config: buildConfig(values, raw["redis-reset"] === true, raw["access-log"] === true),
+    config: buildConfig(values, {
+      redisReset: raw["redis-reset"] === true,
+      accessLog: raw["access-log"] === true,
+      upstreamTls: raw["upstream-tls"] === true,
+    }),
   };
 }
 
@@ -435,6 +485,24 @@ export function helpText(): string {
     ["--admin HOST:PORT", "serve /metrics, /stats, /healthz and /readyz over HTTP there"],
     ["", "(default none; for loopback or a private network)"],
     ["--access-log", "log one line per finished session at info (default off)"],
+    ["--upstream-tls", "connect to the upstream over TLS (default off)"],
+    ["--upstream-sni NAME", "the name its certificate must be valid for (default its host)"],
+    ["--upstream-ca FILE", "PEM certificates to trust instead of the system's roots"],
+    ["--upstream-cert FILE", "a client certificate for mutual TLS (PEM; with --upstream-key)"],
+    ["--upstream-key FILE", "its private key (PEM)"],
+    ["--tls-cert FILE", "accept clients over TLS with this certificate (PEM; with --tls-key)"],
+    ["--tls-key FILE", "its private key (PEM)"],
+    [
+      "--tls-handshake-timeout DURATION",
+      `bound on a client's TLS handshake (default ${formatDuration(d.tlsHandshakeTimeoutMs)})`,
+    ],
+    [
+      "--tls-reload-interval DURATION",
+      `check certificate files for changes this often, 0 never (default ${
+        formatDuration(d.tlsReloadIntervalMs)
+      })`,
+    ],
+    ["", "(the files need --allow-read for them)"],
     ["--log-level LEVEL", `debug, info, warn or error (default ${d.logLevel})`],
     ["--log-format FORMAT", `text or json, written to stderr (default ${d.logFormat})`],
     ["--help", "print this help and exit"],
@@ -532,9 +600,47 @@ function singleValue(flag: ValueFlag, collected: unknown): string | undefined {
 
 function buildConfig(
   values: Map<ValueFlag, string>,
-  redisReset: boolean,
-  accessLog: boolean,
+  switches: { redisReset: boolean; accessLog: boolean; upstreamTls: boolean },
 ): ProxyConfig {
+  const { redisReset, accessLog, upstreamTls } = switches;
+  for (const flag of ["upstream-sni", "upstream-ca", "upstream-cert", "upstream-key"] as const) {
+    if (values.has(flag) && !upstreamTls) {
+      throw new ConfigError(
+        `--${flag}: has no effect without --upstream-tls; add --upstream-tls, or drop it`,
+        `--${flag}`,
+      );
+    }
+  }
+  for (
+    const [flag, other] of [["upstream-cert", "upstream-key"], ["tls-cert", "tls-key"]] as const
+  ) {
+    if (values.has(flag) !== values.has(other)) {
+      const [given, missing] = values.has(flag) ? [flag, other] : [other, flag];
+      throw new ConfigError(
+        `--${given}: needs --${missing} as well (a certificate and its private key go together)`,
+        `--${given}`,
+      );
+    }
+  }
+  if (values.has("tls-handshake-timeout") && !values.has("tls-cert")) {
+    throw new ConfigError(
+      "--tls-handshake-timeout: has no effect without --tls-cert; add --tls-cert and --tls-key, or drop it",
+      "--tls-handshake-timeout",
+    );
+  }
+  const upstreamSni = values.get("upstream-sni");
+  if (
+    upstreamSni !== undefined &&
+    (!/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(upstreamSni) ||
+      /^[0-9.]+$/.test(upstreamSni))
+  ) {
+    throw new ConfigError(
+      `--upstream-sni: ${JSON.stringify(upstreamSni)} is not a host name; ${
+        ACCEPTS["upstream-sni"]
+      } (an IP address upstream is checked against the address without it)`,
+      "--upstream-sni",
+    );
+  }
   const d = DEFAULT_CONFIG;
   const pool = oneOf("pool", values.get("pool"), POOL_MODES, "a pool mode") ?? d.pool;
   const poolSize = integer("pool-size", values.get("pool-size"), MAX_POOL_SIZE) ?? d.poolSize;
@@ -640,6 +746,18 @@ function buildConfig(
     drainTimeoutMs: duration("drain-timeout", values.get("drain-timeout"), 0) ?? d.drainTimeoutMs,
     admin: address("admin", values.get("admin"), true),
     accessLog,
+    upstreamTls,
+    upstreamSni,
+    upstreamCa: values.get("upstream-ca"),
+    upstreamCert: values.get("upstream-cert"),
+    upstreamKey: values.get("upstream-key"),
+    tlsCert: values.get("tls-cert"),
+    tlsKey: values.get("tls-key"),
+    tlsHandshakeTimeoutMs:
+      duration("tls-handshake-timeout", values.get("tls-handshake-timeout"), 1) ??
+        d.tlsHandshakeTimeoutMs,
+    tlsReloadIntervalMs: duration("tls-reload-interval", values.get("tls-reload-interval"), 0) ??
+      d.tlsReloadIntervalMs,
     logLevel,
     logFormat: oneOf("log-format", values.get("log-format"), LOG_FORMATS, "a log format") ??
       d.logFormat,

@@ -1,15 +1,36 @@
 /**
- * Dialling the upstream with a bounded connect time. A connect that times out or is abandoned is
- * aborted through `Deno.connect`'s signal, so no late socket is left behind.
+ * Dialling the upstream with a bounded connect time, in plain TCP or TLS. A plain connect that
+ * times out or is abandoned is aborted through `Deno.connect`'s signal, so no late socket is left
+ * behind. A TLS dial goes through `node:tls` (see `socket_conn.ts` for why): TCP_NODELAY, the name
+ * to verify and send as SNI (none for an IP address), the CA list and client certificate of the
+ * current {@link UpstreamTls} context; the handshake completes before the connection is returned,
+ * and a dial cut by its deadline or an abort is destroyed at once, socket and all.
  *
  * @module
  */
 
+import tls from "node:tls";
+import { isIP } from "node:net";
 import { formatHostPort, type HostPort } from "./address.ts";
-import { describeError } from "./_io.ts";
+import { type ByteConn, describeError } from "./_io.ts";
+import { denoError, SocketConn } from "./socket_conn.ts";
 
-/** Why a dial failed. */
-export type ConnectFailure = "timeout" | "refused" | "aborted" | "closed" | "error";
+/** Why a dial failed; `tls`: the TLS handshake failed (the reason names what). */
+export type ConnectFailure = "timeout" | "refused" | "aborted" | "closed" | "tls" | "error";
+
+/** TLS to the upstream (`--upstream-tls`). */
+export interface UpstreamTls {
+  /**
+   * The name the upstream's certificate must be valid for, sent as SNI (`--upstream-sni`);
+   * default its host (for an IP address: no SNI, and the certificate must name that address).
+   */
+  serverName?: string;
+  /**
+   * The CA list and client certificate for new connections (`--upstream-ca`,
+   * `--upstream-cert`, `--upstream-key`); a reload replaces it, connections made before keep theirs.
+   */
+  secureContext(): tls.SecureContext;
+}
 
 /** A dial to the upstream failed. Carries the address and the reason. */
 export class UpstreamConnectError extends Error {
@@ -33,16 +54,140 @@ export class UpstreamConnectError extends Error {
 const CONNECT_TIMEOUT = new Error("connect timeout");
 
 /**
- * Connects to `address` with TCP_NODELAY set, giving up after `timeoutMs` or when any of
- * `signals` aborts (without `AbortSignal.any`, which would cost a signal per dial).
+ * Connects to `address` with TCP_NODELAY set, and with `tls` completes a TLS handshake, giving up
+ * after `timeoutMs` (connect and handshake together) or when any of `signals` aborts (without
+ * `AbortSignal.any`, which would cost a signal per dial).
  *
- * @throws {UpstreamConnectError} with `failure` `"timeout"`, `"refused"`, `"aborted"` or
- * `"error"` (the pool adds `"closed"`: connected, but closed by the upstream before first use).
+ * @throws {UpstreamConnectError} with `failure` `"timeout"`, `"refused"`, `"aborted"`, `"tls"`
+ * or `"error"` (the pool adds `"closed"`: connected, but closed by the upstream before first use).
  */
-export async function dialUpstream(
+export function dialUpstream(
   address: HostPort,
   timeoutMs: number,
+  upstreamTls: UpstreamTls | undefined,
   ...signals: AbortSignal[]
+): Promise<ByteConn> {
+  if (upstreamTls === undefined) return dialTcp(address, timeoutMs, signals);
+  return dialTls(address, timeoutMs, upstreamTls, signals);
+}
+
+/** A TLS dial through `node:tls`; settles once, and leaves no socket behind when it fails. */
+function dialTls(
+  address: HostPort,
+  timeoutMs: number,
+  upstreamTls: UpstreamTls,
+  signals: AbortSignal[],
+): Promise<ByteConn> {
+  const ip = isIP(address.hostname) !== 0;
+  const serverName = upstreamTls.serverName ?? address.hostname;
+  return new Promise<ByteConn>((resolve, reject) => {
+    if (signals.some((signal) => signal.aborted)) {
+      reject(new UpstreamConnectError(address, "aborted", "aborted"));
+      return;
+    }
+    let tcpConnected = false;
+    let settled = false;
+    const options: tls.ConnectionOptions & { allowHalfOpen: boolean } = {
+      host: address.hostname,
+      port: address.port,
+      // Verified against the SNI name when there is one, else against the address.
+      servername: upstreamTls.serverName ?? (ip ? undefined : address.hostname),
+      secureContext: upstreamTls.secureContext(),
+      rejectUnauthorized: true,
+      allowHalfOpen: true, // the upstream's FIN ends its direction only, as over plain TCP
+    };
+    const socket = tls.connect(options);
+    socket.setNoDelay(true);
+    const finish = (error: UpstreamConnectError | undefined) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      for (const signal of signals) signal.removeEventListener("abort", onAbort);
+      socket.off("connect", onConnect);
+      socket.off("secureConnect", onSecure);
+      socket.off("error", onError);
+      socket.off("close", onClose);
+      if (error === undefined) {
+        resolve(new SocketConn(socket)); // adds its own listeners, an error one among them
+        return;
+      }
+      socket.on("error", () => {}); // destroyed: whatever it still reports has no reader
+      socket.destroy();
+      reject(error);
+    };
+    const onConnect = () => tcpConnected = true;
+    const onSecure = () => finish(undefined);
+    const onError = (error: Error & { code?: string }) => {
+      if (!tcpConnected) {
+        const mapped = denoError(error);
+        const failure = mapped instanceof Deno.errors.ConnectionRefused ? "refused" : "error";
+        finish(
+          new UpstreamConnectError(address, failure, describeError(mapped), { cause: error }),
+        );
+        return;
+      }
+      finish(
+        new UpstreamConnectError(address, "tls", tlsReason(error, serverName), { cause: error }),
+      );
+    };
+    const onClose = () =>
+      finish(
+        new UpstreamConnectError(
+          address,
+          "tls",
+          "TLS: the upstream closed the connection during the handshake (not a TLS server?)",
+        ),
+      );
+    const onAbort = () => finish(new UpstreamConnectError(address, "aborted", "aborted"));
+    const timer = setTimeout(
+      () =>
+        finish(
+          new UpstreamConnectError(
+            address,
+            "timeout",
+            `timed out after ${timeoutMs}ms (${tcpConnected ? "TLS handshake" : "TCP connect"})`,
+          ),
+        ),
+      timeoutMs,
+    );
+    socket.on("connect", onConnect);
+    socket.on("secureConnect", onSecure);
+    socket.on("error", onError);
+    socket.on("close", onClose);
+    for (const signal of signals) signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/**
+ * One line for a failed handshake, from the code `node:tls` gives it, e.g.
+ * `TLS: certificate is not valid for "cache.internal"`.
+ */
+function tlsReason(error: Error & { code?: string }, serverName: string): string {
+  switch (error.code) {
+    case "ERR_TLS_CERT_ALTNAME_INVALID":
+      return `TLS: certificate is not valid for ${JSON.stringify(serverName)} (${error.message})`;
+    case "UNABLE_TO_VERIFY_LEAF_SIGNATURE":
+    case "UNABLE_TO_GET_ISSUER_CERT_LOCALLY":
+    case "SELF_SIGNED_CERT_IN_CHAIN":
+    case "DEPTH_ZERO_SELF_SIGNED_CERT":
+    case "CERT_HAS_EXPIRED":
+    case "CERT_NOT_YET_VALID":
+      // The runtime gives one code for an unknown issuer and for a certificate out of its dates.
+      return `TLS: certificate not trusted: not issued by a trusted CA (--upstream-ca), or expired, or not yet valid (${error.code})`;
+    case "ERR_SSL_WRONG_VERSION_NUMBER":
+      return `TLS: the upstream does not speak TLS (a plaintext server?): ${error.message}`;
+    case "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED":
+      return "TLS: the upstream requires a client certificate (--upstream-cert, --upstream-key)";
+    case "ECONNRESET":
+      return "TLS: the upstream reset the connection during the handshake (not a TLS server?)";
+  }
+  return `TLS: ${error.message}${error.code === undefined ? "" : ` (${error.code})`}`;
+}
+
+async function dialTcp(
+  address: HostPort,
+  timeoutMs: number,
+  signals: AbortSignal[],
 ): Promise<Deno.TcpConn> {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(CONNECT_TIMEOUT), timeoutMs);

@@ -25,6 +25,7 @@ import {
   type Sample,
 } from "./metrics.ts";
 import type { PoolStats } from "./pool.ts";
+import type { TlsHandshakeCounts } from "./tls_listener.ts";
 import { SESSION_ENDS, type SessionEnd, type SessionSummary } from "./session.ts";
 
 /** The prefix of every metric of the proxy (process metrics aside). */
@@ -69,6 +70,8 @@ export interface ProxyStats {
   unexpectedErrors: number;
   /** The pool's counters and gauges. */
   pool: PoolStats;
+  /** Client TLS handshakes, with `--tls-cert` only. */
+  clientTlsHandshakes?: TlsHandshakeCounts;
 }
 
 /** `pool full` → `pool_full`: label values in Prometheus' usual form. */
@@ -121,6 +124,16 @@ export function metricFamilies(stats: ProxyStats): MetricFamily[] {
       "1 while the listener takes new clients; 0 at --max-clients, out of descriptors, or draining.",
       stats.listener === "accepting" ? 1 : 0,
     ),
+    ...(stats.clientTlsHandshakes === undefined ? [] : [
+      counterFamily(
+        `${p}client_tls_handshakes`,
+        "TLS handshakes with clients (--tls-cert), by result: completed, or failed (refused, broken, timed out).",
+        [
+          { labels: { result: "completed" }, value: stats.clientTlsHandshakes.completed },
+          { labels: { result: "failed" }, value: stats.clientTlsHandshakes.failed },
+        ],
+      ),
+    ]),
     gaugeFamily(`${p}max_clients`, "--max-clients in force (0: none).", stats.maxClients),
     gaugeFamily(`${p}draining`, "1 once a drain has started.", stats.draining ? 1 : 0),
     gaugeFamily(

@@ -38,7 +38,12 @@ import { AsyncQueue } from "./async_queue.ts";
 import { DelayQueue } from "./delay_queue.ts";
 import { DemandTracker, PEAK_PERIOD_MS } from "./demand.ts";
 import type { PoolMode } from "./config.ts";
-import { type ConnectFailure, dialUpstream, UpstreamConnectError } from "./dial.ts";
+import {
+  type ConnectFailure,
+  dialUpstream,
+  UpstreamConnectError,
+  type UpstreamTls,
+} from "./dial.ts";
 import { formatDuration } from "./duration.ts";
 import { IdleLimitLearner } from "./idle_limit.ts";
 import { getProxyLogger, type Logger } from "./logging.ts";
@@ -73,8 +78,10 @@ export interface PoolOptions {
    * connection's own limit is shortened by a random 0-2.5% ({@link LIFETIME_JITTER}).
    */
   maxLifetimeMs: number;
-  /** Bound on one dial (`--connect-timeout`). */
+  /** Bound on one dial, the TLS handshake included (`--connect-timeout`). */
   connectTimeoutMs: number;
+  /** TLS to the upstream (`--upstream-tls`); `undefined`: plain TCP. */
+  tls?: UpstreamTls;
   /**
    * Most connections open at once, dialling, leased, idle and settling together; 0 means no
    * limit (`--max-upstream`).
@@ -286,7 +293,7 @@ export class UpstreamPool {
       "unfit": 0,
       "room for a dial": 0,
     } satisfies Record<IdleDropReason, number>,
-    dialFailuresBy: { timeout: 0, refused: 0, closed: 0, error: 0 },
+    dialFailuresBy: { timeout: 0, refused: 0, closed: 0, tls: 0, error: 0 },
     queueTimeouts: 0,
   };
   readonly #connectSeconds = new Histogram();
@@ -731,6 +738,7 @@ export class UpstreamPool {
     const dialing = dialUpstream(
       this.options.upstream,
       this.options.connectTimeoutMs,
+      this.options.tls,
       ...(signal === undefined ? [closing] : [signal, closing]),
     )
       .then((socket) => {
@@ -781,6 +789,7 @@ export class UpstreamPool {
     const probing = dialUpstream(
       this.options.upstream,
       this.options.connectTimeoutMs,
+      this.options.tls,
       this.#closeController.signal,
     ).then((socket) => {
       closeQuietly(socket);

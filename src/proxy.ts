@@ -19,11 +19,19 @@
  */
 
 import { formatHostPort, type HostPort } from "./address.ts";
-import { closeQuietly, describeError, describeListenError } from "./_io.ts";
+import {
+  type ClientConn,
+  type ClientListener,
+  closeQuietly,
+  describeError,
+  describeListenError,
+} from "./_io.ts";
 import type { ProxyConfig } from "./config.ts";
 import { type Deadline, DeadlineWheel } from "./deadline_wheel.ts";
 import { unexpectedErrors } from "./failsafe.ts";
 import type { Readiness } from "./admin.ts";
+import type { UpstreamTls } from "./dial.ts";
+import { TlsListener, type TlsListenerOptions } from "./tls_listener.ts";
 import { getProxyLogger, isDebugEnabled, ThrottledWarning, writeAccessRecord } from "./logging.ts";
 import { DEFAULT_BUCKETS_SECONDS, Histogram } from "./metrics.ts";
 import { accessLogEntry, type ListenerState, type ProxyStats, readiness } from "./observe.ts";
@@ -61,6 +69,8 @@ export type ProxyServerOptions =
     finTimeoutMs?: number;
     /** `--max-clients`: most sessions at once; the listener pauses at it. Default: no limit. */
     maxClients?: number;
+    /** TLS to the upstream (`--upstream-tls`, `--upstream-sni`, `--upstream-ca`); default plain TCP. */
+    tls?: UpstreamTls;
     /** `--preconnect-ratio`: see `src/demand.ts`. Default 0 here (the command line's default is 1). */
     preconnectRatio?: number;
     /** `--max-upstream`: most upstream connections at once; 0 (default) = no limit. */
@@ -152,7 +162,7 @@ export class ProxyServer {
   readonly address: HostPort;
   /** The upstream pool the sessions share. */
   readonly pool: UpstreamPool;
-  readonly #listener: Deno.TcpListener;
+  readonly #listener: ClientListener;
   readonly #options: ProxyServerOptions;
   readonly #sessions = new Set<SessionHandle>();
   #allEnded: (() => void) | undefined;
@@ -179,7 +189,7 @@ export class ProxyServer {
   #nextSessionId = 1;
   #stopping = false;
 
-  private constructor(listener: Deno.TcpListener, options: ProxyServerOptions) {
+  private constructor(listener: ClientListener, options: ProxyServerOptions) {
     this.#listener = listener;
     this.#options = options;
     const addr = listener.addr;
@@ -194,6 +204,7 @@ export class ProxyServer {
       idleTimeoutMs: options.idleTimeoutMs,
       maxLifetimeMs: options.maxLifetimeMs,
       connectTimeoutMs: options.connectTimeoutMs,
+      tls: options.tls,
       maxOpen: options.maxUpstream ?? 0,
       queueTimeoutMs: options.queueTimeoutMs ?? QUEUE_TIMEOUT_MS,
       // Framing knows where answers end: no timing guess.
@@ -253,6 +264,27 @@ export class ProxyServer {
     return new ProxyServer(listener, options);
   }
 
+  /**
+   * Binds the listen address for TLS clients (`--tls-cert`, `--tls-key`) and starts serving.
+   *
+   * @throws {ListenError} when the address cannot be bound.
+   */
+  static async listenTls(
+    options: ProxyServerOptions,
+    tls: Omit<TlsListenerOptions, "maxConnections">,
+  ): Promise<ProxyServer> {
+    let listener: TlsListener;
+    try {
+      listener = await TlsListener.open(options.listen, {
+        ...tls,
+        maxConnections: options.maxClients ?? 0,
+      });
+    } catch (error) {
+      throw new ListenError(options.listen, describeListenError(error), { cause: error });
+    }
+    return new ProxyServer(listener, options);
+  }
+
   /** Sessions running now. */
   get activeSessions(): number {
     return this.#sessions.size;
@@ -269,6 +301,9 @@ export class ProxyServer {
       retries: this.#retries,
       bytesFromClients: this.#bytesFromClients,
       bytesFromUpstream: this.#bytesFromUpstream,
+      ...(this.#listener instanceof TlsListener
+        ? { clientTlsHandshakes: { ...this.#listener.handshakes } }
+        : {}),
       sessionSeconds: this.#sessionSeconds,
       listener: this.#stopping ? "stopped" : this.#listenerState,
       maxClients: this.#maxClients,
@@ -383,7 +418,7 @@ export class ProxyServer {
         this.#listenerState = "accepting";
         continue;
       }
-      let client: Deno.TcpConn;
+      let client: ClientConn;
       try {
         client = await this.#listener.accept();
       } catch (error) {
@@ -461,7 +496,7 @@ export class ProxyServer {
     );
   }
 
-  #startSession(client: Deno.TcpConn): void {
+  #startSession(client: ClientConn): void {
     this.#sessions.add(startSession(client, this.#nextSessionId++, this.#sessionContext));
   }
 

@@ -35,7 +35,14 @@
  */
 
 import { formatHostPort, type HostPort } from "./address.ts";
-import { closeQuietly, describeError, isLocalInterruption, ReadBuffers, writeAll } from "./_io.ts";
+import {
+  type ClientConn,
+  closeQuietly,
+  describeError,
+  isLocalInterruption,
+  ReadBuffers,
+  writeAll,
+} from "./_io.ts";
 import type { Deadline, DeadlineWheel } from "./deadline_wheel.ts";
 import { UpstreamConnectError } from "./dial.ts";
 import { reportUnexpected } from "./failsafe.ts";
@@ -211,7 +218,7 @@ export const FIN_HOLD_MS = 50;
  * session is one object whose methods are its callbacks.
  */
 export function startSession(
-  client: Deno.TcpConn,
+  client: ClientConn,
   id: number,
   context: SessionContext,
 ): SessionHandle {
@@ -221,7 +228,7 @@ export function startSession(
 }
 
 class Session implements LeaseHandlers, SessionHandle, Deadline {
-  readonly #client: Deno.TcpConn;
+  readonly #client: ClientConn;
   readonly #id: number;
   readonly #context: SessionContext;
   readonly #startedAt = performance.now();
@@ -275,7 +282,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   #serverActiveAt = Infinity;
   #halfClosedAt = Infinity;
 
-  constructor(client: Deno.TcpConn, id: number, context: SessionContext) {
+  constructor(client: ClientConn, id: number, context: SessionContext) {
     this.#client = client;
     this.#id = id;
     this.#context = context;

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { closeQuietly, isLocalInterruption, ReadBuffers, writeAll } from "./_io.ts";
+import { type ByteConn, closeQuietly, isLocalInterruption, ReadBuffers, writeAll } from "./_io.ts";
 import { reportUnexpected } from "./failsafe.ts";
 
 /**
@@ -70,8 +70,8 @@ let nextId = 1;
 export class UpstreamConn {
   /** Process-unique number, for logs. */
   readonly id: number = nextId++;
-  /** The socket. Only this class reads it. */
-  readonly conn: Deno.TcpConn;
+  /** The socket (TCP, or TLS over it). Only this class reads it. */
+  readonly conn: ByteConn;
   /** `performance.now()` when it was connected. */
   readonly createdAt: number = performance.now();
   /** `performance.now()` when it last became idle. */
@@ -103,7 +103,7 @@ export class UpstreamConn {
    * Wraps a connected socket and starts its reader; the connection starts idle. `hooks` tell its
    * owner when it closes (once, by whatever path) and when its idle reader lost it.
    */
-  constructor(conn: Deno.TcpConn, hooks?: ConnHooks) {
+  constructor(conn: ByteConn, hooks?: ConnHooks) {
     this.conn = conn;
     this.#hooks = hooks;
     this.#readLoopDone = this.#readLoop();

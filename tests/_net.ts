@@ -215,16 +215,13 @@ export interface TestProxy {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-/**
- * Starts a proxy on 127.0.0.1:0 in front of `upstream`; defaults: reuse, no min-idle, no settle
- * time before a released connection is handed out again.
- */
-export function startProxy(
+/** The options of a test proxy: reuse, no min-idle, no settle time, `overrides` on top. */
+function testProxyOptions(
   upstream: HostPort,
-  overrides: Partial<ProxyServerOptions> = {},
-): TestProxy {
-  const sessions: SessionSummary[] = [];
-  const server = ProxyServer.listen({
+  overrides: Partial<ProxyServerOptions>,
+  sessions: SessionSummary[],
+): ProxyServerOptions {
+  return {
     listen: { hostname: "127.0.0.1", port: 0 },
     upstream,
     pool: "reuse",
@@ -237,7 +234,10 @@ export function startProxy(
     reuseSettleMs: 0,
     ...overrides,
     onSessionEnd: (summary) => sessions.push(summary),
-  });
+  };
+}
+
+function testProxy(server: ProxyServer, sessions: SessionSummary[]): TestProxy {
   return {
     server,
     address: server.address,
@@ -252,7 +252,29 @@ export function startProxy(
   };
 }
 
-/** Deterministic pseudo-random bytes. */
+/**
+ * Starts a proxy on 127.0.0.1:0 in front of `upstream`; defaults: reuse, no min-idle, no settle
+ * time before a released connection is handed out again.
+ */
+export function startProxy(
+  upstream: HostPort,
+  overrides: Partial<ProxyServerOptions> = {},
+): TestProxy {
+  const sessions: SessionSummary[] = [];
+  return testProxy(ProxyServer.listen(testProxyOptions(upstream, overrides, sessions)), sessions);
+}
+
+/** {@link startProxy} with a TLS listener (`--tls-cert`, `--tls-key`). */
+export async function startTlsProxy(
+  upstream: HostPort,
+  tls: Parameters<typeof ProxyServer.listenTls>[1],
+  overrides: Partial<ProxyServerOptions> = {},
+): Promise<TestProxy> {
+  const sessions: SessionSummary[] = [];
+  const options = testProxyOptions(upstream, overrides, sessions);
+  return testProxy(await ProxyServer.listenTls(options, tls), sessions);
+}
+
 export function patternBytes(length: number, seed = 1): Uint8Array {
   const out = new Uint8Array(length);
   let x = seed >>> 0 || 1;

@@ -260,7 +260,10 @@ Deno.test("a connect that does not complete fails after --connect-timeout, and t
   const upstream = await unresponsiveUpstream();
   const address = upstream.address;
   try {
-    const failed = await assertRejects(() => dialUpstream(address, 100), UpstreamConnectError);
+    const failed = await assertRejects(
+      () => dialUpstream(address, 100, undefined),
+      UpstreamConnectError,
+    );
     assertEquals(failed.failure, "timeout");
     assert(failed.message.includes(`127.0.0.1:${address.port}`), failed.message);
     const pool = new UpstreamPool({

@@ -1,0 +1,319 @@
+/**
+ * Certificate files, read and checked at start-up and re-read when they change.
+ *
+ * From the `--upstream-*` flags, {@link upstreamTlsOf} makes the TLS context the pool dials with;
+ * from `--tls-cert`/`--tls-key`, {@link listenerTlsOf} makes the one the listener serves. At
+ * start-up, a missing or unreadable file, a CA file with no certificate in it, a certificate or
+ * key that does not parse, or a key that does not match its certificate is a {@link ConfigError}
+ * naming the flag (exit 2), never a failure at the first session.
+ *
+ * {@link TlsFiles.reloadIfChanged} (called every `--tls-reload-interval` by a
+ * {@link CertificateReloader}) looks at each file's modification time and size, which costs a
+ * `stat` per file, and when one changed reads and checks them all again: new connections get the
+ * new context, connections made before keep theirs. A change that does not pass the checks (a
+ * certificate written before its key) is logged once and the previous context stays.
+ *
+ * @module
+ */
+
+import tls from "node:tls";
+import { createPrivateKey, X509Certificate } from "node:crypto";
+import { ConfigError, type ProxyConfig } from "./config.ts";
+import type { UpstreamTls } from "./dial.ts";
+import { getProxyLogger } from "./logging.ts";
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+
+/** One file a flag names. */
+interface FlagFile {
+  flag: string;
+  path: string;
+}
+
+/** What the files of one TLS side hold, parsed and checked (`node:tls` context options). */
+export interface TlsMaterial {
+  ca?: string[];
+  cert?: string;
+  key?: string;
+}
+
+/**
+ * The certificate files of one side (the upstream's or the listener's) and the TLS context made
+ * from them; {@link reloadIfChanged} swaps the context when the files change.
+ */
+export class TlsFiles {
+  /** What these files are for, in logs: `upstream` or `listener`. */
+  readonly side: string;
+  readonly #files: FlagFile[];
+  readonly #build: (material: TlsMaterial) => tls.SecureContext;
+  readonly #load: () => TlsMaterial;
+  #material: TlsMaterial;
+  #context: tls.SecureContext;
+  #stamps: string;
+  readonly #onReload: (() => void)[] = [];
+  /** The stamps of a change that failed its checks, so it is reported once. */
+  #rejectedStamps: string | undefined;
+  #reloads = 0;
+
+  constructor(
+    side: string,
+    files: FlagFile[],
+    load: () => TlsMaterial,
+    build: (material: TlsMaterial) => tls.SecureContext,
+  ) {
+    this.side = side;
+    this.#files = files;
+    this.#load = load;
+    this.#build = build;
+    this.#stamps = stampsOf(files);
+    this.#material = load();
+    this.#context = build(this.#material);
+  }
+
+  /** What the files hold now (the options a `node:tls` server takes). */
+  get material(): TlsMaterial {
+    return this.#material;
+  }
+
+  /** Calls `listener` after each successful reload. */
+  onReload(listener: () => void): void {
+    this.#onReload.push(listener);
+  }
+
+  /** The context new connections use. */
+  get context(): tls.SecureContext {
+    return this.#context;
+  }
+
+  /** How many times the files were reloaded since start-up. */
+  get reloads(): number {
+    return this.#reloads;
+  }
+
+  /** Whether any file is watched. */
+  get watching(): boolean {
+    return this.#files.length > 0;
+  }
+
+  /**
+   * Re-reads the files if any changed (modification time, size, or gone); `"reloaded"` when the
+   * new context is in use, `"rejected"` when the new files failed their checks (logged once per
+   * change; the previous context stays), `"unchanged"` otherwise.
+   */
+  reloadIfChanged(): "unchanged" | "reloaded" | "rejected" {
+    const stamps = stampsOf(this.#files);
+    if (stamps === this.#stamps || stamps === this.#rejectedStamps) return "unchanged";
+    const log = getProxyLogger("tls");
+    try {
+      const material = this.#load();
+      this.#context = this.#build(material);
+      this.#material = material;
+    } catch (error) {
+      this.#rejectedStamps = stamps;
+      log.warn(
+        "{side} certificate files changed but were not loaded: {reason}; still using the previous ones",
+        {
+          side: this.side,
+          reason: error instanceof Error ? error.message : String(error),
+        },
+      );
+      return "rejected";
+    }
+    this.#stamps = stamps;
+    this.#rejectedStamps = undefined;
+    this.#reloads++;
+    log.info("{side} certificate files reloaded ({files}); new connections use them", {
+      side: this.side,
+      files: this.#files.map((file) => file.path).join(", "),
+    });
+    for (const listener of this.#onReload) listener();
+    return "reloaded";
+  }
+}
+
+/** The upstream's TLS: its files, the context they make, and the name to verify. */
+export class UpstreamTlsFiles extends TlsFiles implements UpstreamTls {
+  /** `--upstream-sni`, if given. */
+  readonly serverName?: string;
+
+  constructor(
+    files: FlagFile[],
+    load: () => TlsMaterial,
+    serverName: string | undefined,
+  ) {
+    super("upstream", files, load, (material) =>
+      tls.createSecureContext({
+        // A CA list replaces the root store, so only those CAs are trusted.
+        ca: material.ca,
+        cert: material.cert,
+        key: material.key,
+      }));
+    if (serverName !== undefined) this.serverName = serverName;
+  }
+
+  /** The context for the next dial. */
+  secureContext(): tls.SecureContext {
+    return this.context;
+  }
+}
+
+/**
+ * The TLS to the upstream that `config` asks for, its files read and checked; `undefined`
+ * without `--upstream-tls`.
+ *
+ * @throws {ConfigError} naming the flag, for a file that cannot be read or does not hold what it
+ * should, or a key that does not match its certificate.
+ */
+export function upstreamTlsOf(
+  config: Pick<
+    ProxyConfig,
+    "upstreamTls" | "upstreamSni" | "upstreamCa" | "upstreamCert" | "upstreamKey"
+  >,
+): UpstreamTlsFiles | undefined {
+  if (!config.upstreamTls) return undefined;
+  const ca = config.upstreamCa === undefined
+    ? undefined
+    : { flag: "--upstream-ca", path: config.upstreamCa };
+  const pair = config.upstreamCert === undefined || config.upstreamKey === undefined ? undefined : {
+    cert: { flag: "--upstream-cert", path: config.upstreamCert },
+    key: { flag: "--upstream-key", path: config.upstreamKey },
+  };
+  const files = [ca, pair?.cert, pair?.key].filter((file) => file !== undefined);
+  const load = (): TlsMaterial => ({
+    ...(ca === undefined ? {} : { ca: readCaFile(ca) }),
+    ...(pair === undefined ? {} : readKeyPair(pair.cert, pair.key)),
+  });
+  return new UpstreamTlsFiles(files, load, config.upstreamSni);
+}
+
+/**
+ * The listener's TLS (`--tls-cert`, `--tls-key`), read and checked; `undefined` without them.
+ *
+ * @throws {ConfigError} as {@link upstreamTlsOf}.
+ */
+export function listenerTlsOf(
+  config: Pick<ProxyConfig, "tlsCert" | "tlsKey">,
+): TlsFiles | undefined {
+  if (config.tlsCert === undefined || config.tlsKey === undefined) return undefined;
+  const cert = { flag: "--tls-cert", path: config.tlsCert };
+  const key = { flag: "--tls-key", path: config.tlsKey };
+  return new TlsFiles(
+    "listener",
+    [cert, key],
+    () => readKeyPair(cert, key),
+    (material) => tls.createSecureContext({ cert: material.cert, key: material.key }),
+  );
+}
+
+/**
+ * Checks every file of `sides` every `intervalMs` and reloads those that changed; the timer does
+ * not keep the process alive. {@link stop} ends it.
+ */
+export class CertificateReloader {
+  readonly #timer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(sides: (TlsFiles | undefined)[], intervalMs: number) {
+    const watched = sides.filter((side) => side !== undefined && side.watching) as TlsFiles[];
+    if (watched.length === 0 || intervalMs <= 0) return;
+    const timer = setInterval(() => {
+      for (const side of watched) side.reloadIfChanged();
+    }, intervalMs);
+    Deno.unrefTimer(timer);
+    this.#timer = timer;
+  }
+
+  /** Stops checking. Idempotent. */
+  stop(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+  }
+}
+
+/** The CA certificates of an `--upstream-ca` file, each parsed. */
+function readCaFile(file: FlagFile): string[] {
+  const pem = readFlagFile(file);
+  const certs = pem.match(PEM_CERTIFICATE) ?? [];
+  if (certs.length === 0) {
+    throw new ConfigError(
+      `${file.flag}: ${JSON.stringify(file.path)} holds no PEM certificate`,
+      file.flag,
+    );
+  }
+  for (const cert of certs) parseCertificate(file, cert);
+  return certs;
+}
+
+/** A certificate (chain) and its key, each parsed, the key checked against the certificate. */
+function readKeyPair(certFile: FlagFile, keyFile: FlagFile): TlsMaterial {
+  const cert = readFlagFile(certFile);
+  const first = (cert.match(PEM_CERTIFICATE) ?? [])[0];
+  if (first === undefined) {
+    throw new ConfigError(
+      `${certFile.flag}: ${JSON.stringify(certFile.path)} holds no PEM certificate`,
+      certFile.flag,
+    );
+  }
+  const certificate = parseCertificate(certFile, first);
+  const key = readFlagFile(keyFile);
+  let privateKey;
+  try {
+    privateKey = createPrivateKey(key);
+  } catch (error) {
+    throw new ConfigError(
+      `${keyFile.flag}: ${JSON.stringify(keyFile.path)} holds no private key this runtime reads (${
+        error instanceof Error ? error.message : String(error)
+      })`,
+      keyFile.flag,
+    );
+  }
+  if (!certificate.checkPrivateKey(privateKey)) {
+    throw new ConfigError(
+      `${keyFile.flag}: ${JSON.stringify(keyFile.path)} is not the key of the certificate in ${
+        JSON.stringify(certFile.path)
+      } (${certFile.flag})`,
+      keyFile.flag,
+    );
+  }
+  return { cert, key };
+}
+
+function parseCertificate(file: FlagFile, pem: string): X509Certificate {
+  try {
+    return new X509Certificate(pem);
+  } catch (error) {
+    throw new ConfigError(
+      `${file.flag}: ${JSON.stringify(file.path)} holds a certificate that does not parse (${
+        error instanceof Error ? error.message : String(error)
+      })`,
+      file.flag,
+    );
+  }
+}
+
+/** Modification time and size of each file, as one string; a file gone is stamped so. */
+function stampsOf(files: FlagFile[]): string {
+  return files.map((file) => {
+    try {
+      const info = Deno.statSync(file.path);
+      return `${info.mtime?.getTime() ?? 0}:${info.size}`;
+    } catch {
+      return "gone";
+    }
+  }).join("|");
+}
+
+/** Reads the file a flag names, as text; every failure is one line naming the flag. */
+function readFlagFile(file: FlagFile): string {
+  try {
+    return Deno.readTextFileSync(file.path);
+  } catch (error) {
+    const shown = JSON.stringify(file.path);
+    const why = error instanceof Deno.errors.NotFound
+      ? "no such file"
+      : error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied
+      ? `not allowed to read it (run with --allow-read=${file.path})`
+      : error instanceof Error
+      ? error.message
+      : String(error);
+    throw new ConfigError(`${file.flag}: cannot read ${shown}: ${why}`, file.flag);
+  }
+}

@@ -1,0 +1,816 @@
+/**
+ * TLS on both sides, with real TLS servers and clients on loopback and a throwaway PKI made by
+ * `tests/make_test_certs.ts` in a temporary directory (no openssl needed):
+ * - to the upstream (`--upstream-tls`, `--upstream-sni`, `--upstream-ca`, `--upstream-cert`,
+ *   `--upstream-key`): relay both ways, half-close, pooling and reuse, a TLS 1.3 server's session
+ *   tickets on an idle pooled connection, an idle connection the upstream closes (with and without
+ *   close_notify), late bytes, retry, mutual TLS accepted and refused, each handshake failure as
+ *   `connect-failed` with its reason, the handshake bounded by `--connect-timeout` with its socket
+ *   closed at once;
+ * - for clients (`--tls-cert`, `--tls-key`, `--tls-handshake-timeout`): relay, TLS to TLS, a
+ *   client that fails or stalls its handshake costs its own connection only, certificate reload;
+ * - the flags' bad input: one line naming the flag, exit 2, at start-up.
+ */
+
+import tls from "node:tls";
+import { assert, assertEquals, assertMatch, assertStringIncludes } from "./_assert.ts";
+import type { HostPort } from "../src/address.ts";
+import type { UpstreamTls } from "../src/dial.ts";
+import { CertificateReloader, listenerTlsOf, type TlsFiles, upstreamTlsOf } from "../src/tls.ts";
+import {
+  closeQuietly,
+  connect,
+  decoder,
+  delay,
+  echo,
+  encoder,
+  eventually,
+  readExactly,
+  readToEnd,
+  roundTrip,
+  startProxy,
+  startTlsProxy,
+  TestUpstream,
+  within,
+  writeAll,
+} from "./_net.ts";
+import { MAIN_TS } from "./_proxy_process.ts";
+import { makeTestCerts, type TestCerts } from "./make_test_certs.ts";
+
+let made: Promise<TestCerts> | undefined;
+
+/** The throwaway PKI, made once per run (the directory goes at unload). */
+function certs(): Promise<TestCerts> {
+  made ??= (async () => {
+    const dir = await Deno.makeTempDir({ prefix: "tls-test-" });
+    globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+    return await makeTestCerts(dir);
+  })();
+  return made;
+}
+
+/** The proxy's TLS to the upstream, as `--upstream-*` would make it. */
+function upstreamTls(
+  options: { ca: string; serverName?: string; cert?: string; key?: string },
+): UpstreamTls {
+  const context = tls.createSecureContext({
+    ca: [options.ca],
+    cert: options.cert,
+    key: options.key,
+  });
+  return {
+    ...(options.serverName === undefined ? {} : { serverName: options.serverName }),
+    secureContext: () => context,
+  };
+}
+
+/** A TLS server on 127.0.0.1 (`Deno.listenTls`, rustls) running `handler` after each handshake. */
+class TlsUpstream {
+  readonly address: HostPort;
+  readonly #listener: Deno.TlsListener;
+  readonly #conns: Deno.TlsConn[] = [];
+  readonly #handlers: Promise<void>[] = [];
+  readonly #accepting: Promise<void>;
+
+  constructor(cert: string, key: string, handler: (conn: Deno.TlsConn) => Promise<void>) {
+    const listener = Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert, key });
+    this.#listener = listener;
+    this.address = { hostname: "127.0.0.1", port: listener.addr.port };
+    this.#accepting = (async () => {
+      try {
+        for await (const conn of listener) {
+          this.#conns.push(conn);
+          this.#handlers.push(
+            conn.handshake().then(() => handler(conn)).catch(() => {}).finally(() =>
+              closeQuietly(conn)
+            ),
+          );
+        }
+      } catch {
+        // listener closed
+      }
+    })();
+  }
+
+  /** TCP connections accepted: handshakes started. */
+  get accepted(): number {
+    return this.#conns.length;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    closeQuietly(this.#listener);
+    await this.#accepting;
+    for (const conn of this.#conns) closeQuietly(conn);
+    await Promise.all(this.#handlers);
+  }
+}
+
+async function tlsEcho(conn: Deno.TlsConn): Promise<void> {
+  const buffer = new Uint8Array(16 * 1024);
+  for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) {
+    await writeAll(conn, buffer.subarray(0, n));
+  }
+}
+
+/** A `node:tls` echo server that asks each client for a certificate signed by `ca`. */
+async function mutualTlsEcho(c: TestCerts): Promise<
+  { address: HostPort; refused: () => number; [Symbol.asyncDispose](): Promise<void> }
+> {
+  let refused = 0;
+  const sockets = new Set<tls.TLSSocket>();
+  const server = tls.createServer({
+    cert: c.serverCert,
+    key: c.serverKey,
+    ca: [c.ca],
+    requestCert: true,
+    rejectUnauthorized: true,
+  }, (socket) => {
+    sockets.add(socket);
+    socket.on("data", (data) => socket.write(data));
+    socket.on("error", () => {});
+    socket.on("close", () => sockets.delete(socket));
+  });
+  server.on("tlsClientError", (_error, socket) => {
+    refused++;
+    socket.destroy();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  return {
+    address: { hostname: "127.0.0.1", port },
+    refused: () => refused,
+    [Symbol.asyncDispose]: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/** A client that connects to `address` over TLS trusting `ca` (a `Deno.connectTls` socket). */
+async function tlsClient(address: HostPort, ca: string): Promise<Deno.TlsConn> {
+  const conn = await Deno.connectTls({ hostname: "localhost", port: address.port, caCerts: [ca] });
+  await conn.handshake();
+  return conn;
+}
+
+/** Ends `client`'s session: reads to the end (or the error), then closes it. */
+async function readOut(client: Deno.Conn): Promise<void> {
+  await within(client, 3_000, () => readToEnd(client).catch(() => new Uint8Array()));
+  closeQuietly(client);
+}
+
+// ---------------------------------------------------------------- TLS to the upstream
+
+Deno.test("TLS upstream: relayed both ways, and reuse hands the same TLS connection to the next client", async () => {
+  const c = await certs();
+  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, tlsEcho);
+  await using proxy = startProxy(upstream.address, {
+    pool: "reuse",
+    tls: upstreamTls({ ca: c.ca }),
+  });
+  assertEquals(await roundTrip(proxy.address, "over tls"), "over tls");
+  await proxy.sessionsEnded(1);
+  assertEquals(proxy.sessions[0].release, "pooled");
+  assertEquals(await roundTrip(proxy.address, "again"), "again");
+  await proxy.sessionsEnded(2);
+  assertEquals(proxy.sessions[1].source, "pool");
+  assertEquals(upstream.accepted, 1, "one handshake for both sessions");
+});
+
+Deno.test("TLS upstream: an answer of 1 MiB and a request of 1 MiB cross intact", async () => {
+  const c = await certs();
+  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, tlsEcho);
+  await using proxy = startProxy(upstream.address, { pool: "off", tls: upstreamTls({ ca: c.ca }) });
+  const client = await connect(proxy.address);
+  try {
+    const sent = new Uint8Array(1024 * 1024).map((_, i) => (i * 7) % 251);
+    const echoed = await within(client, 5_000, async () => {
+      const [, got] = await Promise.all([
+        writeAll(client, sent),
+        readExactly(client, sent.length),
+      ]);
+      return got;
+    });
+    assertEquals(echoed, sent);
+  } finally {
+    closeQuietly(client);
+  }
+});
+
+Deno.test("TLS upstream: warm holds handshaken connections; a TLS 1.3 server's session tickets are not taken for stray bytes", async () => {
+  const c = await certs();
+  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, tlsEcho);
+  await using proxy = startProxy(upstream.address, {
+    pool: "warm",
+    minIdle: 2,
+    tls: upstreamTls({ ca: c.ca }),
+  });
+  await eventually(() => proxy.server.pool.stats.idle === 2, 3_000, "two ready connections");
+  // Tickets arrive after the handshake, while the connections sit idle in the pool.
+  await delay(200);
+  assertEquals(proxy.server.pool.stats.idle, 2, "neither was dropped for bytes while idle");
+  assertEquals(proxy.server.pool.stats.idleDropped, 0);
+  assertEquals(await roundTrip(proxy.address, "ready"), "ready");
+  await proxy.sessionsEnded(1);
+  assertEquals(proxy.sessions[0].source, "pool");
+});
+
+Deno.test("TLS upstream: a client's half-close reaches the upstream (close_notify and FIN) and its answer still arrives", async () => {
+  const c = await certs();
+  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, async (conn) => {
+    let total = 0;
+    const buffer = new Uint8Array(1024);
+    for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) total += n;
+    await writeAll(conn, encoder.encode(`got ${total}`));
+  });
+  await using proxy = startProxy(upstream.address, { pool: "off", tls: upstreamTls({ ca: c.ca }) });
+  const client = await connect(proxy.address);
+  try {
+    const answer = await within(client, 3_000, async () => {
+      await writeAll(client, encoder.encode("twelve bytes"));
+      await client.closeWrite();
+      return decoder.decode(await readToEnd(client));
+    });
+    assertEquals(answer, "got 12");
+  } finally {
+    closeQuietly(client);
+  }
+});
+
+Deno.test("TLS upstream: the upstream's half-close reaches the client, which can still send", async () => {
+  const c = await certs();
+  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, async (conn) => {
+    await writeAll(conn, encoder.encode("hello"));
+    await conn.closeWrite(); // close_notify: its direction ends, the connection stays
+    const buffer = new Uint8Array(64);
+    const n = await conn.read(buffer);
+    // Told apart only by the proxy passing on what arrives after the upstream's half-close.
+    if (n !== null) await delay(0);
+  });
+  await using proxy = startProxy(upstream.address, { pool: "off", tls: upstreamTls({ ca: c.ca }) });
+  const client = await connect(proxy.address);
+  try {
+    const got = await within(client, 3_000, () => readToEnd(client));
+    assertEquals(decoder.decode(got), "hello");
+    await writeAll(client, encoder.encode("still open"));
+  } finally {
+    closeQuietly(client);
+  }
+});
+
+for (const how of ["with close_notify", "without close_notify (TCP FIN only)"] as const) {
+  Deno.test(`TLS upstream: an idle pooled TLS connection the upstream closes ${how} leaves the pool, and the next client gets a fresh one`, async () => {
+    const c = await certs();
+    const closeIdle = Promise.withResolvers<void>();
+    await using tlsServer = new TlsUpstream(c.serverCert, c.serverKey, async (conn) => {
+      const buffer = new Uint8Array(1024);
+      const n = await conn.read(buffer);
+      if (n === null) return;
+      await writeAll(conn, buffer.subarray(0, n));
+      await closeIdle.promise; // then closes (with close_notify), idle in the pool
+    });
+    // Without close_notify: a plain TCP hop in front of the TLS server, cut at the TCP level.
+    const hops: Deno.TcpConn[] = [];
+    let hopCount = 0;
+    await using cutter = new TestUpstream(async (conn) => {
+      const first = hopCount++ === 0; // only the first connection is cut
+      const inner = await Deno.connect(tlsServer.address);
+      hops.push(conn, inner);
+      const pipe = async (from: Deno.Conn, to: Deno.Conn) => {
+        const buffer = new Uint8Array(16 * 1024);
+        try {
+          for (let n = await from.read(buffer); n !== null; n = await from.read(buffer)) {
+            await writeAll(to, buffer.subarray(0, n));
+          }
+        } catch {
+          // cut
+        }
+      };
+      const inward = pipe(conn, inner);
+      await Promise.race([pipe(inner, conn), first ? closeIdle.promise : new Promise(() => {})]);
+      await conn.closeWrite().catch(() => {}); // a FIN, with no TLS record before it
+      closeQuietly(inner);
+      await inward;
+    });
+    const target = how === "with close_notify" ? tlsServer.address : cutter.address;
+    await using proxy = startProxy(target, { pool: "reuse", tls: upstreamTls({ ca: c.ca }) });
+    assertEquals(await roundTrip(proxy.address, "a"), "a");
+    await proxy.sessionsEnded(1);
+    assertEquals(proxy.server.pool.stats.idle, 1);
+    closeIdle.resolve();
+    await eventually(() => proxy.server.pool.stats.idleDropped === 1, 2_000, "dropped");
+    assertEquals(proxy.server.pool.stats.idle, 0);
+    assertEquals(await roundTrip(proxy.address, "b"), "b");
+    await proxy.sessionsEnded(2);
+    assertEquals(proxy.sessions[1].source, "dial");
+    assertEquals(proxy.sessions[1].retried, false);
+    for (const hop of hops) closeQuietly(hop);
+  });
+}
+
+Deno.test("TLS upstream: bytes an idle pooled connection receives late make it unfit; they never reach the next client", async () => {
+  const c = await certs();
+  const sendLate = Promise.withResolvers<void>();
+  let connections = 0;
+  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, async (conn) => {
+    connections++;
+    const buffer = new Uint8Array(1024);
+    const n = await conn.read(buffer);
+    if (n === null) return;
+    await writeAll(conn, buffer.subarray(0, n));
+    if (connections === 1) {
+      await sendLate.promise;
+      await writeAll(conn, encoder.encode("LATE"));
+    }
+    await tlsEcho(conn);
+  });
+  await using proxy = startProxy(upstream.address, {
+    pool: "reuse",
+    tls: upstreamTls({ ca: c.ca }),
+  });
+  assertEquals(await roundTrip(proxy.address, "first"), "first");
+  await proxy.sessionsEnded(1);
+  sendLate.resolve();
+  await eventually(() => proxy.server.pool.stats.idleDropped === 1, 2_000, "dropped");
+  assertEquals(await roundTrip(proxy.address, "second"), "second");
+});
+
+Deno.test("TLS upstream: a pooled connection the upstream closed as the client wrote is retried on a fresh TLS connection", async () => {
+  const c = await certs();
+  let connections = 0;
+  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, async (conn) => {
+    connections++;
+    if (connections === 1) {
+      // Answers one request, then dies on the next without a byte: a retry is safe.
+      const buffer = new Uint8Array(1024);
+      const n = await conn.read(buffer);
+      if (n === null) return;
+      await writeAll(conn, buffer.subarray(0, n));
+      await conn.read(buffer);
+      return;
+    }
+    await tlsEcho(conn);
+  });
+  await using proxy = startProxy(upstream.address, {
+    pool: "reuse",
+    tls: upstreamTls({ ca: c.ca }),
+  });
+  assertEquals(await roundTrip(proxy.address, "one"), "one");
+  await proxy.sessionsEnded(1);
+  assertEquals(await roundTrip(proxy.address, "two"), "two");
+  await proxy.sessionsEnded(2);
+  assertEquals(proxy.sessions[1].retried, true);
+  assertEquals(connections, 2);
+});
+
+Deno.test("TLS upstream: mutual TLS — served with --upstream-cert/--upstream-key, refused without", async () => {
+  const c = await certs();
+  await using upstream = await mutualTlsEcho(c);
+  {
+    await using proxy = startProxy(upstream.address, {
+      pool: "reuse",
+      tls: upstreamTls({ ca: c.ca, cert: c.clientCert, key: c.clientKey }),
+    });
+    assertEquals(await roundTrip(proxy.address, "with a client cert"), "with a client cert");
+  }
+  await using proxy = startProxy(upstream.address, {
+    pool: "off",
+    tls: upstreamTls({ ca: c.ca }),
+  });
+  await readOut(await connect(proxy.address));
+  await proxy.sessionsEnded(1);
+  assert(upstream.refused() >= 1, "the upstream refused the handshake");
+  assertEquals(proxy.sessions[0].bytesFromServer, 0);
+});
+
+for (
+  const [what, setup, reason] of [
+    [
+      "an untrusted CA",
+      (c: TestCerts) => ({
+        cert: c.otherServerCert,
+        key: c.otherServerKey,
+        tls: upstreamTls({ ca: c.ca }),
+      }),
+      /^TLS: certificate not trusted: not issued by a trusted CA/,
+    ],
+    [
+      "an expired certificate",
+      (c: TestCerts) => ({
+        cert: c.expiredCert,
+        key: c.expiredKey,
+        tls: upstreamTls({ ca: c.ca }),
+      }),
+      /^TLS: certificate not trusted: .*expired/,
+    ],
+    [
+      "a name the certificate is not valid for",
+      (c: TestCerts) => ({
+        cert: c.serverCert,
+        key: c.serverKey,
+        tls: upstreamTls({ ca: c.ca, serverName: "cache.internal" }),
+      }),
+      /^TLS: certificate is not valid for "cache\.internal"/,
+    ],
+    [
+      "the runtime's root store (no --upstream-ca) and a private CA",
+      (c: TestCerts) => ({
+        cert: c.serverCert,
+        key: c.serverKey,
+        tls: { secureContext: () => tls.createSecureContext({}) },
+      }),
+      /^TLS: certificate not trusted/,
+    ],
+  ] as const
+) {
+  Deno.test(`TLS upstream: ${what} fails the session as connect-failed with the reason in one line, and the proxy goes on`, async () => {
+    const c = await certs();
+    const { cert, key, tls: settings } = setup(c);
+    await using upstream = new TlsUpstream(cert, key, tlsEcho);
+    await using proxy = startProxy(upstream.address, { pool: "off", tls: settings });
+    for (let i = 0; i < 2; i++) await readOut(await connect(proxy.address));
+    await proxy.sessionsEnded(2);
+    for (const session of proxy.sessions) {
+      assertEquals(session.end, "connect-failed");
+      const error = session.error ?? "";
+      assertStringIncludes(error, "connect to upstream 127.0.0.1:");
+      assertMatch(error.replace(/^connect to upstream [^ ]+ failed: /, ""), reason);
+      assert(!error.includes("\n"), "one line");
+    }
+    assertEquals(proxy.server.pool.stats.dialFailuresBy.tls, 2);
+  });
+}
+
+Deno.test("TLS upstream: a plaintext server behind --upstream-tls fails as connect-failed naming it", async () => {
+  const c = await certs();
+  await using plain = new TestUpstream(async (conn) => {
+    const buffer = new Uint8Array(1024);
+    await conn.read(buffer);
+    await writeAll(conn, encoder.encode("-ERR wrong protocol\r\n")).catch(() => {});
+  });
+  await using proxy = startProxy(plain.address, { pool: "off", tls: upstreamTls({ ca: c.ca }) });
+  await readOut(await connect(proxy.address));
+  await proxy.sessionsEnded(1);
+  assertEquals(proxy.sessions[0].end, "connect-failed");
+  assertMatch(proxy.sessions[0].error ?? "", /TLS: the upstream does not speak TLS/);
+  await using echoing = new TestUpstream(echo);
+  await using second = startProxy(echoing.address, { pool: "off", tls: upstreamTls({ ca: c.ca }) });
+  await readOut(await connect(second.address));
+  await second.sessionsEnded(1);
+  assertEquals(second.sessions[0].end, "connect-failed");
+  assertStringIncludes(second.sessions[0].error ?? "", "TLS:");
+});
+
+Deno.test("TLS upstream: a server that never answers the handshake is cut at --connect-timeout, and its socket is closed at once", async () => {
+  const c = await certs();
+  const closedAt: number[] = [];
+  await using silent = new TestUpstream(async (conn) => {
+    const buffer = new Uint8Array(1024);
+    while (await conn.read(buffer).catch(() => null) !== null) { /* takes the ClientHello */ }
+    closedAt.push(performance.now());
+  });
+  await using proxy = startProxy(silent.address, {
+    pool: "off",
+    connectTimeoutMs: 300,
+    tls: upstreamTls({ ca: c.ca }),
+  });
+  const started = performance.now();
+  await readOut(await connect(proxy.address));
+  await proxy.sessionsEnded(1);
+  assertEquals(proxy.sessions[0].end, "connect-timeout");
+  assertStringIncludes(proxy.sessions[0].error ?? "", "TLS handshake");
+  // The server sees the proxy's side close with the cut, not when it gives up itself.
+  await eventually(() => closedAt.length === 1, 1_000, "the silent server saw the close");
+  assert(closedAt[0] - started < 1_500, `closed ${Math.round(closedAt[0] - started)}ms in`);
+});
+
+// ---------------------------------------------------------------- TLS for clients
+
+/** The listener's TLS files, from `--tls-cert` and `--tls-key` paths. */
+function listenerFiles(certFile: string, keyFile: string): TlsFiles {
+  const files = listenerTlsOf({ tlsCert: certFile, tlsKey: keyFile });
+  if (files === undefined) throw new Error("unreachable");
+  return files;
+}
+
+Deno.test("TLS clients: a TLS client is relayed to a plaintext upstream, both ways and with half-close", async () => {
+  const c = await certs();
+  await using upstream = new TestUpstream(echo);
+  await using proxy = await startTlsProxy(upstream.address, {
+    files: listenerFiles(c.serverCertFile, c.serverKeyFile),
+    handshakeTimeoutMs: 2_000,
+  }, { pool: "reuse" });
+  const client = await tlsClient(proxy.address, c.ca);
+  try {
+    const got = await within(client, 3_000, async () => {
+      await writeAll(client, encoder.encode("secret"));
+      const echoed = decoder.decode(await readExactly(client, 6));
+      await client.closeWrite();
+      return echoed + decoder.decode(await readToEnd(client));
+    });
+    assertEquals(got, "secret");
+  } finally {
+    closeQuietly(client);
+  }
+  await proxy.sessionsEnded(1);
+  assertEquals(proxy.sessions[0].bytesFromClient, 6);
+});
+
+Deno.test("TLS clients: TLS to TLS — a TLS client bridged to a TLS upstream through a pooled connection", async () => {
+  const c = await certs();
+  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, tlsEcho);
+  await using proxy = await startTlsProxy(upstream.address, {
+    files: listenerFiles(c.serverCertFile, c.serverKeyFile),
+    handshakeTimeoutMs: 2_000,
+  }, { pool: "reuse", tls: upstreamTls({ ca: c.ca }) });
+  for (const text of ["one", "two"]) {
+    const client = await tlsClient(proxy.address, c.ca);
+    try {
+      const echoed = await within(client, 3_000, async () => {
+        await writeAll(client, encoder.encode(text));
+        return decoder.decode(await readExactly(client, text.length));
+      });
+      assertEquals(echoed, text);
+    } finally {
+      closeQuietly(client);
+    }
+    await proxy.sessionsEnded(text === "one" ? 1 : 2);
+  }
+  assertEquals(upstream.accepted, 1, "the second client reused the first one's TLS connection");
+});
+
+Deno.test("TLS clients: a plaintext client and a client that never finishes its handshake cost their own connection only", async () => {
+  const c = await certs();
+  await using upstream = new TestUpstream(echo);
+  await using proxy = await startTlsProxy(upstream.address, {
+    files: listenerFiles(c.serverCertFile, c.serverKeyFile),
+    handshakeTimeoutMs: 300,
+  }, { pool: "off" });
+  // Plaintext: the handshake fails on the first bytes.
+  const plain = await connect(proxy.address);
+  await within(plain, 3_000, async () => {
+    await writeAll(plain, encoder.encode("PING\r\n")).catch(() => {});
+    await readToEnd(plain).catch(() => new Uint8Array());
+  });
+  closeQuietly(plain);
+  // Silent: cut at --tls-handshake-timeout.
+  const started = performance.now();
+  const silent = await connect(proxy.address);
+  await within(silent, 3_000, () => readToEnd(silent).catch(() => new Uint8Array()));
+  closeQuietly(silent);
+  const waited = performance.now() - started;
+  assert(waited >= 250 && waited < 2_000, `cut after ${Math.round(waited)}ms`);
+  const listener = proxy.server.stats.clientTlsHandshakes;
+  assertEquals(listener?.failed, 2);
+  // The listener goes on.
+  const client = await tlsClient(proxy.address, c.ca);
+  try {
+    await writeAll(client, encoder.encode("ok"));
+    assertEquals(decoder.decode(await within(client, 3_000, () => readExactly(client, 2))), "ok");
+  } finally {
+    closeQuietly(client);
+  }
+  assertEquals(proxy.sessions.length <= 1, true, "failed handshakes are not sessions");
+});
+
+Deno.test("TLS clients: changed certificate files are used by the next handshake; a mismatched pair is refused and the old one stays", async () => {
+  const c = await certs();
+  const dir = await Deno.makeTempDir({ prefix: "tls-reload-" });
+  try {
+    const certFile = `${dir}/tls.crt`;
+    const keyFile = `${dir}/tls.key`;
+    await Deno.writeTextFile(certFile, c.serverCert);
+    await Deno.writeTextFile(keyFile, c.serverKey);
+    const files = listenerFiles(certFile, keyFile);
+    await using upstream = new TestUpstream(echo);
+    await using proxy = await startTlsProxy(
+      upstream.address,
+      { files, handshakeTimeoutMs: 2_000 },
+      {
+        pool: "off",
+      },
+    );
+    const before = await tlsClient(proxy.address, c.ca); // stays open across the reload
+    // Half a pair (the new certificate, the old key): refused, the old pair still served.
+    await Deno.writeTextFile(certFile, c.otherServerCert);
+    assertEquals(files.reloadIfChanged(), "rejected");
+    assertEquals(files.reloadIfChanged(), "unchanged", "a rejected change is reported once");
+    closeQuietly(await tlsClient(proxy.address, c.ca));
+    await Deno.writeTextFile(keyFile, c.otherServerKey);
+    assertEquals(files.reloadIfChanged(), "reloaded");
+    const after = await tlsClient(proxy.address, c.otherCa);
+    try {
+      await writeAll(after, encoder.encode("new"));
+      assertEquals(decoder.decode(await within(after, 3_000, () => readExactly(after, 3))), "new");
+      await writeAll(before, encoder.encode("old"));
+      assertEquals(
+        decoder.decode(await within(before, 3_000, () => readExactly(before, 3))),
+        "old",
+      );
+    } finally {
+      closeQuietly(after);
+      closeQuietly(before);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("TLS reload: a changed --upstream-ca is used by the next dial, found by the reloader's own check", async () => {
+  const c = await certs();
+  const dir = await Deno.makeTempDir({ prefix: "tls-reload-ca-" });
+  try {
+    const caFile = `${dir}/ca.pem`;
+    await Deno.writeTextFile(caFile, c.otherCa); // not the upstream's CA yet
+    const files = upstreamTlsOf({
+      upstreamTls: true,
+      upstreamSni: undefined,
+      upstreamCa: caFile,
+      upstreamCert: undefined,
+      upstreamKey: undefined,
+    });
+    assert(files !== undefined);
+    const reloader = new CertificateReloader([files], 50);
+    try {
+      await using upstream = new TlsUpstream(c.serverCert, c.serverKey, tlsEcho);
+      await using proxy = startProxy(upstream.address, { pool: "off", tls: files });
+      await readOut(await connect(proxy.address));
+      await proxy.sessionsEnded(1);
+      assertEquals(proxy.sessions[0].end, "connect-failed");
+      await Deno.writeTextFile(caFile, c.ca);
+      await eventually(() => files.reloads === 1, 2_000, "reloaded");
+      assertEquals(await roundTrip(proxy.address, "trusted now"), "trusted now");
+    } finally {
+      reloader.stop();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+// ---------------------------------------------------------------- the command line
+
+/** Runs `main.ts` with `args` and `--allow-net` (and `extra` permissions) to its exit. */
+async function runMain(args: string[], extra: string[] = []) {
+  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--quiet", "--allow-net", ...extra, MAIN_TS, "--listen", "127.0.0.1:0", ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  return { code, lines: decoder.decode(stderr).trimEnd().split("\n") };
+}
+
+Deno.test("cli: TLS flags without what they need, or a bad name, are one line and exit 2", async () => {
+  for (const flag of ["--upstream-sni", "--upstream-ca", "--upstream-cert", "--upstream-key"]) {
+    const value = flag === "--upstream-sni" ? "cache.internal" : "x.pem";
+    const result = await runMain([flag, value]);
+    assertEquals(result.code, 2);
+    assertEquals(result.lines, [
+      `tcp-pool-proxy: ${flag}: has no effect without --upstream-tls; add --upstream-tls, or drop it`,
+    ]);
+  }
+  for (
+    const [given, missing, tlsFlag] of [
+      ["--upstream-cert", "--upstream-key", "--upstream-tls"],
+      ["--upstream-key", "--upstream-cert", "--upstream-tls"],
+      ["--tls-cert", "--tls-key", undefined],
+      ["--tls-key", "--tls-cert", undefined],
+    ] as const
+  ) {
+    const result = await runMain([...(tlsFlag ? [tlsFlag] : []), given, "x.pem"]);
+    assertEquals(result.code, 2);
+    assertEquals(result.lines, [
+      `tcp-pool-proxy: ${given}: needs ${missing} as well (a certificate and its private key go together)`,
+    ]);
+  }
+  const bad = await runMain(["--upstream-tls", "--upstream-sni", "not a name"]);
+  assertEquals(bad.code, 2);
+  assertEquals(bad.lines.length, 1);
+  assertMatch(bad.lines[0], /^tcp-pool-proxy: --upstream-sni: "not a name" is not a host name/);
+  const ip = await runMain(["--upstream-tls", "--upstream-sni", "10.0.0.5"]);
+  assertEquals(ip.code, 2);
+  assertMatch(ip.lines[0], /^tcp-pool-proxy: --upstream-sni: "10\.0\.0\.5" is not a host name/);
+  const timeout = await runMain(["--tls-handshake-timeout", "5s"]);
+  assertEquals(timeout.code, 2);
+  assertMatch(
+    timeout.lines[0],
+    /^tcp-pool-proxy: --tls-handshake-timeout: has no effect without --tls-cert/,
+  );
+});
+
+Deno.test("cli: certificate files that are missing, unreadable, empty, unparsable or mismatched are one line and exit 2, at start-up", async () => {
+  const c = await certs();
+  const d = c.dir;
+  const garbled = `${d}/garbled.crt`;
+  await Deno.writeTextFile(
+    garbled,
+    "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+  );
+  const cases: [string[], string[], RegExp][] = [
+    [
+      ["--upstream-tls", "--upstream-ca", `${d}/nope.pem`],
+      ["--allow-read"],
+      /^tcp-pool-proxy: --upstream-ca: cannot read ".*nope\.pem": no such file$/,
+    ],
+    [
+      ["--upstream-tls", "--upstream-ca", c.caFile],
+      [],
+      /^tcp-pool-proxy: --upstream-ca: cannot read ".*": not allowed to read it \(run with --allow-read=/,
+    ],
+    [
+      ["--upstream-tls", "--upstream-ca", c.serverKeyFile],
+      ["--allow-read"],
+      /^tcp-pool-proxy: --upstream-ca: ".*server\.key" holds no PEM certificate$/,
+    ],
+    [
+      ["--upstream-tls", "--upstream-ca", garbled],
+      ["--allow-read"],
+      /^tcp-pool-proxy: --upstream-ca: ".*garbled\.crt" holds a certificate that does not parse/,
+    ],
+    [
+      ["--upstream-tls", "--upstream-cert", c.clientCertFile, "--upstream-key", c.serverKeyFile],
+      ["--allow-read"],
+      /^tcp-pool-proxy: --upstream-key: ".*server\.key" is not the key of the certificate in ".*client\.crt" \(--upstream-cert\)$/,
+    ],
+    [["--upstream-tls", "--upstream-cert", c.clientCertFile, "--upstream-key", c.clientCertFile], [
+      "--allow-read",
+    ], /^tcp-pool-proxy: --upstream-key: ".*client\.crt" holds no private key/],
+    [
+      ["--tls-cert", c.serverCertFile, "--tls-key", c.clientKeyFile],
+      ["--allow-read"],
+      /^tcp-pool-proxy: --tls-key: ".*client\.key" is not the key of the certificate in ".*server\.crt" \(--tls-cert\)$/,
+    ],
+    [
+      ["--tls-cert", `${d}/nope.crt`, "--tls-key", c.serverKeyFile],
+      ["--allow-read"],
+      /^tcp-pool-proxy: --tls-cert: cannot read ".*nope\.crt": no such file$/,
+    ],
+  ];
+  for (const [args, extra, line] of cases) {
+    const result = await runMain(args, extra);
+    assertEquals(result.code, 2, args.join(" "));
+    assertEquals(result.lines.length, 1, result.lines.join("\n"));
+    assertMatch(result.lines[0], line);
+  }
+});
+
+Deno.test("cli --tls-cert --upstream-tls --upstream-cert: a TLS client served end to end through a mutual-TLS upstream", async () => {
+  const c = await certs();
+  await using upstream = await mutualTlsEcho(c);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--quiet",
+      "--allow-net",
+      `--allow-read=${c.dir}`,
+      MAIN_TS,
+      "--listen",
+      "127.0.0.1:0",
+      "--upstream",
+      `127.0.0.1:${upstream.address.port}`,
+      "--pool",
+      "reuse",
+      "--upstream-tls",
+      "--upstream-ca",
+      c.caFile,
+      "--upstream-cert",
+      c.clientCertFile,
+      "--upstream-key",
+      c.clientKeyFile,
+      "--tls-cert",
+      c.serverCertFile,
+      "--tls-key",
+      c.serverKeyFile,
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    let seen = "";
+    let port: number | undefined;
+    while (port === undefined) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`exited: ${seen}`);
+      seen += value;
+      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(seen);
+      if (m) port = Number(m[1]);
+    }
+    const client = await tlsClient({ hostname: "127.0.0.1", port }, c.ca);
+    try {
+      const echoed = await within(client, 3_000, async () => {
+        await writeAll(client, encoder.encode("end to end"));
+        return decoder.decode(await readExactly(client, 10));
+      });
+      assertEquals(echoed, "end to end");
+    } finally {
+      closeQuietly(client);
+    }
+  } finally {
+    child.kill("SIGTERM");
+    await reader.cancel();
+    await child.status;
+  }
+});
