@@ -2,8 +2,9 @@
  * What the benchmark measures and what it must reach: the workloads (the load generator's, and
  * the real clients' `redis-benchmark` and `ab` runs), the figures taken from each measurement
  * (with their ratio to a direct connection), and the targets of issue 3, of issue 7 (the
- * Redis-protocol workloads: `--protocol redis` against `--protocol raw`) and of issue 8 (against
- * the minimal relay and HAProxy, warm against off, memory per held session).
+ * Redis-protocol workloads: `--protocol redis` against `--protocol raw`), of issue 8 (against
+ * the minimal relay and HAProxy, warm against off, memory per held session) and of issue 10 (a
+ * TLS upstream: reuse against off, and against reuse to a plain upstream).
  *
  * ```ts
  * import { computeFigures, evaluateGoals } from "./_figures.ts";
@@ -36,6 +37,7 @@ export const WORKLOAD_IDS = [
   "redis1",
   "redis32",
   "redisbulk",
+  "tls-connect32",
   "rb-k0-c50",
   "rb-k0-c50-d20k",
   "rb-k0-c1000",
@@ -49,6 +51,27 @@ export const REDIS_WORKLOADS: readonly WorkloadId[] = ["redis1", "redis32", "red
 
 /** One workload name. */
 export type WorkloadId = typeof WORKLOAD_IDS[number];
+
+/**
+ * The workloads against the TLS echo upstream (`echo_server.ts --tls-listen`): connect per
+ * request from 32 clients, the proxy dialling the upstream with `--upstream-tls`; direct, the
+ * client does the TLS handshake itself.
+ */
+export const TLS_WORKLOADS: readonly WorkloadId[] = ["tls-connect32"];
+
+/**
+ * The column of the TLS workloads that is `--pool reuse` to the same echo process's plain TCP
+ * listener: the baseline of the TLS latency target.
+ */
+export const TLS_PLAIN_COLUMN = "reuse-plain";
+
+/** The targets of issue 10, over a TLS upstream (the demo judges them too). */
+export const TLS_TARGETS = {
+  /** `reuse` sessions per second at least this times `off`'s. */
+  reuseVsOffRate: 3,
+  /** `reuse` median session latency at most this times that of `reuse` to a plain upstream. */
+  reuseVsPlainLatency: 1.5,
+} as const;
 
 /**
  * The real-client workloads: `redis-benchmark -t set,get` against `redis-server` (`rb-`: `-k 0`
@@ -135,6 +158,7 @@ export const WORKLOAD_TITLES: Record<WorkloadId, string> = {
   redis1: "Redis connect-per-request, 1 client",
   redis32: "Redis connect-per-request, 32 clients",
   redisbulk: "Redis SET of 1 MiB values, 1 session",
+  "tls-connect32": "TLS upstream, connect-per-request, 32 clients",
   "rb-k0-c50": "redis-benchmark -k 0 -c 50 (connection per request)",
   "rb-k0-c50-d20k": "redis-benchmark -k 0 -c 50 -d 20000 (20 KB values)",
   "rb-k0-c1000": "redis-benchmark -k 0 -c 1000 (connection per request)",
@@ -173,6 +197,11 @@ export interface Round {
   /** Connections the echo upstream accepted while the round ran (its warm-up included). */
   upstreamConnections: number;
   /**
+   * TLS handshakes the upstream completed while the round ran (its warm-up included), as it
+   * counted them; only for the TLS workloads.
+   */
+  upstreamHandshakes?: number;
+  /**
    * CPU time the proxy process used while the round ran (user + system, reaped children
    * included, from /proc/PID/stat), in microseconds; absent for direct and where /proc is not.
    */
@@ -190,13 +219,16 @@ export interface Measurement {
   /**
    * `direct`, `off`, `warm`, `reuse`, `relay`, `haproxy` or `socat`; for the Redis workloads
    * `direct`, `reuse-raw` or `reuse-redis` (`--pool reuse --protocol raw` or `redis`), which is
-   * also the reuse column of the redis-benchmark workloads.
+   * also the reuse column of the redis-benchmark workloads; for the TLS workloads `direct`,
+   * `off`, `warm`, `reuse` and {@linkcode TLS_PLAIN_COLUMN}.
    */
   column: string;
   /** The median round's result. */
   result: RunResult;
   /** The median round's upstream connections. */
   upstreamConnections: number;
+  /** The median round's upstream TLS handshakes (the TLS workloads only). */
+  upstreamHandshakes?: number;
   /** The median round's proxy CPU time, in microseconds (see {@linkcode Round}). */
   proxyCpuMicros?: number;
   /** Every round, in the order run; errors and mismatches count from all of them. */
@@ -334,6 +366,31 @@ function specsFor(workload: WorkloadId): FigureSpec[] {
         spec(w, "p99Ms", "p99 session latency", "ms", "lower", true, (m) => latency(m, "p99Ms")),
         spec(w, "perSecond", "sessions per second", "1/s", "higher", true, rate),
         upstreamConnections,
+        cpu("session"),
+      ];
+    case "tls-connect32":
+      return [
+        spec(
+          w,
+          "medianMs",
+          "median session latency",
+          "ms",
+          "lower",
+          true,
+          (m) => latency(m, "medianMs"),
+        ),
+        spec(w, "p99Ms", "p99 session latency", "ms", "lower", true, (m) => latency(m, "p99Ms")),
+        spec(w, "perSecond", "sessions per second", "1/s", "higher", true, rate),
+        upstreamConnections,
+        spec(
+          w,
+          "upstreamHandshakes",
+          "upstream TLS handshakes",
+          "",
+          "lower",
+          false,
+          (m) => m.upstreamHandshakes,
+        ),
         cpu("session"),
       ];
     case "rb-k0-c50":
@@ -515,10 +572,13 @@ export function computeFigures(
   return rows;
 }
 
-/** The issue a target comes from: 3 (the first targets), 7 (framed reuse), 8 (real clients). */
-export type GoalIssue = 3 | 7 | 8;
+/**
+ * The issue a target comes from: 3 (the first targets), 7 (framed reuse), 8 (real clients), 10
+ * (a TLS upstream).
+ */
+export type GoalIssue = 3 | 7 | 8 | 10;
 
-/** A target of issue 3, 7 or 8 and how it came out. */
+/** A target of issue 3, 7, 8 or 10 and how it came out. */
 export interface GoalResult {
   /** The issue that sets the target. */
   issue: GoalIssue;
@@ -638,8 +698,9 @@ function memoryGoal(issue: GoalIssue, threshold: number): GoalSpec {
 
 /**
  * The targets table of issue 3 (reuse mode unless said; ratios to direct in the same run), of
- * issue 7 (`--protocol redis` against `--protocol raw`, both `--pool reuse`), and of issue 8
- * (against the minimal relay and HAProxy, warm against off, memory; all in the same run).
+ * issue 7 (`--protocol redis` against `--protocol raw`, both `--pool reuse`), of issue 8
+ * (against the minimal relay and HAProxy, warm against off, memory), and of issue 10 (a TLS
+ * upstream: reuse against off, and against reuse to a plain upstream); all in the same run.
  */
 const GOALS: GoalSpec[] = [
   ratioGoal("connect1", "medianMs", "median session latency", "max", 1.5),
@@ -724,6 +785,26 @@ const GOALS: GoalSpec[] = [
     )
   ),
   memoryGoal(8, 12),
+  columnGoal(
+    10,
+    "tls-connect32",
+    "perSecond",
+    "sessions per second, reuse vs off",
+    "reuse",
+    "off",
+    "min",
+    TLS_TARGETS.reuseVsOffRate,
+  ),
+  columnGoal(
+    10,
+    "tls-connect32",
+    "medianMs",
+    "median session latency, TLS vs plain upstream",
+    "reuse",
+    TLS_PLAIN_COLUMN,
+    "max",
+    TLS_TARGETS.reuseVsPlainLatency,
+  ),
 ];
 
 /** What {@linkcode evaluateGoals} needs to know of the run besides the rows. */
@@ -750,7 +831,7 @@ function notMeasuredNote(g: GoalSpec, rows: FigureRow[], ctx: GoalContext): stri
   return "no figure";
 }
 
-/** Judges every target of issues 3, 7 and 8 against the report rows. */
+/** Judges every target of issues 3, 7, 8 and 10 against the report rows. */
 export function evaluateGoals(rows: FigureRow[], ctx: GoalContext = {}): GoalResult[] {
   const titles = ctx.titles ?? WORKLOAD_TITLES;
   return GOALS.map((g) => {

@@ -28,6 +28,19 @@ export interface ConnectJob {
   warmupMs: number;
   /** Size of the message each session sends. */
   messageBytes: number;
+  /**
+   * When present, each session is TLS: the client connects (TCP_NODELAY), then does the
+   * handshake itself, and sends its message over TLS. Absent: plain TCP.
+   */
+  tls?: ClientTls;
+}
+
+/** TLS from the load generator's side. */
+export interface ClientTls {
+  /** PEM certificates to trust (instead of the root store): the test CA. */
+  caCerts: string[];
+  /** The name the server's certificate must be valid for; default the target's host. */
+  serverName?: string;
 }
 
 /** Persistent connections, each sending a message and awaiting its echo in a loop. */
@@ -208,6 +221,17 @@ function str(o: Rec, key: string, path: string): string {
   return v;
 }
 
+function clientTls(v: unknown, path: string): ClientTls {
+  const o = record(v, path);
+  const certs = o.caCerts;
+  if (!Array.isArray(certs) || certs.length === 0 || !certs.every((c) => typeof c === "string")) {
+    throw new JobFormatError(`${path}.caCerts`, "a non-empty array of strings", certs);
+  }
+  const tls: ClientTls = { caCerts: certs as string[] };
+  if (o.serverName !== undefined) tls.serverName = str(o, "serverName", path);
+  return tls;
+}
+
 function target(o: Rec, path: string): string {
   const v = str(o, "target", path);
   splitHostPort(v); // throws on a malformed address
@@ -232,8 +256,8 @@ export function parseJob(v: unknown): Job {
   const kind = o.kind;
   switch (kind) {
     case "connect":
-    case "pingpong":
-      return {
+    case "pingpong": {
+      const job: ConnectJob | PingPongJob = {
         kind,
         target: target(o, "job"),
         clients: int(o, "clients", "job", 1),
@@ -241,6 +265,14 @@ export function parseJob(v: unknown): Job {
         warmupMs: num(o, "warmupMs", "job"),
         messageBytes: int(o, "messageBytes", "job", 1),
       };
+      if (o.tls !== undefined) {
+        if (job.kind !== "connect") {
+          throw new JobFormatError("job.tls", "no TLS for pingpong", o.tls);
+        }
+        job.tls = clientTls(o.tls, "job.tls");
+      }
+      return job;
+    }
     case "bulk":
       return {
         kind,

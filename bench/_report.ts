@@ -1,6 +1,6 @@
 /**
  * Renders benchmark results: a plain-text table for the terminal, the targets tables (issues 3
- * and 7, and issue 8), and an SVG bar chart of the ratios to direct that a browser can open.
+ * and 7, issue 8, issue 10), and an SVG bar chart of the ratios to direct that a browser can open.
  *
  * ```ts
  * import { renderTable } from "./_report.ts";
@@ -98,6 +98,7 @@ const COLORS: Record<string, string> = {
   socat: "#8e44ad",
   "reuse-raw": "#8bc34a",
   "reuse-redis": "#00838f",
+  "reuse-plain": "#a5d6a7",
 };
 
 function esc(s: string): string {
@@ -230,7 +231,7 @@ export function renderSvg(
   ).join("");
   const note = `<text x="10" y="${y + 32}" class="s">Grey line: direct to the upstream (1.0x). ` +
     `Dashed red lines: the targets (issue 3: reuse; issue 7: reuse-redis against reuse-raw; ` +
-    `issue 8: against relay, HAProxy, off).</text>`;
+    `issue 8: against relay, HAProxy, off; issue 10: TLS, against off and reuse-plain).</text>`;
   const H = y + 48;
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" ` +
     `font-family="sans-serif">

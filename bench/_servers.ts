@@ -1,10 +1,10 @@
 /**
- * The processes a benchmark run drives: the echo upstream, a Redis-protocol upstream (a real
- * `redis-server` when it is on the PATH, else `resp_server.ts`), nginx serving a static page for
- * the real HTTP client, the proxy under test (`main.ts`) in a pool mode, the minimal relay, and
- * peer proxies (HAProxy, socat) when they are on the PATH. Each is started as its own process and
- * returned as a {@linkcode Server} that must be stopped (by its process id, SIGTERM then
- * SIGKILL).
+ * The processes a benchmark run drives: the echo upstream (plain, or plain and TLS), a
+ * Redis-protocol upstream (a real `redis-server` when it is on the PATH, else `resp_server.ts`),
+ * nginx serving a static page for the real HTTP client, the proxy under test (`main.ts`) in a
+ * pool mode (to a plain or a TLS upstream), the minimal relay, and peer proxies (HAProxy, socat)
+ * when they are on the PATH. Each is started as its own process and returned as a
+ * {@linkcode Server} that must be stopped (by its process id, SIGTERM then SIGKILL).
  *
  * ```ts
  * import { startEchoProcess, startProxy } from "./_servers.ts";
@@ -52,13 +52,18 @@ export interface Server {
 
 /** The echo upstream process, which can also report its counters. */
 export interface EchoProcess extends Server {
-  /** Asks the upstream for its counters. @throws {ChildError} when it does not answer. */
+  /** `HOST:PORT` of its TLS listener, when it was started with one. */
+  readonly tlsAddress?: string;
+  /**
+   * Asks the upstream for its counters (both listeners together).
+   * @throws {ChildError} when it does not answer.
+   */
   stats(): Promise<EchoStats>;
 }
 
-async function started(proc: ChildProc, address: Promise<string>): Promise<string> {
+async function started<T>(proc: ChildProc, pending: Promise<T>): Promise<T> {
   try {
-    return await address;
+    return await pending;
   } catch (err) {
     await proc.stop(1000);
     throw err;
@@ -80,18 +85,45 @@ function server(name: string, proc: ChildProc, address: string, cleanup?: () => 
   };
 }
 
-/** Starts `bench/echo_server.ts` as its own process on 127.0.0.1 (a free port). */
-export async function startEchoProcess(): Promise<EchoProcess> {
+/** The TLS listener of {@linkcode startEchoProcess}: the server's certificate and key files. */
+export interface EchoTlsFiles {
+  certFile: string;
+  keyFile: string;
+}
+
+/**
+ * Starts `bench/echo_server.ts` as its own process on 127.0.0.1 (a free port), and with `tls` a
+ * TLS listener besides (another free port; the process may read only those two files).
+ */
+export async function startEchoProcess(tls?: EchoTlsFiles): Promise<EchoProcess> {
   const script = new URL("./echo_server.ts", import.meta.url);
+  const permissions = tls
+    ? ["--allow-net", `--allow-read=${tls.certFile},${tls.keyFile}`]
+    : ["--allow-net"];
+  const args = ["--listen", "127.0.0.1:0"];
+  if (tls) {
+    args.push("--tls-listen", "127.0.0.1:0", "--tls-cert", tls.certFile, "--tls-key", tls.keyFile);
+  }
   const proc = ChildProc.spawn(
-    "echo upstream",
+    tls ? "echo upstream (tls)" : "echo upstream",
     Deno.execPath(),
-    denoScript(script, ["--allow-net"], ["--listen", "127.0.0.1:0"]),
+    denoScript(script, permissions, args),
     { stdin: true },
   );
   const address = await started(proc, proc.waitForListening(START_TIMEOUT_MS));
+  let tlsAddress: string | undefined;
+  if (tls) {
+    const line = await started(proc, proc.nextLine(START_TIMEOUT_MS));
+    const m = /^tls listening on (\S+)$/.exec(line);
+    if (!m) {
+      await proc.stop(1000);
+      throw new ChildError(proc.name, `expected "tls listening on", got ${line}`, proc.tail());
+    }
+    tlsAddress = m[1];
+  }
   return {
-    ...server("echo upstream", proc, address),
+    ...server(proc.name, proc, address),
+    tlsAddress,
     async stats() {
       await proc.writeLine("stats");
       const line = await proc.nextLine(5000);
@@ -105,7 +137,13 @@ export async function startEchoProcess(): Promise<EchoProcess> {
         if (typeof x !== "number") throw new ChildError(proc.name, `bad stats ${line}`, "");
         return x;
       };
-      return { accepted: n("accepted"), open: n("open"), errors: n("errors"), bytes: n("bytes") };
+      return {
+        accepted: n("accepted"),
+        open: n("open"),
+        errors: n("errors"),
+        bytes: n("bytes"),
+        handshakes: n("handshakes"),
+      };
     },
   };
 }
@@ -154,6 +192,24 @@ export interface ProxyOptions {
   extraArgs?: string[];
   /** The server's name is `proxy (LABEL)`; default the mode. */
   label?: string;
+  /**
+   * TLS to the upstream: `--upstream-tls --upstream-ca caFile` (the `deno run` flags get
+   * `--allow-read=caFile` when they do not allow reading it already).
+   */
+  upstreamTls?: { caFile: string };
+}
+
+/**
+ * `flags` with reading `file` allowed: unchanged when they allow every read already, else with
+ * the file added to (or given as) `--allow-read`.
+ */
+export function allowReading(flags: string[], file: string): string[] {
+  if (flags.some((f) => f === "--allow-read" || f === "-R" || f === "--allow-all" || f === "-A")) {
+    return flags;
+  }
+  const i = flags.findIndex((f) => f.startsWith("--allow-read="));
+  if (i < 0) return [...flags, `--allow-read=${file}`];
+  return flags.map((f, j) => j === i ? `${f},${file}` : f);
 }
 
 /**
@@ -166,10 +222,13 @@ export interface ProxyOptions {
 export async function startProxy(options: ProxyOptions): Promise<Server> {
   const script = options.script ?? DEFAULT_PROXY_SCRIPT;
   const name = `proxy (${options.label ?? options.mode})`;
+  const tls = options.upstreamTls;
+  let denoFlags = options.denoFlags ?? startTaskFlags();
+  if (tls) denoFlags = allowReading(denoFlags, tls.caFile);
   const proc = ChildProc.spawn(
     name,
     Deno.execPath(),
-    denoScript(script, options.denoFlags ?? startTaskFlags(), [
+    denoScript(script, denoFlags, [
       "--listen",
       "127.0.0.1:0",
       "--upstream",
@@ -180,6 +239,7 @@ export async function startProxy(options: ProxyOptions): Promise<Server> {
       options.logLevel ?? PROXY_LOG_LEVEL,
       "--drain-timeout",
       "2s",
+      ...(tls ? ["--upstream-tls", "--upstream-ca", tls.caFile] : []),
       ...(options.extraArgs ?? []),
     ]),
   );

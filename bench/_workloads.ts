@@ -2,7 +2,8 @@
  * The load generator's workloads. Each one drives a target (the upstream itself or a proxy in
  * front of it) over real TCP sockets, verifies every echoed byte, and counts every failure.
  *
- * - {@linkcode runConnect}: connect, send one message, read its echo, close; in a loop per client.
+ * - {@linkcode runConnect}: connect, send one message, read its echo, close; in a loop per client
+ *   (with the job's `tls`, each session does its own TLS handshake first).
  * - {@linkcode runPingPong}: persistent connections, each sending a message and awaiting its echo.
  * - {@linkcode runBulk}: streams writing a pattern while reading the echo back concurrently.
  * - {@linkcode runHold}: many sessions opened at once and held until released.
@@ -27,6 +28,7 @@
 import type {
   BulkJob,
   BulkResult,
+  ClientTls,
   ConnectJob,
   ConnectResult,
   HoldJob,
@@ -151,7 +153,7 @@ function closeQuietly(conn: Deno.Conn | null): void {
 async function connect(
   target: { hostname: string; port: number },
   slot: Slot,
-): Promise<Deno.Conn> {
+): Promise<Deno.TcpConn> {
   slot.begin();
   const conn = await Deno.connect({ ...target, signal: slot.signal() });
   slot.conn = conn;
@@ -160,16 +162,43 @@ async function connect(
 }
 
 /**
+ * Connects (TCP_NODELAY: a `Deno.connectTls` socket cannot have it, and Nagle would hold small
+ * writes back) and does the TLS handshake over the connection. The watchdog closes the TCP
+ * connection while the handshake is stuck, which ends it.
+ */
+async function connectTls(
+  target: { hostname: string; port: number },
+  tls: ClientTls,
+  slot: Slot,
+): Promise<Deno.Conn> {
+  const tcp = await connect(target, slot);
+  const conn = await Deno.startTls(tcp, {
+    hostname: tls.serverName ?? target.hostname,
+    caCerts: tls.caCerts,
+  });
+  slot.conn = conn;
+  await conn.handshake();
+  return conn;
+}
+
+/**
  * Runs connect-per-request sessions from `clients` clients for the job's duration: each
- * iteration connects, runs `session` on the connection, and closes; the latency of each session
- * that `session` judged right is recorded. One driver for every connect workload.
+ * iteration connects (and with `job.tls` does the TLS handshake), runs `session` on the
+ * connection, and closes; the latency of each session that `session` judged right is recorded,
+ * connect and handshake included. One driver for every connect workload.
  *
  * @param session makes one request on `conn` and checks its answer; returns whether it was right
  * (a wrong answer counts as a mismatch there). `id` is the client's number, `seq` the
  * iteration's.
  */
 async function runConnectSessions(
-  job: { target: string; clients: number; warmupMs: number; durationMs: number },
+  job: {
+    target: string;
+    clients: number;
+    warmupMs: number;
+    durationMs: number;
+    tls?: ClientTls;
+  },
   what: string,
   session: (conn: Deno.Conn, id: number, seq: number, fail: Failures) => Promise<boolean>,
 ): Promise<ConnectResult> {
@@ -184,13 +213,18 @@ async function runConnectSessions(
   let completed = 0;
   let lastEnd = measureFrom;
 
+  const tls = job.tls;
+  const open = tls === undefined
+    ? (slot: Slot) => connect(target, slot)
+    : (slot: Slot) => connectTls(target, tls, slot);
+
   async function client(id: number, slot: Slot): Promise<void> {
     let seq = 0;
     while (performance.now() < endAt) {
       const start = performance.now();
       let ok = false;
       try {
-        ok = await session(await connect(target, slot), id, seq++, fail);
+        ok = await session(await open(slot), id, seq++, fail);
       } catch (err) {
         fail.error(explain(slot, err), what);
       } finally {

@@ -2,11 +2,13 @@
  * `deno task bench`: measures the proxy against a direct connection to an echo upstream, in
  * every pool mode, against the minimal relay, and against HAProxy and socat where they are
  * installed; then against a Redis-protocol upstream (`redis-server` when it is on the PATH, else
- * `resp_server.ts`) with `--pool reuse --protocol raw` and `--protocol redis`; then, where the
- * tools are installed, with real clients (`redis-benchmark` against `redis-server`, `ab` against
- * nginx) through the same columns; prints a table with every proxy figure as a ratio to direct,
- * judges the targets of issues 3, 7 and 8, and writes `latest.json` and `latest.svg` (default
- * directory `bench/results/`).
+ * `resp_server.ts`) with `--pool reuse --protocol raw` and `--protocol redis`; then against an
+ * echo upstream behind TLS (throwaway certificates made for the run) with `--upstream-tls`, in
+ * every pool mode, against a client that does the handshake itself (direct) and against reuse to
+ * the same upstream's plain port; then, where the tools are installed, with real clients
+ * (`redis-benchmark` against `redis-server`, `ab` against nginx) through the same columns; prints
+ * a table with every proxy figure as a ratio to direct, judges the targets of issues 3, 7, 8 and
+ * 10, and writes `latest.json` and `latest.svg` (default directory `bench/results/`).
  *
  * The echo upstream, the proxy and the load generator each run as their own process (the proxy
  * with the `deno run` flags of the `start` task, one fresh process per mode). Each latency, rate
@@ -21,6 +23,7 @@
  * deno task bench --short               # a few seconds, tiny sizes (the test suite runs this)
  * deno task bench --workloads connect32,pingpong32 --modes reuse --duration 3s
  * deno task bench --workloads redis     # the Redis-protocol workloads only
+ * deno task bench --workloads tls       # the TLS upstream workload only
  * deno task bench --workloads connect1000 --real-clients   # 1000 clients, and the real clients
  * ```
  *
@@ -52,17 +55,20 @@ import {
   type Round,
   roundScore,
   type RunResult,
+  TLS_PLAIN_COLUMN,
+  TLS_WORKLOADS,
   WORKLOAD_IDS,
   type WorkloadId,
   workloadTitles,
 } from "./_figures.ts";
-import type { Job, RespExchange } from "./_job.ts";
+import type { ClientTls, Job, RespExchange } from "./_job.ts";
 import { runLoadgen } from "./_loadgen.ts";
 import { renderGoals, renderSvg, renderTable } from "./_report.ts";
 import { respCommand, respInfoStats, respQuery } from "./_resp.ts";
 import {
   availablePeers,
   DEFAULT_PROXY_SCRIPT,
+  type EchoProcess,
   type HttpUpstream,
   PAGE_BYTES,
   PAGE_PATH,
@@ -81,6 +87,7 @@ import {
 } from "./_servers.ts";
 import { fileUrl, findOnPath, openFileLimit } from "./_proc.ts";
 import { formatNumber } from "./_stats.ts";
+import { makeTempCerts, type TempCertsHandle } from "./temp_certs.ts";
 import {
   missingTools,
   REAL_CLIENT_SPECS,
@@ -97,6 +104,12 @@ const RELAY = "relay";
  * `--protocol raw` (pooling by timing) and with `--protocol redis` (pooling by framing).
  */
 const REDIS_COLUMNS = ["direct", "reuse-raw", "reuse-redis"];
+/**
+ * Why the TLS workloads have no relay or peer column: each dials its upstream in plain TCP (the
+ * minimal relay has no TLS, and the peers are not set up for it here).
+ */
+const TLS_SKIPPED_REASON = "not run over TLS: bench/minimal_relay.ts dials plain TCP only, and " +
+  "the peers are not set up for TLS here";
 /**
  * The columns the real clients may run through, in order (those of `--modes` that are among
  * them); against Redis `reuse` is `reuse-redis` (`--pool reuse --protocol redis`), as in the
@@ -130,9 +143,13 @@ const USAGE = `Usage: deno task bench [options]
                         medium-ka-1k, medium-ka-5k, medium-ka-20k (keep-alive, 8 clients),
                         medium-cpr-1k, medium-cpr-5k, medium-cpr-20k (connect per request,
                         32 clients; 1 KiB, 5.5 KiB, 20 KiB echoes),
+                        tls-connect32 (connect per request, 32 clients, to an echo upstream
+                        behind TLS on loopback: direct = the client does the handshake, the
+                        pool modes run --upstream-tls, reuse-plain = --pool reuse to the
+                        same echo's plain port; certificates made for the run),
                         the real clients (see --real-clients) rb-k0-c50, rb-k0-c50-d20k,
                         rb-k0-c1000, rb-k1-c50, ab-k-c50, ab-c50,
-                        or the groups connect, pingpong, medium, bulk, redis,
+                        or the groups connect, pingpong, medium, bulk, redis, tls,
                         redis-benchmark, ab, real, all (default all; with --short, all but
                         the 1k and 20k medium ones and the real clients)
   --real-clients        add the real clients (the group real) to the workloads: against a
@@ -152,7 +169,8 @@ const USAGE = `Usage: deno task bench [options]
                         (default: the three pool modes, relay (bench/minimal_relay.ts, the
                         floor reference) and the peers found on the PATH);
                         direct is always included. The redis workloads always run direct,
-                        reuse-raw and reuse-redis (--pool reuse --protocol raw / redis)
+                        reuse-raw and reuse-redis (--pool reuse --protocol raw / redis); the
+                        tls workloads the pool modes and reuse-plain (no relay, no peers)
   --bulk-mib N          bytes of the 1-stream bulk workload in MiB; the 8 streams carry N/4 MiB
                         each, redisbulk sets N values of 1 MiB (default 1024; --short: 4)
   --redis-upstream U    the upstream of the redis workloads: redis-server (from the PATH),
@@ -253,6 +271,7 @@ function parseOptions(args: string[]): Options | "help" {
     medium,
     bulk: ["bulk1", "bulk8"],
     redis: [...REDIS_WORKLOADS],
+    tls: [...TLS_WORKLOADS],
     "redis-benchmark": [...REAL_REDIS_WORKLOADS],
     ab: [...REAL_HTTP_WORKLOADS],
     real,
@@ -349,7 +368,8 @@ function parseOptions(args: string[]): Options | "help" {
 /** The workloads the load generator runs as timed jobs. */
 type LoadgenWorkload = Exclude<WorkloadId, "hold" | RealClientWorkload>;
 
-function jobFor(w: LoadgenWorkload, target: string, o: Options): Job {
+/** The job of one round of `w` against `target`; `tls` when the client itself speaks TLS. */
+function jobFor(w: LoadgenWorkload, target: string, o: Options, tls?: ClientTls): Job {
   const timed = {
     target,
     durationMs: o.durationMs,
@@ -361,6 +381,8 @@ function jobFor(w: LoadgenWorkload, target: string, o: Options): Job {
       return { kind: "connect", clients: 1, ...timed };
     case "connect32":
       return { kind: "connect", clients: 32, ...timed };
+    case "tls-connect32":
+      return { kind: "connect", clients: 32, ...timed, ...(tls ? { tls } : {}) };
     case "connect1000":
       return { kind: "connect", clients: o.connectManyClients, ...timed };
     case "pingpong1":
@@ -474,8 +496,15 @@ interface Suite {
   columns: string[];
   /** The suite's workloads that were asked for, in order. */
   workloads: WorkloadId[];
-  /** Runs one round of timed workload `w` against `target` (the column's address). */
-  run(w: Exclude<WorkloadId, "hold">, target: string): Promise<RunResult>;
+  /** Runs one round of timed workload `w` against `target` (the address of `column`). */
+  run(w: Exclude<WorkloadId, "hold">, target: string, column: string): Promise<RunResult>;
+  /**
+   * The upstream a column's proxy dials, and whether over TLS; default {@linkcode upstream}'s
+   * address in plain TCP.
+   */
+  upstreamOf?(column: string): { address: string; tls?: { caFile: string } };
+  /** TLS handshakes the upstream has completed so far; only for a TLS upstream. */
+  handshakes?(): Promise<number>;
   /**
    * Warms a column up once, after it started and before its first round, its result dropped
    * (the real clients have no warm-up of their own, and a fresh Deno process is cold).
@@ -483,9 +512,14 @@ interface Suite {
   warmup?(target: string): Promise<void>;
 }
 
-/** The workloads asked for that run against the echo upstream / the Redis upstream. */
+/** The workloads asked for that run against the echo upstream / the Redis / the TLS upstream. */
 function echoWorkloads(o: Options): WorkloadId[] {
-  return o.workloads.filter((w) => !REDIS_WORKLOADS.includes(w) && !isRealClientWorkload(w));
+  return o.workloads.filter((w) =>
+    !REDIS_WORKLOADS.includes(w) && !TLS_WORKLOADS.includes(w) && !isRealClientWorkload(w)
+  );
+}
+function tlsWorkloads(o: Options): WorkloadId[] {
+  return o.workloads.filter((w) => TLS_WORKLOADS.includes(w));
 }
 function redisWorkloads(o: Options): WorkloadId[] {
   return o.workloads.filter((w) => REDIS_WORKLOADS.includes(w));
@@ -508,6 +542,20 @@ function realColumns(o: Options, redis: boolean): string[] {
   );
 }
 
+/**
+ * The columns of the TLS workloads: direct, the pool modes of the run, and
+ * {@linkcode TLS_PLAIN_COLUMN} when reuse is among them (it is the latency target's baseline).
+ */
+function tlsColumns(o: Options): string[] {
+  const modes = POOL_MODES.filter((m) => o.columns.includes(m));
+  return ["direct", ...modes, ...(modes.includes("reuse") ? [TLS_PLAIN_COLUMN] : [])];
+}
+
+/** The columns of the run that the TLS workloads leave out (the relay, the peers). */
+function tlsSkippedColumns(o: Options): string[] {
+  return o.columns.filter((c) => c !== "direct" && !tlsColumns(o).includes(c));
+}
+
 /** Runs one round of a load generator workload (the echo and redis suites). */
 function loadgenRound(o: Options) {
   return (w: Exclude<WorkloadId, "hold">, target: string): Promise<RunResult> => {
@@ -522,6 +570,7 @@ function loadgenRound(o: Options) {
  */
 function proxyColumn(column: string): { mode: string; args: string[] } | undefined {
   if ((POOL_MODES as readonly string[]).includes(column)) return { mode: column, args: [] };
+  if (column === TLS_PLAIN_COLUMN) return { mode: "reuse", args: [] };
   const m = /^(off|warm|reuse)-(raw|redis|memcached)$/.exec(column);
   return m ? { mode: m[1], args: ["--protocol", m[2]] } : undefined;
 }
@@ -539,6 +588,7 @@ class Run {
       (n, c) => n + echoWorkloads(o).filter((w) => w !== "hold" || holdApplies(c)).length,
       0,
     ) + REDIS_COLUMNS.length * redisWorkloads(o).length +
+      tlsColumns(o).length * tlsWorkloads(o).length +
       realColumns(o, true).length * realRedisWorkloads(o).length +
       realColumns(o, false).length * realHttpWorkloads(o).length;
   }
@@ -559,7 +609,11 @@ class Run {
     console.log(`FAILED ${column}${workload ? ` ${workload}` : ""}: ${message}`);
   }
 
-  async #start(column: string, upstream: string): Promise<Server | undefined> {
+  async #start(
+    column: string,
+    upstream: string,
+    upstreamTls?: { caFile: string },
+  ): Promise<Server | undefined> {
     if (column === "direct") return undefined;
     if (column === RELAY) return await startRelay(upstream);
     if ((PEERS as readonly string[]).includes(column)) {
@@ -571,6 +625,7 @@ class Run {
       mode: proxy.mode,
       label: column,
       upstream,
+      upstreamTls,
       script: this.options.proxyScript,
       extraArgs: [...this.options.proxyArgs, ...proxy.args],
     });
@@ -604,8 +659,9 @@ class Run {
       for (const c of suite.columns) {
         let server: Server | undefined;
         try {
-          server = await this.#start(c, suite.upstream.address);
-          const target = server?.address ?? suite.upstream.address;
+          const upstream = suite.upstreamOf?.(c) ?? { address: suite.upstream.address };
+          server = await this.#start(c, upstream.address, upstream.tls);
+          const target = server?.address ?? upstream.address;
           await suite.warmup?.(target);
           targets.set(c, { target, server });
         } catch (err) {
@@ -625,11 +681,16 @@ class Run {
             const proc = targets.get(c)?.server?.proc;
             try {
               const before = await suite.accepted();
+              const handshakesBefore = await suite.handshakes?.();
               const cpuBefore = await proc?.cpuMicros();
-              const result = await suite.run(w, target);
+              const result = await suite.run(w, target, c);
               const cpuAfter = await proc?.cpuMicros();
               const upstreamConnections = (await suite.accepted()) - before;
               const round: Round = { result, upstreamConnections };
+              const handshakesAfter = await suite.handshakes?.();
+              if (handshakesBefore !== undefined && handshakesAfter !== undefined) {
+                round.upstreamHandshakes = handshakesAfter - handshakesBefore;
+              }
               if (cpuBefore !== undefined && cpuAfter !== undefined) {
                 round.proxyCpuMicros = cpuAfter - cpuBefore;
               }
@@ -651,7 +712,14 @@ class Run {
           const spread = rs.length > 1
             ? ` [rounds: ${rs.map((r) => formatNumber(roundScore(r.result))).join(", ")}]`
             : "";
-          this.#progress(c, w, describe(median.result, rs) + cpuText(median) + spread);
+          const handshakes = median.upstreamHandshakes === undefined
+            ? ""
+            : `; ${formatNumber(median.upstreamHandshakes)} upstream TLS handshakes`;
+          this.#progress(
+            c,
+            w,
+            describe(median.result, rs) + handshakes + cpuText(median) + spread,
+          );
         }
       }
     } finally {
@@ -791,6 +859,60 @@ async function redisSuite(run: Run, o: Options): Promise<string | undefined> {
     if (code !== undefined && code !== 0) {
       run.fail("direct", null, `${redis?.kind} exited with code ${code} after SIGTERM`);
     }
+  }
+}
+
+/**
+ * The TLS part: makes throwaway certificates (`temp_certs.ts`), starts the echo upstream with a
+ * TLS listener besides its plain one, runs the TLS workloads through direct (the load generator
+ * does the handshake itself), the pool modes (`--upstream-tls --upstream-ca`) and
+ * {@linkcode TLS_PLAIN_COLUMN} (reuse to the plain listener), counting the handshakes the
+ * upstream completed in each round; then stops it and removes the certificates. Returns what
+ * answered (undefined when it did not start).
+ */
+async function tlsSuite(run: Run, o: Options): Promise<string | undefined> {
+  let certs: TempCertsHandle | undefined;
+  let echo: EchoProcess | undefined;
+  try {
+    certs = await makeTempCerts();
+    echo = await startEchoProcess({ certFile: certs.serverCertFile, keyFile: certs.serverKeyFile });
+    const upstream = echo;
+    const tlsAddress = upstream.tlsAddress;
+    if (tlsAddress === undefined) throw new Error(`${upstream.name} has no TLS listener`);
+    const caFile = certs.caFile;
+    const clientTls: ClientTls = { caCerts: [certs.ca] };
+    const what = `bench/echo_server.ts over TLS at ${tlsAddress} (plain at ${upstream.address})`;
+    console.log(
+      `tls workloads: upstream ${what}, certificates of a throwaway CA in ${certs.dir}; columns ${
+        tlsColumns(o).join(", ")
+      } (direct = the client does the TLS handshake; ${TLS_PLAIN_COLUMN} = --pool reuse to the ` +
+        `plain port)`,
+    );
+    await run.timed({
+      upstream,
+      accepted: async () => (await upstream.stats()).accepted,
+      handshakes: async () => (await upstream.stats()).handshakes,
+      upstreamOf: (c) =>
+        c === TLS_PLAIN_COLUMN
+          ? { address: upstream.address }
+          : { address: tlsAddress, tls: { caFile } },
+      columns: tlsColumns(o),
+      workloads: tlsWorkloads(o),
+      run: (w, target, column) => {
+        if (isRealClientWorkload(w)) throw new Error(`${w} is not a load generator workload`);
+        return runLoadgen(jobFor(w, target, o, column === "direct" ? clientTls : undefined));
+      },
+    });
+    return what;
+  } catch (err) {
+    run.fail("direct", tlsWorkloads(o).join(","), err);
+    return undefined;
+  } finally {
+    const code = await echo?.stop();
+    if (code !== undefined && code !== 0) {
+      run.fail("direct", null, `${echo?.name} exited with code ${code} after SIGTERM`);
+    }
+    await certs?.remove();
   }
 }
 
@@ -994,6 +1116,7 @@ function notMeasuredReasons(o: Options): Record<string, string> {
   const reasons: Record<string, string> = {};
   for (const [w, why] of o.skipped) reasons[w] = `skipped: ${why}`;
   for (const p of o.peersMissing) reasons[p] = "not on the PATH";
+  if (!o.columns.includes("reuse")) reasons[TLS_PLAIN_COLUMN] = "runs only with reuse in --modes";
   for (const w of WORKLOAD_IDS) {
     if (o.workloads.includes(w) || w in reasons) continue;
     reasons[w] = o.short && isRealClientWorkload(w)
@@ -1012,6 +1135,7 @@ async function main(): Promise<number> {
   const titles = workloadTitles(o.connectManyClients);
   const withEcho = echoWorkloads(o).length > 0;
   const withRedis = redisWorkloads(o).length > 0;
+  const withTls = tlsWorkloads(o).length > 0;
   const withRealRedis = realRedisWorkloads(o).length > 0;
   const withRealHttp = realHttpWorkloads(o).length > 0;
   console.log(
@@ -1019,6 +1143,7 @@ async function main(): Promise<number> {
       [
         ...(withEcho ? [o.columns.join(", ")] : []),
         ...(withRedis ? [`redis workloads ${REDIS_COLUMNS.join(", ")}`] : []),
+        ...(withTls ? [`tls workloads ${tlsColumns(o).join(", ")}`] : []),
         ...(withRealRedis ? [`redis-benchmark ${realColumns(o, true).join(", ")}`] : []),
         ...(withRealHttp ? [`ab ${realColumns(o, false).join(", ")}`] : []),
       ].join("; ")
@@ -1029,7 +1154,7 @@ async function main(): Promise<number> {
       `hold ${o.holdSessions} sessions` +
       (o.workloads.includes("connect1000") ? `, connect1000 ${o.connectManyClients} clients` : ""),
   );
-  const withProxy = withRedis || withRealRedis || withRealHttp ||
+  const withProxy = withRedis || withTls || withRealRedis || withRealHttp ||
     o.columns.some((c) => (POOL_MODES as readonly string[]).includes(c));
   if (withProxy) {
     console.log(
@@ -1047,6 +1172,11 @@ async function main(): Promise<number> {
   if (o.peersMissing.length > 0) {
     console.log(`peers not on the PATH, so not compared: ${o.peersMissing.join(", ")}`);
   }
+  const tlsSkipped = withTls ? tlsSkippedColumns(o) : [];
+  const tlsSkippedLine = tlsSkipped.length > 0
+    ? `tls workloads: no ${tlsSkipped.join(", ")} column: ${TLS_SKIPPED_REASON}`
+    : undefined;
+  if (tlsSkippedLine) console.log(tlsSkippedLine);
   const skippedLines = REAL_PARTS.flatMap((p) => {
     const ws = p.workloads.filter((w) => o.skipped.has(w));
     const reasons = [...new Set(ws.map((w) => o.skipped.get(w)))];
@@ -1079,20 +1209,23 @@ async function main(): Promise<number> {
     }
   }
   const redisUpstream = withRedis ? await redisSuite(run, o) : undefined;
+  const tlsUpstream = withTls ? await tlsSuite(run, o) : undefined;
   const realRedisUpstream = withRealRedis ? await realRedisSuite(run, o) : undefined;
   const realHttpUpstream = withRealHttp ? await realHttpSuite(run, o) : undefined;
 
   const inRedis = (m: Measurement) => REDIS_WORKLOADS.includes(m.workload);
+  const inTls = (m: Measurement) => TLS_WORKLOADS.includes(m.workload);
   const inRealRedis = (m: Measurement) =>
     (REAL_REDIS_WORKLOADS as readonly string[]).includes(m.workload);
   const inRealHttp = (m: Measurement) =>
     (REAL_HTTP_WORKLOADS as readonly string[]).includes(m.workload);
   const echoFigures = computeFigures(
-    run.measurements.filter((m) => !inRedis(m) && !isRealClientWorkload(m.workload)),
+    run.measurements.filter((m) => !inRedis(m) && !inTls(m) && !isRealClientWorkload(m.workload)),
     o.columns,
     titles,
   );
   const redisFigures = computeFigures(run.measurements.filter(inRedis), REDIS_COLUMNS, titles);
+  const tlsFigures = computeFigures(run.measurements.filter(inTls), tlsColumns(o), titles);
   const realRedisFigures = computeFigures(
     run.measurements.filter(inRealRedis),
     realColumns(o, true),
@@ -1103,11 +1236,18 @@ async function main(): Promise<number> {
     realColumns(o, false),
     titles,
   );
-  const figures = [...echoFigures, ...redisFigures, ...realRedisFigures, ...realHttpFigures];
+  const figures = [
+    ...echoFigures,
+    ...redisFigures,
+    ...tlsFigures,
+    ...realRedisFigures,
+    ...realHttpFigures,
+  ];
   const allColumns = [
     ...new Set([
       ...o.columns,
       ...(withRedis ? REDIS_COLUMNS : []),
+      ...(withTls ? tlsColumns(o) : []),
       ...(withRealRedis ? realColumns(o, true) : []),
     ]),
   ];
@@ -1130,6 +1270,16 @@ async function main(): Promise<number> {
         `--protocol raw / redis):`,
     );
     console.log(renderTable(redisFigures, goals, REDIS_COLUMNS, "target"));
+  }
+  if (tlsFigures.length > 0) {
+    console.log("");
+    console.log(
+      `TLS upstream (loopback; ${tlsUpstream ?? "did not start"}): direct = the client does the ` +
+        `TLS handshake itself; off, warm, reuse = --upstream-tls; ${TLS_PLAIN_COLUMN} = --pool ` +
+        `reuse to the same echo's plain port; upstream TLS handshakes as the upstream counted them:`,
+    );
+    console.log(renderTable(tlsFigures, goals, tlsColumns(o), "target (issue 10)"));
+    if (tlsSkippedLine) console.log(tlsSkippedLine);
   }
   if (realRedisFigures.length > 0) {
     console.log("");
@@ -1164,8 +1314,15 @@ async function main(): Promise<number> {
   console.log(renderGoals(goalsOf([8])));
   console.log("");
   console.log(
+    `Targets of issue 10 (a TLS upstream; ratios between two columns of the same run; ` +
+      `${TLS_PLAIN_COLUMN} = --pool reuse to the same echo upstream in plain TCP):`,
+  );
+  console.log(renderGoals(goalsOf([10])));
+  console.log("");
+  console.log(
     `Ratios are proxy / direct (direct: to the echo upstream, or to the Redis upstream for ` +
-      `the Redis workloads, or to redis-server / nginx for the real clients); each timed ` +
+      `the Redis workloads, or a client doing TLS itself for the TLS workload, or to ` +
+      `redis-server / nginx for the real clients); each timed ` +
       `figure is the median of ${o.rounds} round(s).` +
       (o.workloads.includes("hold")
         ? ` Memory per session = (proxy VmRSS with ${o.holdSessions} sessions held - VmRSS ` +
@@ -1241,6 +1398,14 @@ async function main(): Promise<number> {
           upstream: redisUpstream ?? "(did not start)",
           columns: REDIS_COLUMNS,
           workloads: redisWorkloads(o),
+        }]
+        : []),
+      ...(withTls
+        ? [{
+          upstream: tlsUpstream ?? "(did not start)",
+          columns: tlsColumns(o),
+          workloads: tlsWorkloads(o),
+          columnsNotRun: tlsSkipped.map((column) => ({ column, reason: TLS_SKIPPED_REASON })),
         }]
         : []),
       ...REAL_PARTS

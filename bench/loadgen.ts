@@ -8,7 +8,8 @@
  * ```
  *
  * The job (see `_job.ts`: `connect`, `pingpong`, `bulk`, `hold`, and against a Redis-protocol
- * target `resp-connect` and `resp-bulk`) is the first argument, or else the first line of stdin. The result is
+ * target `resp-connect` and `resp-bulk`; a `connect` job with `tls` does a TLS handshake of its
+ * own in every session) is the first argument, or else the first line of stdin. The result is
  * printed on stdout as one JSON line: `{"event":"result","result":{...}}`. A hold job also
  * prints `{"event":"warm"}` and waits for a `go` line on stdin, then prints
  * `{"event":"ready",...}` and waits for a `release` line (or the end of stdin).

@@ -1,12 +1,14 @@
 /**
  * Tests of the benchmark (`bench/`): its byte verification catches corruption, the real
- * clients' output (redis-benchmark's CSV, ab's report) is parsed right, and the short benchmark,
- * the real clients (where installed) and the demo run end to end against `main.ts`, so that
- * none can rot.
+ * clients' output (redis-benchmark's CSV, ab's report) is parsed right, the TLS echo upstream
+ * counts the handshakes it completes, and the short benchmark (its TLS workload too), the real
+ * clients (where installed) and the demo run end to end against `main.ts`, so that none can rot.
  *
  * @module
  */
 
+import { startTlsEchoServer } from "../bench/_echo.ts";
+import { type ConnectJob, JobFormatError, parseJob } from "../bench/_job.ts";
 import { StreamPattern, StreamVerifier } from "../bench/_pattern.ts";
 import { findOnPath } from "../bench/_proc.ts";
 import { percentile } from "../bench/_stats.ts";
@@ -23,11 +25,14 @@ import {
   assert,
   assertEquals,
   assertGreater,
+  assertLess,
   assertMatch,
+  assertRejects,
   assertStringIncludes,
   assertThrows,
   fail,
 } from "./_assert.ts";
+import { makeTestCerts } from "./make_test_certs.ts";
 
 const BENCH = new URL("../bench/bench.ts", import.meta.url);
 const DEMO = new URL("../bench/demo.ts", import.meta.url);
@@ -164,6 +169,83 @@ Deno.test("load generator counts a corrupted echo as a mismatch, never as a sess
     await accepting;
     await Promise.all(serving);
   }
+});
+
+Deno.test("TLS echo upstream counts completed handshakes, and a failed one as an error", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "bench-tls-echo-" });
+  try {
+    const certs = await makeTestCerts(dir);
+    const echo = await startTlsEchoServer({
+      hostname: "127.0.0.1",
+      port: 0,
+      cert: certs.serverCert,
+      key: certs.serverKey,
+    });
+    try {
+      const good = await runConnect({
+        kind: "connect",
+        target: echo.address,
+        clients: 2,
+        durationMs: 200,
+        warmupMs: 0,
+        messageBytes: 64,
+        tls: { caCerts: [certs.ca] },
+      });
+      assertEquals(good.errors, 0, good.errorSamples.join("; "));
+      assertEquals(good.mismatches, 0);
+      assertGreater(good.sessions, 0);
+      // a client that trusts another CA: it refuses the server's certificate, every session
+      const refused = await runConnect({
+        kind: "connect",
+        target: echo.address,
+        clients: 1,
+        durationMs: 50,
+        warmupMs: 0,
+        messageBytes: 64,
+        tls: { caCerts: [certs.otherCa] },
+      });
+      assertEquals(refused.sessions, 0);
+      assertGreater(refused.errors, 0);
+      const deadline = Date.now() + 5000;
+      while (echo.stats().open > 0 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const stats = echo.stats();
+      assertEquals(stats.handshakes, good.completed, JSON.stringify(stats));
+      assertEquals(stats.accepted, good.completed + refused.errors, JSON.stringify(stats));
+      assertEquals(stats.errors, refused.errors, JSON.stringify(stats));
+      assertEquals(stats.bytes, 64 * good.completed);
+    } finally {
+      await echo.close();
+    }
+    assertEquals(echo.stats().open, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("load generator job: TLS only for connect, with a list of CA certificates", () => {
+  const base: ConnectJob = {
+    kind: "connect",
+    target: "127.0.0.1:9000",
+    clients: 1,
+    durationMs: 10,
+    warmupMs: 0,
+    messageBytes: 64,
+  };
+  const job = parseJob({ ...base, tls: { caCerts: ["PEM"], serverName: "localhost" } });
+  assertEquals(job.kind === "connect" ? job.tls : undefined, {
+    caCerts: ["PEM"],
+    serverName: "localhost",
+  });
+  assertEquals(parseJob(base), base); // no tls: plain TCP, no field added
+  assertThrows(() => parseJob({ ...base, tls: { caCerts: [] } }), JobFormatError, "caCerts");
+  assertThrows(() => parseJob({ ...base, tls: { caCerts: "PEM" } }), JobFormatError, "caCerts");
+  assertThrows(
+    () => parseJob({ ...base, kind: "pingpong", tls: { caCerts: ["PEM"] } }),
+    JobFormatError,
+    "job.tls",
+  );
 });
 
 /** Serves `answer(request bytes)` to every read on a loopback listener, until closed. */
@@ -427,6 +509,66 @@ Deno.test("bench --short runs the redis workloads against its own RESP server", 
       "reuse-redis vs reuse-raw",
       "reuse-redis vs reuse-raw",
     ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("bench --short --workloads tls measures a TLS upstream and counts its handshakes", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "bench-test-" });
+  try {
+    const out = await runScript(BENCH, ["--short", "--workloads", "tls", "--out", dir]);
+    assertEquals(out.code, 0, show(out));
+    assertStringIncludes(out.stdout, "TLS upstream (loopback; ");
+    assertMatch(out.stdout, /^tls workloads: no relay\b.*: not run over TLS/m);
+    const report = record(JSON.parse(await Deno.readTextFile(`${dir}/latest.json`)), "report");
+    const totals = record(report.totals, "totals");
+    assertEquals(totals.errors, 0, show(out));
+    assertEquals(totals.mismatches, 0, show(out));
+    assertEquals(list(report.failures, "failures").length, 0, show(out));
+    const columns = ["direct", "off", "warm", "reuse", "reuse-plain"];
+    const suite = list(report.suites, "suites").map((x) => record(x, "suite"))
+      .find((x) => list(x.workloads, "suite workloads").includes("tls-connect32"));
+    assert(suite, "no suite with the TLS workload");
+    assertEquals(suite.columns, columns);
+    const columnsNotRun = list(suite.columnsNotRun, "columnsNotRun").map((x) => record(x, "x"));
+    assert(columnsNotRun.some((x) => x.column === "relay"), JSON.stringify(columnsNotRun));
+
+    // handshakes as the upstream counted them: one per session without a pool (direct: the
+    // client's own; off), none through reuse-plain, far fewer than sessions through reuse
+    const figures = list(report.figures, "figures").map((f) => record(f, "figure"));
+    const values = (key: string) => {
+      const row = figures.find((f) => f.workload === "tls-connect32" && f.key === key);
+      assert(row, `no ${key} figure for tls-connect32`);
+      return record(row.values, key);
+    };
+    const handshakes = values("upstreamHandshakes");
+    const measurements = list(report.measurements, "measurements").map((m) => record(m, "m"));
+    for (const c of columns) {
+      const m = measurements.find((x) => x.workload === "tls-connect32" && x.column === c);
+      assert(m, `${c}/tls-connect32 was not measured`);
+      const completed = record(m.result, "result").completed as number;
+      assertGreater(completed, 0, c);
+      const n = handshakes[c] as number;
+      if (c === "direct" || c === "off") assertEquals(n, completed, c);
+      if (c === "reuse-plain") assertEquals(n, 0, c);
+      if (c === "reuse") assertLess(n, completed, c);
+    }
+    for (const c of ["off", "warm", "reuse", "reuse-plain"]) {
+      assertGreater(values("cpuUsPerOp")[c] as number, 0, c);
+    }
+
+    const issue10 = list(report.goals, "goals").map((g) => record(g, "goal"))
+      .filter((g) => g.issue === 10);
+    assertEquals(issue10.map((g) => g.mode), ["reuse vs off", "reuse vs reuse-plain"]);
+    for (const goal of issue10) {
+      assertEquals(typeof goal.met, "boolean", `goal not judged: ${JSON.stringify(goal)}`);
+    }
+    assertStringIncludes(out.stdout, "Targets of issue 10");
+    // the throwaway certificates are gone with the run
+    const certDir = /certificates of a throwaway CA in (\S+);/.exec(out.stdout);
+    assert(certDir, "the run does not say where the certificates were");
+    await assertRejects(() => Deno.stat(certDir[1]), Deno.errors.NotFound);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -756,7 +898,7 @@ Deno.test("bench rejects a bad option with one clear line and exit code 2", asyn
   assertStringIncludes(protocol.stderr, "--protocol");
 });
 
-Deno.test("demo prints sessions per second and upstream connections for each mode", async () => {
+Deno.test("demo prints sessions per second, upstream connections and TLS handshakes per mode", async () => {
   const out = await runScript(DEMO, ["--seconds", "0.5"]);
   assertEquals(out.code, 0, show(out));
   assertStringIncludes(out.stdout, "upstream connections opened");
@@ -764,4 +906,20 @@ Deno.test("demo prints sessions per second and upstream connections for each mod
     assertMatch(out.stdout, new RegExp(`^${mode.replace(/[()]/g, "\\$&")}\\s+[\\d,]+\\s`, "m"));
   }
   assertStringIncludes(out.stdout, "What the pool buys");
+
+  // the same over TLS: the handshakes the upstream counted, one per session through off
+  const tls = out.stdout.slice(out.stdout.indexOf("TLS upstream (loopback):"));
+  assertStringIncludes(tls, "upstream TLS handshakes");
+  const row = (mode: string) => {
+    const m = new RegExp(`^${mode}\\s+([\\d,]+)\\s+[\\d.]+ ms\\s+([\\d,]+)\\s+([\\d,]+)$`, "m")
+      .exec(tls);
+    assert(m, `no TLS row for ${mode}\n${show(out)}`);
+    const n = (s: string) => Number(s.replaceAll(",", ""));
+    return { sessions: n(m[2]), handshakes: n(m[3]) };
+  };
+  for (const mode of ["direct \\(no proxy, client does TLS\\)", "off", "warm", "reuse"]) row(mode);
+  const off = row("off"), reuse = row("reuse");
+  assertEquals(off.handshakes, off.sessions, show(out));
+  assertLess(reuse.handshakes, reuse.sessions, show(out));
+  assertMatch(out.stdout, /^Over TLS, reuse ran [\d.]+x the sessions per second of off/m);
 });
