@@ -28,7 +28,7 @@
 /** DER bytes (over a plain ArrayBuffer, as WebCrypto takes them). */
 type Der = Uint8Array<ArrayBuffer>;
 
-/** DER tag bytes (universal class unless noted). */
+/** DER tags of the universal types used here. */
 const Tag = {
   boolean: 0x01,
   integer: 0x02,
