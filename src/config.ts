@@ -622,6 +622,12 @@ function buildConfig(
       );
     }
   }
+  if (values.has("tls-reload-interval") && !values.has("tls-cert") && !upstreamTls) {
+    throw new ConfigError(
+      "--tls-reload-interval: has no effect without --tls-cert or --upstream-tls; drop it",
+      "--tls-reload-interval",
+    );
+  }
   if (values.has("tls-handshake-timeout") && !values.has("tls-cert")) {
     throw new ConfigError(
       "--tls-handshake-timeout: has no effect without --tls-cert; add --tls-cert and --tls-key, or drop it",

@@ -268,6 +268,8 @@ export class UpstreamPool {
   /** Runs every trim period while the pool holds more idle connections than `minIdle`. */
   #trimTimer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
+  /** Connections made before this (`performance.now()`) are retired: see {@link renew}. */
+  #renewedAt = -Infinity;
   readonly #stats = {
     dials: 0,
     dialFailures: 0,
@@ -555,12 +557,28 @@ export class UpstreamPool {
     }
   }
 
+  /**
+   * Retires every connection open now, as if its lifetime were over: idle ones are closed at once
+   * (refills replace them as demand asks), leased ones when their session ends. Called when the
+   * TLS files change, so that no connection made with a CA or client certificate that was
+   * replaced is handed out again.
+   */
+  renew(): void {
+    if (this.#closed) return;
+    this.#renewedAt = performance.now();
+    clearTimeout(this.#sweepTimer);
+    this.#sweepAt = -Infinity;
+    this.#sweepTimer = setTimeout(() => this.#sweep(), 0);
+  }
+
   #refusal(conn: UpstreamConn, sessionClean: boolean): ReleaseRefusal | undefined {
     if (this.#closed) return "pool closed";
     if (this.options.mode !== "reuse") return "mode does not reuse";
     if (!sessionClean) return "session not clean";
     if (!isFit(conn)) return "unfit";
-    if (performance.now() >= conn.retireAt) return "max lifetime";
+    if (performance.now() >= conn.retireAt || conn.createdAt < this.#renewedAt) {
+      return "max lifetime";
+    }
     // A borrower waiting for a pooled connection gets this one at once, whatever the pool holds.
     if (this.#queue.some((queued) => queued.reusable)) return undefined;
     // As many as were in use at once recently (or the ready target), at most --pool-size.
@@ -835,6 +853,7 @@ export class UpstreamPool {
 
   /** When `conn` must leave the pool: idle timeout, lifetime, or the upstream's learned limit. */
   #deadline(conn: UpstreamConn): number {
+    if (conn.createdAt < this.#renewedAt) return 0;
     const idleFor = Math.min(this.options.idleTimeoutMs, this.#idleLimit.retireAfterMs);
     return Math.min(conn.idleSince + idleFor, conn.retireAt);
   }

@@ -10,7 +10,12 @@
  * root store, and its errors carry OpenSSL-style codes.
  *
  * What arrives is queued (the socket pushes it) until the next `read` takes it; past
- * {@link QUEUE_HIGH_WATER} bytes the socket is paused, so a slow reader holds at most that much.
+ * {@link QUEUE_HIGH_WATER} bytes the socket is paused, so a slow reader holds at most that much
+ * and the peer feels TCP backpressure. In Deno 2.9.6 `pause()` alone only stops the stream's
+ * events: the runtime goes on reading the TCP socket and keeps the decrypted bytes, without bound.
+ * So pausing also stops the reads of the TCP handle underneath (`readStop`, found by feature
+ * detection); where a runtime has no such handle, nothing is paused and a peer that gets
+ * {@link UNPAUSABLE_LIMIT} bytes ahead of its reader loses its connection instead.
  * Errors are mapped to the `Deno.errors` classes the relay already tells apart.
  *
  * @module
@@ -21,6 +26,25 @@ import type { ClientConn } from "./_io.ts";
 
 /** Queued bytes past which the socket is paused until `read` takes them. */
 export const QUEUE_HIGH_WATER = 64 * 1024;
+
+/** Queued bytes past which a socket that cannot be paused is closed with an error. */
+export const UNPAUSABLE_LIMIT = 4 * 1024 * 1024;
+
+/** Reads of the TCP handle under a `node:tls` socket, stopped and started (Deno's internals). */
+interface TcpReads {
+  readStop(): unknown;
+  readStart(): unknown;
+}
+
+/** The TCP handle under `socket`, when this runtime exposes one that can stop reading. */
+function tcpReadsOf(socket: TLSSocket): TcpReads | undefined {
+  const handle = (socket as unknown as { _handle?: { _nativeTcpHandle?: Partial<TcpReads> } })
+    ._handle?._nativeTcpHandle;
+  if (typeof handle?.readStop !== "function" || typeof handle.readStart !== "function") {
+    return undefined;
+  }
+  return handle as TcpReads;
+}
 
 interface PendingRead {
   buffer: Uint8Array;
@@ -38,6 +62,8 @@ export class SocketConn implements ClientConn {
   #queueOffset = 0;
   #queued = 0;
   #paused = false;
+  /** The TCP handle's reads, found at the first pause. */
+  #tcpReads: TcpReads | undefined;
   #ended = false;
   #error: Error | undefined;
   #closed = false;
@@ -56,10 +82,7 @@ export class SocketConn implements ClientConn {
     socket.on("data", (chunk: Uint8Array) => {
       this.#queue.push(chunk);
       this.#queued += chunk.length;
-      if (this.#queued >= QUEUE_HIGH_WATER && !this.#paused) {
-        this.#paused = true;
-        socket.pause();
-      }
+      if (this.#queued >= QUEUE_HIGH_WATER && !this.#paused) this.#pause();
       this.#settle();
     });
     socket.on("end", () => {
@@ -155,6 +178,23 @@ export class SocketConn implements ClientConn {
     pending?.reject(new Deno.errors.Interrupted("connection closed"));
   }
 
+  /** Stops reading the socket until `read` takes the queue down (see the module's comment). */
+  #pause(): void {
+    this.#tcpReads ??= tcpReadsOf(this.#socket);
+    if (this.#tcpReads === undefined) {
+      if (this.#queued > UNPAUSABLE_LIMIT && this.#error === undefined) {
+        this.#error = new Deno.errors.InvalidData(
+          `the peer sent more than ${UNPAUSABLE_LIMIT} bytes ahead of its reader (this runtime cannot pause a TLS socket)`,
+        );
+        this.#socket.destroy();
+      }
+      return;
+    }
+    this.#paused = true;
+    this.#socket.pause();
+    this.#tcpReads.readStop();
+  }
+
   /** Answers the pending read, if any, from what has arrived or ended. */
   #settle(): void {
     const pending = this.#pending;
@@ -188,6 +228,7 @@ export class SocketConn implements ClientConn {
     this.#queued -= n;
     if (this.#paused && this.#queued < QUEUE_HIGH_WATER / 2) {
       this.#paused = false;
+      this.#tcpReads?.readStart();
       this.#socket.resume();
     }
     return n;

@@ -17,12 +17,18 @@
  */
 
 import tls from "node:tls";
-import { createPrivateKey, X509Certificate } from "node:crypto";
+import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
 import { ConfigError, type ProxyConfig } from "./config.ts";
 import type { UpstreamTls } from "./dial.ts";
+import { reportUnexpected } from "./failsafe.ts";
 import { getProxyLogger } from "./logging.ts";
 
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+const PEM_PRIVATE_KEY =
+  /-----BEGIN ((?:RSA |EC |ENCRYPTED )?PRIVATE KEY)-----[\s\S]+?-----END \1-----/;
+
+/** Elliptic curves the TLS engine (rustls) signs with. */
+const SIGNING_CURVES = new Set(["prime256v1", "secp384r1"]);
 
 /** One file a flag names. */
 interface FlagFile {
@@ -46,6 +52,8 @@ export class TlsFiles {
   readonly side: string;
   readonly #files: FlagFile[];
   readonly #build: (material: TlsMaterial) => tls.SecureContext;
+  /** The flag a context that cannot be built is blamed on. */
+  readonly #blame: string;
   readonly #load: () => TlsMaterial;
   #material: TlsMaterial;
   #context: tls.SecureContext;
@@ -65,9 +73,24 @@ export class TlsFiles {
     this.#files = files;
     this.#load = load;
     this.#build = build;
+    this.#blame = files.at(-1)?.flag ?? `--${side}-tls`;
     this.#stamps = stampsOf(files);
     this.#material = load();
-    this.#context = build(this.#material);
+    this.#context = this.#buildChecked(this.#material);
+  }
+
+  /** The context made from `material`; what the runtime refuses is a {@link ConfigError}. */
+  #buildChecked(material: TlsMaterial): tls.SecureContext {
+    try {
+      return this.#build(material);
+    } catch (error) {
+      throw new ConfigError(
+        `${this.#blame}: the TLS engine refuses these files: ${
+          error instanceof Error ? error.message : String(error)
+        }`,
+        this.#blame,
+      );
+    }
   }
 
   /** What the files hold now (the options a `node:tls` server takes). */
@@ -106,7 +129,7 @@ export class TlsFiles {
     const log = getProxyLogger("tls");
     try {
       const material = this.#load();
-      this.#context = this.#build(material);
+      this.#context = this.#buildChecked(material);
       this.#material = material;
     } catch (error) {
       this.#rejectedStamps = stamps;
@@ -126,7 +149,13 @@ export class TlsFiles {
       side: this.side,
       files: this.#files.map((file) => file.path).join(", "),
     });
-    for (const listener of this.#onReload) listener();
+    for (const listener of this.#onReload) {
+      try {
+        listener();
+      } catch (error) {
+        reportUnexpected(`applying reloaded ${this.side} certificate files`, error);
+      }
+    }
     return "reloaded";
   }
 }
@@ -216,7 +245,13 @@ export class CertificateReloader {
     const watched = sides.filter((side) => side !== undefined && side.watching) as TlsFiles[];
     if (watched.length === 0 || intervalMs <= 0) return;
     const timer = setInterval(() => {
-      for (const side of watched) side.reloadIfChanged();
+      for (const side of watched) {
+        try {
+          side.reloadIfChanged();
+        } catch (error) {
+          reportUnexpected(`checking the ${side.side} certificate files`, error);
+        }
+      }
     }, intervalMs);
     Deno.unrefTimer(timer);
     this.#timer = timer;
@@ -253,7 +288,15 @@ function readKeyPair(certFile: FlagFile, keyFile: FlagFile): TlsMaterial {
     );
   }
   const certificate = parseCertificate(certFile, first);
-  const key = readFlagFile(keyFile);
+  const chain = (cert.match(PEM_CERTIFICATE) ?? []).join("\n");
+  // The key may share its file with the certificate (HAProxy's habit): only its block is used.
+  const key = PEM_PRIVATE_KEY.exec(readFlagFile(keyFile))?.[0];
+  if (key === undefined) {
+    throw new ConfigError(
+      `${keyFile.flag}: ${JSON.stringify(keyFile.path)} holds no PEM private key`,
+      keyFile.flag,
+    );
+  }
   let privateKey;
   try {
     privateKey = createPrivateKey(key);
@@ -265,6 +308,15 @@ function readKeyPair(certFile: FlagFile, keyFile: FlagFile): TlsMaterial {
       keyFile.flag,
     );
   }
+  const unusable = unusableKey(privateKey);
+  if (unusable !== undefined) {
+    throw new ConfigError(
+      `${keyFile.flag}: ${
+        JSON.stringify(keyFile.path)
+      } holds ${unusable}; the TLS engine signs with RSA of 2048 bits or more, ECDSA P-256 or P-384, or Ed25519`,
+      keyFile.flag,
+    );
+  }
   if (!certificate.checkPrivateKey(privateKey)) {
     throw new ConfigError(
       `${keyFile.flag}: ${JSON.stringify(keyFile.path)} is not the key of the certificate in ${
@@ -273,7 +325,23 @@ function readKeyPair(certFile: FlagFile, keyFile: FlagFile): TlsMaterial {
       keyFile.flag,
     );
   }
-  return { cert, key };
+  return { cert: chain, key };
+}
+
+/** Why the TLS engine could not sign with `key` (e.g. `an EC key on curve secp256k1`), if so. */
+function unusableKey(key: KeyObject): string | undefined {
+  const type = key.asymmetricKeyType;
+  const details = key.asymmetricKeyDetails ?? {};
+  if (type === "rsa" || type === "rsa-pss") {
+    const bits = details.modulusLength ?? 0;
+    return bits >= 2048 ? undefined : `an RSA key of ${bits} bits`;
+  }
+  if (type === "ec") {
+    const curve = details.namedCurve ?? "unknown";
+    return SIGNING_CURVES.has(curve) ? undefined : `an EC key on curve ${curve}`;
+  }
+  if (type === "ed25519") return undefined;
+  return `a ${type ?? "unknown"} key`;
 }
 
 function parseCertificate(file: FlagFile, pem: string): X509Certificate {

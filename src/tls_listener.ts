@@ -65,12 +65,9 @@ export class TlsListener implements ClientListener {
    */
   static async open(address: HostPort, options: TlsListenerOptions): Promise<TlsListener> {
     const log = getProxyLogger("tls");
-    const server = tls.createServer(
-      {
-        handshakeTimeout: options.handshakeTimeoutMs,
-        allowHalfOpen: true, // a client's FIN ends its direction only, as over plain TCP
-      } as tls.TlsOptions & { allowHalfOpen: boolean },
-    );
+    // Not half-open until the handshake is done: a client that leaves during its handshake is
+    // then closed at once instead of holding its place until the handshake timeout.
+    const server = tls.createServer({ handshakeTimeout: options.handshakeTimeoutMs });
     server.setSecureContext(options.files.material);
     if (options.maxConnections > 0) server.maxConnections = options.maxConnections;
     await new Promise<void>((resolve, reject) => {
@@ -124,6 +121,8 @@ export class TlsListener implements ClientListener {
 
   #arrived(socket: tls.TLSSocket): void {
     this.handshakes.completed++;
+    // From here a client's FIN ends its direction only, as over plain TCP (read when it comes).
+    (socket as unknown as { allowHalfOpen: boolean }).allowHalfOpen = true;
     socket.setNoDelay(true);
     const conn = new SocketConn(socket);
     if (this.#closed) {

@@ -15,7 +15,7 @@
 import tls from "node:tls";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./_assert.ts";
 import type { HostPort } from "../src/address.ts";
-import type { UpstreamTls } from "../src/dial.ts";
+import { dialUpstream, type UpstreamTls } from "../src/dial.ts";
 import { CertificateReloader, listenerTlsOf, type TlsFiles, upstreamTlsOf } from "../src/tls.ts";
 import {
   closeQuietly,
@@ -200,19 +200,71 @@ Deno.test("TLS upstream: an answer of 1 MiB and a request of 1 MiB cross intact"
 Deno.test("TLS upstream: warm holds handshaken connections; a TLS 1.3 server's session tickets are not taken for stray bytes", async () => {
   const c = await certs();
   await using upstream = new TlsUpstream(c.serverCert, c.serverKey, tlsEcho);
-  await using proxy = startProxy(upstream.address, {
+  // A TCP hop in front of the server counts what the server sends after the client's second
+  // flight (its Finished): with nothing asked yet, that can only be session tickets.
+  let ticketBytes = 0;
+  const hops: Deno.Conn[] = [];
+  await using hop = new TestUpstream(async (conn) => {
+    const inner = await Deno.connect(upstream.address);
+    hops.push(conn, inner);
+    let clientFlights = 0;
+    const pipe = async (from: Deno.Conn, to: Deno.Conn, onChunk: (n: number) => void) => {
+      const buffer = new Uint8Array(16 * 1024);
+      try {
+        for (let n = await from.read(buffer); n !== null; n = await from.read(buffer)) {
+          onChunk(n);
+          await writeAll(to, buffer.subarray(0, n));
+        }
+      } catch {
+        // closed
+      }
+    };
+    await Promise.all([
+      pipe(conn, inner, () => clientFlights++),
+      pipe(inner, conn, (n) => {
+        if (clientFlights >= 2) ticketBytes += n;
+      }),
+    ]);
+  });
+  await using proxy = startProxy(hop.address, {
     pool: "warm",
     minIdle: 2,
-    tls: upstreamTls({ ca: c.ca }),
+    tls: upstreamTls({ ca: c.ca, serverName: "localhost" }),
   });
   await eventually(() => proxy.server.pool.stats.idle === 2, 3_000, "two ready connections");
-  // Tickets arrive after the handshake, while the connections sit idle in the pool.
-  await delay(200);
+  await eventually(() => ticketBytes > 0, 2_000, "the server sent session tickets");
+  await delay(100);
   assertEquals(proxy.server.pool.stats.idle, 2, "neither was dropped for bytes while idle");
   assertEquals(proxy.server.pool.stats.idleDropped, 0);
   assertEquals(await roundTrip(proxy.address, "ready"), "ready");
   await proxy.sessionsEnded(1);
   assertEquals(proxy.sessions[0].source, "pool");
+  await proxy.close();
+  for (const conn of hops) closeQuietly(conn);
+});
+
+Deno.test("TLS upstream: a TLS socket nobody reads stops reading, so the peer's writes block (memory stays bounded)", async () => {
+  const c = await certs();
+  let written = 0;
+  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, async (conn) => {
+    const chunk = new Uint8Array(64 * 1024);
+    try {
+      while (written < 512 * 1024 * 1024) written += await conn.write(chunk);
+    } catch {
+      // the reader closed
+    }
+  });
+  const conn = await dialUpstream(upstream.address, 2_000, upstreamTls({ ca: c.ca }));
+  try {
+    await delay(1_000); // nobody reads
+    // Kernel buffers on both sides and one queue of 64 KiB, not the 100s of MiB a runtime that
+    // keeps reading would take in a second.
+    assert(written < 32 * 1024 * 1024, `the upstream wrote ${written} bytes to a paused reader`);
+    const buffer = new Uint8Array(64 * 1024);
+    assertEquals((await conn.read(buffer) ?? 0) > 0, true, "and reading resumes");
+  } finally {
+    conn.close();
+  }
 });
 
 Deno.test("TLS upstream: a client's half-close reaches the upstream (close_notify and FIN) and its answer still arrives", async () => {
@@ -239,13 +291,11 @@ Deno.test("TLS upstream: a client's half-close reaches the upstream (close_notif
 
 Deno.test("TLS upstream: the upstream's half-close reaches the client, which can still send", async () => {
   const c = await certs();
+  const received = Promise.withResolvers<string>();
   await using upstream = new TlsUpstream(c.serverCert, c.serverKey, async (conn) => {
     await writeAll(conn, encoder.encode("hello"));
     await conn.closeWrite(); // close_notify: its direction ends, the connection stays
-    const buffer = new Uint8Array(64);
-    const n = await conn.read(buffer);
-    // Told apart only by the proxy passing on what arrives after the upstream's half-close.
-    if (n !== null) await delay(0);
+    received.resolve(decoder.decode(await readToEnd(conn)));
   });
   await using proxy = startProxy(upstream.address, { pool: "off", tls: upstreamTls({ ca: c.ca }) });
   const client = await connect(proxy.address);
@@ -253,9 +303,39 @@ Deno.test("TLS upstream: the upstream's half-close reaches the client, which can
     const got = await within(client, 3_000, () => readToEnd(client));
     assertEquals(decoder.decode(got), "hello");
     await writeAll(client, encoder.encode("still open"));
+    await client.closeWrite();
+    assertEquals(await received.promise, "still open");
   } finally {
     closeQuietly(client);
   }
+});
+
+Deno.test("TLS upstream: --upstream-sni names the certificate to check for an upstream dialled by IP address", async () => {
+  const c = await certs();
+  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, tlsEcho);
+  await using proxy = startProxy(upstream.address, {
+    pool: "off",
+    tls: upstreamTls({ ca: c.ca, serverName: "localhost" }),
+  });
+  assertEquals(await roundTrip(proxy.address, "by name"), "by name");
+});
+
+Deno.test("TLS upstream: after a reload (pool.renew), pooled connections made before it are not handed out again", async () => {
+  const c = await certs();
+  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, tlsEcho);
+  await using proxy = startProxy(upstream.address, {
+    pool: "reuse",
+    tls: upstreamTls({ ca: c.ca }),
+  });
+  assertEquals(await roundTrip(proxy.address, "before"), "before");
+  await proxy.sessionsEnded(1);
+  assertEquals(proxy.server.pool.stats.idle, 1);
+  proxy.server.pool.renew();
+  await eventually(() => proxy.server.pool.stats.idle === 0, 1_000, "the old connection closed");
+  assertEquals(await roundTrip(proxy.address, "after"), "after");
+  await proxy.sessionsEnded(2);
+  assertEquals(proxy.sessions[1].source, "dial");
+  assertEquals(upstream.accepted, 2);
 });
 
 for (const how of ["with close_notify", "without close_notify (TCP FIN only)"] as const) {
@@ -573,6 +653,86 @@ Deno.test("TLS clients: a plaintext client and a client that never finishes its 
   assertEquals(proxy.sessions.length <= 1, true, "failed handshakes are not sessions");
 });
 
+Deno.test("TLS clients: at --max-clients, handshakes in progress included, a new TLS connection is closed at once", async () => {
+  const c = await certs();
+  await using upstream = new TestUpstream(echo);
+  await using proxy = await startTlsProxy(upstream.address, {
+    files: listenerFiles(c.serverCertFile, c.serverKeyFile),
+    handshakeTimeoutMs: 5_000,
+  }, { pool: "off", maxClients: 1 });
+  const holder = await connect(proxy.address); // in its handshake, silent: it holds the one place
+  try {
+    await delay(100);
+    const turnedAway = await connect(proxy.address);
+    const started = performance.now();
+    await within(turnedAway, 3_000, () => readToEnd(turnedAway).catch(() => new Uint8Array()));
+    closeQuietly(turnedAway);
+    assert(performance.now() - started < 1_000, "closed at once, not at the handshake timeout");
+  } finally {
+    closeQuietly(holder);
+  }
+  // The place is free again (once the listener has seen the holder go): a TLS client is served.
+  let client: Deno.TlsConn | undefined;
+  const deadline = performance.now() + 3_000;
+  while (client === undefined) {
+    client = await tlsClient(proxy.address, c.ca).catch((error) => {
+      if (performance.now() > deadline) throw error;
+      return delay(50).then(() => undefined);
+    });
+  }
+  try {
+    await writeAll(client, encoder.encode("in"));
+    assertEquals(decoder.decode(await within(client, 3_000, () => readExactly(client, 2))), "in");
+  } finally {
+    closeQuietly(client);
+  }
+});
+
+Deno.test("TLS clients: a TLS client that sends to an upstream that stops reading is held back by TCP, not buffered", async () => {
+  const c = await certs();
+  const held = Promise.withResolvers<void>();
+  await using upstream = new TestUpstream(async () => await held.promise); // never reads
+  await using proxy = await startTlsProxy(upstream.address, {
+    files: listenerFiles(c.serverCertFile, c.serverKeyFile),
+    handshakeTimeoutMs: 2_000,
+  }, { pool: "off" });
+  const client = await tlsClient(proxy.address, c.ca);
+  let sent = 0;
+  try {
+    const chunk = new Uint8Array(64 * 1024);
+    const until = performance.now() + 1_000;
+    let blocked = false;
+    while (!blocked && performance.now() < until) {
+      const write = client.write(chunk).then((n) => sent += n);
+      blocked = await Promise.race([write.then(() => false), delay(300).then(() => true)]);
+      if (blocked) write.catch(() => {}); // ends with the close below
+    }
+    assert(blocked, `the proxy took ${sent} bytes without holding the client back`);
+    assert(sent < 32 * 1024 * 1024, `the proxy took ${sent} bytes`);
+  } finally {
+    closeQuietly(client);
+    held.resolve();
+  }
+});
+
+Deno.test("TLS clients: a certificate and its key in one PEM file (HAProxy's habit) serve", async () => {
+  const c = await certs();
+  const combined = `${c.dir}/combined.pem`;
+  await Deno.writeTextFile(combined, `${c.serverCert}\n${c.serverKey}`);
+  await using upstream = new TestUpstream(echo);
+  await using proxy = await startTlsProxy(upstream.address, {
+    files: listenerFiles(combined, combined),
+    handshakeTimeoutMs: 2_000,
+  }, { pool: "off" });
+  const client = await tlsClient(proxy.address, c.ca);
+  try {
+    await writeAll(client, encoder.encode("pem"));
+    assertEquals(decoder.decode(await within(client, 3_000, () => readExactly(client, 3))), "pem");
+  } finally {
+    closeQuietly(client);
+  }
+});
+
 Deno.test("TLS clients: changed certificate files are used by the next handshake; a mismatched pair is refused and the old one stays", async () => {
   const c = await certs();
   const dir = await Deno.makeTempDir({ prefix: "tls-reload-" });
@@ -691,6 +851,12 @@ Deno.test("cli: TLS flags without what they need, or a bad name, are one line an
   const ip = await runMain(["--upstream-tls", "--upstream-sni", "10.0.0.5"]);
   assertEquals(ip.code, 2);
   assertMatch(ip.lines[0], /^tcp-pool-proxy: --upstream-sni: "10\.0\.0\.5" is not a host name/);
+  const reload = await runMain(["--tls-reload-interval", "5s"]);
+  assertEquals(reload.code, 2);
+  assertMatch(
+    reload.lines[0],
+    /^tcp-pool-proxy: --tls-reload-interval: has no effect without --tls-cert or --upstream-tls/,
+  );
   const timeout = await runMain(["--tls-handshake-timeout", "5s"]);
   assertEquals(timeout.code, 2);
   assertMatch(
@@ -735,7 +901,7 @@ Deno.test("cli: certificate files that are missing, unreadable, empty, unparsabl
     ],
     [["--upstream-tls", "--upstream-cert", c.clientCertFile, "--upstream-key", c.clientCertFile], [
       "--allow-read",
-    ], /^tcp-pool-proxy: --upstream-key: ".*client\.crt" holds no private key/],
+    ], /^tcp-pool-proxy: --upstream-key: ".*client\.crt" holds no PEM private key/],
     [
       ["--tls-cert", c.serverCertFile, "--tls-key", c.clientKeyFile],
       ["--allow-read"],
@@ -747,6 +913,25 @@ Deno.test("cli: certificate files that are missing, unreadable, empty, unparsabl
       /^tcp-pool-proxy: --tls-cert: cannot read ".*nope\.crt": no such file$/,
     ],
   ];
+  const { generateKeyPairSync } = await import("node:crypto");
+  for (
+    const [name, key] of [
+      ["rsa1024.key", generateKeyPairSync("rsa", { modulusLength: 1024 }).privateKey],
+      ["k256.key", generateKeyPairSync("ec", { namedCurve: "secp256k1" }).privateKey],
+    ] as const
+  ) {
+    await Deno.writeTextFile(`${d}/${name}`, String(key.export({ type: "pkcs8", format: "pem" })));
+  }
+  cases.push(
+    [
+      ["--tls-cert", c.serverCertFile, "--tls-key", `${d}/rsa1024.key`],
+      ["--allow-read"],
+      /^tcp-pool-proxy: --tls-key: ".*rsa1024\.key" holds an RSA key of 1024 bits; the TLS engine signs with RSA of 2048 bits or more, ECDSA P-256 or P-384, or Ed25519$/,
+    ],
+    [["--upstream-tls", "--upstream-cert", c.clientCertFile, "--upstream-key", `${d}/k256.key`], [
+      "--allow-read",
+    ], /^tcp-pool-proxy: --upstream-key: ".*k256\.key" holds an EC key on curve secp256k1;/],
+  );
   for (const [args, extra, line] of cases) {
     const result = await runMain(args, extra);
     assertEquals(result.code, 2, args.join(" "));
