@@ -344,6 +344,21 @@ function specsFor(workload: WorkloadId): FigureSpec[] {
     false,
     (m) => m.upstreamConnections,
   );
+  // Every connection-per-request workload: latency, rate and how many upstream connections.
+  const sessionFigures = [
+    spec(
+      w,
+      "medianMs",
+      "median session latency",
+      "ms",
+      "lower",
+      true,
+      (m) => latency(m, "medianMs"),
+    ),
+    spec(w, "p99Ms", "p99 session latency", "ms", "lower", true, (m) => latency(m, "p99Ms")),
+    spec(w, "perSecond", "sessions per second", "1/s", "higher", true, rate),
+    upstreamConnections,
+  ];
   switch (workload) {
     case "connect1":
     case "connect32":
@@ -354,34 +369,12 @@ function specsFor(workload: WorkloadId): FigureSpec[] {
     case "redis1":
     case "redis32":
       return [
-        spec(
-          w,
-          "medianMs",
-          "median session latency",
-          "ms",
-          "lower",
-          true,
-          (m) => latency(m, "medianMs"),
-        ),
-        spec(w, "p99Ms", "p99 session latency", "ms", "lower", true, (m) => latency(m, "p99Ms")),
-        spec(w, "perSecond", "sessions per second", "1/s", "higher", true, rate),
-        upstreamConnections,
+        ...sessionFigures,
         cpu("session"),
       ];
     case "tls-connect32":
       return [
-        spec(
-          w,
-          "medianMs",
-          "median session latency",
-          "ms",
-          "lower",
-          true,
-          (m) => latency(m, "medianMs"),
-        ),
-        spec(w, "p99Ms", "p99 session latency", "ms", "lower", true, (m) => latency(m, "p99Ms")),
-        spec(w, "perSecond", "sessions per second", "1/s", "higher", true, rate),
-        upstreamConnections,
+        ...sessionFigures,
         spec(
           w,
           "upstreamHandshakes",

@@ -153,6 +153,19 @@ async function tlsClient(address: HostPort, ca: string): Promise<Deno.TlsConn> {
   return conn;
 }
 
+/** Copies `from` to `to` until `from` ends or either fails, telling `onChunk` each chunk's size. */
+async function pipe(from: Deno.Conn, to: Deno.Conn, onChunk?: (n: number) => void): Promise<void> {
+  const buffer = new Uint8Array(16 * 1024);
+  try {
+    for (let n = await from.read(buffer); n !== null; n = await from.read(buffer)) {
+      onChunk?.(n);
+      await writeAll(to, buffer.subarray(0, n));
+    }
+  } catch {
+    // closed or cut
+  }
+}
+
 /** Ends `client`'s session: reads to the end (or the error), then closes it. */
 async function readOut(client: Deno.Conn): Promise<void> {
   await within(client, 3_000, () => readToEnd(client).catch(() => new Uint8Array()));
@@ -208,17 +221,6 @@ Deno.test("TLS upstream: warm holds handshaken connections; a TLS 1.3 server's s
     const inner = await Deno.connect(upstream.address);
     hops.push(conn, inner);
     let clientFlights = 0;
-    const pipe = async (from: Deno.Conn, to: Deno.Conn, onChunk: (n: number) => void) => {
-      const buffer = new Uint8Array(16 * 1024);
-      try {
-        for (let n = await from.read(buffer); n !== null; n = await from.read(buffer)) {
-          onChunk(n);
-          await writeAll(to, buffer.subarray(0, n));
-        }
-      } catch {
-        // closed
-      }
-    };
     await Promise.all([
       pipe(conn, inner, () => clientFlights++),
       pipe(inner, conn, (n) => {
@@ -356,16 +358,6 @@ for (const how of ["with close_notify", "without close_notify (TCP FIN only)"] a
       const first = hopCount++ === 0; // only the first connection is cut
       const inner = await Deno.connect(tlsServer.address);
       hops.push(conn, inner);
-      const pipe = async (from: Deno.Conn, to: Deno.Conn) => {
-        const buffer = new Uint8Array(16 * 1024);
-        try {
-          for (let n = await from.read(buffer); n !== null; n = await from.read(buffer)) {
-            await writeAll(to, buffer.subarray(0, n));
-          }
-        } catch {
-          // cut
-        }
-      };
       const inward = pipe(conn, inner);
       await Promise.race([pipe(inner, conn), first ? closeIdle.promise : new Promise(() => {})]);
       await conn.closeWrite().catch(() => {}); // a FIN, with no TLS record before it
