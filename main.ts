@@ -156,8 +156,6 @@ async function serve(config: ProxyConfig): Promise<number> {
   }
   // Listen for signals before the start-up line, which tells the world that the proxy is up.
   const stopSignal = firstStopSignal(log, server);
-  // Connections made with the files a reload replaced are not handed out again.
-  upstreamTls?.onReload(() => server.pool.renew());
   const reloader = new CertificateReloader([upstreamTls, listenerTls], config.tlsReloadIntervalMs);
   logStateOnHangup(server);
   logListening(log, server, { ...config, poolSize }, limit);

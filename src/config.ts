@@ -622,9 +622,11 @@ function buildConfig(
       );
     }
   }
-  if (values.has("tls-reload-interval") && !values.has("tls-cert") && !upstreamTls) {
+  const watchesFiles = values.has("tls-cert") || values.has("upstream-ca") ||
+    values.has("upstream-cert");
+  if (values.has("tls-reload-interval") && !watchesFiles) {
     throw new ConfigError(
-      "--tls-reload-interval: has no effect without --tls-cert or --upstream-tls; drop it",
+      "--tls-reload-interval: has no effect without a certificate file (--tls-cert, --upstream-ca or --upstream-cert); drop it",
       "--tls-reload-interval",
     );
   }

@@ -30,6 +30,8 @@ export interface UpstreamTls {
    * `--upstream-cert`, `--upstream-key`); a reload replaces it, connections made before keep theirs.
    */
   secureContext(): tls.SecureContext;
+  /** Calls `listener` after each reload of the files behind the context, if they can change. */
+  onReload?(listener: () => void): void;
 }
 
 /** A dial to the upstream failed. Carries the address and the reason. */

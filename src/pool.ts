@@ -558,10 +558,12 @@ export class UpstreamPool {
   }
 
   /**
-   * Retires every connection open now, as if its lifetime were over: idle ones are closed at once
-   * (refills replace them as demand asks), leased ones when their session ends. Called when the
-   * TLS files change, so that no connection made with a CA or client certificate that was
-   * replaced is handed out again.
+   * Retires every connection open or being dialled now, as if its lifetime were over: idle ones
+   * are closed at once (refills replace them as demand asks), leased ones when their session ends,
+   * and one whose dial was under way goes to the session that asked for it, if any, and no one
+   * else. Called when the TLS files change, so that no connection made with a CA or client
+   * certificate that was replaced is handed out again. Counted as expired (idle) and max lifetime
+   * (released).
    */
   renew(): void {
     if (this.#closed) return;
@@ -602,6 +604,11 @@ export class UpstreamPool {
    * or closes it when the pool cannot take it.
    */
   #putIdle(conn: UpstreamConn): void {
+    if (this.#deadline(conn) <= performance.now()) { // retired meanwhile (see renew)
+      this.#dropped("expired");
+      conn.close();
+      return;
+    }
     const waiter = this.#queue.findIndex((queued) => queued.reusable);
     if (waiter >= 0) {
       this.#queue.splice(waiter, 1)[0].resolve(conn);
@@ -770,6 +777,8 @@ export class UpstreamPool {
           const lifetime = this.options.maxLifetimeMs * (1 - Math.random() * LIFETIME_JITTER);
           conn.retireAt = conn.createdAt + lifetime;
         }
+        // Dialled with TLS files a reload has replaced since: its session may use it, no one after.
+        if (started < this.#renewedAt) conn.retireAt = -Infinity;
         if (leaseTo !== undefined) conn.tryLease(leaseTo, false);
         return conn;
       }, (error: unknown) => {

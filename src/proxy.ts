@@ -211,6 +211,8 @@ export class ProxyServer {
       settleMs: (options.protocol ?? "raw") === "raw" ? options.reuseSettleMs : 0,
       probationMs: options.refillProbationMs,
     });
+    // Connections made with TLS files a reload replaced are not handed out again.
+    options.tls?.onReload?.(() => this.pool.renew());
     this.#maxClients = options.maxClients ?? 0;
     const timeouts: SessionTimeouts = {
       clientMs: options.clientTimeoutMs ?? 0,

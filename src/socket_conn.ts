@@ -23,6 +23,7 @@
 
 import type { TLSSocket } from "node:tls";
 import type { ClientConn } from "./_io.ts";
+import { getProxyLogger } from "./logging.ts";
 
 /** Queued bytes past which the socket is paused until `read` takes them. */
 export const QUEUE_HIGH_WATER = 64 * 1024;
@@ -34,6 +35,18 @@ export const UNPAUSABLE_LIMIT = 4 * 1024 * 1024;
 interface TcpReads {
   readStop(): unknown;
   readStart(): unknown;
+}
+
+let warnedCannotPause = false;
+
+/** Says once per process that TLS sockets cannot be paused here, and what that costs. */
+function warnCannotPause(): void {
+  if (warnedCannotPause) return;
+  warnedCannotPause = true;
+  getProxyLogger("tls").warn(
+    "this runtime gives no way to stop a TLS socket's reads: a TLS peer more than {limit} bytes ahead of its reader loses its connection",
+    { limit: UNPAUSABLE_LIMIT },
+  );
 }
 
 /** The TCP handle under `socket`, when this runtime exposes one that can stop reading. */
@@ -182,6 +195,7 @@ export class SocketConn implements ClientConn {
   #pause(): void {
     this.#tcpReads ??= tcpReadsOf(this.#socket);
     if (this.#tcpReads === undefined) {
+      warnCannotPause();
       if (this.#queued > UNPAUSABLE_LIMIT && this.#error === undefined) {
         this.#error = new Deno.errors.InvalidData(
           `the peer sent more than ${UNPAUSABLE_LIMIT} bytes ahead of its reader (this runtime cannot pause a TLS socket)`,

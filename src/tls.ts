@@ -28,7 +28,10 @@ const PEM_PRIVATE_KEY =
   /-----BEGIN ((?:RSA |EC |ENCRYPTED )?PRIVATE KEY)-----[\s\S]+?-----END \1-----/;
 
 /** Elliptic curves the TLS engine (rustls) signs with. */
-const SIGNING_CURVES = new Set(["prime256v1", "secp384r1"]);
+const SIGNING_CURVES = new Set(["prime256v1", "secp384r1", "secp521r1"]);
+
+/** The RSA key sizes the TLS engine signs with, in bits (16384 fails in Deno 2.9.6). */
+const RSA_BITS = { min: 2048, max: 8192 };
 
 /** One file a flag names. */
 interface FlagFile {
@@ -313,7 +316,7 @@ function readKeyPair(certFile: FlagFile, keyFile: FlagFile): TlsMaterial {
     throw new ConfigError(
       `${keyFile.flag}: ${
         JSON.stringify(keyFile.path)
-      } holds ${unusable}; the TLS engine signs with RSA of 2048 bits or more, ECDSA P-256 or P-384, or Ed25519`,
+      } holds ${unusable}; the TLS engine signs with RSA of 2048 to 8192 bits, ECDSA P-256, P-384 or P-521, or Ed25519`,
       keyFile.flag,
     );
   }
@@ -332,16 +335,16 @@ function readKeyPair(certFile: FlagFile, keyFile: FlagFile): TlsMaterial {
 function unusableKey(key: KeyObject): string | undefined {
   const type = key.asymmetricKeyType;
   const details = key.asymmetricKeyDetails ?? {};
-  if (type === "rsa" || type === "rsa-pss") {
+  if (type === "rsa") {
     const bits = details.modulusLength ?? 0;
-    return bits >= 2048 ? undefined : `an RSA key of ${bits} bits`;
+    return bits >= RSA_BITS.min && bits <= RSA_BITS.max ? undefined : `an RSA key of ${bits} bits`;
   }
   if (type === "ec") {
     const curve = details.namedCurve ?? "unknown";
     return SIGNING_CURVES.has(curve) ? undefined : `an EC key on curve ${curve}`;
   }
   if (type === "ed25519") return undefined;
-  return `a ${type ?? "unknown"} key`;
+  return `a key of type ${type ?? "unknown"}`;
 }
 
 function parseCertificate(file: FlagFile, pem: string): X509Certificate {

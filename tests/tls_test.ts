@@ -262,8 +262,16 @@ Deno.test("TLS upstream: a TLS socket nobody reads stops reading, so the peer's 
     // Kernel buffers on both sides and one queue of 64 KiB, not the 100s of MiB a runtime that
     // keeps reading would take in a second.
     assert(written < 32 * 1024 * 1024, `the upstream wrote ${written} bytes to a paused reader`);
+    // Reading resumes, and goes on past what any fallback would hold (a runtime that could not
+    // pause would have cut the connection at 4 MiB).
     const buffer = new Uint8Array(64 * 1024);
-    assertEquals((await conn.read(buffer) ?? 0) > 0, true, "and reading resumes");
+    let read = 0;
+    while (read < 16 * 1024 * 1024) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      read += n;
+    }
+    assert(read >= 16 * 1024 * 1024, `read ${read} bytes after resuming`);
   } finally {
     conn.close();
   }
@@ -768,7 +776,7 @@ Deno.test("TLS clients: changed certificate files are used by the next handshake
   }
 });
 
-Deno.test("TLS reload: a changed --upstream-ca is used by the next dial, found by the reloader's own check", async () => {
+Deno.test("TLS reload: a changed --upstream-ca is used by the next dial, found by the reloader's own check; pooled connections made before a reload retire", async () => {
   const c = await certs();
   const dir = await Deno.makeTempDir({ prefix: "tls-reload-ca-" });
   try {
@@ -785,13 +793,23 @@ Deno.test("TLS reload: a changed --upstream-ca is used by the next dial, found b
     const reloader = new CertificateReloader([files], 50);
     try {
       await using upstream = new TlsUpstream(c.serverCert, c.serverKey, tlsEcho);
-      await using proxy = startProxy(upstream.address, { pool: "off", tls: files });
+      await using proxy = startProxy(upstream.address, { pool: "reuse", tls: files });
       await readOut(await connect(proxy.address));
       await proxy.sessionsEnded(1);
       assertEquals(proxy.sessions[0].end, "connect-failed");
       await Deno.writeTextFile(caFile, c.ca);
       await eventually(() => files.reloads === 1, 2_000, "reloaded");
       assertEquals(await roundTrip(proxy.address, "trusted now"), "trusted now");
+      await proxy.sessionsEnded(2);
+      assertEquals(proxy.server.pool.stats.idle, 1);
+      // The next reload retires the pooled connection made with the files it replaces.
+      await Deno.writeTextFile(caFile, `${c.ca}\n`);
+      await eventually(() => files.reloads === 2, 2_000, "reloaded again");
+      await eventually(
+        () => proxy.server.pool.stats.idle === 0,
+        1_000,
+        "the old connection retired",
+      );
     } finally {
       reloader.stop();
     }
@@ -847,7 +865,7 @@ Deno.test("cli: TLS flags without what they need, or a bad name, are one line an
   assertEquals(reload.code, 2);
   assertMatch(
     reload.lines[0],
-    /^tcp-pool-proxy: --tls-reload-interval: has no effect without --tls-cert or --upstream-tls/,
+    /^tcp-pool-proxy: --tls-reload-interval: has no effect without a certificate file/,
   );
   const timeout = await runMain(["--tls-handshake-timeout", "5s"]);
   assertEquals(timeout.code, 2);
@@ -910,6 +928,7 @@ Deno.test("cli: certificate files that are missing, unreadable, empty, unparsabl
     const [name, key] of [
       ["rsa1024.key", generateKeyPairSync("rsa", { modulusLength: 1024 }).privateKey],
       ["k256.key", generateKeyPairSync("ec", { namedCurve: "secp256k1" }).privateKey],
+      ["p521.key", generateKeyPairSync("ec", { namedCurve: "secp521r1" }).privateKey],
     ] as const
   ) {
     await Deno.writeTextFile(`${d}/${name}`, String(key.export({ type: "pkcs8", format: "pem" })));
@@ -918,11 +937,17 @@ Deno.test("cli: certificate files that are missing, unreadable, empty, unparsabl
     [
       ["--tls-cert", c.serverCertFile, "--tls-key", `${d}/rsa1024.key`],
       ["--allow-read"],
-      /^tcp-pool-proxy: --tls-key: ".*rsa1024\.key" holds an RSA key of 1024 bits; the TLS engine signs with RSA of 2048 bits or more, ECDSA P-256 or P-384, or Ed25519$/,
+      /^tcp-pool-proxy: --tls-key: ".*rsa1024\.key" holds an RSA key of 1024 bits; the TLS engine signs with RSA of 2048 to 8192 bits, ECDSA P-256, P-384 or P-521, or Ed25519$/,
     ],
     [["--upstream-tls", "--upstream-cert", c.clientCertFile, "--upstream-key", `${d}/k256.key`], [
       "--allow-read",
     ], /^tcp-pool-proxy: --upstream-key: ".*k256\.key" holds an EC key on curve secp256k1;/],
+    // A kind the engine signs with: refused only as not the certificate's key.
+    [
+      ["--tls-cert", c.serverCertFile, "--tls-key", `${d}/p521.key`],
+      ["--allow-read"],
+      /^tcp-pool-proxy: --tls-key: ".*p521\.key" is not the key of the certificate/,
+    ],
   );
   for (const [args, extra, line] of cases) {
     const result = await runMain(args, extra);
