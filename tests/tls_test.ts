@@ -35,6 +35,8 @@ import {
   writeAll,
 } from "./_net.ts";
 import { MAIN_TS } from "./_proxy_process.ts";
+import { exposition } from "../src/metrics.ts";
+import { metricFamilies } from "../src/observe.ts";
 import { makeTestCerts, type TestCerts } from "./make_test_certs.ts";
 
 let made: Promise<TestCerts> | undefined;
@@ -642,6 +644,8 @@ Deno.test("TLS clients: a plaintext client and a client that never finishes its 
   assert(waited >= 250 && waited < 2_000, `cut after ${Math.round(waited)}ms`);
   const listener = proxy.server.stats.clientTlsHandshakes;
   assertEquals(listener?.failed, 2);
+  const metrics = exposition(metricFamilies(proxy.server.stats));
+  assertStringIncludes(metrics, 'tcp_pool_proxy_client_tls_handshakes_total{result="failed"} 2\n');
   // The listener goes on.
   const client = await tlsClient(proxy.address, c.ca);
   try {
