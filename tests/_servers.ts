@@ -188,6 +188,22 @@ async function connectWhenUp(
   }
 }
 
+/**
+ * Runs `start` with a free port, up to 3 tries (another process may take the port between our
+ * probe and the server's bind); throws the last try's error.
+ */
+export async function onFreePort<T>(start: (port: number) => Promise<T>): Promise<T> {
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      return await start(freePort());
+    } catch (error) {
+      lastError = error;
+    }
+  }
+  throw lastError;
+}
+
 /** A server process started by a test, with one admin connection to it. */
 class ServerProcess {
   #exited = false;
@@ -210,9 +226,7 @@ class ServerProcess {
     argsFor: (port: number) => string[],
     ready: (reader: SocketReader) => Promise<void>,
   ): Promise<ServerProcess> {
-    let lastError: unknown;
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const port = freePort();
+    return await onFreePort(async (port) => {
       const child = new Deno.Command(binary, {
         args: argsFor(port),
         stdin: "null",
@@ -232,13 +246,12 @@ class ServerProcess {
           // it has exited
         }
         const { stdout, stderr } = await output;
-        lastError = new Error(
+        throw new Error(
           `${binary} did not start: ${error}\n${decoder.decode(stdout)}${decoder.decode(stderr)}`,
           { cause: error },
         );
       }
-    }
-    throw lastError;
+    });
   }
 
   /**

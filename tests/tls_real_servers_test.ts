@@ -19,7 +19,7 @@ import tls from "node:tls";
 import { assert, assertEquals, assertGreaterOrEqual, assertLess, assertMatch } from "./_assert.ts";
 import { closeQuietly, connect, decoder, encoder, readToEnd, writeAll } from "./_net.ts";
 import { awaitClosed, MAIN_TS, ProxyProcess, relayOnce } from "./_proxy_process.ts";
-import { describeRun, freePort, missingBinaries, run, type RunResult } from "./_servers.ts";
+import { describeRun, missingBinaries, onFreePort, run, type RunResult } from "./_servers.ts";
 import { makeTestCerts, type TestCerts } from "./make_test_certs.ts";
 
 // ---- certificates, servers, proxies ----
@@ -54,9 +54,7 @@ async function startServer(
   argsFor: (port: number) => string[],
   ready: (server: TestServer) => Promise<void>,
 ): Promise<TestServer> {
-  let lastError: unknown;
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const port = freePort();
+  return await onFreePort(async (port) => {
     const child = ProxyProcess.spawn(command, argsFor(port));
     const server = { process: child, port, [Symbol.asyncDispose]: () => child.dispose() };
     try {
@@ -64,12 +62,11 @@ async function startServer(
       return server;
     } catch (error) {
       await child.dispose();
-      lastError = new Error(`${command} did not start: ${error}\nstderr:\n${child.stderr}`, {
+      throw new Error(`${command} did not start: ${error}\nstderr:\n${child.stderr}`, {
         cause: error,
       });
     }
-  }
-  throw lastError;
+  });
 }
 
 /** Waits until 127.0.0.1:`port` accepts a TCP connection (closed at once). */
