@@ -117,11 +117,6 @@ export class SocketConn implements ClientConn {
     this.#socket.setNoDelay(noDelay);
   }
 
-  /** Whether the peer has sent its close (FIN or close_notify) and every byte has been read. */
-  get drained(): boolean {
-    return this.#ended && this.#queued === 0;
-  }
-
   /**
    * Reads into `buffer` what has arrived, waiting for something if nothing has: the number of
    * bytes, or `null` at the peer's close. One read at a time.
