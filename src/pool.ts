@@ -268,7 +268,7 @@ export class UpstreamPool {
   /** Runs every trim period while the pool holds more idle connections than `minIdle`. */
   #trimTimer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
-  /** Connections made before this (`performance.now()`) are retired: see {@link renew}. */
+  /** Connections whose dial started before this (`performance.now()`) are retired: see {@link renew}. */
   #renewedAt = -Infinity;
   readonly #stats = {
     dials: 0,
@@ -318,7 +318,7 @@ export class UpstreamPool {
       Math.min(TRIM_PERIOD_MS, Math.max(1, options.idleTimeoutMs / 2));
     this.#demand = new DemandTracker({
       ratio: options.preconnectRatio ?? 0,
-      capacity: options.mode === "off" ? 0 : options.maxIdle,
+      capacity,
       peakPeriodMs: this.#trimPeriodMs,
     });
     const floor = options.mode === "off" ? 0 : options.minIdle;
@@ -395,9 +395,7 @@ export class UpstreamPool {
     options: { fresh?: boolean } = {},
   ): Promise<Borrowed> {
     const reusable = this.options.mode !== "off" && options.fresh !== true;
-    if (this.options.mode !== "off" && options.fresh !== true) {
-      this.#demand.started(performance.now()); // a retry is not a new session
-    }
+    if (reusable) this.#demand.started(performance.now()); // a retry is not a new session
     try {
       while (true) {
         if (this.#closed) throw new PoolClosedError();
@@ -573,14 +571,20 @@ export class UpstreamPool {
     this.#sweepTimer = setTimeout(() => this.#sweep(), 0);
   }
 
+  /**
+   * Whether `conn` was dialled before the last {@link renew}: with TLS files since replaced. A
+   * dial under way at the renew still serves the session that asked for it, and no one after.
+   */
+  #retired(conn: UpstreamConn): boolean {
+    return conn.dialStartedAt < this.#renewedAt;
+  }
+
   #refusal(conn: UpstreamConn, sessionClean: boolean): ReleaseRefusal | undefined {
     if (this.#closed) return "pool closed";
     if (this.options.mode !== "reuse") return "mode does not reuse";
     if (!sessionClean) return "session not clean";
     if (!isFit(conn)) return "unfit";
-    if (performance.now() >= conn.retireAt || conn.createdAt < this.#renewedAt) {
-      return "max lifetime";
-    }
+    if (performance.now() >= conn.retireAt || this.#retired(conn)) return "max lifetime";
     // A borrower waiting for a pooled connection gets this one at once, whatever the pool holds.
     if (this.#queue.some((queued) => queued.reusable)) return undefined;
     // As many as were in use at once recently (or the ready target), at most --pool-size.
@@ -768,25 +772,18 @@ export class UpstreamPool {
     )
       .then((socket) => {
         this.#dialsInFlight--;
-        const now = performance.now();
-        this.#demand.dialed(now - started);
-        this.#connectSeconds.observe((now - started) / 1000);
-        this.#lastSuccessAt = now;
+        this.#demand.dialed(this.#dialSucceeded(started) - started);
         const conn = new UpstreamConn(socket, this.#connHooks);
+        conn.dialStartedAt = started;
         if (this.options.maxLifetimeMs > 0) {
           const lifetime = this.options.maxLifetimeMs * (1 - Math.random() * LIFETIME_JITTER);
           conn.retireAt = conn.createdAt + lifetime;
         }
-        // Dialled with TLS files a reload has replaced since: its session may use it, no one after.
-        if (started < this.#renewedAt) conn.retireAt = -Infinity;
         if (leaseTo !== undefined) conn.tryLease(leaseTo, false);
         return conn;
       }, (error: unknown) => {
         this.#dialsInFlight--;
-        // A dial its borrower gave up on says nothing about the upstream.
-        if (!(error instanceof UpstreamConnectError && error.failure === "aborted")) {
-          this.#dialFailed(error);
-        }
+        this.#dialFailed(error);
         this.#freeSlot();
         throw error;
       });
@@ -795,7 +792,17 @@ export class UpstreamPool {
     return dialing;
   }
 
+  /** Notes a dial started at `started` that worked (a connection or a probe); returns now. */
+  #dialSucceeded(started: number): number {
+    const now = performance.now();
+    this.#connectSeconds.observe((now - started) / 1000);
+    this.#lastSuccessAt = now;
+    return now;
+  }
+
   #dialFailed(error: unknown): void {
+    // A dial its borrower gave up on says nothing about the upstream.
+    if (error instanceof UpstreamConnectError && error.failure === "aborted") return;
     this.#stats.dialFailures++;
     const failure = error instanceof UpstreamConnectError ? error.failure : "error";
     this.#stats.dialFailuresBy[failure === "aborted" ? "error" : failure]++;
@@ -820,14 +827,8 @@ export class UpstreamPool {
       this.#closeController.signal,
     ).then((socket) => {
       closeQuietly(socket);
-      const now = performance.now();
-      this.#connectSeconds.observe((now - started) / 1000);
-      this.#lastSuccessAt = now;
-    }, (error: unknown) => {
-      if (!(error instanceof UpstreamConnectError && error.failure === "aborted")) {
-        this.#dialFailed(error);
-      }
-    }).finally(() => {
+      this.#dialSucceeded(started);
+    }, (error: unknown) => this.#dialFailed(error)).finally(() => {
       this.#probing = undefined;
       this.#dialing.delete(probing);
     });
@@ -862,7 +863,7 @@ export class UpstreamPool {
 
   /** When `conn` must leave the pool: idle timeout, lifetime, or the upstream's learned limit. */
   #deadline(conn: UpstreamConn): number {
-    if (conn.createdAt < this.#renewedAt) return 0;
+    if (this.#retired(conn)) return 0;
     const idleFor = Math.min(this.options.idleTimeoutMs, this.#idleLimit.retireAfterMs);
     return Math.min(conn.idleSince + idleFor, conn.retireAt);
   }

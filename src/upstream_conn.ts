@@ -74,6 +74,8 @@ export class UpstreamConn {
   readonly conn: ByteConn;
   /** `performance.now()` when it was connected. */
   readonly createdAt: number = performance.now();
+  /** `performance.now()` when the dial that made it started (set by its pool). */
+  dialStartedAt: number = this.createdAt;
   /** `performance.now()` when it last became idle. */
   idleSince: number = this.createdAt;
   /** Sessions that have held it. */
