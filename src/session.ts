@@ -242,7 +242,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
    * How the session ended; `undefined` while it runs. Set once, by {@link #finish}, by whatever
    * ends the session first; setting it starts the teardown, and both pumps stop when they see it.
    */
-  #endCode: SessionEnd | undefined;
+  #end: SessionEnd | undefined;
   /**
    * Aborts the borrow under way (a wait in the `--max-upstream` queue, a dial) when the session
    * ends meanwhile; only while borrowing, so a running session holds no controller.
@@ -362,18 +362,13 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     this.#replay = new ReplayBuffer(conn.leases > 1);
   }
 
-  /** How the session ended; `undefined` while it runs. */
-  get #end(): SessionEnd | undefined {
-    return this.#endCode;
-  }
-
   /**
    * Ends the session, once: whatever comes first names the end. Stops a borrow under way and
    * starts the teardown (its synchronous part runs now).
    */
   #finish(end: SessionEnd, error?: unknown): void {
-    if (this.#endCode !== undefined) return;
-    this.#endCode = end;
+    if (this.#end !== undefined) return;
+    this.#end = end;
     this.#error = error;
     this.#borrowing?.abort(end);
     this.#teardown().catch((error: unknown) =>
@@ -384,7 +379,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   /** Borrows a connection (leased through onLease), stopped if the session ends meanwhile. */
   async #borrow(pool: SessionContext["pool"], fresh: boolean): Promise<UpstreamConn> {
     const borrowing = new AbortController();
-    if (this.#endCode !== undefined) borrowing.abort(this.#endCode);
+    if (this.#end !== undefined) borrowing.abort(this.#end);
     this.#borrowing = borrowing;
     try {
       return (await pool.borrow(this, borrowing.signal, { fresh })).conn;
