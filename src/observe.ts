@@ -23,6 +23,7 @@ import {
   histogramFamily,
   type MetricFamily,
   type Sample,
+  samplesByLabel,
 } from "./metrics.ts";
 import type { PoolStats } from "./pool.ts";
 import type { TlsHandshakeCounts } from "./tls_listener.ts";
@@ -79,8 +80,12 @@ function labelValue(text: string): string {
   return text.replaceAll(" ", "_");
 }
 
+/** {@link samplesByLabel} with the label values in Prometheus' usual form. */
 function byLabel(label: string, values: Iterable<[string, number]>): Sample[] {
-  return [...values].map(([key, value]) => ({ labels: { [label]: labelValue(key) }, value }));
+  return samplesByLabel(
+    label,
+    new Map([...values].map(([key, value]) => [labelValue(key), value])),
+  );
 }
 
 /** The proxy's metric families, in `/metrics` order. */
