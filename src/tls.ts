@@ -18,6 +18,7 @@
 
 import tls from "node:tls";
 import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
+import { describeError } from "./_io.ts";
 import { ConfigError, type ProxyConfig } from "./config.ts";
 import type { UpstreamTls } from "./dial.ts";
 import { reportUnexpected } from "./failsafe.ts";
@@ -88,9 +89,7 @@ export class TlsFiles {
       return this.#build(material);
     } catch (error) {
       throw new ConfigError(
-        `${this.#blame}: the TLS engine refuses these files: ${
-          error instanceof Error ? error.message : String(error)
-        }`,
+        `${this.#blame}: the TLS engine refuses these files: ${describeError(error)}`,
         this.#blame,
       );
     }
@@ -140,7 +139,7 @@ export class TlsFiles {
         "{side} certificate files changed but were not loaded: {reason}; still using the previous ones",
         {
           side: this.side,
-          reason: error instanceof Error ? error.message : String(error),
+          reason: describeError(error),
         },
       );
       return "rejected";
@@ -266,32 +265,30 @@ export class CertificateReloader {
   }
 }
 
-/** The CA certificates of an `--upstream-ca` file, each parsed. */
-function readCaFile(file: FlagFile): string[] {
-  const pem = readFlagFile(file);
-  const certs = pem.match(PEM_CERTIFICATE) ?? [];
-  if (certs.length === 0) {
+/** The PEM certificates of the file a flag names, at least one. */
+function readCertificates(file: FlagFile): [string, ...string[]] {
+  const [first, ...rest] = readFlagFile(file).match(PEM_CERTIFICATE) ?? [];
+  if (first === undefined) {
     throw new ConfigError(
       `${file.flag}: ${JSON.stringify(file.path)} holds no PEM certificate`,
       file.flag,
     );
   }
+  return [first, ...rest];
+}
+
+/** The CA certificates of an `--upstream-ca` file, each parsed. */
+function readCaFile(file: FlagFile): string[] {
+  const certs = readCertificates(file);
   for (const cert of certs) parseCertificate(file, cert);
   return certs;
 }
 
 /** A certificate (chain) and its key, each parsed, the key checked against the certificate. */
 function readKeyPair(certFile: FlagFile, keyFile: FlagFile): TlsMaterial {
-  const cert = readFlagFile(certFile);
-  const first = (cert.match(PEM_CERTIFICATE) ?? [])[0];
-  if (first === undefined) {
-    throw new ConfigError(
-      `${certFile.flag}: ${JSON.stringify(certFile.path)} holds no PEM certificate`,
-      certFile.flag,
-    );
-  }
-  const certificate = parseCertificate(certFile, first);
-  const chain = (cert.match(PEM_CERTIFICATE) ?? []).join("\n");
+  const certs = readCertificates(certFile);
+  const certificate = parseCertificate(certFile, certs[0]);
+  const chain = certs.join("\n");
   // The key may share its file with the certificate (HAProxy's habit): only its block is used.
   const key = PEM_PRIVATE_KEY.exec(readFlagFile(keyFile))?.[0];
   if (key === undefined) {
@@ -306,7 +303,7 @@ function readKeyPair(certFile: FlagFile, keyFile: FlagFile): TlsMaterial {
   } catch (error) {
     throw new ConfigError(
       `${keyFile.flag}: ${JSON.stringify(keyFile.path)} holds no private key this runtime reads (${
-        error instanceof Error ? error.message : String(error)
+        describeError(error)
       })`,
       keyFile.flag,
     );
@@ -353,7 +350,7 @@ function parseCertificate(file: FlagFile, pem: string): X509Certificate {
   } catch (error) {
     throw new ConfigError(
       `${file.flag}: ${JSON.stringify(file.path)} holds a certificate that does not parse (${
-        error instanceof Error ? error.message : String(error)
+        describeError(error)
       })`,
       file.flag,
     );
@@ -382,9 +379,7 @@ function readFlagFile(file: FlagFile): string {
       ? "no such file"
       : error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied
       ? `not allowed to read it (run with --allow-read=${file.path})`
-      : error instanceof Error
-      ? error.message
-      : String(error);
+      : describeError(error);
     throw new ConfigError(`${file.flag}: cannot read ${shown}: ${why}`, file.flag);
   }
 }
