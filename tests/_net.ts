@@ -202,6 +202,26 @@ export async function eventually(
   }
 }
 
+/**
+ * Runs two sessions through `address` that overlap: both connect and exchange "hi" with an echo
+ * upstream before either closes, so two upstream connections are in use at once.
+ */
+export async function twoOverlappingSessions(address: HostPort): Promise<void> {
+  const a = await connect(address);
+  const b = await connect(address);
+  try {
+    for (const c of [a, b]) {
+      await within(c, 2_000, async () => {
+        await writeAll(c, encoder.encode("hi"));
+        await readExactly(c, 2);
+      });
+    }
+  } finally {
+    closeQuietly(a);
+    closeQuietly(b);
+  }
+}
+
 /** A proxy started in-process for a test, with the summaries of finished sessions. */
 export interface TestProxy {
   server: ProxyServer;

@@ -27,6 +27,7 @@ import {
   roundTrip,
   startProxy,
   TestUpstream,
+  twoOverlappingSessions,
   within,
   writeAll,
 } from "./_net.ts";
@@ -110,16 +111,7 @@ Deno.test("/metrics: dial failures by reason and connections refused by the pool
   await using upstream = new TestUpstream(echo);
   await using proxy = startProxy(upstream.address, { pool: "reuse", poolSize: 1 });
   await using admin = adminOf(proxy.server);
-  const a = await connect(proxy.address);
-  const b = await connect(proxy.address);
-  for (const c of [a, b]) {
-    await within(c, 2_000, async () => {
-      await writeAll(c, encoder.encode("hi"));
-      await readExactly(c, 2);
-    });
-  }
-  closeQuietly(a);
-  closeQuietly(b);
+  await twoOverlappingSessions(proxy.address);
   await proxy.sessionsEnded(2);
   const m = (await get(admin.address, "/metrics")).body;
   assertEquals(sample(m, 'tcp_pool_proxy_pool_release_refused_total{reason="pool_full"}'), 1);

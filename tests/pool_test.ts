@@ -30,6 +30,7 @@ import {
   sendAndHalfClose,
   startProxy,
   TestUpstream,
+  twoOverlappingSessions,
   unresponsiveUpstream,
   within,
   writeAll,
@@ -97,16 +98,7 @@ for (const settleMs of [0, 200]) {
       poolSize: 1,
       reuseSettleMs: settleMs,
     });
-    const a = await connect(proxy.address);
-    const b = await connect(proxy.address);
-    for (const c of [a, b]) {
-      await within(c, 2_000, async () => {
-        await writeAll(c, encoder.encode("hi"));
-        await readExactly(c, 2);
-      });
-    }
-    closeQuietly(a);
-    closeQuietly(b);
+    await twoOverlappingSessions(proxy.address);
     await proxy.sessionsEnded(2);
     // While the first one settles, the second release finds the pool full.
     assertEquals(proxy.sessions.map((s) => s.release).sort(), ["pool full", "pooled"]);
