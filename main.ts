@@ -124,9 +124,10 @@ async function serve(config: ProxyConfig): Promise<number> {
   const poolSize = limit.source === "given"
     ? config.poolSize
     : Math.min(config.poolSize, poolShare(limit.fileLimit));
+  const inForce: ProxyConfig = { ...config, poolSize };
   let server: ProxyServer;
   try {
-    const options = { ...config, poolSize, maxClients: limit.maxClients, tls: upstreamTls };
+    const options = { ...inForce, maxClients: limit.maxClients, tls: upstreamTls };
     server = listenerTls === undefined
       ? ProxyServer.listen(options)
       : await ProxyServer.listenTls(options, {
@@ -144,7 +145,7 @@ async function serve(config: ProxyConfig): Promise<number> {
       admin = startAdmin({
         listen: config.admin,
         metrics: () => metricFamilies(server.stats),
-        config: () => configInForce({ ...config, poolSize }, limit.maxClients),
+        config: () => configInForce(inForce, limit.maxClients),
         readiness: () => server.readiness(),
       });
     } catch (error) {
@@ -158,7 +159,7 @@ async function serve(config: ProxyConfig): Promise<number> {
   const stopSignal = firstStopSignal(log, server);
   const reloader = new CertificateReloader([upstreamTls, listenerTls], config.tlsReloadIntervalMs);
   logStateOnHangup(server);
-  logListening(log, server, { ...config, poolSize }, limit);
+  logListening(log, server, inForce, limit);
   if (config.pool === "reuse" && config.protocol === "raw") {
     log.warn(
       "--pool reuse with --protocol raw guesses by timing where an answer ends: a client that " +
