@@ -311,6 +311,9 @@ const ACCEPTS: Record<ValueFlag, string> = {
   "log-format": "use text or json",
 };
 
+/** Flags that take no value (besides `--help` and `--version`). */
+const SWITCHES = ["redis-reset", "access-log", "upstream-tls"] as const;
+
 /**
  * Parses the command line (without the program name, i.e. `Deno.args`).
  *
@@ -335,7 +338,7 @@ const ACCEPTS: Record<ValueFlag, string> = {
  * ```
  */
 export function parseCli(args: string[]): CliCommand {
-  for (const flag of ["--redis-reset", "--access-log", "--upstream-tls"]) {
+  for (const flag of SWITCHES.map((name) => `--${name}`)) {
     const valued = args.find((arg) => arg.startsWith(`${flag}=`));
     if (valued !== undefined) {
       throw new ConfigError(
@@ -349,7 +352,7 @@ export function parseCli(args: string[]): CliCommand {
   const parsed: unknown = parseArgs(joinSeparateValues(args), {
     string: [...VALUE_FLAGS],
     collect: [...VALUE_FLAGS],
-    boolean: ["help", "version", "redis-reset", "access-log", "upstream-tls"],
+    boolean: ["help", "version", ...SWITCHES],
     unknown: rejectUnknown,
   });
   const raw = toRecord(parsed);
