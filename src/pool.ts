@@ -376,6 +376,27 @@ export class UpstreamPool {
   }
 
   /**
+   * Leases a fit idle connection to `handlers` at once, if the pool has one: what {@link borrow}
+   * does when it finds one, without a promise or a signal (Go's Transport also tries its idle
+   * list before anything else). Unfit or expired idle connections met on the way are closed, as
+   * `borrow` would. Returns undefined when there is none, the mode is `off` or the pool is closed;
+   * then `borrow`, which counts the session's demand itself.
+   */
+  borrowIdle(handlers: LeaseHandlers): UpstreamConn | undefined {
+    if (this.#closed || this.options.mode === "off") return undefined;
+    for (let idle = this.#takeIdle(); idle !== undefined; idle = this.#takeIdle()) {
+      if (idle.tryLease(handlers, true)) {
+        this.#demand.started(performance.now());
+        this.#hit(idle);
+        this.#refiller.request();
+        return idle;
+      }
+      idle.close();
+    }
+    return undefined;
+  }
+
+  /**
    * Gets a connection and leases it to `handlers` in the same tick: the most recently returned
    * idle one, or a new dial. While a dial is under way, a connection that becomes idle meanwhile
    * is taken instead (the dial's connection then goes to the pool), as Go's `net/http` Transport

@@ -332,7 +332,9 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
         // ends the session (the drain included) stops a wait in the --max-upstream queue or a dial
         // at once.
         this.#borrowStartedAt = performance.now();
-        await this.#borrow(pool, false);
+        // An idle pooled connection is leased at once; only a dial or a wait needs a borrow that
+        // can be stopped.
+        if (pool.borrowIdle(this) === undefined) await this.#borrow(pool, false);
       } catch (error) {
         this.#finish(connectEnd(error, signal), error);
         return;
@@ -399,11 +401,14 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       const keep = framed ? this.#mayDrain() : this.#isClean();
       if (keep && framed) {
         this.#drain = { bytes: 0, done: undefined, expect: undefined, matched: 0 };
-        // Everything after the client left is bounded by --reuse-drain-timeout.
-        bound = setTimeout(
-          () => this.#endDrain(false, "owed answers too slow"),
-          this.#context.drain.timeoutMs,
-        );
+        // Everything after the client left is bounded by --reuse-drain-timeout. A complete
+        // exchange (the usual end) waits for nothing, and sets no timer.
+        if (this.#drainMayWait()) {
+          bound = setTimeout(
+            () => this.#endDrain(false, "owed answers too slow"),
+            this.#context.drain.timeoutMs,
+          );
+        }
       }
       // A write stuck on a peer that stopped reading, a pending read: closing ends them.
       if (!keep) this.#up?.close();
@@ -414,7 +419,10 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
         if (!keep) this.#up?.close();
         await this.#pumping;
         if (this.#retrying !== undefined) await this.#retrying;
-        ok = keep && (!framed || await this.#finishExchange());
+        // A complete exchange waits for nothing more (the usual end: no async step).
+        if (keep) {
+          ok = !framed || (this.#drainMayWait() ? await this.#finishExchange() : this.#mayDrain());
+        }
       } finally {
         clearTimeout(bound);
         // Whatever went wrong above, the connection (and its --max-upstream slot) is given back.
@@ -439,6 +447,16 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       up.state !== "closed" && up.unfitReason === undefined &&
       tracker.unfit?.kind !== "broken" && !tracker.partialRequest && tracker.settleable &&
       !UNDRAINABLE.has(this.#end ?? "shutdown");
+  }
+
+  /**
+   * Whether {@link #finishExchange} will wait on the upstream: answers are owed or arriving, or
+   * per-connection state must be reset. Otherwise the client's leaving ends the exchange at once.
+   */
+  #drainMayWait(): boolean {
+    const tracker = this.#tracker;
+    return tracker === undefined || tracker.owed > 0 || tracker.partialResponse ||
+      tracker.unfit?.kind === "state" || this.#retrying !== undefined;
   }
 
   /**
@@ -692,6 +710,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     }
     try {
       await this.#writeUp(up, chunk);
+      this.#serverActiveAt = performance.now();
       if (this.#up === up) this.#replay.markSent(seq);
       return this.#end === undefined;
     } catch (error) {
@@ -706,12 +725,14 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     }
   }
 
-  /** Writes client bytes to `up`: the one place they go upstream, and where framing sees them. */
-  async #writeUp(up: UpstreamConn, chunk: Uint8Array): Promise<void> {
+  /**
+   * Writes client bytes to `up`: the one place they go upstream, and where framing sees them.
+   * The caller records the upstream's activity ({@link #serverActiveAt}) once the write is done.
+   */
+  #writeUp(up: UpstreamConn, chunk: Uint8Array): Promise<void> {
     this.#writesToUp++;
     this.#tracker?.onClientBytes(chunk);
-    await up.write(chunk);
-    this.#serverActiveAt = performance.now();
+    return up.write(chunk);
   }
 
   /**
@@ -730,17 +751,19 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     return goodbye === undefined || !this.#framedReuse ? 0 : goodbye.suffix(chunk);
   }
 
-  /** Every owed answer is out: answers a goodbye if there was one, then ends the session. */
-  async #answeredAll(): Promise<void> {
+  /**
+   * Every owed answer is out: ends the session, after answering the client's goodbye if it said
+   * one. @returns the write of that answer, the only thing to wait for; undefined without one.
+   */
+  #answeredAll(): Promise<void> | undefined {
     const reply = this.#context.goodbye?.reply;
-    if (this.#saidGoodbye && reply !== undefined) {
-      try {
-        await writeAll(this.#client, reply);
-      } catch {
-        // the client did not wait for it
-      }
+    if (!this.#saidGoodbye || reply === undefined) {
+      this.#finish("client-closed");
+      return undefined;
     }
-    this.#finish("client-closed");
+    return writeAll(this.#client, reply).catch(() => {
+      // the client did not wait for it
+    }).finally(() => this.#finish("client-closed"));
   }
 
   async #onClientEof(): Promise<void> {
@@ -832,7 +855,9 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     }
     this.#deliveringToClient = true;
     try {
-      await writeAll(this.#client, chunk);
+      // As in UpstreamConn.write: writeAll only for the rest of a short write.
+      const written = await this.#client.write(chunk);
+      if (written < chunk.length) await writeAll(this.#client, chunk.subarray(written));
       this.#clientActiveAt = performance.now();
       this.#deliveringToClient = false;
     } catch (error) {
@@ -947,6 +972,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       for (let chunk = this.#replay.nextUnsent(); chunk !== undefined;) {
         if (this.#end !== undefined) return false;
         await this.#writeUp(fresh, chunk);
+        this.#serverActiveAt = performance.now();
         this.#replay.advance();
         chunk = this.#replay.nextUnsent();
       }

@@ -179,7 +179,10 @@ export class UpstreamConn {
   /** Writes all of `chunk` upstream. A failure marks the connection unfit and is rethrown. */
   async write(chunk: Uint8Array): Promise<void> {
     try {
-      await writeAll(this.conn, chunk);
+      // One write nearly always takes the whole chunk; writeAll (an async frame more) is for the
+      // rest of a short one.
+      const written = await this.conn.write(chunk);
+      if (written < chunk.length) await writeAll(this.conn, chunk.subarray(written));
     } catch (error) {
       // Our own close cutting a write says nothing about the upstream.
       if (!(this.#state === "closed" && isLocalInterruption(error))) {

@@ -710,3 +710,46 @@ for (const mode of ["warm", "reuse"] as const) {
     }
   });
 }
+
+Deno.test("borrowIdle leases a fit idle connection at once as a hit, closes unfit ones on the way, and finds none in off", async () => {
+  await using upstream = new TestUpstream(echo);
+  const options = {
+    upstream: upstream.address,
+    maxIdle: 10,
+    minIdle: 0,
+    preconnectRatio: 0,
+    idleTimeoutMs: 60_000,
+    maxLifetimeMs: 0,
+    connectTimeoutMs: 2_000,
+    settleMs: 0,
+  };
+  const pool = new UpstreamPool({ ...options, mode: "reuse" });
+  const off = new UpstreamPool({ ...options, mode: "off" });
+  try {
+    assertEquals(pool.borrowIdle(discardingLease), undefined, "nothing idle yet");
+    const first = (await pool.borrow(discardingLease)).conn;
+    const second = (await pool.borrow(discardingLease)).conn;
+    for (const conn of [first, second]) {
+      await conn.endLease();
+      assertEquals(pool.release(conn, true), "pooled");
+    }
+    second.unfitReason = "made unfit by the test"; // the most recently returned: met first
+    const hitsBefore = pool.stats.hits;
+    const leased = pool.borrowIdle(discardingLease);
+    assertEquals(leased, first, "the fit one, leased");
+    assertEquals(leased?.state, "leased");
+    assertEquals(second.state, "closed", "the unfit one met on the way is closed");
+    assertEquals(pool.stats.hits, hitsBefore + 1);
+    assertEquals(pool.borrowIdle(discardingLease), undefined, "none left");
+    await first.endLease();
+    pool.release(first, true);
+
+    const conn = (await off.borrow(discardingLease)).conn;
+    await conn.endLease();
+    off.release(conn, true);
+    assertEquals(off.borrowIdle(discardingLease), undefined, "off never hands out an idle one");
+  } finally {
+    await pool.close();
+    await off.close();
+  }
+});

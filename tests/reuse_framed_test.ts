@@ -120,6 +120,33 @@ Deno.test("redis: within --reuse-drain-bytes and -timeout, a slow answer its cli
   assertEquals(upstream.accepted, 1);
 });
 
+Deno.test("redis: a slow answer its client left that does not drain within --reuse-drain-timeout costs the connection then", async () => {
+  await using upstream = respUpstream();
+  await using proxy = startProxy(upstream.address, {
+    pool: "reuse",
+    protocol: "redis",
+    reuseDrainBytes: 2 * 1024 * 1024,
+    reuseDrainTimeoutMs: 200,
+  });
+  const client = await connect(proxy.address);
+  let left = 0;
+  try {
+    await within(client, 3_000, async () => {
+      // 256 KiB in 16 KiB pieces 100 ms apart: about 1.6 s in all.
+      await writeAll(client, encoder.encode(resp("BIG", String(256 * 1024), "100")));
+      await readExactly(client, 1000);
+    });
+  } finally {
+    closeQuietly(client);
+    left = performance.now();
+  }
+  await proxy.sessionsEnded(1);
+  const tookMs = performance.now() - left;
+  assert(tookMs < 1_000, `the drain was cut at its timeout, ${tookMs} ms after the client left`);
+  assertNotEquals(proxy.sessions[0].release, "pooled");
+  await assertNextClientsGetTheirOwn(proxy, 2);
+});
+
 Deno.test("redis: a client that half-closes after a 1 MiB request gets the whole answer, and the connection is pooled", async () => {
   await using upstream = respUpstream();
   await using proxy = startProxy(upstream.address, { pool: "reuse", protocol: "redis" });
