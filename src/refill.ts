@@ -189,6 +189,12 @@ export class Refiller {
       const entry: Probation = { conn, round };
       this.#probation.set(conn, entry);
       this.#probationQueue.add(entry);
+      if (conn.state === "closed") {
+        // Its reader lost it before this ran (an upstream that closes at once or floods a
+        // greeting; that loss found it on no probation): a failed refill like any other.
+        this.lost(conn, conn.unfitReason ?? "closed");
+        return;
+      }
       this.#target.deliver(conn);
       // More may be wanted than one round dials (a target above the concurrency).
       this.request();

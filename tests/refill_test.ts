@@ -5,9 +5,11 @@
 
 import { assert, assertEquals, assertLess, assertStringIncludes } from "./_assert.ts";
 import type { PoolMode } from "../src/config.ts";
-import { configureLogging, resetLogging } from "../src/logging.ts";
-import { GREETING_LIMIT } from "../src/upstream_conn.ts";
+import { configureLogging, getProxyLogger, resetLogging } from "../src/logging.ts";
+import { Refiller } from "../src/refill.ts";
+import { GREETING_LIMIT, UpstreamConn } from "../src/upstream_conn.ts";
 import {
+  connect,
   delay,
   echo,
   encoder,
@@ -126,4 +128,39 @@ Deno.test("warm --min-idle 10 fills the pool to 10 while idle, beyond one round 
   await using proxy = startProxy(upstream.address, { pool: "warm", minIdle: 10 });
   await eventually(() => proxy.server.pool.stats.idle === 10, 3_000, "10 idle");
   assertEquals(upstream.accepted, 10);
+});
+
+Deno.test("a refill whose reader lost it before the dial's continuation ran counts as a failed dial: one warning, a backoff, not delivered", async () => {
+  await using upstream = new TestUpstream(() => Promise.resolve()); // closes at once
+  const delivered: UpstreamConn[] = [];
+  let dials = 0;
+  const lines = await captureLog(async () => {
+    const refiller = new Refiller({
+      address: `127.0.0.1:${upstream.address.port}`,
+      readyTarget: () => 1,
+      ready: () => delivered.length,
+      canDial: () => true,
+      dial: async () => {
+        dials++;
+        // The upstream's FIN is read, and the connection closed, before the dial resolves.
+        const conn = new UpstreamConn(await connect(upstream.address));
+        await conn.readerDone;
+        assertEquals(conn.state, "closed");
+        return conn;
+      },
+      deliver: (conn) => delivered.push(conn),
+    }, getProxyLogger("pool"));
+    try {
+      refiller.request();
+      await eventually(() => refiller.failure !== undefined, 2_000, "a failure noted");
+      await delay(50); // within the first backoff (100 ms): no second dial
+      assertEquals(dials, 1);
+    } finally {
+      refiller.stop();
+    }
+  });
+  assertEquals(delivered.length, 0, "a lost connection is never delivered to the pool");
+  const warnings = lines.filter((line) => line.includes("cannot keep idle connections ready"));
+  assertEquals(warnings.length, 1, lines.join("\n"));
+  assertStringIncludes(warnings[0], "closed by upstream");
 });
