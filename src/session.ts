@@ -42,6 +42,7 @@ import {
   isLocalInterruption,
   ReadBuffers,
   writeAll,
+  writeConn,
 } from "./_io.ts";
 import type { Deadline, DeadlineWheel } from "./deadline_wheel.ts";
 import { UpstreamConnectError } from "./dial.ts";
@@ -637,7 +638,9 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
         try {
           // next() is the socket's own read: a quiet client's pending read holds nothing more.
           const n = await buffers.next(this.#client);
-          chunk = n === null ? null : buffers.chunk(n) ?? await buffers.readRest(this.#client);
+          chunk = n === null || n === 0
+            ? null // the end of the stream
+            : buffers.chunk(n) ?? await buffers.readRest(this.#client);
         } catch (error) {
           // Seen at once, even while a write upstream is blocked: the teardown cuts that write.
           if (!isLocalInterruption(error)) this.#finish("client-error", error);
@@ -856,7 +859,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     this.#deliveringToClient = true;
     try {
       // As in UpstreamConn.write: writeAll only for the rest of a short write.
-      const written = await this.#client.write(chunk);
+      const written = await writeConn(this.#client, chunk);
       if (written < chunk.length) await writeAll(this.#client, chunk.subarray(written));
       this.#clientActiveAt = performance.now();
       this.#deliveringToClient = false;

@@ -14,7 +14,14 @@
  * @module
  */
 
-import { type ByteConn, closeQuietly, isLocalInterruption, ReadBuffers, writeAll } from "./_io.ts";
+import {
+  type ByteConn,
+  closeQuietly,
+  isLocalInterruption,
+  ReadBuffers,
+  writeAll,
+  writeConn,
+} from "./_io.ts";
 import { reportUnexpected } from "./failsafe.ts";
 
 /**
@@ -181,7 +188,7 @@ export class UpstreamConn {
     try {
       // One write nearly always takes the whole chunk; writeAll (an async frame more) is for the
       // rest of a short one.
-      const written = await this.conn.write(chunk);
+      const written = await writeConn(this.conn, chunk);
       if (written < chunk.length) await writeAll(this.conn, chunk.subarray(written));
     } catch (error) {
       // Our own close cutting a write says nothing about the upstream.
@@ -220,7 +227,9 @@ export class UpstreamConn {
         try {
           // next() is the socket's own read: an idle connection's pending read holds nothing more.
           const n = await buffers.next(this.conn);
-          chunk = n === null ? null : buffers.chunk(n) ?? await buffers.readRest(this.conn);
+          chunk = n === null || n === 0
+            ? null // the end of the stream
+            : buffers.chunk(n) ?? await buffers.readRest(this.conn);
         } catch (error) {
           chunk = null;
           readError = error ?? new Error("read failed");

@@ -12,6 +12,9 @@ import {
   PARKED_BURST_BUFFERS,
   parkedBurstBuffers,
   ReadBuffers,
+  readConn,
+  usesRuntimeOps,
+  writeConn,
 } from "../src/_io.ts";
 import {
   closeQuietly,
@@ -244,4 +247,45 @@ Deno.test("read(): a read waiting for the rest of a burst holds a place on the p
     buffers.dispose();
   }
   assertEquals(parkedBurstBuffers(), before);
+});
+
+Deno.test("on this Deno, reads and writes of TCP sockets call the runtime's ops directly (a fifth less allocated per session)", () => {
+  // If this fails, a Deno upgrade removed Deno[Deno.internal].core.read/write: the proxy still works
+  // (it uses Deno.Conn's methods), but each read and write allocates more; see src/_io.ts.
+  assert(usesRuntimeOps());
+});
+
+Deno.test("readConn and writeConn carry bytes both ways and see the end of the stream, on a Deno socket and on any other ByteConn", async () => {
+  await using upstream = new TestUpstream(echo);
+  const client = await connect(upstream.address);
+  try {
+    await within(client, 3_000, async () => {
+      const sent = patternBytes(3000, 11);
+      let written = 0;
+      while (written < sent.length) written += await writeConn(client, sent.subarray(written));
+      const got = new Uint8Array(sent.length);
+      for (let at = 0; at < got.length;) {
+        const n = await readConn(client, got.subarray(at));
+        assert(n !== null && n > 0, "bytes, not the end");
+        at += n;
+      }
+      assertEquals(got, sent);
+      await client.closeWrite(); // the echo closes after our FIN
+      const end = await readConn(client, new Uint8Array(16));
+      assert(end === null || end === 0, `the end of the stream, got ${end}`);
+    });
+  } finally {
+    closeQuietly(client);
+  }
+  // A ByteConn that is not a Deno socket (a TLS SocketConn) is read and written through its methods.
+  const calls: string[] = [];
+  const other = {
+    read: (p: Uint8Array) => (calls.push(`read ${p.length}`), Promise.resolve(null)),
+    write: (p: Uint8Array) => (calls.push(`write ${p.length}`), Promise.resolve(p.length)),
+    closeWrite: () => Promise.resolve(),
+    close: () => {},
+  };
+  assertEquals(await readConn(other, new Uint8Array(8)), null);
+  assertEquals(await writeConn(other, new Uint8Array(5)), 5);
+  assertEquals(calls, ["read 8", "write 5"]);
 });
