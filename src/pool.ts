@@ -629,6 +629,12 @@ export class UpstreamPool {
    * or closes it when the pool cannot take it.
    */
   #putIdle(conn: UpstreamConn): void {
+    if (!isFit(conn)) {
+      // Lost before it got here (a dial's connection its reader lost at once): never pooled.
+      this.#dropped("unfit");
+      conn.close();
+      return;
+    }
     if (this.#deadline(conn) <= performance.now()) { // retired meanwhile (see renew)
       this.#dropped("expired");
       conn.close();

@@ -404,12 +404,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
         this.#drain = { bytes: 0, done: undefined, expect: undefined, matched: 0 };
         // Everything after the client left is bounded by --reuse-drain-timeout. A complete
         // exchange (the usual end) waits for nothing, and sets no timer.
-        if (this.#drainMayWait()) {
-          bound = setTimeout(
-            () => this.#endDrain(false, "owed answers too slow"),
-            this.#context.drain.timeoutMs,
-          );
-        }
+        if (this.#drainMayWait()) bound = this.#boundDrain();
       }
       // A write stuck on a peer that stopped reading, a pending read: closing ends them.
       if (!keep) this.#up?.close();
@@ -421,9 +416,11 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
         await this.#pumping;
         if (this.#retrying !== undefined) await this.#retrying;
         // A complete exchange waits for nothing more (the usual end: no async step).
-        if (keep) {
-          ok = !framed || (this.#drainMayWait() ? await this.#finishExchange() : this.#mayDrain());
-        }
+        if (keep && !framed) ok = true;
+        else if (keep && this.#drainMayWait()) {
+          bound ??= this.#boundDrain(); // something owed since the teardown began
+          ok = await this.#finishExchange();
+        } else if (keep) ok = this.#mayDrain();
       } finally {
         clearTimeout(bound);
         // Whatever went wrong above, the connection (and its --max-upstream slot) is given back.
@@ -448,6 +445,14 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       up.state !== "closed" && up.unfitReason === undefined &&
       tracker.unfit?.kind !== "broken" && !tracker.partialRequest && tracker.settleable &&
       !UNDRAINABLE.has(this.#end ?? "shutdown");
+  }
+
+  /** Starts the --reuse-drain-timeout timer of a drain: at the end, the connection is closed. */
+  #boundDrain(): ReturnType<typeof setTimeout> {
+    return setTimeout(
+      () => this.#endDrain(false, "owed answers too slow"),
+      this.#context.drain.timeoutMs,
+    );
   }
 
   /**
@@ -701,7 +706,8 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     if (this.#retrying !== undefined && !await this.#retrying) return false;
     if (this.#replay.isSent(seq)) return true;
     const up = this.#up;
-    if (up === undefined) return false;
+    // No client byte goes upstream once the session has ended (a retry may finish after that).
+    if (up === undefined || this.#end !== undefined) return false;
     if (seq === 1 && up.leases > 1 && this.#context.needsFreshConnection?.(chunk) === true) {
       // The reused connection speaks another dialect than this client: swap it for a fresh one
       // before a byte is written (a retry: nothing was written, nothing came back).
