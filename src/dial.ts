@@ -13,6 +13,7 @@ import tls from "node:tls";
 import { isIP } from "node:net";
 import { formatHostPort, type HostPort } from "./address.ts";
 import { type ByteConn, describeError } from "./_io.ts";
+import { onAbort } from "./abort.ts";
 import { denoError, SocketConn } from "./socket_conn.ts";
 
 /** Why a dial failed; `tls`: the TLS handshake failed (the reason names what). */
@@ -104,7 +105,7 @@ function dialTls(
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      for (const signal of signals) signal.removeEventListener("abort", onAbort);
+      for (const stop of stops) stop();
       socket.off("connect", onConnect);
       socket.off("secureConnect", onSecure);
       socket.off("error", onError);
@@ -140,7 +141,7 @@ function dialTls(
           "TLS: the upstream closed the connection during the handshake (not a TLS server?)",
         ),
       );
-    const onAbort = () => finish(new UpstreamConnectError(address, "aborted", "aborted"));
+    const abort = () => finish(new UpstreamConnectError(address, "aborted", "aborted"));
     const timer = setTimeout(
       () =>
         finish(
@@ -156,7 +157,7 @@ function dialTls(
     socket.on("secureConnect", onSecure);
     socket.on("error", onError);
     socket.on("close", onClose);
-    for (const signal of signals) signal.addEventListener("abort", onAbort, { once: true });
+    const stops = signals.map((signal) => onAbort(signal, abort));
   });
 }
 
@@ -193,8 +194,8 @@ async function dialTcp(
 ): Promise<Deno.TcpConn> {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(CONNECT_TIMEOUT), timeoutMs);
-  const onOuterAbort = (event: Event) => controller.abort((event.target as AbortSignal).reason);
-  for (const signal of signals) signal.addEventListener("abort", onOuterAbort, { once: true });
+  const onOuterAbort = (reason: unknown) => controller.abort(reason);
+  const stops = signals.map((signal) => onAbort(signal, onOuterAbort));
   try {
     for (const signal of signals) signal.throwIfAborted();
     const conn = await Deno.connect({
@@ -221,6 +222,6 @@ async function dialTcp(
     throw new UpstreamConnectError(address, failure, describeError(error), { cause: error });
   } finally {
     clearTimeout(timer);
-    for (const signal of signals) signal.removeEventListener("abort", onOuterAbort);
+    for (const stop of stops) stop();
   }
 }
