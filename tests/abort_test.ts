@@ -7,7 +7,7 @@
 import { assertEquals, assertStringIncludes } from "./_assert.ts";
 import { onAbort } from "../src/abort.ts";
 import { unexpectedErrors } from "../src/failsafe.ts";
-import { configureLogging, resetLogging } from "../src/logging.ts";
+import { captureLog } from "./_log.ts";
 
 Deno.test("onAbort calls every callback still registered, once, with the reason", () => {
   const controller = new AbortController();
@@ -36,17 +36,10 @@ Deno.test("onAbort: thousands of callbacks on one signal come and go, and the la
   kept.forEach((stop) => stop());
 });
 
-Deno.test("onAbort: a callback that throws is reported at error and the others still run", () => {
-  const lines: string[] = [];
-  const originalWrite = Deno.stderr.writeSync;
-  configureLogging({ level: "info", format: "text" });
-  Deno.stderr.writeSync = (bytes: Uint8Array) => {
-    lines.push(new TextDecoder().decode(bytes));
-    return bytes.length;
-  };
+Deno.test("onAbort: a callback that throws is reported at error and the others still run", async () => {
   const calls: number[] = [];
   const before = unexpectedErrors();
-  try {
+  const lines = await captureLog(() => {
     const controller = new AbortController();
     onAbort(controller.signal, () => calls.push(1));
     onAbort(controller.signal, () => {
@@ -54,11 +47,8 @@ Deno.test("onAbort: a callback that throws is reported at error and the others s
     });
     onAbort(controller.signal, () => calls.push(3));
     controller.abort();
-  } finally {
-    Deno.stderr.writeSync = originalWrite;
-    resetLogging();
-  }
+  });
   assertEquals(calls, [1, 3]);
   assertEquals(unexpectedErrors(), before + 1);
-  assertStringIncludes(lines.join(""), 'unexpected error in "an abort callback"');
+  assertStringIncludes(lines.join("\n"), 'unexpected error in "an abort callback"');
 });

@@ -23,7 +23,7 @@ import {
 import { AdminListenError, type AdminOptions, type AdminServer, startAdmin } from "../src/admin.ts";
 import { closeQuietly, delay, encoder, readToEnd, within, writeAll } from "./_net.ts";
 import { missingBinaries, run } from "./_servers.ts";
-import { configureLogging, resetLogging } from "../src/logging.ts";
+import { captureLog } from "./_log.ts";
 import {
   counterFamily,
   exponentialBuckets,
@@ -90,21 +90,8 @@ async function request(admin: AdminServer, path: string, init: RequestInit = {})
 }
 
 /** Runs `fn` with the proxy's logging at `info` as JSON, and returns the records written. */
-async function captureLog(fn: () => Promise<void>): Promise<Record<string, unknown>[]> {
-  const written: string[] = [];
-  const originalWrite = Deno.stderr.writeSync;
-  configureLogging({ level: "info", format: "json" });
-  Deno.stderr.writeSync = (bytes: Uint8Array) => {
-    written.push(new TextDecoder().decode(bytes));
-    return bytes.length;
-  };
-  try {
-    await fn();
-  } finally {
-    Deno.stderr.writeSync = originalWrite;
-    resetLogging();
-  }
-  return written.join("").split("\n").filter((line) => line !== "").map((line) => JSON.parse(line));
+async function captureRecords(fn: () => Promise<void>): Promise<Record<string, unknown>[]> {
+  return (await captureLog(fn, "json")).map((line) => JSON.parse(line));
 }
 
 Deno.test("GET /metrics answers the caller's families and the process's in Prometheus text", async () => {
@@ -275,7 +262,7 @@ Deno.test("a provider that throws gives a 500 with one line, is logged once, and
   let broken = true;
   let records: Record<string, unknown>[] = [];
   const figures = new FakeProxyFigures();
-  records = await captureLog(async () => {
+  records = await captureRecords(async () => {
     await using admin = startOnLoopback({
       metrics: () => {
         if (broken) throw new TypeError("cannot read the pool\nat all");

@@ -5,7 +5,7 @@
 
 import { assert, assertEquals, assertLess } from "./_assert.ts";
 import { IdleLimitLearner } from "../src/idle_limit.ts";
-import { configureLogging, resetLogging } from "../src/logging.ts";
+import { captureLog } from "./_log.ts";
 import { delay, echo, eventually, startProxy, TestUpstream } from "./_net.ts";
 
 Deno.test("three agreeing idle closes make a limit, retired at 90% of the shortest", () => {
@@ -60,14 +60,7 @@ Deno.test("a warm pool learns that the upstream closes idle connections after 40
       return;
     }
   });
-  const lines: string[] = [];
-  const original = Deno.stderr.writeSync;
-  configureLogging({ level: "info", format: "text" });
-  Deno.stderr.writeSync = (bytes: Uint8Array) => {
-    lines.push(new TextDecoder().decode(bytes));
-    return bytes.length;
-  };
-  try {
+  const lines = await captureLog(async (lines) => {
     await using proxy = startProxy(upstream.address, {
       pool: "warm",
       minIdle: 2,
@@ -84,11 +77,8 @@ Deno.test("a warm pool learns that the upstream closes idle connections after 40
     assertLess(closedByUpstream - upstreamClosesWhenLearned, 2);
     assert(closedByProxy >= 2, `the proxy retired ${closedByProxy}`);
     void proxy;
-  } finally {
-    Deno.stderr.writeSync = original;
-    resetLogging();
-  }
+  });
   const learned = lines.filter((l) => l.includes("closes idle connections after about"));
-  assertEquals(learned.length, 1, lines.join(""));
+  assertEquals(learned.length, 1, lines.join("\n"));
   assert(/after about 4\d\dms; retiring them at 3\d\dms/.test(learned[0]), learned[0]);
 });

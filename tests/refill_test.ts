@@ -5,7 +5,8 @@
 
 import { assert, assertEquals, assertLess, assertStringIncludes } from "./_assert.ts";
 import type { PoolMode } from "../src/config.ts";
-import { configureLogging, getProxyLogger, resetLogging } from "../src/logging.ts";
+import { getProxyLogger } from "../src/logging.ts";
+import { captureLog } from "./_log.ts";
 import { Refiller } from "../src/refill.ts";
 import { GREETING_LIMIT, UpstreamConn } from "../src/upstream_conn.ts";
 import {
@@ -19,24 +20,6 @@ import {
   TestUpstream,
   writeAll,
 } from "./_net.ts";
-
-/** Collects what the proxy logs to stderr at info and above while `fn` runs. */
-async function captureLog(fn: () => Promise<void>): Promise<string[]> {
-  const lines: string[] = [];
-  const original = Deno.stderr.writeSync;
-  configureLogging({ level: "info", format: "text" });
-  Deno.stderr.writeSync = (bytes: Uint8Array) => {
-    lines.push(new TextDecoder().decode(bytes).trimEnd());
-    return bytes.length;
-  };
-  try {
-    await fn();
-  } finally {
-    Deno.stderr.writeSync = original;
-    resetLogging();
-  }
-  return lines;
-}
 
 /** Upstream behaviours that accept a connection and then give up on it. */
 const FAILING: Record<string, (conn: Deno.TcpConn) => Promise<void>> = {

@@ -17,6 +17,7 @@ import {
   sendAndHalfClose,
   startProxy,
   type TestProxy,
+  type TestUpstream,
   within,
   writeAll,
 } from "./_net.ts";
@@ -97,23 +98,42 @@ Deno.test("redis: a client that reads the start of a slow 1 MiB answer and close
   await assertNextClientsGetTheirOwn(proxy);
 });
 
-Deno.test("redis: within --reuse-drain-bytes and -timeout, a slow answer its client left is drained and the connection pooled", async () => {
-  await using upstream = respUpstream();
-  await using proxy = startProxy(upstream.address, {
+/**
+ * Through a proxy with --reuse-drain-bytes 2 MiB and --reuse-drain-timeout `drainTimeoutMs`, a
+ * client asks for 256 KiB sent in 16 KiB pieces `gapMs` apart, reads the first 1000 bytes and
+ * leaves. Returns the proxy, and `performance.now()` when the client left.
+ */
+async function leaveSlowAnswer(
+  upstream: TestUpstream,
+  drainTimeoutMs: number,
+  gapMs: number,
+): Promise<{ proxy: TestProxy; leftAt: number }> {
+  const proxy = startProxy(upstream.address, {
     pool: "reuse",
     protocol: "redis",
     reuseDrainBytes: 2 * 1024 * 1024,
-    reuseDrainTimeoutMs: 5_000,
+    reuseDrainTimeoutMs: drainTimeoutMs,
   });
-  const client = await connect(proxy.address);
   try {
-    await within(client, 3_000, async () => {
-      await writeAll(client, encoder.encode(resp("BIG", String(256 * 1024), "10")));
-      await readExactly(client, 1000);
-    });
-  } finally {
-    closeQuietly(client);
+    const client = await connect(proxy.address);
+    try {
+      await within(client, 3_000, async () => {
+        await writeAll(client, encoder.encode(resp("BIG", String(256 * 1024), String(gapMs))));
+        await readExactly(client, 1000);
+      });
+    } finally {
+      closeQuietly(client);
+    }
+  } catch (error) {
+    await proxy[Symbol.asyncDispose]();
+    throw error;
   }
+  return { proxy, leftAt: performance.now() };
+}
+
+Deno.test("redis: within --reuse-drain-bytes and -timeout, a slow answer its client left is drained and the connection pooled", async () => {
+  await using upstream = respUpstream();
+  await using proxy = (await leaveSlowAnswer(upstream, 5_000, 10)).proxy;
   await proxy.sessionsEnded(1);
   assertEquals(proxy.sessions[0].release, "pooled");
   await assertNextClientsGetTheirOwn(proxy);
@@ -122,26 +142,11 @@ Deno.test("redis: within --reuse-drain-bytes and -timeout, a slow answer its cli
 
 Deno.test("redis: a slow answer its client left that does not drain within --reuse-drain-timeout costs the connection then", async () => {
   await using upstream = respUpstream();
-  await using proxy = startProxy(upstream.address, {
-    pool: "reuse",
-    protocol: "redis",
-    reuseDrainBytes: 2 * 1024 * 1024,
-    reuseDrainTimeoutMs: 200,
-  });
-  const client = await connect(proxy.address);
-  let left = 0;
-  try {
-    await within(client, 3_000, async () => {
-      // 256 KiB in 16 KiB pieces 100 ms apart: about 1.6 s in all.
-      await writeAll(client, encoder.encode(resp("BIG", String(256 * 1024), "100")));
-      await readExactly(client, 1000);
-    });
-  } finally {
-    closeQuietly(client);
-    left = performance.now();
-  }
+  // About 1.6 s of answer against a 200 ms drain timeout.
+  const left = await leaveSlowAnswer(upstream, 200, 100);
+  await using proxy = left.proxy;
   await proxy.sessionsEnded(1);
-  const tookMs = performance.now() - left;
+  const tookMs = performance.now() - left.leftAt;
   assert(tookMs < 1_000, `the drain was cut at its timeout, ${tookMs} ms after the client left`);
   assertNotEquals(proxy.sessions[0].release, "pooled");
   await assertNextClientsGetTheirOwn(proxy, 2);
