@@ -243,6 +243,11 @@ export class UpstreamPool {
   readonly #settling = new Set<UpstreamConn>();
   readonly #settleQueue: DelayQueue<UpstreamConn> | undefined;
   readonly #closing = new Set<Promise<void>>();
+  /**
+   * Dials whose borrower took an idle connection first: each will land in the pool, so it counts
+   * as ready and refills do not dial for it again.
+   */
+  #orphanDials = 0;
   readonly #refiller: Refiller;
   readonly #demand: DemandTracker;
   /**
@@ -326,7 +331,7 @@ export class UpstreamPool {
       {
         address: this.#address,
         readyTarget: () => this.#readyTarget(floor),
-        ready: () => this.#idle.size + this.#settling.size,
+        ready: () => this.#idle.size + this.#settling.size + this.#orphanDials,
         canDial: () => !this.#closed && this.#queue.length === 0 && this.#hasRoom(),
         dial: () => {
           this.#open++;
@@ -504,16 +509,26 @@ export class UpstreamPool {
       ]);
     } catch (error) {
       stopWaiting.abort(STOPPED_WAITING);
-      waiting.then((conn) => this.#putIdle(conn), () => {});
+      // Served in the same tick as the dial failed: counted as a dial to come, which will not.
+      waiting.then((conn) => {
+        this.#orphanDials--;
+        this.#putIdle(conn);
+      }, () => {});
       throw error;
     }
     if (borrowed.fromPool) {
-      // The dial goes on; its connection joins the pool.
-      dialing.then((conn) => this.#putIdle(conn), () => {});
+      // The dial goes on; its connection joins the pool (counted as ready since #putIdle).
+      dialing.then((conn) => {
+        this.#orphanDials--;
+        this.#putIdle(conn);
+      }, () => this.#orphanDials--);
     } else {
       stopWaiting.abort(STOPPED_WAITING);
       // A waiter served in the same tick as the dial finished gives its connection back.
-      waiting.then((conn) => this.#putIdle(conn), () => {});
+      waiting.then((conn) => {
+        this.#orphanDials--;
+        this.#putIdle(conn);
+      }, () => {});
     }
     return borrowed;
   }
@@ -648,10 +663,13 @@ export class UpstreamPool {
     // Borrowers that need room to dial (a retry, mode off) are waiting: closing this connection
     // gives its slot to the first of them. Otherwise it joins the pool if there is room.
     const full = this.#idle.size + this.#settling.size >= this.options.maxIdle;
+    const racing = this.#idle.waiting;
     if (this.#queue.length > 0 || full || !this.#idle.offer(conn)) {
       conn.close();
       return;
     }
+    // A borrower dialling for itself took it: that dial will land in the pool instead.
+    if (this.#idle.waiting < racing) this.#orphanDials++;
     this.#scheduleSweep(conn);
     this.#scheduleTrim();
   }

@@ -1020,3 +1020,59 @@ Deno.test("cli --tls-cert --upstream-tls --upstream-cert: a TLS client served en
     await child.status;
   }
 });
+
+Deno.test("warm: a session's dial that lost its race to a refill counts as ready, so the pool does not dial again for it", async () => {
+  // A TCP hop in front of a TLS echo holds back the server's first bytes of chosen connections,
+  // which makes their dials (connect + handshake) slow: #1 (a refill) 200 ms, #2 (a session's
+  // own dial) 600 ms.
+  const c = await certs();
+  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, tlsEcho);
+  const holdMs = [0, 200, 600];
+  const hops: Deno.Conn[] = [];
+  let opened = 0;
+  await using hop = new TestUpstream(async (conn) => {
+    const index = opened++;
+    const inner = await Deno.connect(upstream.address);
+    hops.push(conn, inner);
+    const held = delay(holdMs[index] ?? 0);
+    await Promise.all([pipe(conn, inner), held.then(() => pipe(inner, conn))]);
+  });
+  await using proxy = startProxy(hop.address, {
+    pool: "warm",
+    minIdle: 1,
+    preconnectRatio: 0,
+    tls: upstreamTls({ ca: c.ca, serverName: "localhost" }),
+  });
+  try {
+    await eventually(() => proxy.server.pool.stats.idle === 1, 3_000, "#0 ready");
+    // A takes #0 at once; the refill of the floor dials #1 (200 ms).
+    const a = await connect(proxy.address);
+    await eventually(() => opened === 2, 2_000, "the refill's dial #1 under way");
+    // B finds nothing ready: it dials #2 (600 ms) and takes #1 when it lands, at about 200 ms.
+    const b = await connect(proxy.address);
+    try {
+      await eventually(() => opened === 3, 2_000, "B's own dial #2 under way");
+      await delay(350); // #1 has landed and gone to B; #2 is still on its way
+      assertEquals(opened, 3, "no refill dial while B's dial will land in the pool");
+      assertEquals(await roundTripOn(b, "b"), "b");
+      assertEquals(await roundTripOn(a, "a"), "a");
+      await eventually(() => proxy.server.pool.stats.idle === 1, 2_000, "#2 joins the pool");
+      assertEquals(opened, 3, "#2 is the ready connection: nothing more was dialled");
+    } finally {
+      closeQuietly(b);
+      closeQuietly(a);
+    }
+    await proxy.sessionsEnded(2);
+  } finally {
+    await proxy.close();
+    for (const conn of hops) closeQuietly(conn);
+  }
+});
+
+/** Writes `text` on an open client connection and reads its echo back. */
+async function roundTripOn(conn: Deno.TcpConn, text: string): Promise<string> {
+  return await within(conn, 3_000, async () => {
+    await writeAll(conn, encoder.encode(text));
+    return decoder.decode(await readExactly(conn, text.length));
+  });
+}
