@@ -331,7 +331,8 @@ export class UpstreamPool {
       {
         address: this.#address,
         readyTarget: () => this.#readyTarget(floor),
-        ready: () => this.#idle.size + this.#settling.size + this.#orphanDials,
+        // (Never below zero, whatever a future path gets wrong: the refiller would overfill.)
+        ready: () => this.#idle.size + this.#settling.size + Math.max(0, this.#orphanDials),
         canDial: () => !this.#closed && this.#queue.length === 0 && this.#hasRoom(),
         dial: () => {
           this.#open++;
@@ -498,7 +499,11 @@ export class UpstreamPool {
   async #takeOrDial(signal?: AbortSignal): Promise<Borrowed> {
     const dialing = this.#dial(signal);
     const stopWaiting = new AbortController();
+    // Served at once from a held idle connection (one pooled after this borrower left the
+    // --max-upstream queue), not through #putIdle: this dial is then one to come, counted here.
+    const held = this.#idle.size > 0;
     const waiting = this.#idle.take(stopWaiting.signal);
+    if (held) this.#orphanDials++;
     const dialed = () => dialing.then((conn) => ({ conn, fromPool: false }));
     let borrowed: Borrowed;
     try {
@@ -510,27 +515,29 @@ export class UpstreamPool {
     } catch (error) {
       stopWaiting.abort(STOPPED_WAITING);
       // Served in the same tick as the dial failed: counted as a dial to come, which will not.
-      waiting.then((conn) => {
-        this.#orphanDials--;
-        this.#putIdle(conn);
-      }, () => {});
+      waiting.then((conn) => this.#orphanLanded(conn), () => {});
       throw error;
     }
     if (borrowed.fromPool) {
-      // The dial goes on; its connection joins the pool (counted as ready since #putIdle).
-      dialing.then((conn) => {
-        this.#orphanDials--;
-        this.#putIdle(conn);
-      }, () => this.#orphanDials--);
+      // The dial goes on; its connection joins the pool (counted as ready since it was served).
+      dialing.then((conn) => this.#orphanLanded(conn), () => this.#orphanLanded(undefined));
     } else {
       stopWaiting.abort(STOPPED_WAITING);
       // A waiter served in the same tick as the dial finished gives its connection back.
-      waiting.then((conn) => {
-        this.#orphanDials--;
-        this.#putIdle(conn);
-      }, () => {});
+      waiting.then((conn) => this.#orphanLanded(conn), () => {});
     }
     return borrowed;
+  }
+
+  /**
+   * A connection counted in {@link #orphanDials} is here (`conn`, which goes to the pool) or will
+   * not come (`undefined`: the dial failed). Either way the refiller looks again: what was
+   * counted as ready may not be.
+   */
+  #orphanLanded(conn: UpstreamConn | undefined): void {
+    this.#orphanDials--;
+    if (conn !== undefined) this.#putIdle(conn);
+    this.#refiller.request();
   }
 
   /**

@@ -746,3 +746,57 @@ Deno.test("borrowIdle leases a fit idle connection at once as a hit, closes unfi
     await pool.close();
   }
 });
+
+Deno.test("--max-upstream: a queued borrower that meets a connection pooled as it left the queue does not throw the ready count off", async () => {
+  // Found by review: the borrower's dial lands in the pool, and was counted as one to come only
+  // when the idle connection reached it through a release, not when it was already held; the
+  // count then went below zero and the refiller kept more connections than --min-idle asks.
+  await using upstream = new TestUpstream(echo);
+  const pool = new UpstreamPool({
+    upstream: upstream.address,
+    mode: "reuse",
+    maxIdle: 10,
+    minIdle: 1,
+    preconnectRatio: 0,
+    idleTimeoutMs: 60_000,
+    maxLifetimeMs: 0,
+    connectTimeoutMs: 2_000,
+    maxOpen: 3,
+    queueTimeoutMs: 5_000,
+    settleMs: 0,
+    trimPeriodMs: 60_000,
+  });
+  try {
+    await eventually(() => pool.stats.idle === 1, 2_000, "the floor ready");
+    const a = await pool.borrow(discardingLease);
+    await eventually(() => pool.stats.idle === 1, 2_000, "refilled");
+    const a2 = await pool.borrow(discardingLease);
+    await eventually(() => pool.stats.idle === 1, 2_000, "refilled again");
+    const b = await pool.borrow(discardingLease); // 3 open: the next borrower queues
+    await delay(50);
+    const queued = pool.borrow(discardingLease);
+    await delay(10);
+    await a.conn.endLease();
+    await a2.conn.endLease();
+    // In one synchronous block: a slot frees (the queued borrower gets room to dial), then a clean
+    // release pools a connection before that borrower looks.
+    pool.release(a.conn, false);
+    assertEquals(pool.release(a2.conn, true), "pooled");
+    const c = await queued;
+    assert(c.fromPool, "it took the pooled connection; its own dial goes to the pool");
+    await eventually(() => pool.stats.dialling === 0 && pool.stats.idle === 1, 2_000, "it landed");
+    await c.conn.endLease();
+    pool.release(c.conn, false);
+    await b.conn.endLease();
+    pool.release(b.conn, false);
+    const dialsBefore = pool.stats.dials;
+    const e = await pool.borrow(discardingLease); // a hit: one refill brings the floor back
+    await delay(300);
+    assertEquals(pool.stats.dials - dialsBefore, 1, "one refill for --min-idle 1");
+    assertEquals(pool.stats.idle, 1);
+    await e.conn.endLease();
+    pool.release(e.conn, false);
+  } finally {
+    await pool.close();
+  }
+});
