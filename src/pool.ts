@@ -390,13 +390,18 @@ export class UpstreamPool {
    */
   borrowIdle(handlers: LeaseHandlers): UpstreamConn | undefined {
     if (this.#closed || this.options.mode === "off") return undefined;
+    const idle = this.#leaseIdle(handlers);
+    if (idle === undefined) return undefined;
+    this.#demand.started(performance.now());
+    this.#hit(idle);
+    this.#refiller.request();
+    return idle;
+  }
+
+  /** Takes the first fit idle connection and leases it to `handlers`; closes any it cannot lease. */
+  #leaseIdle(handlers: LeaseHandlers): UpstreamConn | undefined {
     for (let idle = this.#takeIdle(); idle !== undefined; idle = this.#takeIdle()) {
-      if (idle.tryLease(handlers, true)) {
-        this.#demand.started(performance.now());
-        this.#hit(idle);
-        this.#refiller.request();
-        return idle;
-      }
+      if (idle.tryLease(handlers, true)) return idle;
       idle.close();
     }
     return undefined;
@@ -426,12 +431,8 @@ export class UpstreamPool {
     try {
       while (true) {
         if (this.#closed) throw new PoolClosedError();
-        const idle = reusable ? this.#takeIdle() : undefined;
-        if (idle !== undefined) {
-          if (idle.tryLease(handlers, true)) return this.#hit(idle);
-          idle.close();
-          continue;
-        }
+        const idle = reusable ? this.#leaseIdle(handlers) : undefined;
+        if (idle !== undefined) return this.#hit(idle);
         const granted = this.#takeSlot() ? "slot" : await this.#queued(handlers, signal, reusable);
         if (granted !== "slot") {
           if (granted.tryLease(handlers, true)) return this.#hit(granted);
