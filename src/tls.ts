@@ -269,10 +269,7 @@ export class CertificateReloader {
 function readCertificates(file: FlagFile): [string, ...string[]] {
   const [first, ...rest] = readFlagFile(file).match(PEM_CERTIFICATE) ?? [];
   if (first === undefined) {
-    throw new ConfigError(
-      `${file.flag}: ${JSON.stringify(file.path)} holds no PEM certificate`,
-      file.flag,
-    );
+    throw fileError(file, "holds no PEM certificate");
   }
   return [first, ...rest];
 }
@@ -292,37 +289,28 @@ function readKeyPair(certFile: FlagFile, keyFile: FlagFile): TlsMaterial {
   // The key may share its file with the certificate (HAProxy's habit): only its block is used.
   const key = PEM_PRIVATE_KEY.exec(readFlagFile(keyFile))?.[0];
   if (key === undefined) {
-    throw new ConfigError(
-      `${keyFile.flag}: ${JSON.stringify(keyFile.path)} holds no PEM private key`,
-      keyFile.flag,
-    );
+    throw fileError(keyFile, "holds no PEM private key");
   }
   let privateKey;
   try {
     privateKey = createPrivateKey(key);
   } catch (error) {
-    throw new ConfigError(
-      `${keyFile.flag}: ${JSON.stringify(keyFile.path)} holds no private key this runtime reads (${
-        describeError(error)
-      })`,
-      keyFile.flag,
+    throw fileError(
+      keyFile,
+      `holds no private key this runtime reads (${describeError(error)})`,
     );
   }
   const unusable = unusableKey(privateKey);
   if (unusable !== undefined) {
-    throw new ConfigError(
-      `${keyFile.flag}: ${
-        JSON.stringify(keyFile.path)
-      } holds ${unusable}; the TLS engine signs with RSA of 2048 to 8192 bits, ECDSA P-256, P-384 or P-521, or Ed25519`,
-      keyFile.flag,
+    throw fileError(
+      keyFile,
+      `holds ${unusable}; the TLS engine signs with RSA of 2048 to 8192 bits, ECDSA P-256, P-384 or P-521, or Ed25519`,
     );
   }
   if (!certificate.checkPrivateKey(privateKey)) {
-    throw new ConfigError(
-      `${keyFile.flag}: ${JSON.stringify(keyFile.path)} is not the key of the certificate in ${
-        JSON.stringify(certFile.path)
-      } (${certFile.flag})`,
-      keyFile.flag,
+    throw fileError(
+      keyFile,
+      `is not the key of the certificate in ${JSON.stringify(certFile.path)} (${certFile.flag})`,
     );
   }
   return { cert: chain, key };
@@ -348,12 +336,7 @@ function parseCertificate(file: FlagFile, pem: string): X509Certificate {
   try {
     return new X509Certificate(pem);
   } catch (error) {
-    throw new ConfigError(
-      `${file.flag}: ${JSON.stringify(file.path)} holds a certificate that does not parse (${
-        describeError(error)
-      })`,
-      file.flag,
-    );
+    throw fileError(file, `holds a certificate that does not parse (${describeError(error)})`);
   }
 }
 
@@ -367,6 +350,11 @@ function stampsOf(files: FlagFile[]): string {
       return "gone";
     }
   }).join("|");
+}
+
+/** What is wrong with the file a flag names, as one line: `--flag: "path" <what>`. */
+function fileError(file: FlagFile, what: string): ConfigError {
+  return new ConfigError(`${file.flag}: ${JSON.stringify(file.path)} ${what}`, file.flag);
 }
 
 /** Reads the file a flag names, as text; every failure is one line naming the flag. */
