@@ -167,13 +167,19 @@ export async function connect(address: HostPort): Promise<Deno.TcpConn> {
 export async function roundTrip(address: HostPort, text: string): Promise<string> {
   const conn = await connect(address);
   try {
-    return await within(conn, 5_000, async () => {
-      await writeAll(conn, encoder.encode(text));
-      return decoder.decode(await readExactly(conn, encoder.encode(text).length));
-    });
+    return await roundTripOn(conn, text);
   } finally {
     closeQuietly(conn);
   }
+}
+
+/** {@link roundTrip} on a connection already open, which stays open; within `ms`. */
+export async function roundTripOn(conn: Deno.Conn, text: string, ms = 5_000): Promise<string> {
+  return await within(conn, ms, async () => {
+    const bytes = encoder.encode(text);
+    await writeAll(conn, bytes);
+    return decoder.decode(await readExactly(conn, bytes.length));
+  });
 }
 
 /** Lease handlers that drop whatever the upstream sends: for tests that borrow from a pool directly. */

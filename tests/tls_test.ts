@@ -28,6 +28,7 @@ import {
   readExactly,
   readToEnd,
   roundTrip,
+  roundTripOn,
   startProxy,
   startTlsProxy,
   TestUpstream,
@@ -1054,8 +1055,8 @@ Deno.test("warm: a session's dial that lost its race to a refill counts as ready
       await eventually(() => opened === 3, 2_000, "B's own dial #2 under way");
       await delay(350); // #1 has landed and gone to B; #2 is still on its way
       assertEquals(opened, 3, "no refill dial while B's dial will land in the pool");
-      assertEquals(await roundTripOn(b, "b"), "b");
-      assertEquals(await roundTripOn(a, "a"), "a");
+      assertEquals(await roundTripOn(b, "b", 3_000), "b");
+      assertEquals(await roundTripOn(a, "a", 3_000), "a");
       await eventually(() => proxy.server.pool.stats.idle === 1, 2_000, "#2 joins the pool");
       assertEquals(opened, 3, "#2 is the ready connection: nothing more was dialled");
     } finally {
@@ -1068,11 +1069,3 @@ Deno.test("warm: a session's dial that lost its race to a refill counts as ready
     for (const conn of hops) closeQuietly(conn);
   }
 });
-
-/** Writes `text` on an open client connection and reads its echo back. */
-async function roundTripOn(conn: Deno.TcpConn, text: string): Promise<string> {
-  return await within(conn, 3_000, async () => {
-    await writeAll(conn, encoder.encode(text));
-    return decoder.decode(await readExactly(conn, text.length));
-  });
-}
