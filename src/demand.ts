@@ -45,6 +45,8 @@ export interface DemandOptions {
   capacity: number;
   /** How long a peak is remembered (tests shorten it). Default {@link PEAK_PERIOD_MS}. */
   peakPeriodMs?: number;
+  /** The shortest window over which starts count as together. Default {@link MIN_DIAL_WINDOW_MS}. */
+  minDialWindowMs?: number;
 }
 
 /** A maximum over the current period and the one before it. */
@@ -88,7 +90,8 @@ export class DemandTracker {
   readonly #starts: Float64Array;
   #head = 0;
   #count = 0;
-  #dialTimeMs = MIN_DIAL_WINDOW_MS;
+  readonly #minDialWindowMs: number;
+  #dialTimeMs: number;
   readonly #startsPeak: RecentPeak;
   readonly #leasedPeak: RecentPeak;
 
@@ -97,12 +100,14 @@ export class DemandTracker {
     this.#capacity = Math.max(0, options.capacity);
     this.#slots = Math.max(1, this.#capacity);
     this.#starts = new Float64Array(this.#slots);
+    this.#minDialWindowMs = options.minDialWindowMs ?? MIN_DIAL_WINDOW_MS;
+    this.#dialTimeMs = this.#minDialWindowMs;
     const period = options.peakPeriodMs ?? PEAK_PERIOD_MS;
     this.#startsPeak = new RecentPeak(period);
     this.#leasedPeak = new RecentPeak(period);
   }
 
-  /** The moving average of dial times, at least {@link MIN_DIAL_WINDOW_MS}. */
+  /** The moving average of dial times, at least the shortest window (see {@link DemandOptions}). */
   get dialTimeMs(): number {
     return this.#dialTimeMs;
   }
@@ -127,7 +132,7 @@ export class DemandTracker {
   /** A dial took `ms`. */
   dialed(ms: number): void {
     const averaged = this.#dialTimeMs + DIAL_TIME_WEIGHT * (ms - this.#dialTimeMs);
-    this.#dialTimeMs = Math.max(MIN_DIAL_WINDOW_MS, averaged);
+    this.#dialTimeMs = Math.max(this.#minDialWindowMs, averaged);
   }
 
   /** `leased` connections are in use at `now` (leased, or settling before they can be reused). */

@@ -103,6 +103,12 @@ export interface PoolOptions {
    * that is shorter.
    */
   trimPeriodMs?: number;
+  /**
+   * The shortest window over which session starts count as together (tests widen it, so that a
+   * burst started in one tick stays together on a loaded machine that deschedules the proxy
+   * mid-burst). Default 1 ms (`MIN_DIAL_WINDOW_MS` in `src/demand.ts`).
+   */
+  minDialWindowMs?: number;
 }
 
 /** The reason a borrower's wait for an idle connection is stopped (one object: no `DOMException` per borrow). */
@@ -325,6 +331,7 @@ export class UpstreamPool {
       ratio: options.preconnectRatio ?? 0,
       capacity,
       peakPeriodMs: this.#trimPeriodMs,
+      minDialWindowMs: options.minDialWindowMs,
     });
     const floor = options.mode === "off" ? 0 : options.minIdle;
     this.#refiller = new Refiller(

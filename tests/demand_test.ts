@@ -28,6 +28,19 @@ Deno.test("the dial-time window never falls below the timer granularity", () => 
   assertEquals(demand.dialTimeMs, MIN_DIAL_WINDOW_MS);
 });
 
+Deno.test("a wider shortest window (minDialWindowMs) counts starts further apart as together", () => {
+  const wide = new DemandTracker({ ratio: 1, capacity: 100, minDialWindowMs: 100 });
+  const narrow = new DemandTracker({ ratio: 1, capacity: 100 });
+  for (let i = 0; i < 12; i++) {
+    wide.started(1_000 + i * 5); // 5 ms apart: a burst the machine spread out
+    narrow.started(1_000 + i * 5);
+  }
+  assertEquals(wide.peakStarts(1_060), 12);
+  assertEquals(narrow.peakStarts(1_060), 1);
+  wide.dialed(0.1); // a fast dial never narrows it below its floor
+  assertEquals(wide.dialTimeMs, 100);
+});
+
 Deno.test("a peak is remembered for one to two periods, then forgotten", () => {
   const demand = new DemandTracker({ ratio: 1, capacity: 100, peakPeriodMs: 1_000 });
   for (let i = 0; i < 8; i++) demand.started(1_000);
