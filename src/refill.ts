@@ -12,7 +12,8 @@
  * doubles the backoff once (100 ms up to 5 s) and no refill starts until it has passed; the first
  * failure of an episode is logged once at `warn` with its reason, and the first proven connection
  * after it once at `info`. Sessions never wait for refills: one that finds no idle connection
- * dials for itself.
+ * dials for itself (and takes a refill instead if one lands first that no earlier session waits
+ * for).
  *
  * @module
  */

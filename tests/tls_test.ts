@@ -1069,3 +1069,50 @@ Deno.test("warm: a session's dial that lost its race to a refill counts as ready
     for (const conn of hops) closeQuietly(conn);
   }
 });
+
+Deno.test("warm: a session that misses waits for a refill only if no earlier session waits for it; otherwise it dials, as off would", async () => {
+  // As above, a hop holds back the TLS server's first bytes: #1 (a refill) 300 ms, #2 (B's own
+  // dial) 900 ms, #3 (C's own dial) 1,300 ms.
+  const c = await certs();
+  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, tlsEcho);
+  const holdMs = [0, 300, 900, 1_300];
+  const hops: Deno.Conn[] = [];
+  let opened = 0;
+  await using hop = new TestUpstream(async (conn) => {
+    const index = opened++;
+    const inner = await Deno.connect(upstream.address);
+    hops.push(conn, inner);
+    const held = delay(holdMs[index] ?? 0);
+    await Promise.all([pipe(conn, inner), held.then(() => pipe(inner, conn))]);
+  });
+  await using proxy = startProxy(hop.address, {
+    pool: "warm",
+    minIdle: 1,
+    preconnectRatio: 0,
+    tls: upstreamTls({ ca: c.ca, serverName: "localhost" }),
+  });
+  const clients: Deno.Conn[] = [];
+  try {
+    await eventually(() => proxy.server.pool.stats.idle === 1, 3_000, "#0 ready");
+    clients.push(await connect(proxy.address)); // A takes #0; the refill dials #1
+    await eventually(() => opened === 2, 2_000, "the refill's dial #1 under way");
+    clients.push(await connect(proxy.address)); // B: dials #2 and waits for #1
+    await eventually(() => opened === 3, 2_000, "B's own dial #2 under way");
+    clients.push(await connect(proxy.address)); // C: #1 is B's, so C only dials #3
+    await eventually(() => opened === 4, 2_000, "C's own dial #3 under way");
+    // Had C waited too, B's #2 (900 ms) would have gone to C before C's own #3 (1,300 ms).
+    const [clientA, clientB, clientC] = clients;
+    assertEquals(await roundTripOn(clientC, "c", 3_000), "c");
+    assertEquals(await roundTripOn(clientB, "b", 3_000), "b");
+    assertEquals(await roundTripOn(clientA, "a", 3_000), "a");
+    const stats = proxy.server.pool.stats;
+    assertEquals([stats.hits, stats.misses], [2, 1], "A and B from the pool, C from its own dial");
+    await eventually(() => proxy.server.pool.stats.idle === 1, 2_000, "#2 joins the pool");
+    assertEquals(opened, 4, "#2 is the ready connection: nothing more was dialled");
+  } finally {
+    for (const client of clients) closeQuietly(client);
+  }
+  await proxy.sessionsEnded(3);
+  await proxy.close();
+  for (const conn of hops) closeQuietly(conn);
+});
