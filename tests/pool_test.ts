@@ -196,6 +196,41 @@ Deno.test("a pooled connection that fails before answering is replaced once, rep
   assertEquals(upstream.accepted, 2);
 });
 
+Deno.test("a replayed 20 KB request (kept in a shared store) arrives whole, and the next sessions' requests kept in that store are their own", async () => {
+  // Conn 0 answers one request, then reads the next and closes without answering: the 20 KB
+  // request is replayed on a fresh connection.
+  await using upstream = new TestUpstream(echoOnceThen(async (conn, buffer) => {
+    await conn.read(buffer);
+    return "close";
+  }, 64 * 1024));
+  await using proxy = startProxy(upstream.address, { pool: "reuse" });
+  assertEquals(await roundTrip(proxy.address, "first"), "first");
+  await proxy.sessionsEnded(1);
+  for (const [index, byte] of [[1, 0x61], [2, 0x62], [3, 0x63]]) {
+    const request = new Uint8Array(20_000).map((_, i) => byte + (i % 7));
+    const client = await connect(proxy.address);
+    try {
+      const answer = await within(client, 3_000, async () => {
+        await writeAll(client, request);
+        return await readExactly(client, request.length);
+      });
+      assertEquals(answer, request, `session ${index + 1} gets its own bytes back`);
+    } finally {
+      closeQuietly(client);
+    }
+    await proxy.sessionsEnded(index + 1);
+  }
+  // A retried session's connection is not pooled: session 3 dials, and session 4 reuses its
+  // connection, keeping its request in the store session 2's replay gave back.
+  assertEquals(proxy.sessions.map((session) => [session.source, session.retried]), [
+    ["dial", false],
+    ["pool", true],
+    ["dial", false],
+    ["pool", false],
+  ]);
+  assertEquals(upstream.accepted, 3);
+});
+
 Deno.test("no retry once a byte came back: the client sees the upstream's close", async () => {
   await using upstream = new TestUpstream(echoOnceThen(async (conn, buffer) => {
     await conn.read(buffer);
