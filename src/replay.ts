@@ -50,7 +50,9 @@ export function freeReplayStores(): number {
  * Large chunks are kept in a store shared through a free list ({@link STORE_MIN_CHUNK}), which
  * {@link drop} gives back. The caller's contract, which makes that safe: it calls `drop` only when
  * no write of a chunk {@link nextUnsent} gave is under way (the session drops when an answer
- * began and no retry runs, and when a retry has written, or failed to write, every chunk).
+ * began and no retry runs, when a retry has written, or failed to write, every chunk, and when it
+ * ends with no retry running). The buffer also checks for itself: a chunk handed out and not yet
+ * {@link advance}d past keeps its store off the free list for good.
  */
 export class ReplayBuffer {
   readonly #limit: number;
@@ -59,6 +61,11 @@ export class ReplayBuffer {
   /** Where large chunks are copied, from the free list; `undefined` until the first. */
   #store: Uint8Array<ArrayBuffer> | undefined;
   #stored = 0;
+  /**
+   * Whether a chunk {@link nextUnsent} gave may still be in a write ({@link advance} not called
+   * yet): then {@link drop} leaves the store to the garbage collector, never to the free list.
+   */
+  #lent = false;
   #keeping: boolean;
   #bytes = 0;
   #taken = 0;
@@ -117,7 +124,9 @@ export class ReplayBuffer {
     this.#chunks = undefined;
     const store = this.#store;
     this.#store = undefined;
-    if (store !== undefined && freeStores.length < FREE_STORES) freeStores.push(store);
+    if (store !== undefined && !this.#lent && freeStores.length < FREE_STORES) {
+      freeStores.push(store);
+    }
   }
 
   /** Chunk `seq` has been written to the current connection. */
@@ -148,11 +157,14 @@ export class ReplayBuffer {
 
   /** The next kept chunk the current connection has not been sent, if any. */
   nextUnsent(): Uint8Array | undefined {
-    return this.#chunks?.[this.#sent];
+    const chunk = this.#chunks?.[this.#sent];
+    this.#lent = chunk !== undefined;
+    return chunk;
   }
 
   /** The chunk {@link nextUnsent} gave has been written to the current connection. */
   advance(): void {
     this.#sent++;
+    this.#lent = false;
   }
 }

@@ -429,6 +429,9 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
           await up.endLease();
           this.#release = this.#context.pool.release(up, ok);
         }
+        // Kept bytes no answer came for (a client that left first, a request with no reply):
+        // their store goes back to the free list, unless a retry still sends them (it drops).
+        if (this.#retrying === undefined) this.#replay.drop();
       }
     } finally {
       this.#context.onEnd(this);

@@ -14,6 +14,7 @@ import {
 import { dialUpstream, UpstreamConnectError } from "../src/dial.ts";
 import { unexpectedErrors } from "../src/failsafe.ts";
 import { UpstreamPool } from "../src/pool.ts";
+import { freeReplayStores } from "../src/replay.ts";
 import {
   closeQuietly,
   connect,
@@ -229,6 +230,29 @@ Deno.test("a replayed 20 KB request (kept in a shared store) arrives whole, and 
     ["pool", false],
   ]);
   assertEquals(upstream.accepted, 3);
+});
+
+Deno.test("a reused session whose 20 KB request got no answer gives its replay store back when it ends", async () => {
+  // Conn 0 answers one request, then swallows the next without answering.
+  await using upstream = new TestUpstream(echoOnceThen(async (conn, buffer) => {
+    while (await conn.read(buffer) !== null) { /* no answer */ }
+    return "close";
+  }, 64 * 1024));
+  await using proxy = startProxy(upstream.address, { pool: "reuse" });
+  assertEquals(await roundTrip(proxy.address, "first"), "first");
+  await proxy.sessionsEnded(1);
+  const free = freeReplayStores();
+  const client = await connect(proxy.address);
+  try {
+    await writeAll(client, new Uint8Array(20_000).fill(0x61));
+    await delay(50); // the request is kept and sent; no answer comes
+  } finally {
+    closeQuietly(client);
+  }
+  await proxy.sessionsEnded(2);
+  assertEquals(proxy.sessions[1].source, "pool");
+  // Taken from the free list (or made, if it was empty) and given back.
+  assertEquals(freeReplayStores(), Math.max(free, 1));
 });
 
 Deno.test("no retry once a byte came back: the client sees the upstream's close", async () => {

@@ -52,6 +52,7 @@ Deno.test("replay: a large chunk is kept in a store that drop gives back once, a
   const first = new ReplayBuffer(true);
   first.take(filled(STORE_MIN_CHUNK, 1));
   const firstStore = first.nextUnsent()!.buffer;
+  first.advance(); // its write is done
   const free = freeReplayStores();
   first.drop();
   first.drop(); // idempotent: given back once
@@ -59,8 +60,9 @@ Deno.test("replay: a large chunk is kept in a store that drop gives back once, a
 
   const second = new ReplayBuffer(true);
   second.take(filled(STORE_MIN_CHUNK + 100, 2));
-  const kept = second.nextUnsent()!;
-  assert(kept.buffer === firstStore, "no fresh ArrayBuffer for a large request");
+  const kept = second.nextUnsent()!.slice();
+  assert(second.nextUnsent()!.buffer === firstStore, "no fresh ArrayBuffer for a large request");
+  second.advance();
   assertEquals(freeReplayStores(), free);
   assertEquals(kept, filled(STORE_MIN_CHUNK + 100, 2));
   second.drop();
@@ -79,4 +81,22 @@ Deno.test("replay: small chunks and a buffer that keeps nothing take no store", 
   assertEquals(none.nextUnsent(), undefined);
   none.drop();
   assertEquals(freeReplayStores(), before);
+});
+
+Deno.test("replay: a store whose chunk was handed out and not advanced past (a write may still use it) never goes back to the free list", () => {
+  const first = new ReplayBuffer(true);
+  first.take(filled(STORE_MIN_CHUNK, 1));
+  first.restart();
+  const inWrite = first.nextUnsent()!; // handed to a write that has not finished
+  const free = freeReplayStores();
+  first.drop(); // a caller that broke the contract
+  assertEquals(freeReplayStores(), free, "not given back");
+  const second = new ReplayBuffer(true);
+  second.take(filled(STORE_MIN_CHUNK, 2));
+  assertEquals(
+    inWrite,
+    filled(STORE_MIN_CHUNK, 1),
+    "the bytes in the write stay the first client's",
+  );
+  second.drop();
 });
