@@ -101,6 +101,11 @@ export class DemandTracker {
     this.#slots = Math.max(1, this.#capacity);
     this.#starts = new Float64Array(this.#slots);
     this.#minDialWindowMs = options.minDialWindowMs ?? MIN_DIAL_WINDOW_MS;
+    if (!(this.#minDialWindowMs >= 0 && Number.isFinite(this.#minDialWindowMs))) {
+      throw new RangeError(
+        `minDialWindowMs must be a finite number >= 0: ${options.minDialWindowMs}`,
+      );
+    }
     this.#dialTimeMs = this.#minDialWindowMs;
     const period = options.peakPeriodMs ?? PEAK_PERIOD_MS;
     this.#startsPeak = new RecentPeak(period);

@@ -448,9 +448,9 @@ export class UpstreamPool {
           continue;
         }
         if (!reusable) return this.#miss(await this.#dial(signal, handlers));
-        const borrowed = this.#worthWaiting()
-          ? await this.#takeOrDial(signal)
-          : { conn: await this.#dial(signal), fromPool: false };
+        // Leased in the tick it lands, as in off, unless it may go to the pool instead.
+        if (!this.#worthWaiting()) return this.#miss(await this.#dial(signal, handlers));
+        const borrowed = await this.#takeOrDial(signal);
         if (borrowed.conn.tryLease(handlers, borrowed.fromPool)) {
           return borrowed.fromPool ? this.#hit(borrowed.conn) : this.#miss(borrowed.conn);
         }

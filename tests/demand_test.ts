@@ -3,7 +3,7 @@
  * the remembered peak, the ready and keep targets with their floor and ceiling.
  */
 
-import { assertEquals } from "./_assert.ts";
+import { assertEquals, assertThrows } from "./_assert.ts";
 import { DemandTracker, MIN_DIAL_WINDOW_MS } from "../src/demand.ts";
 
 Deno.test("a burst of sessions started together asks for as many ready connections, times the ratio", () => {
@@ -39,6 +39,16 @@ Deno.test("a wider shortest window (minDialWindowMs) counts starts further apart
   assertEquals(narrow.peakStarts(1_060), 1);
   wide.dialed(0.1); // a fast dial never narrows it below its floor
   assertEquals(wide.dialTimeMs, 100);
+});
+
+Deno.test("a shortest window that is not a finite number >= 0 is refused", () => {
+  for (const bad of [NaN, -1, Infinity]) {
+    assertThrows(
+      () => new DemandTracker({ ratio: 1, capacity: 10, minDialWindowMs: bad }),
+      RangeError,
+      "minDialWindowMs",
+    );
+  }
 });
 
 Deno.test("a peak is remembered for one to two periods, then forgotten", () => {
