@@ -24,7 +24,7 @@ COPY deno.json deno.lock main.ts ./
 COPY src/ ./src/
 # The same flags as `deno task compile` in deno.json (tests/deploy_test.ts checks that they
 # stay the same). --frozen-lockfile fails the build if deno.lock does not match deno.json.
-RUN deno compile --frozen-lockfile --exclude-unused-npm --allow-net --allow-read --allow-run=prlimit --v8-flags=--optimize-for-size \
+RUN deno compile --frozen-lockfile --exclude-unused-npm --allow-net --allow-read --allow-run=prlimit --v8-flags=--max-semi-space-size=2,--heap-growing-percent=20 \
       --output /out/tcp-pool-proxy main.ts \
  && /out/tcp-pool-proxy --version
 
