@@ -447,9 +447,10 @@ export class UpstreamPool {
           granted.close();
           continue;
         }
-        if (!reusable) return this.#miss(await this.#dial(signal, handlers));
-        // Leased in the tick it lands, as in off, unless it may go to the pool instead.
-        if (!this.#worthWaiting()) return this.#miss(await this.#dial(signal, handlers));
+        // Leased in the tick it lands, unless it may go to the pool instead (#takeOrDial).
+        if (!reusable || !this.#worthWaiting()) {
+          return this.#miss(await this.#dial(signal, handlers));
+        }
         const borrowed = await this.#takeOrDial(signal);
         if (borrowed.conn.tryLease(handlers, borrowed.fromPool)) {
           return borrowed.fromPool ? this.#hit(borrowed.conn) : this.#miss(borrowed.conn);

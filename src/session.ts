@@ -981,12 +981,14 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     if (this.#end !== undefined) return false;
     try {
       // Chunks the pump keeps while this runs are sent here too, until caught up.
-      for (let chunk = this.#replay.nextUnsent(); chunk !== undefined;) {
+      while (true) {
+        // Checked before a chunk is lent: a lent chunk keeps its store off the free list.
         if (this.#end !== undefined) return false;
+        const chunk = this.#replay.nextUnsent();
+        if (chunk === undefined) break;
         await this.#writeUp(fresh, chunk);
         this.#serverActiveAt = performance.now();
         this.#replay.advance();
-        chunk = this.#replay.nextUnsent();
       }
       // The client's FIN, passed on or held, goes to the fresh connection too.
       const fin = this.#clientFin;

@@ -523,6 +523,14 @@ Deno.test("Dockerfile builds with the compile task's flags, from pinned images",
   assertCompileCommand(compile[0].args, DOCKERFILE);
 });
 
+Deno.test("the start task runs V8 with the compile task's flags (the same memory and CPU as the binary)", () => {
+  const v8Flags = (command: string) =>
+    command.split(/\s+/).filter((w) => w.startsWith("--v8-flags="));
+  const start = v8Flags(denoJson.tasks.start);
+  assertEquals(start.length, 1, "the start task sets V8 flags once");
+  assertEquals(start, v8Flags(denoJson.tasks.compile));
+});
+
 Deno.test("Dockerfile runtime: numeric non-root USER, EXPOSE of listen and admin, STOPSIGNAL", () => {
   const dockerfile = readDockerfile();
   const user = runtimeOne(dockerfile, "USER").args;
