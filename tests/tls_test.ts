@@ -1022,84 +1022,80 @@ Deno.test("cli --tls-cert --upstream-tls --upstream-cert: a TLS client served en
   }
 });
 
-Deno.test("warm: a session's dial that lost its race to a refill counts as ready, so the pool does not dial again for it", async () => {
-  // A TCP hop in front of a TLS echo holds back the server's first bytes of chosen connections,
-  // which makes their dials (connect + handshake) slow: #1 (a refill) 200 ms, #2 (a session's
-  // own dial) 600 ms.
+/**
+ * A `warm` proxy (`--min-idle 1`, no preconnect ratio) to a TLS echo behind a TCP hop that holds
+ * back the server's first bytes on the hop's nth connection for `holdMs[n]`: that dial (connect +
+ * handshake) is that slow.
+ */
+async function warmBehindSlowDials(holdMs: readonly number[]) {
   const c = await certs();
-  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, tlsEcho);
-  const holdMs = [0, 200, 600];
+  const upstream = new TlsUpstream(c.serverCert, c.serverKey, tlsEcho);
   const hops: Deno.Conn[] = [];
   let opened = 0;
-  await using hop = new TestUpstream(async (conn) => {
+  const hop = new TestUpstream(async (conn) => {
     const index = opened++;
     const inner = await Deno.connect(upstream.address);
     hops.push(conn, inner);
     const held = delay(holdMs[index] ?? 0);
     await Promise.all([pipe(conn, inner), held.then(() => pipe(inner, conn))]);
   });
-  await using proxy = startProxy(hop.address, {
+  const proxy = startProxy(hop.address, {
     pool: "warm",
     minIdle: 1,
     preconnectRatio: 0,
     tls: upstreamTls({ ca: c.ca, serverName: "localhost" }),
   });
+  return {
+    proxy,
+    /** Connections the hop has accepted: dials started, refills' and sessions'. */
+    opened: () => opened,
+    async [Symbol.asyncDispose]() {
+      await proxy.close();
+      for (const conn of hops) closeQuietly(conn);
+      await hop[Symbol.asyncDispose]();
+      await upstream[Symbol.asyncDispose]();
+    },
+  };
+}
+
+Deno.test("warm: a session's dial that lost its race to a refill counts as ready, so the pool does not dial again for it", async () => {
+  // #1 (a refill) takes 200 ms, #2 (a session's own dial) 600 ms.
+  await using slow = await warmBehindSlowDials([0, 200, 600]);
+  const { proxy, opened } = slow;
+  await eventually(() => proxy.server.pool.stats.idle === 1, 3_000, "#0 ready");
+  // A takes #0 at once; the refill of the floor dials #1 (200 ms).
+  const a = await connect(proxy.address);
+  await eventually(() => opened() === 2, 2_000, "the refill's dial #1 under way");
+  // B finds nothing ready: it dials #2 (600 ms) and takes #1 when it lands, at about 200 ms.
+  const b = await connect(proxy.address);
   try {
-    await eventually(() => proxy.server.pool.stats.idle === 1, 3_000, "#0 ready");
-    // A takes #0 at once; the refill of the floor dials #1 (200 ms).
-    const a = await connect(proxy.address);
-    await eventually(() => opened === 2, 2_000, "the refill's dial #1 under way");
-    // B finds nothing ready: it dials #2 (600 ms) and takes #1 when it lands, at about 200 ms.
-    const b = await connect(proxy.address);
-    try {
-      await eventually(() => opened === 3, 2_000, "B's own dial #2 under way");
-      await delay(350); // #1 has landed and gone to B; #2 is still on its way
-      assertEquals(opened, 3, "no refill dial while B's dial will land in the pool");
-      assertEquals(await roundTripOn(b, "b", 3_000), "b");
-      assertEquals(await roundTripOn(a, "a", 3_000), "a");
-      await eventually(() => proxy.server.pool.stats.idle === 1, 2_000, "#2 joins the pool");
-      assertEquals(opened, 3, "#2 is the ready connection: nothing more was dialled");
-    } finally {
-      closeQuietly(b);
-      closeQuietly(a);
-    }
-    await proxy.sessionsEnded(2);
+    await eventually(() => opened() === 3, 2_000, "B's own dial #2 under way");
+    await delay(350); // #1 has landed and gone to B; #2 is still on its way
+    assertEquals(opened(), 3, "no refill dial while B's dial will land in the pool");
+    assertEquals(await roundTripOn(b, "b", 3_000), "b");
+    assertEquals(await roundTripOn(a, "a", 3_000), "a");
+    await eventually(() => proxy.server.pool.stats.idle === 1, 2_000, "#2 joins the pool");
+    assertEquals(opened(), 3, "#2 is the ready connection: nothing more was dialled");
   } finally {
-    await proxy.close();
-    for (const conn of hops) closeQuietly(conn);
+    closeQuietly(b);
+    closeQuietly(a);
   }
+  await proxy.sessionsEnded(2);
 });
 
 Deno.test("warm: a session that misses waits for a refill only if no earlier session waits for it; otherwise it dials, as off would", async () => {
-  // As above, a hop holds back the TLS server's first bytes: #1 (a refill) 300 ms, #2 (B's own
-  // dial) 900 ms, #3 (C's own dial) 1,300 ms.
-  const c = await certs();
-  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, tlsEcho);
-  const holdMs = [0, 300, 900, 1_300];
-  const hops: Deno.Conn[] = [];
-  let opened = 0;
-  await using hop = new TestUpstream(async (conn) => {
-    const index = opened++;
-    const inner = await Deno.connect(upstream.address);
-    hops.push(conn, inner);
-    const held = delay(holdMs[index] ?? 0);
-    await Promise.all([pipe(conn, inner), held.then(() => pipe(inner, conn))]);
-  });
-  await using proxy = startProxy(hop.address, {
-    pool: "warm",
-    minIdle: 1,
-    preconnectRatio: 0,
-    tls: upstreamTls({ ca: c.ca, serverName: "localhost" }),
-  });
+  // #1 (a refill) takes 300 ms, #2 (B's own dial) 900 ms, #3 (C's own dial) 1,300 ms.
+  await using slow = await warmBehindSlowDials([0, 300, 900, 1_300]);
+  const { proxy, opened } = slow;
   const clients: Deno.Conn[] = [];
   try {
     await eventually(() => proxy.server.pool.stats.idle === 1, 3_000, "#0 ready");
     clients.push(await connect(proxy.address)); // A takes #0; the refill dials #1
-    await eventually(() => opened === 2, 2_000, "the refill's dial #1 under way");
+    await eventually(() => opened() === 2, 2_000, "the refill's dial #1 under way");
     clients.push(await connect(proxy.address)); // B: dials #2 and waits for #1
-    await eventually(() => opened === 3, 2_000, "B's own dial #2 under way");
+    await eventually(() => opened() === 3, 2_000, "B's own dial #2 under way");
     clients.push(await connect(proxy.address)); // C: #1 is B's, so C only dials #3
-    await eventually(() => opened === 4, 2_000, "C's own dial #3 under way");
+    await eventually(() => opened() === 4, 2_000, "C's own dial #3 under way");
     // Had C waited too, B's #2 (900 ms) would have gone to C before C's own #3 (1,300 ms).
     const [clientA, clientB, clientC] = clients;
     assertEquals(await roundTripOn(clientC, "c", 3_000), "c");
@@ -1108,11 +1104,9 @@ Deno.test("warm: a session that misses waits for a refill only if no earlier ses
     const stats = proxy.server.pool.stats;
     assertEquals([stats.hits, stats.misses], [2, 1], "A and B from the pool, C from its own dial");
     await eventually(() => proxy.server.pool.stats.idle === 1, 2_000, "#2 joins the pool");
-    assertEquals(opened, 4, "#2 is the ready connection: nothing more was dialled");
+    assertEquals(opened(), 4, "#2 is the ready connection: nothing more was dialled");
   } finally {
     for (const client of clients) closeQuietly(client);
   }
   await proxy.sessionsEnded(3);
-  await proxy.close();
-  for (const conn of hops) closeQuietly(conn);
 });
