@@ -483,6 +483,26 @@ function describe(r: RunResult, rounds: Round[]): string {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** How long {@link settledCount} waits between reads, and the most it waits in all. */
+const SETTLE_STEP_MS = 100;
+const SETTLE_MAX_MS = 3_000;
+
+/**
+ * Reads `count` until two reads {@link SETTLE_STEP_MS} apart agree (at most {@link SETTLE_MAX_MS}):
+ * what a column's round set going, counted when it has finished.
+ */
+async function settledCount(count: () => Promise<number>): Promise<number> {
+  const deadline = performance.now() + SETTLE_MAX_MS;
+  let last = await count();
+  while (performance.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_STEP_MS));
+    const now = await count();
+    if (now === last) return now;
+    last = now;
+  }
+  return last;
+}
+
 /**
  * A set of workloads with their upstream and the columns measured against it: the echo
  * workloads (direct, the pool modes, the peers), the redis ones ({@linkcode REDIS_COLUMNS}), or
@@ -681,13 +701,15 @@ class Run {
             const proc = targets.get(c)?.server?.proc;
             try {
               const before = await suite.accepted();
-              const handshakesBefore = await suite.handshakes?.();
+              const handshakesBefore = suite.handshakes && await settledCount(suite.handshakes);
               const cpuBefore = await proc?.cpuMicros();
               const result = await suite.run(w, target, c);
               const cpuAfter = await proc?.cpuMicros();
               const upstreamConnections = (await suite.accepted()) - before;
               const round: Round = { result, upstreamConnections };
-              const handshakesAfter = await suite.handshakes?.();
+              // Refills a round or a warm-up started (warm and reuse keep connections ready)
+              // finish their handshakes after it: counted there, not in another column's round.
+              const handshakesAfter = suite.handshakes && await settledCount(suite.handshakes);
               if (handshakesBefore !== undefined && handshakesAfter !== undefined) {
                 round.upstreamHandshakes = handshakesAfter - handshakesBefore;
               }
