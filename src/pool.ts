@@ -514,8 +514,9 @@ export class UpstreamPool {
    * session behind those is served by its own dial, as in `off`. Waiting as well cost such a
    * session CPU and nothing else: with 1,000 clients on loopback, every session missed and waited,
    * each landing connection went to the longest waiter, whose own dial then landed for the next,
-   * and `warm` ran at 0.8x `off` (measured); a session's dial that lost its race is not counted as
-   * on its way for that reason.
+   * and `warm` ran at 0.8x `off` (measured). The dial of a session that took a refill also lands
+   * in the pool, but is not counted as on its way: each would let one more session wait, and
+   * that one's dial the next, which is that chain again.
    */
   #worthWaiting(): boolean {
     if (this.options.mode !== "warm" || this.#idle.size > 0) return true;
