@@ -87,16 +87,51 @@ export const FREE_BUFFERS_PER_SIZE: Readonly<Record<number, number>> = {
   [64 * 1024]: 64,
   [256 * 1024]: 16,
 };
-const freeBuffers = new Map<number, Uint8Array<ArrayBuffer>[]>();
+
+/**
+ * A bounded free list of buffers of one size: {@link take} reuses a kept buffer or makes one,
+ * {@link give} keeps one for the next `take` while fewer than `max` are kept; the rest are left to
+ * the garbage collector. The caller gives a buffer back only when nothing uses it any longer.
+ */
+export class FreeBuffers {
+  readonly #size: number;
+  readonly #max: number;
+  readonly #free: Uint8Array<ArrayBuffer>[] = [];
+
+  constructor(size: number, max: number) {
+    this.#size = size;
+    this.#max = max;
+  }
+
+  /** Buffers kept now. */
+  get kept(): number {
+    return this.#free.length;
+  }
+
+  /** A buffer of this list's size: a kept one, or a new one. */
+  take(): Uint8Array<ArrayBuffer> {
+    return this.#free.pop() ?? new Uint8Array(this.#size);
+  }
+
+  /** Keeps `buffer` (of this list's size) for the next {@link take}, if there is room. */
+  give(buffer: Uint8Array<ArrayBuffer>): void {
+    if (buffer.length === this.#size && this.#free.length < this.#max) this.#free.push(buffer);
+  }
+}
+
+const freeBuffers = new Map(
+  Object.entries(FREE_BUFFERS_PER_SIZE).map(([size, max]) => {
+    const bytes = Number(size);
+    return [bytes, new FreeBuffers(bytes, max)] as const;
+  }),
+);
 
 function takeBuffer(size: number): Uint8Array<ArrayBuffer> {
-  return freeBuffers.get(size)?.pop() ?? new Uint8Array(size);
+  return freeBuffers.get(size)?.take() ?? new Uint8Array(size);
 }
 
 function giveBuffer(buffer: Uint8Array<ArrayBuffer>): void {
-  let free = freeBuffers.get(buffer.length);
-  if (free === undefined) freeBuffers.set(buffer.length, free = []);
-  if (free.length < (FREE_BUFFERS_PER_SIZE[buffer.length] ?? 0)) free.push(buffer);
+  freeBuffers.get(buffer.length)?.give(buffer);
 }
 
 /**

@@ -17,6 +17,8 @@
  * @module
  */
 
+import { FreeBuffers } from "./_io.ts";
+
 /** Most client bytes kept for a replay; past it, the session gives up on replaying. */
 export const REPLAY_LIMIT = 64 * 1024;
 
@@ -37,11 +39,11 @@ export const STORE_MIN_CHUNK = 4 * 1024;
  * garbage collector.
  */
 export const FREE_STORES = 64;
-const freeStores: Uint8Array<ArrayBuffer>[] = [];
+const freeStores = new FreeBuffers(REPLAY_LIMIT, FREE_STORES);
 
 /** Stores on the free list now (for tests). */
 export function freeReplayStores(): number {
-  return freeStores.length;
+  return freeStores.kept;
 }
 
 /**
@@ -124,9 +126,7 @@ export class ReplayBuffer {
     this.#chunks = undefined;
     const store = this.#store;
     this.#store = undefined;
-    if (store !== undefined && !this.#lent && freeStores.length < FREE_STORES) {
-      freeStores.push(store);
-    }
+    if (store !== undefined && !this.#lent) freeStores.give(store);
   }
 
   /** Chunk `seq` has been written to the current connection. */
@@ -148,7 +148,7 @@ export class ReplayBuffer {
   #copy(chunk: Uint8Array): Uint8Array {
     if (chunk.length < STORE_MIN_CHUNK || this.#limit !== REPLAY_LIMIT) return chunk.slice();
     // Kept bytes never pass the limit, so every large chunk fits in one store.
-    this.#store ??= freeStores.pop() ?? new Uint8Array(REPLAY_LIMIT);
+    this.#store ??= freeStores.take();
     const copy = this.#store.subarray(this.#stored, this.#stored + chunk.length);
     copy.set(chunk);
     this.#stored += chunk.length;

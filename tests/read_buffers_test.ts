@@ -8,6 +8,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import {
   BURST_READ_BUFFER,
+  FreeBuffers,
   MIN_READ_BUFFER,
   PARKED_BURST_BUFFERS,
   parkedBurstBuffers,
@@ -288,4 +289,18 @@ Deno.test("readConn and writeConn carry bytes both ways and see the end of the s
   assertEquals(await readConn(other, new Uint8Array(8)), null);
   assertEquals(await writeConn(other, new Uint8Array(5)), 5);
   assertEquals(calls, ["read 8", "write 5"]);
+});
+
+Deno.test("FreeBuffers: a buffer given back is the next one taken; at most max are kept, of its size only", () => {
+  const free = new FreeBuffers(16, 2);
+  const [a, b, c] = [free.take(), free.take(), free.take()];
+  assertEquals([a.length, free.kept], [16, 0]);
+  free.give(a);
+  free.give(b);
+  free.give(c); // no room: left to the garbage collector
+  free.give(new Uint8Array(8)); // another size: never kept
+  assertEquals(free.kept, 2);
+  assert(free.take() === b, "the last one given back");
+  assert(free.take() === a);
+  assert(free.take() !== c, "a new one once none is kept");
 });
