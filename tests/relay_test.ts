@@ -228,36 +228,39 @@ Deno.test("bytes the upstream sends after a client left never reach the next cli
   assertEquals(upstream.accepted, 2);
 });
 
-Deno.test("an upstream that is down closes the client promptly; sessions succeed once it is back", async () => {
-  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = probe.addr.port;
-  probe.close();
-  const proxy = startProxy({ hostname: "127.0.0.1", port }, { pool: "reuse" });
-  let upstream: TestUpstream | undefined;
-  try {
-    const client = await connect(proxy.address);
+// warm: with refills failing (none in flight), a session that finds nothing ready only dials.
+for (const pool of ["reuse", "warm"] as const) {
+  Deno.test(`${pool}: an upstream that is down closes the client promptly; sessions succeed once it is back`, async () => {
+    const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = probe.addr.port;
+    probe.close();
+    const proxy = startProxy({ hostname: "127.0.0.1", port }, { pool });
+    let upstream: TestUpstream | undefined;
     try {
-      const started = performance.now();
-      const got = await within(
-        client,
-        2_000,
-        () => readToEnd(client).catch(() => new Uint8Array()),
-      );
-      assertEquals(got.length, 0);
-      assertLess(performance.now() - started, 1_000);
+      const client = await connect(proxy.address);
+      try {
+        const started = performance.now();
+        const got = await within(
+          client,
+          2_000,
+          () => readToEnd(client).catch(() => new Uint8Array()),
+        );
+        assertEquals(got.length, 0);
+        assertLess(performance.now() - started, 1_000);
+      } finally {
+        closeQuietly(client);
+      }
+      await proxy.sessionsEnded(1);
+      assertEquals(proxy.sessions[0].end, "connect-failed");
+      assert(proxy.sessions[0].error?.includes("refused"), proxy.sessions[0].error);
+      upstream = new TestUpstream(echo, { hostname: "127.0.0.1", port });
+      assertEquals(await roundTrip(proxy.address, "back"), "back");
     } finally {
-      closeQuietly(client);
+      await proxy.close();
+      await upstream?.close();
     }
-    await proxy.sessionsEnded(1);
-    assertEquals(proxy.sessions[0].end, "connect-failed");
-    assert(proxy.sessions[0].error?.includes("refused"), proxy.sessions[0].error);
-    upstream = new TestUpstream(echo, { hostname: "127.0.0.1", port });
-    assertEquals(await roundTrip(proxy.address, "back"), "back");
-  } finally {
-    await proxy.close();
-    await upstream?.close();
-  }
-});
+  });
+}
 
 Deno.test("the proxy listens and dials on IPv6 loopback", async () => {
   await using upstream = new TestUpstream(echo, { hostname: "::1", port: 0 });
