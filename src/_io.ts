@@ -440,6 +440,13 @@ export function isLocalInterruption(error: unknown): boolean {
   return error instanceof Deno.errors.Interrupted || error instanceof Deno.errors.BadResource;
 }
 
+/** Whether `error` says the process or the system is out of file descriptors. */
+export function isOutOfDescriptors(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === "EMFILE" || code === "ENFILE" ||
+    (error instanceof Error && /os error 2[34]\b/.test(error.message));
+}
+
 /** A short, stable name for a network error, for logs and session summaries. */
 export function describeError(error: unknown): string {
   if (error instanceof Deno.errors.ConnectionReset) return "connection reset";

@@ -1,27 +1,22 @@
 /**
  * The admin HTTP server: `/metrics` (Prometheus text), `/stats` (the same figures as JSON, with
- * the configuration), `/healthz` and `/readyz`, served by `Deno.serve` in the proxy's own process.
+ * the configuration), `/healthz` and `/readyz`, served by {@link Http1Server} (`src/http1.ts`)
+ * in the proxy's own process.
  *
  * It knows nothing of the pool or the sessions: the caller gives functions that describe the
  * metric families ({@link AdminOptions.metrics}), the configuration and the readiness, and each
- * request calls them once. Handlers are synchronous: a request is parsed by Deno, answered with
- * one string built there and then, and never waits on anything, so the relay, which shares the
- * thread, loses only the time to build that string. A provider that throws gives a `500` with one
- * line and is logged (category `["tcp-pool-proxy", "admin"]`); the server keeps serving.
+ * request calls them once. Handlers are synchronous: a request is answered with one string built
+ * there and then, and never waits on anything, so the relay, which shares the thread, loses only
+ * the time to build that string. A provider that throws gives a `500` with one line and is logged
+ * (category `["tcp-pool-proxy", "admin"]`); the server keeps serving.
  *
- * What bounds the admin server, as measured with Deno 2.9.6 on Linux:
- *
- * - per connection: Deno reads a request head of at most about 64 KiB (a longer one gets `400`
- *   and the connection is closed); a request has no body worth reading (GET and HEAD only; others
- *   get `404`/`405` unread); an answer is one string of a few KiB; a client that pipelines
- *   requests without reading the answers stalls in the kernel's socket buffers, and Deno stops
- *   parsing its requests until it reads (backpressure), so it holds no more than that.
- * - NOT bounded by Deno 2.9.6: how many connections are open and for how long. `Deno.serve` has
- *   no connection limit, no header-read timeout and no keep-alive idle timeout (a silent or
- *   half-sent connection stayed open past 130 s), and ignores `Connection: close` in a response.
- *   Every open admin connection holds a file descriptor the proxy's sessions could use. So bind
- *   the admin address to loopback or a management network only (as one does with HAProxy's
- *   stats socket); {@link AdminServer.shutdown} closes every admin connection at once.
+ * Everything about it is bounded (see `src/http1.ts`): 16 connections at once, 5 s per
+ * connection, an 8 KiB request head, one request per connection, and an accept that fails for
+ * want of descriptors pauses and retries. `Deno.serve` was used before: it bounds neither the
+ * connections nor their time (a silent connection stayed open past 130 s), and its accept loop
+ * ended for good on the first "too many open files", leaving the proxy without its admin
+ * endpoint until a restart. Still, bind the admin address to loopback or a management network
+ * only, as one does with HAProxy's stats socket.
  *
  * ```ts ignore
  * import { startAdmin } from "./admin.ts";
@@ -43,6 +38,7 @@
 
 import { formatHostPort, type HostPort } from "./address.ts";
 import { describeError, describeListenError } from "./_io.ts";
+import { type Http1Answer, type Http1Limits, type Http1Request, Http1Server } from "./http1.ts";
 import { getProxyLogger, ThrottledWarning } from "./logging.ts";
 import {
   exposition,
@@ -70,6 +66,8 @@ export interface AdminOptions {
   readiness?: () => Readiness;
   /** Whether {@link processMetrics} are added after the caller's families. Default `true`. */
   processMetrics?: boolean;
+  /** Bounds of the server (tests shorten them); see {@link Http1Limits}. */
+  limits?: Partial<Http1Limits>;
 }
 
 /** A running admin server. */
@@ -113,16 +111,8 @@ const JSON_TYPE = "application/json";
 /** At most one log line per this long for each failing provider, each with the count so far. */
 const ERROR_LOG_INTERVAL_MS = 60_000;
 
-/** An answer before it becomes a `Response`. */
-interface Answer {
-  status: number;
-  contentType: string;
-  body: string;
-  allow?: string;
-}
-
-function answer(status: number, contentType: string, body: string): Answer {
-  return { status, contentType, body };
+function answer(status: number, contentType: string, body: string): Http1Answer {
+  return { status, headers: { "content-type": contentType, "cache-control": "no-store" }, body };
 }
 
 /** `text` with every line break (and other control character) as a space: one line. */
@@ -164,7 +154,7 @@ export function startAdmin(options: AdminOptions): AdminServer {
     return withProcess ? [...own, ...processMetrics()] : own;
   };
 
-  const routes: Record<AdminPath, { what: string; build: () => Answer }> = {
+  const routes: Record<AdminPath, { what: string; build: () => Http1Answer }> = {
     "/metrics": {
       what: "the metrics for /metrics",
       build: () => answer(200, EXPOSITION_CONTENT_TYPE, exposition(families())),
@@ -188,13 +178,13 @@ export function startAdmin(options: AdminOptions): AdminServer {
     },
   };
 
-  const respond = (request: Request): Answer => {
-    const path = new URL(request.url).pathname;
-    if (!Object.hasOwn(routes, path)) return answer(404, TEXT, "not found\n");
+  const respond = (request: Http1Request): Http1Answer => {
+    if (!Object.hasOwn(routes, request.path)) return answer(404, TEXT, "not found\n");
     if (request.method !== "GET" && request.method !== "HEAD") {
-      return { ...answer(405, TEXT, "method not allowed; use GET or HEAD\n"), allow: "GET, HEAD" };
+      const refused = answer(405, TEXT, "method not allowed; use GET or HEAD\n");
+      return { ...refused, headers: { ...refused.headers, allow: "GET, HEAD" } };
     }
-    const route = routes[path as AdminPath];
+    const route = routes[request.path as AdminPath];
     try {
       return route.build();
     } catch (error) {
@@ -203,50 +193,18 @@ export function startAdmin(options: AdminOptions): AdminServer {
     }
   };
 
-  const handler = (request: Request): Response => {
-    const { status, contentType, body, allow } = respond(request);
-    const headers: Record<string, string> = {
-      "content-type": contentType,
-      "cache-control": "no-store",
-    };
-    if (allow !== undefined) headers.allow = allow;
-    // For HEAD, Deno sends the headers (content-length included) and drops the body.
-    return new Response(body, { status, headers });
-  };
-
-  const stop = new AbortController();
-  let server: Deno.HttpServer<Deno.NetAddr>;
+  let listener: Deno.Listener;
   try {
-    server = Deno.serve({
-      hostname: options.listen.hostname,
-      port: options.listen.port,
-      signal: stop.signal,
-      onListen: () => {}, // no "Listening on ..." line on stdout
-      onError: (error) => {
-        // Not reached by the handler above, which catches its providers' errors; kept so that
-        // a fault anywhere in answering is one logged line and a 500, never an uncaught error.
-        logFailure("answering a request", error);
-        return new Response("internal error\n", { status: 500, headers: { "content-type": TEXT } });
-      },
-    }, handler);
+    listener = Deno.listen({ hostname: options.listen.hostname, port: options.listen.port });
   } catch (error) {
     throw new AdminListenError(options.listen, describeListenError(error), { cause: error });
   }
-
-  const address: HostPort = { hostname: server.addr.hostname, port: server.addr.port };
+  const server = new Http1Server(listener, respond, options.limits);
+  const bound = listener.addr as Deno.NetAddr;
+  const address: HostPort = { hostname: bound.hostname, port: bound.port };
   log.info("admin server on {address}: /metrics, /stats, /healthz, /readyz", {
     address: formatHostPort(address),
   });
-
-  let finished: Promise<void> | undefined;
-  const shutdown = (): Promise<void> => {
-    // Aborting, rather than server.shutdown(), closes every connection at once: a graceful
-    // shutdown waits for a client that does not read its answer, for ever.
-    if (finished === undefined) {
-      stop.abort();
-      finished = server.finished;
-    }
-    return finished;
-  };
+  const shutdown = () => server.shutdown();
   return { address, shutdown, [Symbol.asyncDispose]: shutdown };
 }

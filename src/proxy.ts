@@ -25,6 +25,7 @@ import {
   closeQuietly,
   describeError,
   describeListenError,
+  isOutOfDescriptors,
 } from "./_io.ts";
 import type { ProxyConfig } from "./config.ts";
 import { type Deadline, DeadlineWheel } from "./deadline_wheel.ts";
@@ -134,13 +135,6 @@ export function wheelResolutionMs(timeouts: SessionTimeouts): number {
   const set = [timeouts.clientMs, timeouts.serverMs, timeouts.finMs].filter((ms) => ms > 0);
   if (set.length === 0) return 0;
   return Math.min(Math.max(Math.min(...set) / 10, 10), 1_000);
-}
-
-/** Whether `error` says the process or the system is out of file descriptors. */
-function isOutOfDescriptors(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  return code === "EMFILE" || code === "ENFILE" ||
-    (error instanceof Error && /os error 2[34]\b/.test(error.message));
 }
 
 /**

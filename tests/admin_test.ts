@@ -395,6 +395,101 @@ Deno.test("shutdown is prompt with connections that are silent, half-sent, idle 
   }
 });
 
+/** Sends `text` on a new connection to `admin` and reads until the server closes it. */
+async function rawExchange(admin: AdminServer, text: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: admin.address.port });
+  try {
+    await writeAll(conn, encoder.encode(text));
+    return new TextDecoder().decode(await within(conn, 2_000, () => readToEnd(conn)));
+  } finally {
+    closeQuietly(conn);
+  }
+}
+
+Deno.test("a request head over the limit is 431, a malformed request line is 400, and each connection is closed after one answer", async () => {
+  await using admin = startOnLoopback({ metrics: () => [], limits: { maxHeadBytes: 256 } });
+  const long = await rawExchange(
+    admin,
+    `GET /healthz HTTP/1.1\r\nX-Long: ${"x".repeat(300)}\r\n\r\n`,
+  );
+  assertMatch(long, /^HTTP\/1\.1 431 /);
+  for (
+    const line of [
+      "GET /healthz",
+      "GET  /healthz HTTP/1.1",
+      "G@T /healthz HTTP/1.1",
+      "GET /healthz HTTP/2",
+    ]
+  ) {
+    assertMatch(await rawExchange(admin, `${line}\r\nHost: x\r\n\r\n`), /^HTTP\/1\.1 400 /, line);
+  }
+  // Two requests on one connection: one answer, then the server closes.
+  const two = await rawExchange(admin, "GET /healthz HTTP/1.1\r\n\r\nGET /readyz HTTP/1.1\r\n\r\n");
+  assertEquals(two.match(/HTTP\/1\.1 /g)?.length, 1, two);
+  assertStringIncludes(two, "connection: close\r\n");
+  assert(two.endsWith("\r\n\r\nok\n"), two);
+  // An absolute-form target names the same path.
+  assertMatch(
+    await rawExchange(admin, "GET http://x/healthz HTTP/1.1\r\n\r\n"),
+    /^HTTP\/1\.1 200 /,
+  );
+});
+
+Deno.test("a connection that sends nothing, or half a request, is closed at the deadline", async () => {
+  await using admin = startOnLoopback({ metrics: () => [], limits: { deadlineMs: 300 } });
+  const address = { hostname: "127.0.0.1", port: admin.address.port };
+  const silent = await Deno.connect(address);
+  const halfSent = await Deno.connect(address);
+  try {
+    await writeAll(halfSent, encoder.encode("GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: "));
+    const started = performance.now();
+    for (const conn of [silent, halfSent]) {
+      assertEquals((await within(conn, 3_000, () => readToEnd(conn))).length, 0);
+    }
+    assertLess(performance.now() - started, 2_000);
+    assertEquals((await request(admin, "/healthz")).status, 200, "the server goes on serving");
+  } finally {
+    closeQuietly(silent);
+    closeQuietly(halfSent);
+  }
+});
+
+Deno.test("connections beyond the limit are closed at once, with one warning, and served again once others end", async () => {
+  const records = await captureRecords(async () => {
+    await using admin = startOnLoopback({ metrics: () => [], limits: { maxConnections: 2 } });
+    const address = { hostname: "127.0.0.1", port: admin.address.port };
+    const held = [await Deno.connect(address), await Deno.connect(address)];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const extra = await Deno.connect(address);
+        try {
+          const bytes = await within(
+            extra,
+            2_000,
+            () => readToEnd(extra).catch(() => new Uint8Array()),
+          );
+          assertEquals(bytes.length, 0, "closed without an answer");
+        } finally {
+          closeQuietly(extra);
+        }
+      }
+    } finally {
+      for (const conn of held) closeQuietly(conn);
+    }
+    let status = 0;
+    for (let attempt = 0; attempt < 20 && status !== 200; attempt++) {
+      // Refused (closed at once) until the server has seen the held connections end.
+      status = await request(admin, "/healthz").then((reply) => reply.status, () => 0);
+      if (status !== 200) await delay(50);
+    }
+    assertEquals(status, 200);
+  });
+  const warnings = records.filter((r) =>
+    String(r.message).includes("admin connection closed at once")
+  );
+  assertEquals(warnings.length, 1, "one warning for three refusals");
+});
+
 Deno.test({
   name: `promtool check metrics accepts a real scrape${noPromtool}`,
   ignore: noPromtool !== "",

@@ -100,3 +100,60 @@ Deno.test({
     assert(!proxy.hasExited);
   },
 });
+
+/** GET `path` on the admin server at `port`: the status, or 0 when no answer came. */
+async function adminStatus(port: number, path: string): Promise<number> {
+  try {
+    const response = await fetch(`http://127.0.0.1:${port}${path}`, {
+      signal: AbortSignal.timeout(2_000),
+    });
+    await response.body?.cancel();
+    return response.status;
+  } catch {
+    return 0;
+  }
+}
+
+Deno.test({
+  name:
+    "out of descriptors at the admin accept: the admin endpoint serves again once they are free, and SIGTERM still exits 0",
+  ignore: !hasShell,
+  fn: async () => {
+    await using upstream = new TestUpstream(echo);
+    await using proxy = spawnLimited(64, [
+      "--listen",
+      "127.0.0.1:0",
+      "--upstream",
+      formatHostPort(upstream.address),
+      "--pool",
+      "off",
+      "--max-clients",
+      "1000",
+      "--admin",
+      "127.0.0.1:0",
+    ]);
+    const port = await proxy.listeningPort();
+    const adminPort = Number(
+      (await proxy.waitForLine(/admin server on 127\.0\.0\.1:(\d+)/)).match[1],
+    );
+    assertEquals(await adminStatus(adminPort, "/healthz"), 200);
+    const clients = await holdSessions(port, 60);
+    // The kernel completes this handshake; accepting it needs a descriptor the proxy lacks.
+    const starved = await connect({ hostname: "127.0.0.1", port: adminPort });
+    try {
+      await proxy.waitForLine(/\[WRN\].*admin accept failed: .*pausing accepts/, 5_000);
+    } finally {
+      closeQuietly(starved);
+      for (const client of clients) closeQuietly(client);
+    }
+    let status = 0;
+    for (let attempt = 0; attempt < 20 && status !== 200; attempt++) {
+      await delay(250);
+      status = await adminStatus(adminPort, "/healthz");
+    }
+    assertEquals(status, 200, proxy.stderr);
+    proxy.kill("SIGTERM");
+    assertEquals((await proxy.exited()).code, 0, proxy.stderr);
+    assert(!/unhandled|internal error/i.test(proxy.stderr), proxy.stderr);
+  },
+});
