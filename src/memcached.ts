@@ -58,6 +58,7 @@ import type { ExchangeTracker, Unfit } from "./framing.ts";
 const LF = 10;
 const CR = 13;
 const SP = 32;
+const NUL = 0;
 const MINUS = 45;
 const D0 = 48;
 const D9 = 57;
@@ -462,6 +463,12 @@ export class MemcachedTracker implements ExchangeTracker {
       if (this.#cInToken) this.#clientTokenEnd();
       return;
     }
+    if (b === NUL) {
+      // memcached cuts the line at a NUL (it splits it with strlen) and runs what is before it,
+      // which may be a command this tracker cannot see, such as `watch` or `mn`.
+      this.#break("a request line holds a NUL byte (memcached ignores the rest of the line)");
+      return;
+    }
     if (!this.#cInToken) {
       this.#cInToken = true;
       this.#cTokenLen = 0;
@@ -540,8 +547,15 @@ export class MemcachedTracker implements ExchangeTracker {
 
   #clientLine(): void {
     if (this.#cInToken) this.#clientTokenEnd();
-    // memcached answers a line shorter than 4 bytes with its `\r\n` or `\n` with an error.
-    const cmd = this.#cLen + (this.#cCR ? 2 : 1) < 4 ? C_OTHER : this.#cCmd;
+    // memcached answers a line shorter than 4 bytes with its `\r\n` or `\n` with an error,
+    // except `mn\n`, which 1.6.18 answers `MN`. Which an MN answers decides where a quiet batch
+    // ends, so a line that one version may count as mn and another not is not followed.
+    const short = this.#cLen + (this.#cCR ? 2 : 1) < 4;
+    if (short && this.#cCmd === C_MN) {
+      this.#break("`mn` ended by a bare \\n (memcached versions answer it differently)");
+      return;
+    }
+    const cmd = short ? C_OTHER : this.#cCmd;
     this.#cCR = false;
     const tokens = this.#cTokens;
     const bad = this.#cBad;

@@ -152,7 +152,7 @@ class LengthLine {
 // Commands that matter to the pool.
 
 /** What a command does to the connection. */
-const C_STATE = 0, C_BROKEN = 1, C_CLIENT = 2, C_MULTI = 3, C_EXEC = 4, C_WATCH = 5;
+const C_STATE = 0, C_BROKEN = 1, C_SUBCOMMAND = 2, C_MULTI = 3, C_EXEC = 4, C_WATCH = 5;
 const C_UNWATCH = 6, C_RESET = 7;
 
 interface Command {
@@ -160,17 +160,21 @@ interface Command {
   readonly name: Uint8Array;
   readonly effect: number;
   readonly unfit: Unfit | undefined;
+  /** With {@link C_SUBCOMMAND}: what its subcommands (argument 1) do. */
+  readonly subcommands?: CommandTable;
 }
 
 /** Commands by the length of their name, for a lookup that decodes nothing. */
 type CommandTable = readonly (readonly Command[])[];
 
-function commandTable(entries: readonly [string, number, Unfit?][]): CommandTable {
+function commandTable(
+  entries: readonly [string, number, Unfit?, CommandTable?][],
+): CommandTable {
   const table: Command[][] = [];
-  for (const [name, effect, unfit] of entries) {
+  for (const [name, effect, unfit, subcommands] of entries) {
     const bytes = encoder.encode(name);
     while (table.length <= bytes.length) table.push([]);
-    table[bytes.length].push({ name: bytes, effect, unfit });
+    table[bytes.length].push({ name: bytes, effect, unfit, subcommands });
   }
   return table;
 }
@@ -185,6 +189,20 @@ function broken(reason: string): Unfit {
 
 const PUBSUB = "pub/sub replies cannot be counted";
 
+const CLIENT_SUBCOMMANDS = commandTable([
+  ["SETNAME", C_STATE, state("CLIENT SETNAME")],
+  ["TRACKING", C_STATE, state("CLIENT TRACKING")],
+  ["NO-EVICT", C_STATE, state("CLIENT NO-EVICT")],
+  ["NO-TOUCH", C_STATE, state("CLIENT NO-TOUCH")],
+  ["REPLY", C_BROKEN, broken("CLIENT REPLY: replies may be switched off or skipped")],
+]);
+
+// SCRIPT DEBUG starts a Lua debugging session on the connection (YES forks, SYNC blocks the
+// server) that takes over what later requests get back, and RESET does not end it.
+const SCRIPT_SUBCOMMANDS = commandTable([
+  ["DEBUG", C_BROKEN, broken("SCRIPT DEBUG: a Lua debugging session takes over the connection")],
+]);
+
 const COMMANDS = commandTable([
   ["SELECT", C_STATE, state("SELECT")],
   ["AUTH", C_STATE, state("AUTH")],
@@ -198,7 +216,8 @@ const COMMANDS = commandTable([
   ["DISCARD", C_EXEC],
   ["WATCH", C_WATCH],
   ["UNWATCH", C_UNWATCH],
-  ["CLIENT", C_CLIENT],
+  ["CLIENT", C_SUBCOMMAND, undefined, CLIENT_SUBCOMMANDS],
+  ["SCRIPT", C_SUBCOMMAND, undefined, SCRIPT_SUBCOMMANDS],
   ["SUBSCRIBE", C_BROKEN, broken(`SUBSCRIBE: ${PUBSUB}`)],
   ["PSUBSCRIBE", C_BROKEN, broken(`PSUBSCRIBE: ${PUBSUB}`)],
   ["SSUBSCRIBE", C_BROKEN, broken(`SSUBSCRIBE: ${PUBSUB}`)],
@@ -212,13 +231,6 @@ const COMMANDS = commandTable([
   ["REPLCONF", C_BROKEN, broken("REPLCONF: replication commands may get no reply")],
 ]);
 
-const CLIENT_SUBCOMMANDS = commandTable([
-  ["SETNAME", C_STATE, state("CLIENT SETNAME")],
-  ["TRACKING", C_STATE, state("CLIENT TRACKING")],
-  ["NO-EVICT", C_STATE, state("CLIENT NO-EVICT")],
-  ["NO-TOUCH", C_STATE, state("CLIENT NO-TOUCH")],
-  ["REPLY", C_BROKEN, broken("CLIENT REPLY: replies may be switched off or skipped")],
-]);
 
 /** The command in `table` named by `names[offset, offset + length)` (upper case), if any. */
 function lookup(
@@ -740,9 +752,10 @@ export class RedisTracker implements ExchangeTracker {
       case C_BROKEN:
         this.#mark(command.unfit as Unfit);
         return;
-      case C_CLIENT: {
+      case C_SUBCOMMAND: {
         if (argc < 2) return;
-        const sub = lookup(CLIENT_SUBCOMMANDS, names, NAME_BYTES, this.#nameLength1);
+        const table = command.subcommands as CommandTable;
+        const sub = lookup(table, names, NAME_BYTES, this.#nameLength1);
         if (sub !== undefined) this.#mark(sub.unfit as Unfit);
         return;
       }

@@ -219,6 +219,34 @@ Deno.test({
   },
 });
 
+/** Sends `command` on a new connection to `port`, reads `replyBytes` bytes, and closes. */
+async function rawRedis(port: number, command: Uint8Array, replyBytes: number): Promise<string> {
+  const conn = await connect({ hostname: "127.0.0.1", port });
+  try {
+    await writeAll(conn, command);
+    return decoder.decode(await within(conn, 3_000, () => readExactly(conn, replyBytes)));
+  } finally {
+    closeQuietly(conn);
+  }
+}
+
+Deno.test({
+  name:
+    `redis: a client's SCRIPT DEBUG never reaches the next client: its connection is closed, and the next EVAL gets its own reply, not the debugger's${noRedis}`,
+  ignore: noRedis !== "",
+  fn: async () => {
+    await using redis = await RedisServer.start();
+    await using proxy = startProxy(upstreamAt(redis.port), { protocol: "redis", redisReset: true });
+    const port = proxy.address.port;
+    assertEquals(await rawRedis(port, respCommand("SCRIPT", "DEBUG", "YES"), 5), "+OK\r\n");
+    await proxy.sessionsEnded(1);
+    assert(proxy.sessions[0].release !== "pooled", sessionsText(proxy));
+    // Through a debugging connection this would be "*2\r\n+* Stopped at 1, ...".
+    assertEquals(await rawRedis(port, respCommand("EVAL", "return 7", "0"), 4), ":7\r\n");
+    await proxy.sessionsEnded(2);
+  },
+});
+
 Deno.test({
   name:
     `redis: with redisReset, a client's SELECT still never leaks: after redis-cli -n 5, ${B_RUNS} plain redis-cli runs all write to db 0, over A's own connection after RESET${noRedis}`,

@@ -321,6 +321,8 @@ const REQUESTS: Case[] = [
   { name: "CLIENT ID", requests: cmd("CLIENT", "ID"), owed: 1 },
   { name: "CLIENT alone", requests: cmd("CLIENT"), owed: 1 },
   { name: "CLIENT SETINFO", requests: cmd("CLIENT", "SETINFO", "LIB-NAME", "x"), owed: 1 },
+  { name: "SCRIPT LOAD", requests: cmd("SCRIPT", "LOAD", "return 1"), owed: 1 },
+  { name: "SCRIPT with no subcommand", requests: cmd("SCRIPT"), owed: 1 },
   {
     name: "a request after a 1000-byte argument",
     requests: cmd("SET", "k", "v".repeat(1000)) + cmd("SELECT", "2"),
@@ -542,6 +544,9 @@ const BROKEN: Case[] = [
   brokenCase("CLIENT REPLY OFF", cmd("CLIENT", "REPLY", "OFF"), "CLIENT REPLY"),
   brokenCase("CLIENT REPLY SKIP", cmd("client", "reply", "skip"), "CLIENT REPLY"),
   brokenCase("CLIENT REPLY ON", cmd("Client", "Reply", "On"), "CLIENT REPLY"),
+  brokenCase("SCRIPT DEBUG YES", cmd("SCRIPT", "DEBUG", "YES"), "SCRIPT DEBUG"),
+  brokenCase("SCRIPT DEBUG SYNC", cmd("script", "debug", "sync"), "SCRIPT DEBUG"),
+  brokenCase("inline script debug", "script debug yes\r\n", "SCRIPT DEBUG"),
   brokenCase("QUIT", cmd("QUIT"), "QUIT"),
   brokenCase("SYNC", cmd("SYNC"), "SYNC"),
   brokenCase("PSYNC", cmd("PSYNC", "?", "-1"), "PSYNC"),

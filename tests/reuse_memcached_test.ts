@@ -143,6 +143,16 @@ test("memcached: a quiet batch ended by mn is settled and pooled; without mn it 
   assertNotEquals(proxy.sessions[1].release, "pooled");
 });
 
+test("memcached: a watch hidden behind a NUL never reaches the next client: the connection is closed, and the next version is answered", async () => {
+  await using server = await startMemcached();
+  await using proxy = startProxy(server.address, { pool: "reuse", protocol: "memcached" });
+  // memcached runs `watch` (the line is cut at the NUL) and answers OK: a log stream follows.
+  assertEquals(await exchange(proxy, "watch\0\r\n", "OK\r\n"), "OK\r\n");
+  assertNotEquals(proxy.sessions[0].release, "pooled");
+  // Through the watching connection, version would get no answer.
+  assertEquals(await exchange(proxy, "version\r\n", "VERSION "), "VERSION ");
+});
+
 test("memcached: a client that reads the start of a large value and leaves never passes its tail on", async () => {
   await using server = await startMemcached();
   await using proxy = startProxy(server.address, { pool: "reuse", protocol: "memcached" });
