@@ -231,7 +231,6 @@ const COMMANDS = commandTable([
   ["REPLCONF", C_BROKEN, broken("REPLCONF: replication commands may get no reply")],
 ]);
 
-
 /** The command in `table` named by `names[offset, offset + length)` (upper case), if any. */
 function lookup(
   table: CommandTable,
