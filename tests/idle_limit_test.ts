@@ -82,3 +82,37 @@ Deno.test("a warm pool learns that the upstream closes idle connections after 40
   assertEquals(learned.length, 1, lines.join("\n"));
   assert(/after about 4\d\dms; retiring them at 3\d\dms/.test(learned[0]), learned[0]);
 });
+
+Deno.test("an upstream idle limit shorter than the refill probation: refills back off instead of redialling each ready connection at that pace", async () => {
+  let accepted = 0;
+  // Closes a connection idle for 150 ms: once learned, the proxy retires its idle ones at 135 ms.
+  await using upstream = new TestUpstream(async (conn) => {
+    accepted++;
+    const buffer = new Uint8Array(1024);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const idle = new Promise<"idle">((resolve) => timer = setTimeout(() => resolve("idle"), 150));
+    try {
+      await Promise.race([conn.read(buffer), idle]);
+    } finally {
+      clearTimeout(timer);
+    }
+  });
+  const lines = await captureLog(async (lines) => {
+    await using proxy = startProxy(upstream.address, { pool: "warm", minIdle: 4 });
+    await eventually(
+      () => lines.some((l) => l.includes("closes idle connections after about")),
+      5_000,
+      "the limit was learned",
+    );
+    const learnedAt = accepted;
+    await delay(3_000);
+    // Redialled at the limit's pace this would be 4 every 135 ms: about 90 in 3 s. With the
+    // backoff (100 ms doubling to 5 s after each failed round), a handful of rounds of 4.
+    assertLess(accepted - learnedAt, 40, `${accepted - learnedAt} dials in 3 s`);
+    void proxy;
+  });
+  // One warning for the episode (its first failure, the upstream's own closes before the limit
+  // was learned), not one per round.
+  const warnings = lines.filter((l) => l.includes("cannot keep idle connections ready"));
+  assertEquals(warnings.length, 1, lines.join("\n"));
+});
