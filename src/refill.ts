@@ -37,13 +37,6 @@ export const REFILL_BACKOFF_MIN_MS = 100;
 /** The longest backoff between rounds. */
 export const REFILL_BACKOFF_MAX_MS = 5_000;
 
-/** The reasons an upstream connection became unfit that are the upstream's doing. */
-const UPSTREAM_FAULTS: ReadonlySet<string> = new Set([
-  "closed by upstream",
-  "read failed",
-  "write failed",
-]);
-
 /** What a {@link Refiller} needs from its pool. */
 export interface RefillTarget {
   /** The upstream's address, for log lines. */
@@ -141,21 +134,23 @@ export class Refiller {
   }
 
   /**
-   * A session is done with `conn`: answered, it shows the upstream serves (a refill on
-   * probation proved itself, and a failure episode is over); a refill closed or reset by the
-   * upstream without an answer counts as a failed dial; otherwise (the client left without
-   * asking anything) it says nothing about the upstream.
+   * A session is done with `conn`. Answered, and not closed or reset by the upstream, it shows
+   * the upstream serves (a refill on probation proved itself, and a failure episode is over). A
+   * refill closed or reset by the upstream without an answer counts as a failed dial. Anything
+   * else says nothing about the upstream: the client left without asking anything, or the
+   * upstream answered and closed, which is how a server at its client limit greets
+   * (`-ERR max number of clients reached`), so it must not end a backoff.
    */
   released(conn: UpstreamConn): void {
-    if (conn.answered) {
+    const lostTo = conn.lostToUpstream;
+    if (conn.answered && lostTo === undefined) {
       this.#endProbation(conn);
       this.#proven();
       return;
     }
     if (!this.#probation.has(conn)) return;
-    const reason = conn.unfitReason;
-    if (reason !== undefined && UPSTREAM_FAULTS.has(reason)) {
-      this.lost(conn, reason);
+    if (lostTo !== undefined && !conn.answered) {
+      this.lost(conn, lostTo);
       return;
     }
     this.#endProbation(conn);

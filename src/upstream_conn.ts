@@ -94,6 +94,11 @@ export class UpstreamConn {
   /** Set once anything made it unfit to reuse: a real error, a half-close, unread bytes. */
   unfitReason: string | undefined;
   /**
+   * Set once the upstream's side ended it (`closed by upstream`, `read failed`, `write failed`),
+   * whatever made it unfit first: a server that greets and then closes is not serving.
+   */
+  lostToUpstream: string | undefined;
+  /**
    * `performance.now()` past which it is not reused (`--max-lifetime`, shortened by a little
    * jitter so that connections dialled together do not retire together); `Infinity` for none.
    */
@@ -194,6 +199,7 @@ export class UpstreamConn {
       // Our own close cutting a write says nothing about the upstream.
       if (!(this.#state === "closed" && isLocalInterruption(error))) {
         this.unfitReason ??= "write failed";
+        this.lostToUpstream ??= "write failed";
       }
       throw error;
     }
@@ -243,11 +249,13 @@ export class UpstreamConn {
         if (readError !== undefined) {
           if (this.#state === "closed" && isLocalInterruption(readError)) return;
           this.unfitReason ??= "read failed";
+          this.lostToUpstream ??= "read failed";
           this.#readEnded("error while idle", (lease) => lease.onUpstreamError(this, readError));
           return;
         }
         if (chunk === null) {
           this.unfitReason ??= "closed by upstream";
+          this.lostToUpstream ??= "closed by upstream";
           this.#readEnded("closed by upstream", (lease) => lease.onUpstreamEof(this));
           return;
         }

@@ -148,3 +148,33 @@ Deno.test("a refill whose reader lost it before the dial's continuation ran coun
   assertEquals(warnings.length, 1, lines.join("\n"));
   assertStringIncludes(warnings[0], "closed by upstream");
 });
+
+Deno.test("warm: sessions served by a greeting that says 'max clients' and closes do not end the refills' backoff", async () => {
+  let accepted = 0;
+  await using upstream = new TestUpstream(async (conn) => {
+    accepted++;
+    await writeAll(conn, encoder.encode("-ERR max number of clients reached\r\n"));
+  });
+  const lines = await captureLog(async () => {
+    await using proxy = startProxy(upstream.address, { pool: "warm", minIdle: 4 });
+    await delay(1_000);
+    // Clients every 100 ms: each gets the upstream's error, relayed, and its session ends.
+    const before = accepted;
+    let sessions = 0;
+    for (let i = 0; i < 20; i++) {
+      const client = await connect(proxy.address);
+      try {
+        await client.read(new Uint8Array(64)).catch(() => null);
+      } finally {
+        client.close();
+      }
+      sessions++;
+      await delay(100);
+    }
+    // Each session dials once for itself; refills stay in backoff (at most a few rounds of 4).
+    const dials = accepted - before;
+    assertLess(dials, sessions + 24, `${dials} dials for ${sessions} sessions`);
+  });
+  assertEquals(lines.filter((l) => l.includes("is serving again")).length, 0, lines.join("\n"));
+  assertEquals(lines.filter((l) => l.includes("cannot keep idle connections ready")).length, 1);
+});
