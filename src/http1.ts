@@ -1,8 +1,10 @@
 /**
  * A small HTTP/1.1 server for the admin endpoint, bounded where `Deno.serve` (2.9.6) is not.
  *
- * - **Connections:** at most {@link Http1Limits.maxConnections} at once; one more is closed as
- *   soon as it is accepted (logged at most once a minute).
+ * - **Connections:** at most {@link Http1Limits.maxConnections} at once. One more makes room by
+ *   closing the oldest connection still waiting for its request head, so that silent
+ *   connections cannot lock out a health check; if every one is being answered, the new one is
+ *   closed at once. Either is logged at most once a minute.
  * - **Time:** each connection lives at most {@link Http1Limits.deadlineMs} from its accept: the
  *   request head read, the answer written, and the wait for the client to close after it.
  * - **Memory:** a request head is at most {@link Http1Limits.maxHeadBytes} (a longer one gets
@@ -95,7 +97,10 @@ export class Http1Server {
   readonly #handler: Http1Handler;
   readonly #limits: Http1Limits;
   readonly #log = getProxyLogger("admin");
-  readonly #open = new Map<Deno.Conn, Promise<void>>();
+  /** Open connections in accept order, with their task and whether their head is still awaited. */
+  readonly #open = new Map<Deno.Conn, { awaitingHead: boolean }>();
+  /** Every connection's task, closed ones included until they are done (awaited at shutdown). */
+  readonly #tasks = new Set<Promise<void>>();
   readonly #refusals = new ThrottledWarning(WARNING_INTERVAL_MS);
   readonly #accepting: Promise<void>;
   #stopping = false;
@@ -137,7 +142,7 @@ export class Http1Server {
     for (const conn of this.#open.keys()) closeQuietly(conn);
     this.#finished = (async () => {
       await this.#accepting;
-      await Promise.all(this.#open.values());
+      await Promise.all(this.#tasks);
     })();
     return this.#finished;
   }
@@ -171,20 +176,41 @@ export class Http1Server {
         pauseMs = ACCEPT_RETRY_MS;
         this.#log.info("admin server accepting again");
       }
-      if (this.#open.size >= this.#limits.maxConnections) {
+      if (this.#open.size >= this.#limits.maxConnections && !this.#makeRoom()) {
         closeQuietly(conn);
-        const count = this.#refusals.note();
-        if (count !== undefined) {
-          this.#log.warn(
-            "admin connection closed at once: {limit} are open, the most served at once " +
-              "({count} closed so far)",
-            { limit: this.#limits.maxConnections, count },
-          );
-        }
+        this.#noteRefusal("closed a new connection: every open one is being answered");
         continue;
       }
-      this.#open.set(conn, this.#serve(conn).finally(() => this.#open.delete(conn)));
+      const entry = { awaitingHead: true };
+      this.#open.set(conn, entry);
+      const task: Promise<void> = this.#serve(conn, entry).finally(() => {
+        this.#open.delete(conn);
+        this.#tasks.delete(task);
+      });
+      this.#tasks.add(task);
     }
+  }
+
+  /** Closes the oldest connection still awaiting its request head; false when there is none. */
+  #makeRoom(): boolean {
+    for (const [conn, entry] of this.#open) {
+      if (!entry.awaitingHead) continue;
+      closeQuietly(conn);
+      this.#open.delete(conn);
+      this.#noteRefusal("closed the oldest one still waiting for its request");
+      return true;
+    }
+    return false;
+  }
+
+  #noteRefusal(what: string): void {
+    const count = this.#refusals.note();
+    if (count === undefined) return;
+    this.#log.warn("admin connections at the limit ({limit}): {what} ({count} so far)", {
+      limit: this.#limits.maxConnections,
+      what,
+      count,
+    });
   }
 
   async #pause(ms: number): Promise<void> {
@@ -198,10 +224,11 @@ export class Http1Server {
   }
 
   /** Serves one request on `conn`, then closes it; never throws. */
-  async #serve(conn: Deno.Conn): Promise<void> {
+  async #serve(conn: Deno.Conn, entry: { awaitingHead: boolean }): Promise<void> {
     const deadline = setTimeout(() => closeQuietly(conn), this.#limits.deadlineMs);
     try {
       const head = await readHead(conn, this.#limits.maxHeadBytes);
+      entry.awaitingHead = false;
       if (head === "closed") return;
       const answer = this.#answer(head);
       await writeAll(conn, encoder.encode(render(answer, head)));
