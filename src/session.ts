@@ -850,45 +850,56 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
 
   /** Part of {@link LeaseHandlers}: bytes from the upstream go to the client. */
   async onUpstreamData(conn: UpstreamConn, chunk: Uint8Array): Promise<void> {
-    this.#serverActiveAt = performance.now();
-    this.#bytesFromServer += chunk.length;
-    this.#lastSpeaker = "upstream";
-    // A server that speaks first (MySQL, SMTP, FTP) sets up handshake state that raw reuse
-    // cannot see the end of: never pooled.
-    if (this.#replay.taken === 0) conn.unfitReason ??= "the upstream spoke first (handshake state)";
-    this.#tracker?.onServerBytes(chunk);
-    // An answer began: nothing will be replayed, and a held FIN may go.
-    if (this.#retrying === undefined) this.#replay.drop();
-    else this.#replay.stopKeeping();
-    if (this.#clientFin === "held") void this.#releaseFin();
-    if (this.#end !== undefined) {
-      this.#drained(conn, chunk);
-      return;
-    }
-    this.#deliveringToClient = true;
     try {
-      // As in UpstreamConn.write: writeAll only for the rest of a short write.
-      const written = await writeConn(this.#client, chunk);
-      if (written < chunk.length) await writeAll(this.#client, chunk.subarray(written));
-      this.#clientActiveAt = performance.now();
-      this.#deliveringToClient = false;
+      this.#serverActiveAt = performance.now();
+      this.#bytesFromServer += chunk.length;
+      this.#lastSpeaker = "upstream";
+      // A server that speaks first (MySQL, SMTP, FTP) sets up handshake state that raw reuse
+      // cannot see the end of: never pooled.
+      if (this.#replay.taken === 0) {
+        conn.unfitReason ??= "the upstream spoke first (handshake state)";
+      }
+      this.#tracker?.onServerBytes(chunk);
+      // An answer began: nothing will be replayed, and a held FIN may go.
+      if (this.#retrying === undefined) this.#replay.drop();
+      else this.#replay.stopKeeping();
+      if (this.#clientFin === "held") void this.#releaseFin();
+      if (this.#end !== undefined) {
+        this.#drained(conn, chunk);
+        return;
+      }
+      this.#deliveringToClient = true;
+      try {
+        // As in UpstreamConn.write: writeAll only for the rest of a short write.
+        const written = await writeConn(this.#client, chunk);
+        if (written < chunk.length) await writeAll(this.#client, chunk.subarray(written));
+        this.#clientActiveAt = performance.now();
+        this.#deliveringToClient = false;
+      } catch (error) {
+        this.#deliveringToClient = false;
+        if (this.#end === undefined) this.#finish("client-error", error);
+        // The answer was cut short: what is left of it must not reach anyone (framing drains it).
+        else if (this.#drain === undefined) conn.unfitReason ??= "answer cut short";
+        return;
+      }
+      // A framed client whose FIN was kept back waits for its owed answers: the last one ends the
+      // session. If the exchange can no longer be followed, the FIN goes on after all.
+      const tracker = this.#tracker;
+      if (this.#clientFin !== "kept" || tracker === undefined || this.#retrying !== undefined) {
+        return;
+      }
+      if (!this.#canKeepFinBack()) {
+        await this.#passFinUpstream();
+      } else if (tracker.owed === 0 && !tracker.partialResponse) {
+        await this.#answeredAll();
+      }
     } catch (error) {
-      this.#deliveringToClient = false;
-      if (this.#end === undefined) this.#finish("client-error", error);
-      // The answer was cut short: what is left of it must not reach anyone (framing drains it).
-      else if (this.#drain === undefined) conn.unfitReason ??= "answer cut short";
-      return;
-    }
-    // A framed client whose FIN was kept back waits for its owed answers: the last one ends the
-    // session. If the exchange can no longer be followed, the FIN goes on after all.
-    const tracker = this.#tracker;
-    if (this.#clientFin !== "kept" || tracker === undefined || this.#retrying !== undefined) {
-      return;
-    }
-    if (!this.#canKeepFinBack()) {
-      await this.#passFinUpstream();
-    } else if (tracker.owed === 0 && !tracker.partialResponse) {
-      await this.#answeredAll();
+      // Nothing above should throw (it must not reject); if it does, it costs this session and
+      // this connection, not the process, and the session ends now.
+      reportUnexpected(`session ${this.#id}`, error);
+      conn.unfitReason ??= "internal error";
+      this.#endDrain(false, "internal error"); // when the client had left already
+      this.#finish("internal-error", error);
     }
   }
 

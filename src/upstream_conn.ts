@@ -180,8 +180,9 @@ export class UpstreamConn {
    */
   async endLease(): Promise<void> {
     this.#lease = undefined;
-    if (this.#greetingDelivery !== undefined) await this.#greetingDelivery;
-    if (this.#delivering !== undefined) await this.#delivering;
+    // A delivery that failed was reported by the reader, which also told the session.
+    if (this.#greetingDelivery !== undefined) await this.#greetingDelivery.catch(() => {});
+    if (this.#delivering !== undefined) await this.#delivering.catch(() => {});
     if (this.#state === "leased") {
       this.#state = "idle";
       this.idleSince = performance.now();
@@ -289,8 +290,13 @@ export class UpstreamConn {
         }
       }
     } catch (error) {
+      // A bug, not the network: the connection is dropped, and its session told, so that it
+      // ends now instead of waiting for an answer that cannot come.
       reportUnexpected(`the reader of upstream connection #${this.id}`, error);
+      this.unfitReason ??= "internal error";
+      const lease = this.#lease;
       this.close();
+      lease?.onUpstreamError(this, error);
     } finally {
       buffers.dispose();
     }

@@ -11,16 +11,20 @@ import {
   connect,
   decoder,
   delay,
+  echo,
   encoder,
   readExactly,
   readToEnd,
+  roundTrip,
   sendAndHalfClose,
   startProxy,
   type TestProxy,
-  type TestUpstream,
+  TestUpstream,
   within,
   writeAll,
 } from "./_net.ts";
+import { captureLog } from "./_log.ts";
+import { RedisTracker } from "../src/resp.ts";
 import { bulk, resp, respUpstream, respUpstreamClosingFirstOnReuse } from "./_resp_upstream.ts";
 
 /** Sends `request`, reads exactly `answer.length` bytes, closes; returns what came back. */
@@ -283,4 +287,34 @@ Deno.test("redis: a client's QUIT is answered by the proxy after its owed replie
   await proxy.sessionsEnded(4);
   assertStringIncludes(await exchangeOnce(proxy, resp("PING"), "+PONG\r\n"), "PONG");
   assertEquals(upstream.accepted, 1);
+});
+
+Deno.test("a fault in following the upstream's answer ends that session at once as internal-error, releases its connection, and the proxy serves the next one", async () => {
+  await using upstream = new TestUpstream(echo);
+  const original = RedisTracker.prototype.onServerBytes;
+  let faults = 0;
+  // An injected bug: the first answer the tracker sees throws.
+  RedisTracker.prototype.onServerBytes = function (this: RedisTracker, chunk: Uint8Array) {
+    if (faults++ === 0) throw new TypeError("injected tracker fault");
+    return original.call(this, chunk);
+  };
+  try {
+    await captureLog(async () => {
+      await using proxy = startProxy(upstream.address, { pool: "reuse", protocol: "redis" });
+      const client = await connect(proxy.address);
+      try {
+        await writeAll(client, encoder.encode("*1\r\n$4\r\nPING\r\n"));
+        // The session ends now: the client sees its connection close, not a wait for ever.
+        await within(client, 2_000, () => readToEnd(client).catch(() => new Uint8Array()));
+      } finally {
+        closeQuietly(client);
+      }
+      await proxy.sessionsEnded(1);
+      assertEquals(proxy.sessions[0].end, "internal-error");
+      assertNotEquals(proxy.sessions[0].release, "pooled");
+      assertEquals(await roundTrip(proxy.address, "*1\r\n$4\r\nPING\r\n"), "*1\r\n$4\r\nPING\r\n");
+    });
+  } finally {
+    RedisTracker.prototype.onServerBytes = original;
+  }
 });
