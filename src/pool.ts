@@ -32,7 +32,7 @@
  * @module
  */
 
-import { closeQuietly } from "./_io.ts";
+import { type ByteConn, closeQuietly, readConn } from "./_io.ts";
 import { formatHostPort, type HostPort } from "./address.ts";
 import { AsyncQueue } from "./async_queue.ts";
 import { DelayQueue } from "./delay_queue.ts";
@@ -123,6 +123,10 @@ export const REUSE_SETTLE_MS = 5;
 export const QUEUE_TIMEOUT_MS = 5_000;
 /** Most of `--max-lifetime` taken off at random per connection (HikariCP's rule), so that connections dialled together retire apart. */
 export const LIFETIME_JITTER = 0.025;
+/** How long a readiness probe's connection is watched for the upstream closing it. */
+export const PROBE_WATCH_MS = 100;
+/** The shortest time between the end of one readiness probe and the start of the next. */
+export const PROBE_INTERVAL_MS = 1_000;
 
 /** A connection handed out by {@link UpstreamPool.borrow}, already leased to the borrower. */
 export interface Borrowed {
@@ -313,6 +317,8 @@ export class UpstreamPool {
   #lastSuccessAt = -Infinity;
   #lastFailureAt = -Infinity;
   #probing: Promise<void> | undefined;
+  /** When the last readiness probe ended. */
+  #probedAt = -Infinity;
 
   /** Creates the pool and, in `warm` and `reuse`, starts dialling `minIdle` connections. */
   constructor(options: PoolOptions) {
@@ -346,6 +352,10 @@ export class UpstreamPool {
           return this.#dial();
         },
         deliver: (conn) => this.#putIdle(conn),
+        lostToUpstream: (detail) => {
+          const error = new UpstreamConnectError(this.options.upstream, "closed", detail);
+          this.#dialFailed(error);
+        },
       },
       this.#log,
       options.probationMs,
@@ -895,13 +905,18 @@ export class UpstreamPool {
   }
 
   /**
-   * Checks that the upstream accepts connections: one dial, closed at once, unless one is under
-   * way (for readiness when no session proved it recently). Counted as a dial; never throws.
+   * Checks that the upstream serves (for readiness when no session proved it recently): one dial,
+   * then {@link PROBE_WATCH_MS} for the upstream to close or reset it (a server at its client
+   * limit, a load balancer with no backend accepts and closes at once), then closed. Counted as a
+   * dial. At most one at a time, and none within {@link PROBE_INTERVAL_MS} of the last one's end,
+   * so that a flood of `/readyz` requests against a refusing upstream does not become a flood of
+   * dials. Never throws.
    */
   probe(): Promise<void> {
     if (this.#probing !== undefined) return this.#probing;
     // Never past --max-upstream: at the bound, sessions are proof enough either way.
     if (this.#closed || !this.#hasRoom()) return Promise.resolve();
+    if (performance.now() - this.#probedAt < PROBE_INTERVAL_MS) return Promise.resolve();
     this.#stats.dials++;
     const started = performance.now();
     const probing = dialUpstream(
@@ -909,11 +924,17 @@ export class UpstreamPool {
       this.options.connectTimeoutMs,
       this.options.tls,
       this.#closeController.signal,
-    ).then((socket) => {
-      closeQuietly(socket);
-      this.#dialSucceeded(started);
+    ).then(async (socket) => {
+      const lost = await watchThenClose(socket, PROBE_WATCH_MS);
+      if (lost === undefined) {
+        this.#dialSucceeded(started);
+        return;
+      }
+      const detail = `the upstream ${lost} the probe connection at once`;
+      this.#dialFailed(new UpstreamConnectError(this.options.upstream, "closed", detail));
     }, (error: unknown) => this.#dialFailed(error)).finally(() => {
       this.#probing = undefined;
+      this.#probedAt = performance.now();
       this.#dialing.delete(probing);
     });
     this.#probing = probing;
@@ -970,7 +991,7 @@ export class UpstreamPool {
       const reason = `closes idle connections sooner than a refill can prove itself (retired at ${
         Math.round(limit)
       }ms idle)`;
-      this.#refiller.lost(conn, reason);
+      this.#refiller.retiredUnproven(conn, reason);
     }
   }
 
@@ -993,5 +1014,37 @@ export class UpstreamPool {
     for (const conn of expired) this.#expired(conn, now);
     for (const conn of this.#idle.snapshot()) this.#scheduleSweep(conn);
     if (expired.length > 0) this.#refiller.request();
+  }
+}
+
+/**
+ * Reads `socket` for up to `ms`, then closes it: `"closed"` or `"reset"` if the upstream ended it
+ * meanwhile, `undefined` if it was still open (bytes it sent, a greeting, are dropped).
+ */
+async function watchThenClose(
+  socket: ByteConn,
+  ms: number,
+): Promise<"closed" | "reset" | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const quiet = new Promise<undefined>((resolve) =>
+    timer = setTimeout(() => resolve(undefined), ms)
+  );
+  const buffer = new Uint8Array(1024);
+  const watching = (async (): Promise<"closed" | "reset"> => {
+    try {
+      while (true) {
+        const n = await readConn(socket, buffer); // a greeting is dropped
+        if (n === null || n === 0) return "closed"; // the runtime's read op says EOF as 0
+      }
+    } catch {
+      return "reset";
+    }
+  })();
+  try {
+    return await Promise.race([watching, quiet]);
+  } finally {
+    clearTimeout(timer);
+    closeQuietly(socket);
+    await watching; // the read, ended by the close (it never rejects)
   }
 }

@@ -51,6 +51,12 @@ export interface RefillTarget {
   dial(): Promise<UpstreamConn>;
   /** Puts a fresh connection into the pool. */
   deliver(conn: UpstreamConn): void;
+  /**
+   * The upstream ended a refill before it served anyone (closed it, reset it, greeted and
+   * closed): as good as a failed dial, counted as one (`closed`). Not called for a dial that
+   * failed, which the pool counted already, nor for a refill the pool itself retired.
+   */
+  lostToUpstream(detail: string): void;
 }
 
 /** One refill connection's probation: `conn` is dropped when it ends early. */
@@ -117,6 +123,18 @@ export class Refiller {
    * proven.
    */
   lost(conn: UpstreamConn, reason: string): void {
+    this.#lostUnproven(conn, reason, true);
+  }
+
+  /**
+   * The pool retired `conn` itself (the upstream's learned idle limit) while it was on
+   * probation: it never got to prove itself, a failed refill, but no failed dial.
+   */
+  retiredUnproven(conn: UpstreamConn, reason: string): void {
+    this.#lostUnproven(conn, reason, false);
+  }
+
+  #lostUnproven(conn: UpstreamConn, reason: string, upstreamDid: boolean): void {
     const entry = this.#endProbation(conn);
     if (entry === undefined) return;
     const round = entry.round;
@@ -126,11 +144,10 @@ export class Refiller {
     }
     const age = Math.round(conn.age());
     const greeting = conn.greetingPreview();
-    this.#failed(
-      round,
-      `upstream ${this.#target.address} ${reason} ${age}ms after connect, before it served a client` +
-        (greeting === "" ? "" : ` (it said ${greeting})`),
-    );
+    const detail = `${reason} ${age}ms after connect, before it served a client` +
+      (greeting === "" ? "" : ` (it said ${greeting})`);
+    if (upstreamDid) this.#target.lostToUpstream(detail);
+    this.#failed(round, `upstream ${this.#target.address} ${detail}`);
   }
 
   /**

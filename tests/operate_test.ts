@@ -8,9 +8,11 @@ import {
   assert,
   assertEquals,
   assertGreaterOrEqual,
+  assertLessOrEqual,
   assertMatch,
   assertStringIncludes,
 } from "./_assert.ts";
+import { captureLog } from "./_log.ts";
 import { startAdmin } from "../src/admin.ts";
 import { formatHostPort, type HostPort } from "../src/address.ts";
 import { exposition } from "../src/metrics.ts";
@@ -153,6 +155,47 @@ Deno.test("/readyz: checking, then ready once a probe reached the upstream; 503 
   await readyzBecomes(admin.address, 200, 3_000);
   assertGreaterOrEqual(back.accepted, 1, "a probe reached it");
 });
+
+Deno.test("/readyz against a refusing upstream: a flood of requests makes at most one probe dial a second", async () => {
+  const gone = new TestUpstream(echo);
+  const address = gone.address;
+  await gone.close();
+  await using proxy = startProxy(address, { pool: "off", readyIntervalMs: 200 });
+  await using admin = adminOf(proxy.server);
+  const started = performance.now();
+  let answers = 0;
+  while (performance.now() - started < 1_500) {
+    assertEquals((await get(admin.address, "/readyz")).status, 503);
+    answers++;
+  }
+  assertGreaterOrEqual(answers, 50);
+  // 1.5 s: the first probe, then at most one a second after each one's end.
+  assertLessOrEqual(proxy.server.pool.stats.dials, 3, `${answers} requests`);
+});
+
+for (
+  const [what, behaviour] of [
+    ["accepts and closes at once", () => Promise.resolve()],
+    ["greets with -ERR max number of clients reached and closes", async (conn: Deno.TcpConn) => {
+      await writeAll(conn, encoder.encode("-ERR max number of clients reached\r\n"));
+    }],
+  ] as const
+) {
+  for (const pool of ["off", "warm"] as const) {
+    Deno.test(`/readyz (${pool}) is 503 for an upstream that ${what}`, async () => {
+      await using upstream = new TestUpstream(behaviour);
+      await captureLog(async () => {
+        await using proxy = startProxy(upstream.address, { pool, readyIntervalMs: 200 });
+        await using admin = adminOf(proxy.server);
+        await get(admin.address, "/readyz"); // starts a probe
+        await delay(1_500);
+        const answer = await get(admin.address, "/readyz");
+        assertEquals(answer.status, 503, answer.body);
+        assertMatch(answer.body, /unreachable: .*(closed|reset)/);
+      });
+    });
+  }
+}
 
 Deno.test("/readyz is 503 at --max-clients, and ready again below it", async () => {
   await using upstream = new TestUpstream(echo);

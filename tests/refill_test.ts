@@ -116,6 +116,7 @@ Deno.test("warm --min-idle 10 fills the pool to 10 while idle, beyond one round 
 Deno.test("a refill whose reader lost it before the dial's continuation ran counts as a failed dial: one warning, a backoff, not delivered", async () => {
   await using upstream = new TestUpstream(() => Promise.resolve()); // closes at once
   const delivered: UpstreamConn[] = [];
+  const losses: string[] = [];
   let dials = 0;
   const lines = await captureLog(async () => {
     const refiller = new Refiller({
@@ -132,6 +133,7 @@ Deno.test("a refill whose reader lost it before the dial's continuation ran coun
         return conn;
       },
       deliver: (conn) => delivered.push(conn),
+      lostToUpstream: (detail) => losses.push(detail),
     }, getProxyLogger("pool"));
     try {
       refiller.request();
@@ -144,6 +146,9 @@ Deno.test("a refill whose reader lost it before the dial's continuation ran coun
     }
   });
   assertEquals(delivered.length, 0, "a lost connection is never delivered to the pool");
+  // Counted as a failed dial by the pool (readiness, upstream_dial_failures_total{reason="closed"}).
+  assertEquals(losses.length, 1);
+  assertStringIncludes(losses[0], "closed by upstream");
   const warnings = lines.filter((line) => line.includes("cannot keep idle connections ready"));
   assertEquals(warnings.length, 1, lines.join("\n"));
   assertStringIncludes(warnings[0], "closed by upstream");
