@@ -357,11 +357,26 @@ function fileError(file: FlagFile, what: string): ConfigError {
   return new ConfigError(`${file.flag}: ${JSON.stringify(file.path)} ${what}`, file.flag);
 }
 
+/**
+ * The largest certificate, key or CA file read. A bundle of every public root CA is about
+ * 200 KiB; a device or a wrong path to a huge file is refused instead of read for ever.
+ */
+export const MAX_TLS_FILE_BYTES = 1024 * 1024;
+
 /** Reads the file a flag names, as text; every failure is one line naming the flag. */
 function readFlagFile(file: FlagFile): string {
   try {
+    const info = Deno.statSync(file.path);
+    if (!info.isFile) throw fileError(file, "is not a regular file");
+    if (info.size > MAX_TLS_FILE_BYTES) {
+      throw fileError(
+        file,
+        `is ${info.size} bytes, over the ${MAX_TLS_FILE_BYTES} a PEM file may be`,
+      );
+    }
     return Deno.readTextFileSync(file.path);
   } catch (error) {
+    if (error instanceof ConfigError) throw error;
     const shown = JSON.stringify(file.path);
     const why = error instanceof Deno.errors.NotFound
       ? "no such file"

@@ -884,6 +884,8 @@ Deno.test("cli: certificate files that are missing, unreadable, empty, unparsabl
   const c = await certs();
   const d = c.dir;
   const garbled = `${d}/garbled.crt`;
+  const huge = `${d}/huge.pem`;
+  await Deno.writeFile(huge, new Uint8Array(1024 * 1024 + 1).fill(0x41));
   await Deno.writeTextFile(
     garbled,
     "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
@@ -926,6 +928,22 @@ Deno.test("cli: certificate files that are missing, unreadable, empty, unparsabl
       ["--tls-cert", `${d}/nope.crt`, "--tls-key", c.serverKeyFile],
       ["--allow-read"],
       /^tcp-pool-proxy: --tls-cert: cannot read ".*nope\.crt": no such file$/,
+    ],
+    // Read for ever, and memory without bound, before the limit.
+    [
+      ["--tls-cert", "/dev/zero", "--tls-key", c.serverKeyFile],
+      ["--allow-read"],
+      /^tcp-pool-proxy: --tls-cert: "\/dev\/zero" is not a regular file$/,
+    ],
+    [
+      ["--upstream-tls", "--upstream-ca", d],
+      ["--allow-read"],
+      /^tcp-pool-proxy: --upstream-ca: ".*" is not a regular file$/,
+    ],
+    [
+      ["--upstream-tls", "--upstream-ca", huge],
+      ["--allow-read"],
+      /^tcp-pool-proxy: --upstream-ca: ".*huge\.pem" is 1048577 bytes, over the 1048576 a PEM file may be$/,
     ],
   ];
   const { generateKeyPairSync } = await import("node:crypto");
