@@ -22,7 +22,7 @@ import { AdminListenError, type AdminServer, startAdmin } from "./src/admin.ts";
 import { ConfigError, parseCli, type ProxyConfig } from "./src/config.ts";
 import { formatDuration } from "./src/duration.ts";
 import { installFailsafe, reportUnexpected } from "./src/failsafe.ts";
-import { type MaxClientsChoice, poolShare, resolveMaxClients } from "./src/limits.ts";
+import { fitPoolToDescriptors, type MaxClientsChoice, resolveMaxClients } from "./src/limits.ts";
 import { configureLogging, getProxyLogger, type Logger } from "./src/logging.ts";
 import { configInForce, metricFamilies } from "./src/observe.ts";
 import { ListenError, ProxyServer } from "./src/proxy.ts";
@@ -120,11 +120,10 @@ async function serve(config: ProxyConfig): Promise<number> {
   installFailsafe();
   const log = getProxyLogger();
   const limit = resolveMaxClients(config);
-  // With --max-clients auto, the pool keeps no more than the descriptors set aside for it.
-  const poolSize = limit.source === "given"
-    ? config.poolSize
-    : Math.min(config.poolSize, poolShare(limit.fileLimit));
-  const inForce: ProxyConfig = { ...config, poolSize };
+  // The pool keeps no more than the descriptors the client sessions leave it.
+  const { poolSize, minIdle, notes } = fitPoolToDescriptors(config, limit);
+  for (const note of notes) log.warn(note);
+  const inForce: ProxyConfig = { ...config, poolSize, minIdle };
   let server: ProxyServer;
   try {
     const options = { ...inForce, maxClients: limit.maxClients, tls: upstreamTls };

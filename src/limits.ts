@@ -184,3 +184,59 @@ export function resolveMaxClients(
   const reservedForPool = config.pool === "off" ? 0 : config.poolSize;
   return { maxClients: defaultMaxClients(limit, reservedForPool), source, fileLimit: limit };
 }
+
+/** The pool's bounds once fitted to the descriptors, and what was changed to fit. */
+export interface PoolFit {
+  poolSize: number;
+  minIdle: number;
+  /** One line per adjustment or problem, for a warning at start-up. */
+  notes: string[];
+}
+
+/**
+ * Fits `--pool-size` and `--min-idle` to the open-file limit, so that refills never take the
+ * descriptors client sessions need. With `--max-clients auto` the pool keeps at most its share
+ * ({@link poolShare}); with a given `--max-clients` at most what its sessions (two descriptors
+ * each) and {@link RESERVED_DESCRIPTORS} leave, and a `--max-clients` beyond the limit is noted
+ * (sessions past it fail for want of descriptors). `--min-idle` is kept within the pool size. An
+ * assumed limit (none could be read) changes nothing for a given `--max-clients`.
+ */
+export function fitPoolToDescriptors(
+  config: Pick<ProxyConfig, "pool" | "poolSize" | "minIdle">,
+  choice: MaxClientsChoice,
+  readLimit: () => OpenFileLimit = openFileLimit,
+): PoolFit {
+  const notes: string[] = [];
+  let poolSize = config.poolSize;
+  if (choice.source !== "given") {
+    poolSize = Math.min(poolSize, poolShare(choice.fileLimit));
+  } else {
+    const { limit, source } = readLimit();
+    const sessions = 2 * choice.maxClients;
+    if (source !== "assumed" && RESERVED_DESCRIPTORS + sessions > limit) {
+      notes.push(
+        `--max-clients ${choice.maxClients} needs about ${
+          RESERVED_DESCRIPTORS + sessions
+        } descriptors and the open-file limit is ${limit}: sessions past about ${
+          Math.max(0, Math.floor((limit - RESERVED_DESCRIPTORS) / 2))
+        } will fail; raise ulimit -n or lower --max-clients`,
+      );
+    }
+    if (source !== "assumed" && config.pool !== "off") {
+      const room = Math.max(0, limit - RESERVED_DESCRIPTORS - sessions);
+      if (room < poolSize) {
+        notes.push(
+          `--pool-size ${poolSize} lowered to ${room}: what the open-file limit ${limit} leaves ` +
+            `after --max-clients ${choice.maxClients}`,
+        );
+        poolSize = room;
+      }
+    }
+  }
+  let minIdle = config.minIdle;
+  if (minIdle > poolSize) {
+    notes.push(`--min-idle ${minIdle} lowered to the pool size in force, ${poolSize}`);
+    minIdle = poolSize;
+  }
+  return { poolSize, minIdle, notes };
+}

@@ -157,3 +157,38 @@ Deno.test({
     assert(!/unhandled|internal error/i.test(proxy.stderr), proxy.stderr);
   },
 });
+
+Deno.test({
+  name:
+    "a given --max-clients: the pool keeps only the descriptors its sessions leave, --min-idle follows, and one warning says so",
+  ignore: !hasShell,
+  fn: async () => {
+    await using upstream = new TestUpstream(echo);
+    await using proxy = spawnLimited(256, [
+      "--listen",
+      "127.0.0.1:0",
+      "--upstream",
+      formatHostPort(upstream.address),
+      "--pool",
+      "warm",
+      "--max-clients",
+      "10",
+      "--pool-size",
+      "1000",
+      "--min-idle",
+      "1000",
+    ]);
+    const port = await proxy.listeningPort();
+    const { line } = await proxy.waitForLine(/listening on/);
+    // 256 - 32 reserved - 2 x 10 sessions.
+    assertStringIncludes(line, "size 204 min-idle 204 max-clients 10");
+    assert(
+      proxy.lines.some((l) => /\[WRN\].*--pool-size 1000 lowered to 204/.test(l)),
+      proxy.stderr,
+    );
+    // The refills stop at 204: sessions still have their descriptors.
+    await eventually(() => upstream.accepted >= 204, 5_000, "204 ready");
+    assertEquals(await relayOnce(port, "room left"), "room left");
+    assert(!proxy.stderr.includes("Too many open files"), proxy.stderr);
+  },
+});

@@ -6,6 +6,7 @@
 import {
   ASSUMED_OPEN_FILE_LIMIT,
   defaultMaxClients,
+  fitPoolToDescriptors,
   openFileLimit,
   parseOpenFileLimit,
   poolShare,
@@ -98,6 +99,58 @@ Deno.test("resolveMaxClients derives auto from the limit, reserving the pool siz
     source: "assumed",
     fileLimit: 1024,
   });
+});
+
+Deno.test("fitPoolToDescriptors: with auto, the pool keeps its share, and --min-idle follows the pool size", () => {
+  const proc = () => ({ limit: 1_024, source: "proc" as const });
+  const config = {
+    pool: "warm" as const,
+    poolSize: 1_000,
+    minIdle: 500,
+    maxClients: "auto" as const,
+  };
+  const fit = fitPoolToDescriptors(config, resolveMaxClients(config, proc));
+  assertEquals([fit.poolSize, fit.minIdle], [330, 330]);
+  assertEquals(fit.notes, ["--min-idle 500 lowered to the pool size in force, 330"]);
+  const roomy = fitPoolToDescriptors({ ...config, minIdle: 4 }, resolveMaxClients(config, proc));
+  assertEquals([roomy.poolSize, roomy.minIdle, roomy.notes], [330, 4, []]);
+});
+
+Deno.test("fitPoolToDescriptors: with a given --max-clients, the pool keeps what the sessions leave, and a --max-clients past the limit is noted", () => {
+  const given = { maxClients: 10, source: "given" as const };
+  const limit256 = () => ({ limit: 256, source: "proc" as const });
+  const fit = fitPoolToDescriptors(
+    { pool: "warm", poolSize: 1_000, minIdle: 1_000 },
+    given,
+    limit256,
+  );
+  // 256 - 32 reserved - 2 x 10 sessions.
+  assertEquals([fit.poolSize, fit.minIdle], [204, 204]);
+  assertEquals(fit.notes.length, 2, fit.notes.join("\n"));
+  const over = fitPoolToDescriptors(
+    { pool: "reuse", poolSize: 100, minIdle: 0 },
+    { maxClients: 200, source: "given" },
+    () => ({ limit: 128, source: "proc" }),
+  );
+  assertEquals(over.poolSize, 0);
+  assert(
+    over.notes[0].startsWith(
+      "--max-clients 200 needs about 432 descriptors and the open-file limit is 128: sessions past about 48 will fail",
+    ),
+    over.notes[0],
+  );
+  // Nothing to fit: off keeps no pool; an assumed limit is not trusted against a given number.
+  assertEquals(
+    fitPoolToDescriptors({ pool: "off", poolSize: 1_000, minIdle: 0 }, given, limit256).notes,
+    [],
+  );
+  const assumed = () => ({ limit: ASSUMED_OPEN_FILE_LIMIT, source: "assumed" as const });
+  const trusted = fitPoolToDescriptors(
+    { pool: "warm", poolSize: 1_000, minIdle: 4 },
+    given,
+    assumed,
+  );
+  assertEquals([trusted.poolSize, trusted.notes], [1_000, []]);
 });
 
 Deno.test("openFileLimit never throws and gives a positive limit", () => {
