@@ -338,7 +338,7 @@ const SWITCHES = ["redis-reset", "access-log", "upstream-tls"] as const;
  * ```
  */
 export function parseCli(args: string[]): CliCommand {
-  for (const flag of SWITCHES.map((name) => `--${name}`)) {
+  for (const flag of ["help", "version", ...SWITCHES].map((name) => `--${name}`)) {
     const valued = args.find((arg) => arg.startsWith(`${flag}=`));
     if (valued !== undefined) {
       throw new ConfigError(
@@ -347,6 +347,9 @@ export function parseCli(args: string[]): CliCommand {
         }; give ${flag} alone`,
         flag,
       );
+    }
+    if (args.filter((arg) => arg === flag).length > 1) {
+      throw new ConfigError(`${flag}: given more than once; give it once`, flag);
     }
   }
   const parsed: unknown = parseArgs(joinSeparateValues(args), {

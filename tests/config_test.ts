@@ -663,6 +663,22 @@ Deno.test("--protocol, --reuse-drain-*, --reuse-settle and --redis-reset: accept
     "--redis-reset",
   );
   rejects(
+    ["--pool", "reuse", "--protocol", "redis", "--redis-reset", "--redis-reset"],
+    "--redis-reset: given more than once; give it once",
+    "--redis-reset",
+  );
+  rejects(
+    ["--access-log", "--access-log"],
+    "--access-log: given more than once; give it once",
+    "--access-log",
+  );
+  rejects(["--help=1"], '--help: takes no value, got "1"; give --help alone', "--help");
+  rejects(
+    ["--version=yes"],
+    '--version: takes no value, got "yes"; give --version alone',
+    "--version",
+  );
+  rejects(
     ["--pool", "reuse", "--protocol", "memcached", "--reuse-settle", "5ms"],
     "--reuse-settle: has no effect with --protocol memcached (framing knows where answers end); drop it",
     "--reuse-settle",
