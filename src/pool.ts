@@ -180,7 +180,10 @@ export interface PoolStats {
   dialFailuresBy: Record<Exclude<ConnectFailure, "aborted">, number>;
   /** How long successful dials took, in seconds. Shared, not a copy: read it, do not change it. */
   connectSeconds: Histogram;
-  /** `performance.now()` of the last sign the upstream serves (a dial or an answer), or -Infinity. */
+  /**
+   * `performance.now()` of the last sign the upstream serves (an answer on a connection the
+   * upstream did not then end, a refill that proved itself, a probe), or -Infinity.
+   */
   lastSuccessAt: number;
   /** `performance.now()` of the last failed dial (probes included), or -Infinity. */
   lastFailureAt: number;
@@ -270,7 +273,6 @@ export class UpstreamPool {
   readonly #connHooks: ConnHooks = {
     onClosed: (conn) => this.#onClosed(conn),
     onIdleLoss: (conn, reason) => this.#onIdleLoss(conn, reason),
-    onAnswered: () => this.#lastSuccessAt = performance.now(),
   };
   readonly #maxOpen: number;
   /** Connections open or being dialled; at most {@link PoolOptions.maxOpen} when it is set. */
@@ -352,6 +354,7 @@ export class UpstreamPool {
           return this.#dial();
         },
         deliver: (conn) => this.#putIdle(conn),
+        proven: () => this.#served(),
         lostToUpstream: (detail) => {
           const error = new UpstreamConnectError(this.options.upstream, "closed", detail);
           this.#dialFailed(error);
@@ -585,6 +588,7 @@ export class UpstreamPool {
    * connections together are fewer than `maxIdle`; otherwise it is closed. Call once per borrow.
    */
   release(conn: UpstreamConn, sessionClean: boolean): ReleaseOutcome {
+    if (conn.answered && conn.lostToUpstream === undefined) this.#served();
     this.#refiller.released(conn);
     const refusal = this.#refusal(conn, sessionClean);
     if (refusal !== undefined) {
@@ -886,12 +890,23 @@ export class UpstreamPool {
     return dialing;
   }
 
-  /** Notes a dial started at `started` that worked (a connection or a probe); returns now. */
+  /**
+   * Notes a dial started at `started` that connected (a connection or a probe): its time goes to
+   * the histogram; returns now. A connect proves little about serving (see {@link #served}).
+   */
   #dialSucceeded(started: number): number {
     const now = performance.now();
     this.#connectSeconds.observe((now - started) / 1000);
-    this.#lastSuccessAt = now;
     return now;
+  }
+
+  /**
+   * The upstream showed it serves (for readiness): a session got an answer and the upstream did
+   * not end the connection (a greeting and a close is how a server at its client limit refuses),
+   * a refill stood idle through its probation, or a probe's connection stayed open.
+   */
+  #served(): void {
+    this.#lastSuccessAt = performance.now();
   }
 
   #dialFailed(error: unknown): void {
@@ -925,9 +940,10 @@ export class UpstreamPool {
       this.options.tls,
       this.#closeController.signal,
     ).then(async (socket) => {
+      this.#dialSucceeded(started);
       const lost = await watchThenClose(socket, PROBE_WATCH_MS);
       if (lost === undefined) {
-        this.#dialSucceeded(started);
+        this.#served();
         return;
       }
       const detail = `the upstream ${lost} the probe connection at once`;

@@ -57,6 +57,8 @@ export interface RefillTarget {
    * failed, which the pool counted already, nor for a refill the pool itself retired.
    */
   lostToUpstream(detail: string): void;
+  /** A refill proved itself, or a session on a connection got an answer: the upstream serves. */
+  proven(): void;
 }
 
 /** One refill connection's probation: `conn` is dropped when it ends early. */
@@ -227,6 +229,7 @@ export class Refiller {
   }
 
   #proven(): void {
+    this.#target.proven();
     this.#backoffMs = 0;
     if (this.#failure === undefined) return;
     this.#failure = undefined;

@@ -64,8 +64,6 @@ export interface ConnHooks {
   onClosed(conn: UpstreamConn): void;
   /** The idle reader noticed the connection died (it is closed already). */
   onIdleLoss(conn: UpstreamConn, reason: IdleLossReason): void;
-  /** The upstream sent its first bytes to a session on this connection (once per connection). */
-  onAnswered?(conn: UpstreamConn): void;
 }
 
 /** Life-cycle state of an {@link UpstreamConn}. */
@@ -279,10 +277,7 @@ export class UpstreamConn {
           return;
         }
         this.lastReadFilled = buffers.lastReadFilled;
-        if (!this.answered) {
-          this.answered = true;
-          this.#hooks?.onAnswered?.(this);
-        }
+        this.answered = true;
         this.#delivering = lease.onUpstreamData(this, chunk);
         if (buffers.rotate(chunk.length)) {
           await this.#delivering;

@@ -26,6 +26,7 @@ import {
   encoder,
   eventually,
   readExactly,
+  readToEnd,
   roundTrip,
   startProxy,
   TestUpstream,
@@ -182,16 +183,24 @@ for (
   ] as const
 ) {
   for (const pool of ["off", "warm"] as const) {
-    Deno.test(`/readyz (${pool}) is 503 for an upstream that ${what}`, async () => {
+    Deno.test(`/readyz (${pool}) is 503 for an upstream that ${what}, clients or not`, async () => {
       await using upstream = new TestUpstream(behaviour);
       await captureLog(async () => {
-        await using proxy = startProxy(upstream.address, { pool, readyIntervalMs: 200 });
+        // The default readiness interval (10 s): a connect, refills' included, is no proof.
+        await using proxy = startProxy(upstream.address, { pool });
         await using admin = adminOf(proxy.server);
         await get(admin.address, "/readyz"); // starts a probe
-        await delay(1_500);
-        const answer = await get(admin.address, "/readyz");
-        assertEquals(answer.status, 503, answer.body);
-        assertMatch(answer.body, /unreachable: .*(closed|reset)/);
+        await readyzBecomes(admin.address, 503, 3_000);
+        for (let i = 0; i < 8; i++) {
+          // A client whose session gets the upstream's greeting, or nothing, and its close.
+          const client = await connect(proxy.address);
+          await within(client, 2_000, () => readToEnd(client).catch(() => new Uint8Array()));
+          closeQuietly(client);
+          const answer = await get(admin.address, "/readyz");
+          assertEquals(answer.status, 503, answer.body);
+          assertMatch(answer.body, /unreachable: .*(closed|reset)/);
+          await delay(200);
+        }
       });
     });
   }

@@ -134,6 +134,7 @@ Deno.test("a refill whose reader lost it before the dial's continuation ran coun
       },
       deliver: (conn) => delivered.push(conn),
       lostToUpstream: (detail) => losses.push(detail),
+      proven: () => {},
     }, getProxyLogger("pool"));
     try {
       refiller.request();
