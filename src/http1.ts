@@ -2,9 +2,10 @@
  * A small HTTP/1.1 server for the admin endpoint, bounded where `Deno.serve` (2.9.6) is not.
  *
  * - **Connections:** at most {@link Http1Limits.maxConnections} at once. One more makes room by
- *   closing the oldest connection still waiting for its request head, so that silent
- *   connections cannot lock out a health check; if every one is being answered, the new one is
- *   closed at once. Either is logged at most once a minute.
+ *   closing the oldest connection still waiting for its request head, or else the oldest one
+ *   answered and waiting for its client to close, so that silent connections cannot lock out a
+ *   health check; if every one is being answered, the new one is closed at once. Either is
+ *   logged at most once a minute.
  * - **Time:** each connection lives at most {@link Http1Limits.deadlineMs} from its accept: the
  *   request head read, the answer written, and the wait for the client to close after it.
  * - **Memory:** a request head is at most {@link Http1Limits.maxHeadBytes} (a longer one gets
@@ -85,8 +86,14 @@ const REASONS: Readonly<Record<number, string>> = {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-const HEAD_END = encoder.encode("\r\n\r\n");
+const CR = 0x0d;
+const LF = 0x0a;
 const REQUEST_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP\/1\.[01]$/;
+
+/** Where an open connection stands: the order {@link Http1Server} makes room in. */
+interface Connection {
+  phase: "head" | "answering" | "lingering";
+}
 
 /** A request head as read: the request, or why there is none worth answering normally. */
 type HeadResult = Http1Request | "malformed" | "too large" | "closed";
@@ -98,7 +105,7 @@ export class Http1Server {
   readonly #limits: Http1Limits;
   readonly #log = getProxyLogger("admin");
   /** Open connections in accept order, with their task and whether their head is still awaited. */
-  readonly #open = new Map<Deno.Conn, { awaitingHead: boolean }>();
+  readonly #open = new Map<Deno.Conn, Connection>();
   /** Every connection's task, closed ones included until they are done (awaited at shutdown). */
   readonly #tasks = new Set<Promise<void>>();
   readonly #refusals = new ThrottledWarning(WARNING_INTERVAL_MS);
@@ -171,6 +178,10 @@ export class Http1Server {
         pauseMs = Math.min(pauseMs * 2, ACCEPT_RETRY_MAX_MS);
         continue;
       }
+      if (this.#stopping) { // accepted as the listener closed: shutdown has passed the open ones
+        closeQuietly(conn);
+        return;
+      }
       if (failing) {
         failing = false;
         pauseMs = ACCEPT_RETRY_MS;
@@ -181,7 +192,7 @@ export class Http1Server {
         this.#noteRefusal("closed a new connection: every open one is being answered");
         continue;
       }
-      const entry = { awaitingHead: true };
+      const entry: Connection = { phase: "head" };
       this.#open.set(conn, entry);
       const task: Promise<void> = this.#serve(conn, entry).finally(() => {
         this.#open.delete(conn);
@@ -191,14 +202,23 @@ export class Http1Server {
     }
   }
 
-  /** Closes the oldest connection still awaiting its request head; false when there is none. */
+  /**
+   * Closes the oldest connection still waiting for its request head, or else the oldest one
+   * answered and waiting for its client to close; false when every one is being answered.
+   */
   #makeRoom(): boolean {
-    for (const [conn, entry] of this.#open) {
-      if (!entry.awaitingHead) continue;
-      closeQuietly(conn);
-      this.#open.delete(conn);
-      this.#noteRefusal("closed the oldest one still waiting for its request");
-      return true;
+    for (const phase of ["head", "lingering"] as const) {
+      for (const [conn, entry] of this.#open) {
+        if (entry.phase !== phase) continue;
+        closeQuietly(conn);
+        this.#open.delete(conn);
+        this.#noteRefusal(
+          phase === "head"
+            ? "closed the oldest one still waiting for its request"
+            : "closed the oldest one answered and not yet closed by its client",
+        );
+        return true;
+      }
     }
     return false;
   }
@@ -224,15 +244,16 @@ export class Http1Server {
   }
 
   /** Serves one request on `conn`, then closes it; never throws. */
-  async #serve(conn: Deno.Conn, entry: { awaitingHead: boolean }): Promise<void> {
+  async #serve(conn: Deno.Conn, entry: Connection): Promise<void> {
     const deadline = setTimeout(() => closeQuietly(conn), this.#limits.deadlineMs);
     try {
       const head = await readHead(conn, this.#limits.maxHeadBytes);
-      entry.awaitingHead = false;
+      entry.phase = "answering";
       if (head === "closed") return;
       const answer = this.#answer(head);
       await writeAll(conn, encoder.encode(render(answer, head)));
       await conn.closeWrite();
+      entry.phase = "lingering";
       // Lingering close: the client reads the answer, then closes; what it still sends is dropped.
       const sink = new Uint8Array(1024);
       while (await conn.read(sink) !== null) { /* dropped */ }
@@ -262,35 +283,37 @@ export class Http1Server {
   }
 }
 
-/** Reads a request head (up to its blank line), at most `maxBytes`. */
+/**
+ * Reads a request head, up to the empty line that ends it, at most `maxBytes`; returns what its
+ * request line asks. Lines end in CRLF or a bare LF, and empty lines before the request line are
+ * ignored (RFC 9112, 2.2).
+ */
 async function readHead(conn: Deno.Conn, maxBytes: number): Promise<HeadResult> {
   const buffer = new Uint8Array(maxBytes);
   let length = 0;
+  let scanned = 0;
+  let lineStart = 0;
+  let requestLine: string | undefined;
   while (true) {
     if (length === maxBytes) return "too large";
     const n = await conn.read(buffer.subarray(length));
     if (n === null) return "closed";
-    const searchFrom = Math.max(0, length - HEAD_END.length + 1);
     length += n;
-    const end = indexOf(buffer.subarray(0, length), HEAD_END, searchFrom);
-    if (end >= 0) return parseRequestLine(decoder.decode(buffer.subarray(0, end)));
-  }
-}
-
-function indexOf(haystack: Uint8Array, needle: Uint8Array, from: number): number {
-  outer: for (let i = from; i + needle.length <= haystack.length; i++) {
-    for (let j = 0; j < needle.length; j++) {
-      if (haystack[i + j] !== needle[j]) continue outer;
+    for (; scanned < length; scanned++) {
+      if (buffer[scanned] !== LF) continue;
+      const end = scanned > lineStart && buffer[scanned - 1] === CR ? scanned - 1 : scanned;
+      if (requestLine === undefined) {
+        if (end > lineStart) requestLine = decoder.decode(buffer.subarray(lineStart, end));
+      } else if (end === lineStart) {
+        return parseRequestLine(requestLine);
+      }
+      lineStart = scanned + 1;
     }
-    return i;
   }
-  return -1;
 }
 
-/** The method and path of a head's first line; a query string or an absolute form is reduced. */
-function parseRequestLine(head: string): HeadResult {
-  const lineEnd = head.indexOf("\r\n");
-  const line = lineEnd < 0 ? head : head.slice(0, lineEnd);
+/** The method and path of a request line; a query string or an absolute form is reduced. */
+function parseRequestLine(line: string): HeadResult {
   const match = REQUEST_LINE.exec(line);
   if (match === null) return "malformed";
   const [, method, target] = match;

@@ -428,6 +428,12 @@ Deno.test("a request head over the limit is 431, a malformed request line is 400
   assertEquals(two.match(/HTTP\/1\.1 /g)?.length, 1, two);
   assertStringIncludes(two, "connection: close\r\n");
   assert(two.endsWith("\r\n\r\nok\n"), two);
+  // Lines may end in a bare LF, and empty lines before the request line are ignored.
+  assertMatch(await rawExchange(admin, "GET /healthz HTTP/1.1\nHost: x\n\n"), /^HTTP\/1\.1 200 /);
+  assertMatch(
+    await rawExchange(admin, "\r\n\r\nGET /healthz HTTP/1.0\r\n\r\n"),
+    /^HTTP\/1\.1 200 /,
+  );
   // An absolute-form target names the same path.
   assertMatch(
     await rawExchange(admin, "GET http://x/healthz HTTP/1.1\r\n\r\n"),
@@ -484,6 +490,24 @@ Deno.test("silent connections at the limit cannot lock out a health check: the o
     String(r.message).includes("admin connections at the limit")
   );
   assertEquals(warnings.length, 1, "one warning for three evictions");
+});
+
+Deno.test("clients that got their answer but keep the connection open make room too, the oldest first", async () => {
+  await using admin = startOnLoopback({ metrics: () => [], limits: { maxConnections: 2 } });
+  const address = { hostname: "127.0.0.1", port: admin.address.port };
+  const lingering: Deno.TcpConn[] = [];
+  try {
+    for (let i = 0; i < 2; i++) {
+      const conn = await Deno.connect(address);
+      lingering.push(conn);
+      await writeAll(conn, encoder.encode("GET /healthz HTTP/1.1\r\n\r\n"));
+      // Reads the answer (and the server's FIN), and never closes.
+      await within(conn, 2_000, () => readToEnd(conn));
+    }
+    for (let i = 0; i < 3; i++) assertEquals((await request(admin, "/healthz")).status, 200);
+  } finally {
+    for (const conn of lingering) closeQuietly(conn);
+  }
 });
 
 Deno.test({
