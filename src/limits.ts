@@ -196,10 +196,11 @@ export interface PoolFit {
 /**
  * Fits `--pool-size` and `--min-idle` to the open-file limit, so that refills never take the
  * descriptors client sessions need. With `--max-clients auto` the pool keeps at most its share
- * ({@link poolShare}); with a given `--max-clients` at most what its sessions (two descriptors
- * each) and {@link RESERVED_DESCRIPTORS} leave, and a `--max-clients` beyond the limit is noted
- * (sessions past it fail for want of descriptors). `--min-idle` is kept within the pool size. An
- * assumed limit (none could be read) changes nothing for a given `--max-clients`.
+ * ({@link poolShare}). With a given `--max-clients`, at most what its sessions (two descriptors
+ * each) and {@link RESERVED_DESCRIPTORS} leave, but never less than that share: a `--max-clients`
+ * beyond what the limit can hold is noted instead (sessions past it fail for want of
+ * descriptors), rather than pooling turned off. `--min-idle` is kept within the pool size. A limit
+ * that could not be read, or an unlimited one, changes nothing for a given `--max-clients`.
  */
 export function fitPoolToDescriptors(
   config: Pick<ProxyConfig, "pool" | "poolSize" | "minIdle">,
@@ -212,24 +213,27 @@ export function fitPoolToDescriptors(
     poolSize = Math.min(poolSize, poolShare(choice.fileLimit));
   } else {
     const { limit, source } = readLimit();
-    const sessions = 2 * choice.maxClients;
-    if (source !== "assumed" && RESERVED_DESCRIPTORS + sessions > limit) {
-      notes.push(
-        `--max-clients ${choice.maxClients} needs about ${
-          RESERVED_DESCRIPTORS + sessions
-        } descriptors and the open-file limit is ${limit}: sessions past about ${
-          Math.max(0, Math.floor((limit - RESERVED_DESCRIPTORS) / 2))
-        } will fail; raise ulimit -n or lower --max-clients`,
-      );
-    }
-    if (source !== "assumed" && config.pool !== "off") {
-      const room = Math.max(0, limit - RESERVED_DESCRIPTORS - sessions);
-      if (room < poolSize) {
+    if (source !== "assumed" && limit < UNLIMITED_OPEN_FILES) {
+      const sessions = 2 * choice.maxClients;
+      if (config.pool !== "off") {
+        const cap = Math.max(limit - RESERVED_DESCRIPTORS - sessions, poolShare(limit));
+        if (poolSize > cap) {
+          notes.push(
+            `--pool-size ${poolSize} lowered to ${cap}: what the open-file limit ${limit} leaves ` +
+              `after --max-clients ${choice.maxClients} (at least a third of it)`,
+          );
+          poolSize = cap;
+        }
+      }
+      const pool = config.pool === "off" ? 0 : poolSize;
+      const needed = RESERVED_DESCRIPTORS + sessions + pool;
+      if (needed > limit) {
+        const fit = Math.max(0, Math.floor((limit - RESERVED_DESCRIPTORS - pool) / 2));
         notes.push(
-          `--pool-size ${poolSize} lowered to ${room}: what the open-file limit ${limit} leaves ` +
-            `after --max-clients ${choice.maxClients}`,
+          `--max-clients ${choice.maxClients} needs about ${needed} descriptors (2 per session, ` +
+            `${pool} for the pool, ${RESERVED_DESCRIPTORS} kept) and the open-file limit is ` +
+            `${limit}: sessions past about ${fit} will fail; raise ulimit -n or lower --max-clients`,
         );
-        poolSize = room;
       }
     }
   }

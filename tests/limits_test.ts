@@ -132,13 +132,25 @@ Deno.test("fitPoolToDescriptors: with a given --max-clients, the pool keeps what
     { maxClients: 200, source: "given" },
     () => ({ limit: 128, source: "proc" }),
   );
-  assertEquals(over.poolSize, 0);
-  assert(
-    over.notes[0].startsWith(
-      "--max-clients 200 needs about 432 descriptors and the open-file limit is 128: sessions past about 48 will fail",
-    ),
-    over.notes[0],
+  // Past the limit: the pool keeps its third (32), pooling is not turned off; one note says so.
+  assertEquals(over.poolSize, 32);
+  assertEquals(over.notes, [
+    "--pool-size 100 lowered to 32: what the open-file limit 128 leaves after --max-clients 200 (at least a third of it)",
+    "--max-clients 200 needs about 464 descriptors (2 per session, 32 for the pool, 32 kept) and the open-file limit is 128: sessions past about 32 will fail; raise ulimit -n or lower --max-clients",
+  ]);
+  // A loose cap far below the limit changes nothing.
+  const loose = fitPoolToDescriptors(
+    { pool: "reuse", poolSize: 1_000, minIdle: 0 },
+    { maxClients: 30_000, source: "given" },
+    () => ({ limit: 65_536, source: "proc" }),
   );
+  assertEquals([loose.poolSize, loose.notes], [1_000, []]);
+  const unlimited = fitPoolToDescriptors(
+    { pool: "reuse", poolSize: 1_000, minIdle: 0 },
+    { maxClients: 1_000_000, source: "given" },
+    () => ({ limit: UNLIMITED_OPEN_FILES, source: "proc" }),
+  );
+  assertEquals([unlimited.poolSize, unlimited.notes], [1_000, []]);
   // Nothing to fit: off keeps no pool; an assumed limit is not trusted against a given number.
   assertEquals(
     fitPoolToDescriptors({ pool: "off", poolSize: 1_000, minIdle: 0 }, given, limit256).notes,
