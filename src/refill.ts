@@ -120,9 +120,10 @@ export class Refiller {
   }
 
   /**
-   * A connection left the pool (lost while idle, or released after its session): a refill still
-   * on probation that no session got an answer on is a failed dial; one that was answered is
-   * proven.
+   * The upstream's side ended a connection (lost while idle: closed, reset, bytes or a greeting
+   * too large; or released after a session, closed by the upstream): a refill still on probation
+   * that no session got an answer on is a failed refill, and the pool counts it as a failed dial
+   * (`closed`, for readiness and the dial-failure figures); one that was answered is proven.
    */
   lost(conn: UpstreamConn, reason: string): void {
     this.#lostUnproven(conn, reason, true);

@@ -291,7 +291,11 @@ export class UpstreamConn {
       this.unfitReason ??= "internal error";
       const lease = this.#lease;
       this.close();
-      lease?.onUpstreamError(this, error);
+      try {
+        lease?.onUpstreamError(this, error);
+      } catch (handlerError) {
+        reportUnexpected(`the lease of upstream connection #${this.id}`, handlerError);
+      }
     } finally {
       buffers.dispose();
     }

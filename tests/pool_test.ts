@@ -7,6 +7,7 @@ import {
   assert,
   assertEquals,
   assertGreaterOrEqual,
+  assertInstanceOf,
   assertLess,
   assertRejects,
   assertStringIncludes,
@@ -14,6 +15,8 @@ import {
 import { dialUpstream, UpstreamConnectError } from "../src/dial.ts";
 import { unexpectedErrors } from "../src/failsafe.ts";
 import { UpstreamPool } from "../src/pool.ts";
+import { UpstreamConn } from "../src/upstream_conn.ts";
+import { captureLog } from "./_log.ts";
 import { freeReplayStores } from "../src/replay.ts";
 import {
   closeQuietly,
@@ -860,4 +863,28 @@ Deno.test("--max-upstream: a queued borrower that meets a connection pooled as i
   } finally {
     await pool.close();
   }
+});
+
+Deno.test("a delivery that fails in the connection's reader ends the lease with an error, and endLease still resolves", async () => {
+  // The upstream answers, then closes: the reader awaits the failed delivery before the EOF.
+  await using upstream = new TestUpstream(async (conn) => {
+    await writeAll(conn, encoder.encode("answer"));
+  });
+  const errors: unknown[] = [];
+  await captureLog(async () => {
+    const conn = new UpstreamConn(await connect(upstream.address));
+    const leased = conn.tryLease({
+      onLease: () => {},
+      onUpstreamData: () => Promise.reject(new TypeError("injected delivery fault")),
+      onUpstreamEof: () => errors.push("eof"),
+      onUpstreamError: (_conn, error) => errors.push(error),
+    }, false);
+    assert(leased);
+    await conn.readerDone;
+    assertEquals(conn.state, "closed");
+    assertEquals(errors.length, 1, String(errors));
+    assertInstanceOf(errors[0], TypeError);
+    assertEquals(conn.unfitReason, "internal error");
+    await conn.endLease(); // does not throw the delivery's error again
+  });
 });
