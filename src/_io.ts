@@ -447,6 +447,51 @@ export function isOutOfDescriptors(error: unknown): boolean {
     (error instanceof Error && /os error 2[34]\b/.test(error.message));
 }
 
+/** The first pause after a failed accept; it doubles while accepts keep failing. */
+export const ACCEPT_RETRY_MS = 50;
+/** The longest pause between accepts that fail (out of file descriptors). */
+export const ACCEPT_RETRY_MAX_MS = 1_000;
+/** How long accepts must have worked before an episode of failures counts as over. */
+export const ACCEPT_RECOVERED_MS = 1_000;
+
+/** Whether a failed accept was only a client that reset before it was accepted (skip it). */
+export function isGoneBeforeAccept(error: unknown): boolean {
+  return error instanceof Deno.errors.ConnectionAborted ||
+    error instanceof Deno.errors.ConnectionReset;
+}
+
+/**
+ * Episodes of failing accepts (out of descriptors), for a listener's accept loop: one warning
+ * per episode, pauses of {@link ACCEPT_RETRY_MS} doubling to {@link ACCEPT_RETRY_MAX_MS} while
+ * accepts fail, and the episode over once accepts have worked for {@link ACCEPT_RECOVERED_MS}.
+ */
+export class AcceptFailures {
+  #pauseMs = ACCEPT_RETRY_MS;
+  #failedSince: number | undefined;
+  #lastFailureAt = 0;
+
+  /** A failed accept: whether it starts an episode (warn then), and how long to pause. */
+  failed(): { first: boolean; pauseMs: number } {
+    this.#lastFailureAt = performance.now();
+    const first = this.#failedSince === undefined;
+    if (first) this.#failedSince = this.#lastFailureAt;
+    const pauseMs = this.#pauseMs;
+    this.#pauseMs = Math.min(this.#pauseMs * 2, ACCEPT_RETRY_MAX_MS);
+    return { first, pauseMs };
+  }
+
+  /** An accept worked: how long the episode lasted, when this ends one; else `undefined`. */
+  succeeded(): number | undefined {
+    const since = this.#failedSince;
+    if (since === undefined || performance.now() - this.#lastFailureAt < ACCEPT_RECOVERED_MS) {
+      return undefined;
+    }
+    this.#failedSince = undefined;
+    this.#pauseMs = ACCEPT_RETRY_MS;
+    return this.#lastFailureAt - since;
+  }
+}
+
 /** A short, stable name for a network error, for logs and session summaries. */
 export function describeError(error: unknown): string {
   if (error instanceof Deno.errors.ConnectionReset) return "connection reset";

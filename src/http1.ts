@@ -32,7 +32,14 @@
  * @module
  */
 
-import { closeQuietly, describeError, isOutOfDescriptors, writeAll } from "./_io.ts";
+import {
+  AcceptFailures,
+  closeQuietly,
+  describeError,
+  isGoneBeforeAccept,
+  isOutOfDescriptors,
+  writeAll,
+} from "./_io.ts";
 import { getProxyLogger, ThrottledWarning } from "./logging.ts";
 
 /** What the handler is told of a request: its method and its path (the query string dropped). */
@@ -67,10 +74,6 @@ export const HTTP1_MAX_CONNECTIONS = 16;
 export const HTTP1_DEADLINE_MS = 5_000;
 /** The longest request head read (curl, Prometheus and browsers send well under 1 KiB). */
 export const HTTP1_MAX_HEAD_BYTES = 8 * 1024;
-/** The first pause after a failed accept; it doubles while accepts keep failing. */
-const ACCEPT_RETRY_MS = 50;
-/** The longest pause between failed accepts. */
-const ACCEPT_RETRY_MAX_MS = 1_000;
 /** At most one warning per this long about refused connections. */
 const WARNING_INTERVAL_MS = 60_000;
 
@@ -155,37 +158,31 @@ export class Http1Server {
   }
 
   async #acceptLoop(): Promise<void> {
-    let pauseMs = ACCEPT_RETRY_MS;
-    let failing = false;
+    const failures = new AcceptFailures();
     while (!this.#stopping) {
       let conn: Deno.Conn;
       try {
         conn = await this.#listener.accept();
       } catch (error) {
         if (this.#stopping) return;
-        if (
-          error instanceof Deno.errors.ConnectionAborted ||
-          error instanceof Deno.errors.ConnectionReset
-        ) continue;
-        if (!failing) {
-          failing = true;
+        if (isGoneBeforeAccept(error)) continue;
+        const { first, pauseMs } = failures.failed();
+        if (first) {
           this.#log.warn("admin accept failed: {reason}; pausing accepts until it works", {
             reason: describeError(error),
             descriptors: isOutOfDescriptors(error),
           });
         }
         await this.#pause(pauseMs);
-        pauseMs = Math.min(pauseMs * 2, ACCEPT_RETRY_MAX_MS);
         continue;
       }
       if (this.#stopping) { // accepted as the listener closed: shutdown has passed the open ones
         closeQuietly(conn);
         return;
       }
-      if (failing) {
-        failing = false;
-        pauseMs = ACCEPT_RETRY_MS;
-        this.#log.info("admin server accepting again");
+      const episodeMs = failures.succeeded();
+      if (episodeMs !== undefined) {
+        this.#log.info("admin server accepting again after {ms}ms", { ms: Math.round(episodeMs) });
       }
       if (this.#open.size >= this.#limits.maxConnections && !this.#makeRoom()) {
         closeQuietly(conn);

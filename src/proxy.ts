@@ -20,11 +20,13 @@
 
 import { formatHostPort, type HostPort } from "./address.ts";
 import {
+  AcceptFailures,
   type ClientConn,
   type ClientListener,
   closeQuietly,
   describeError,
   describeListenError,
+  isGoneBeforeAccept,
   isOutOfDescriptors,
 } from "./_io.ts";
 import type { ProxyConfig } from "./config.ts";
@@ -118,12 +120,6 @@ export interface ShutdownReport {
   cut: number;
 }
 
-/** The first pause after a failed accept; it doubles while accepts keep failing. */
-const ACCEPT_RETRY_MS = 50;
-/** The longest pause between accepts that fail (out of file descriptors). */
-const ACCEPT_RETRY_MAX_MS = 1_000;
-/** How long accepts must have worked before an episode of failures counts as over. */
-const ACCEPT_RECOVERED_MS = 1_000;
 /** At most one warning per this long that `--max-clients` was reached. */
 const LIMIT_WARNING_INTERVAL_MS = 60_000;
 
@@ -401,9 +397,7 @@ export class ProxyServer {
   async #acceptLoop(): Promise<void> {
     // An accept failure (out of descriptors) starts an episode: one warning, then pauses that
     // double while accepts keep failing. It ends once accepts have worked for a quiet while.
-    let failedSince: number | undefined;
-    let lastFailureAt = 0;
-    let pauseMs = ACCEPT_RETRY_MS;
+    const failures = new AcceptFailures();
     while (!this.#stopping) {
       if (this.#maxClients > 0 && this.#sessions.size >= this.#maxClients) {
         // The kernel's backlog holds new clients until a session ends.
@@ -420,13 +414,9 @@ export class ProxyServer {
       } catch (error) {
         if (this.#stopping) return;
         // A client that reset before we accepted it costs nothing but itself.
-        if (
-          error instanceof Deno.errors.ConnectionAborted ||
-          error instanceof Deno.errors.ConnectionReset
-        ) continue;
-        lastFailureAt = performance.now();
-        if (failedSince === undefined) {
-          failedSince = lastFailureAt;
+        if (isGoneBeforeAccept(error)) continue;
+        const { first, pauseMs } = failures.failed();
+        if (first) {
           this.#log.warn("accept on {listen} failed: {reason}; pausing accepts until it works", {
             listen: formatHostPort(this.address),
             reason: describeError(error),
@@ -436,16 +426,14 @@ export class ProxyServer {
         if (isOutOfDescriptors(error)) this.#listenerState = "out of descriptors";
         await this.#pause(pauseMs);
         this.#listenerState = "accepting";
-        pauseMs = Math.min(pauseMs * 2, ACCEPT_RETRY_MAX_MS);
         continue;
       }
-      if (failedSince !== undefined && performance.now() - lastFailureAt >= ACCEPT_RECOVERED_MS) {
+      const episodeMs = failures.succeeded();
+      if (episodeMs !== undefined) {
         this.#log.info("accepting on {listen} again after {ms}ms", {
           listen: formatHostPort(this.address),
-          ms: Math.round(lastFailureAt - failedSince),
+          ms: Math.round(episodeMs),
         });
-        failedSince = undefined;
-        pauseMs = ACCEPT_RETRY_MS;
       }
       this.#startSession(client);
     }

@@ -7,12 +7,16 @@
 import { assert, assertEquals, assertLessOrEqual, assertStringIncludes } from "./_assert.ts";
 import { closeQuietly, connect, delay, echo, eventually, TestUpstream } from "./_net.ts";
 import { MAIN_TS, ProxyProcess, relayOnce } from "./_proxy_process.ts";
-import { formatHostPort } from "../src/address.ts";
+import { formatHostPort, type HostPort } from "../src/address.ts";
 
 const hasShell = Deno.build.os === "linux";
 
-/** Starts main.ts under `ulimit -n limit` with the start task's permissions. */
-function spawnLimited(limit: number, args: string[]): ProxyProcess {
+/**
+ * Starts main.ts under `ulimit -n limit` with the start task's permissions, listening on a free
+ * port in front of `upstream`, with `flags` besides.
+ */
+function spawnLimited(limit: number, upstream: HostPort, flags: string[]): ProxyProcess {
+  const args = ["--listen", "127.0.0.1:0", "--upstream", formatHostPort(upstream), ...flags];
   const deno = Deno.execPath();
   const quoted = [deno, "run", "--quiet", "--allow-net", "--allow-run=prlimit", MAIN_TS, ...args]
     .map((arg) => `'${arg.replaceAll("'", "'\\''")}'`).join(" ");
@@ -32,11 +36,7 @@ Deno.test({
   ignore: !hasShell,
   fn: async () => {
     await using upstream = new TestUpstream(echo);
-    await using proxy = spawnLimited(96, [
-      "--listen",
-      "127.0.0.1:0",
-      "--upstream",
-      formatHostPort(upstream.address),
+    await using proxy = spawnLimited(96, upstream.address, [
       "--pool",
       "off",
     ]);
@@ -65,11 +65,7 @@ Deno.test({
   ignore: !hasShell,
   fn: async () => {
     await using upstream = new TestUpstream(echo);
-    await using proxy = spawnLimited(64, [
-      "--listen",
-      "127.0.0.1:0",
-      "--upstream",
-      formatHostPort(upstream.address),
+    await using proxy = spawnLimited(64, upstream.address, [
       "--pool",
       "off",
       "--max-clients",
@@ -120,11 +116,7 @@ Deno.test({
   ignore: !hasShell,
   fn: async () => {
     await using upstream = new TestUpstream(echo);
-    await using proxy = spawnLimited(64, [
-      "--listen",
-      "127.0.0.1:0",
-      "--upstream",
-      formatHostPort(upstream.address),
+    await using proxy = spawnLimited(64, upstream.address, [
       "--pool",
       "off",
       "--max-clients",
@@ -164,11 +156,7 @@ Deno.test({
   ignore: !hasShell,
   fn: async () => {
     await using upstream = new TestUpstream(echo);
-    await using proxy = spawnLimited(256, [
-      "--listen",
-      "127.0.0.1:0",
-      "--upstream",
-      formatHostPort(upstream.address),
+    await using proxy = spawnLimited(256, upstream.address, [
       "--pool",
       "warm",
       "--max-clients",
