@@ -469,10 +469,20 @@ export class AcceptFailures {
   #pauseMs = ACCEPT_RETRY_MS;
   #failedSince: number | undefined;
   #lastFailureAt = 0;
+  #lastSuccessAt = 0;
 
   /** A failed accept: whether it starts an episode (warn then), and how long to pause. */
   failed(): { first: boolean; pauseMs: number } {
-    this.#lastFailureAt = performance.now();
+    const now = performance.now();
+    // Accepts worked since the last failure, long enough ago: that episode was over.
+    if (
+      this.#failedSince !== undefined && this.#lastSuccessAt > this.#lastFailureAt &&
+      now - this.#lastFailureAt >= ACCEPT_RECOVERED_MS
+    ) {
+      this.#failedSince = undefined;
+      this.#pauseMs = ACCEPT_RETRY_MS;
+    }
+    this.#lastFailureAt = now;
     const first = this.#failedSince === undefined;
     if (first) this.#failedSince = this.#lastFailureAt;
     const pauseMs = this.#pauseMs;
@@ -482,6 +492,7 @@ export class AcceptFailures {
 
   /** An accept worked: how long the episode lasted, when this ends one; else `undefined`. */
   succeeded(): number | undefined {
+    this.#lastSuccessAt = performance.now();
     const since = this.#failedSince;
     if (since === undefined || performance.now() - this.#lastFailureAt < ACCEPT_RECOVERED_MS) {
       return undefined;

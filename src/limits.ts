@@ -216,13 +216,17 @@ export function fitPoolToDescriptors(
     if (source !== "assumed" && limit < UNLIMITED_OPEN_FILES) {
       const sessions = 2 * choice.maxClients;
       if (config.pool !== "off") {
-        const cap = Math.max(limit - RESERVED_DESCRIPTORS - sessions, poolShare(limit));
-        if (poolSize > cap) {
+        const left = limit - RESERVED_DESCRIPTORS - sessions;
+        const share = poolShare(limit);
+        if (poolSize > Math.max(left, share)) {
           notes.push(
-            `--pool-size ${poolSize} lowered to ${cap}: what the open-file limit ${limit} leaves ` +
-              `after --max-clients ${choice.maxClients} (at least a third of it)`,
+            left >= share
+              ? `--pool-size ${poolSize} lowered to ${left}: what the open-file limit ${limit} ` +
+                `leaves after --max-clients ${choice.maxClients}`
+              : `--pool-size ${poolSize} lowered to ${share}: a third of the open-file limit ` +
+                `${limit} after the reserve (--max-clients ${choice.maxClients} leaves less)`,
           );
-          poolSize = cap;
+          poolSize = Math.max(left, share);
         }
       }
       const pool = config.pool === "off" ? 0 : poolSize;

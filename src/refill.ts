@@ -142,7 +142,8 @@ export class Refiller {
     if (entry === undefined) return;
     const round = entry.round;
     if (conn.answered) {
-      this.#proven();
+      // Answered, then ended by the upstream: no proof either way (a greeting and a close).
+      if (conn.lostToUpstream === undefined) this.#proven();
       return;
     }
     const age = Math.round(conn.age());

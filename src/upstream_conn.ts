@@ -64,6 +64,8 @@ export interface ConnHooks {
   onClosed(conn: UpstreamConn): void;
   /** The idle reader noticed the connection died (it is closed already). */
   onIdleLoss(conn: UpstreamConn, reason: IdleLossReason): void;
+  /** A session received the first bytes from this connection (once per connection). */
+  onAnswered?(conn: UpstreamConn): void;
 }
 
 /** Life-cycle state of an {@link UpstreamConn}. */
@@ -89,13 +91,20 @@ export class UpstreamConn {
   lastReadFilled = false;
   /** Whether a session ever received a byte from it: the upstream served it. */
   answered = false;
+  /** `performance.now()` when a session first received a byte from it (0: never). */
+  answeredAt = 0;
+  /** Whether that first answer came after a client byte was written to it: a real exchange. */
+  answeredARequest = false;
   /** Set once anything made it unfit to reuse: a real error, a half-close, unread bytes. */
   unfitReason: string | undefined;
   /**
    * Set once the upstream's side ended it (`closed by upstream`, `read failed`, `write failed`),
-   * whatever made it unfit first: a server that greets and then closes is not serving.
+   * whatever made it unfit first: a server that greets and then closes is not serving. The
+   * upstream's FIN after ours (a passed-on half-close) is its answer to us, not this.
    */
   lostToUpstream: string | undefined;
+  #finSent = false;
+  #wrote = false;
   /**
    * `performance.now()` past which it is not reused (`--max-lifetime`, shortened by a little
    * jitter so that connections dialled together do not retire together); `Infinity` for none.
@@ -189,6 +198,7 @@ export class UpstreamConn {
 
   /** Writes all of `chunk` upstream. A failure marks the connection unfit and is rethrown. */
   async write(chunk: Uint8Array): Promise<void> {
+    this.#wrote = true;
     try {
       // One write nearly always takes the whole chunk; writeAll (an async frame more) is for the
       // rest of a short one.
@@ -207,6 +217,7 @@ export class UpstreamConn {
   /** Sends FIN upstream (half-close); the connection can no longer be reused. */
   async closeWrite(): Promise<void> {
     this.unfitReason ??= "half-closed";
+    this.#finSent = true;
     await this.conn.closeWrite();
   }
 
@@ -254,7 +265,7 @@ export class UpstreamConn {
         }
         if (chunk === null) {
           this.unfitReason ??= "closed by upstream";
-          this.lostToUpstream ??= "closed by upstream";
+          if (!this.#finSent) this.lostToUpstream ??= "closed by upstream";
           this.#readEnded("closed by upstream", (lease) => lease.onUpstreamEof(this));
           return;
         }
@@ -277,7 +288,12 @@ export class UpstreamConn {
           return;
         }
         this.lastReadFilled = buffers.lastReadFilled;
-        this.answered = true;
+        if (!this.answered) {
+          this.answered = true;
+          this.answeredAt = performance.now();
+          this.answeredARequest = this.#wrote;
+          this.#hooks?.onAnswered?.(this);
+        }
         this.#delivering = lease.onUpstreamData(this, chunk);
         if (buffers.rotate(chunk.length)) {
           await this.#delivering;

@@ -157,6 +157,37 @@ Deno.test("/readyz: checking, then ready once a probe reached the upstream; 503 
   assertGreaterOrEqual(back.accepted, 1, "a probe reached it");
 });
 
+Deno.test("/readyz: a finished exchange proves the upstream serves, with no probe, in off", async () => {
+  await using upstream = new TestUpstream(echo);
+  await using proxy = startProxy(upstream.address, { pool: "off", maxUpstream: 1 });
+  await using admin = adminOf(proxy.server);
+  // The client sends, reads the echo, closes; its FIN is passed on and the echo closes too.
+  assertEquals(await roundTrip(proxy.address, "ping"), "ping");
+  await proxy.sessionsEnded(1);
+  const answer = await get(admin.address, "/readyz");
+  assertEquals(answer.status, 200, answer.body);
+  assertEquals(proxy.server.pool.stats.dials, 1, "no probe was needed");
+});
+
+Deno.test("/readyz: a long session proves the upstream serves while it lasts, even at --max-upstream (no probe possible)", async () => {
+  await using upstream = new TestUpstream(echo);
+  await using proxy = startProxy(upstream.address, { pool: "off", maxUpstream: 1 });
+  await using admin = adminOf(proxy.server);
+  const held = await connect(proxy.address);
+  try {
+    await within(held, 2_000, async () => {
+      await writeAll(held, encoder.encode("x"));
+      await readExactly(held, 1);
+    });
+    await delay(150); // past the watch a probe's connection must stand
+    const answer = await get(admin.address, "/readyz");
+    assertEquals(answer.status, 200, answer.body);
+    assertEquals(proxy.server.pool.stats.dials, 1, "no probe");
+  } finally {
+    closeQuietly(held);
+  }
+});
+
 Deno.test("/readyz against a refusing upstream: a flood of requests makes at most one probe dial a second", async () => {
   const gone = new TestUpstream(echo);
   const address = gone.address;

@@ -888,3 +888,26 @@ Deno.test("a delivery that fails in the connection's reader ends the lease with 
     await conn.endLease(); // does not throw the delivery's error again
   });
 });
+
+Deno.test("a lease handler that throws while told of a failed delivery is reported, and the reader still ends", async () => {
+  await using upstream = new TestUpstream(async (conn) => {
+    await writeAll(conn, encoder.encode("answer"));
+  });
+  const before = unexpectedErrors();
+  await captureLog(async () => {
+    const conn = new UpstreamConn(await connect(upstream.address));
+    assert(conn.tryLease({
+      onLease: () => {},
+      onUpstreamData: () => Promise.reject(new TypeError("injected delivery fault")),
+      onUpstreamEof: () => {},
+      onUpstreamError: () => {
+        throw new TypeError("injected handler fault");
+      },
+    }, false));
+    await conn.readerDone; // resolves: the handler's throw does not escape the reader
+    assertEquals(conn.state, "closed");
+    await conn.endLease();
+  });
+  // The delivery's fault and the handler's, each reported once.
+  assertEquals(unexpectedErrors() - before, 2);
+});
