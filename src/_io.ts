@@ -466,19 +466,30 @@ export function isGoneBeforeAccept(error: unknown): boolean {
  * accepts fail, and the episode over once accepts have worked for {@link ACCEPT_RECOVERED_MS}.
  */
 export class AcceptFailures {
+  readonly #now: () => number;
   #pauseMs = ACCEPT_RETRY_MS;
   #failedSince: number | undefined;
   #lastFailureAt = 0;
   #lastSuccessAt = 0;
 
-  /** A failed accept: whether it starts an episode (warn then), and how long to pause. */
-  failed(): { first: boolean; pauseMs: number } {
-    const now = performance.now();
-    // Accepts worked since the last failure, long enough ago: that episode was over.
+  /** @param now The clock, in milliseconds (tests give their own). */
+  constructor(now: () => number = () => performance.now()) {
+    this.#now = now;
+  }
+
+  /**
+   * A failed accept: whether it starts an episode (warn then), how long to pause, and, when
+   * accepts had worked for a while since the last failure, how long that earlier episode lasted
+   * (it was over: say so before the warning of the new one).
+   */
+  failed(): { first: boolean; pauseMs: number; endedEpisodeMs?: number } {
+    const now = this.#now();
+    let endedEpisodeMs: number | undefined;
     if (
       this.#failedSince !== undefined && this.#lastSuccessAt > this.#lastFailureAt &&
       now - this.#lastFailureAt >= ACCEPT_RECOVERED_MS
     ) {
+      endedEpisodeMs = this.#lastFailureAt - this.#failedSince;
       this.#failedSince = undefined;
       this.#pauseMs = ACCEPT_RETRY_MS;
     }
@@ -487,14 +498,14 @@ export class AcceptFailures {
     if (first) this.#failedSince = this.#lastFailureAt;
     const pauseMs = this.#pauseMs;
     this.#pauseMs = Math.min(this.#pauseMs * 2, ACCEPT_RETRY_MAX_MS);
-    return { first, pauseMs };
+    return { first, pauseMs, endedEpisodeMs };
   }
 
   /** An accept worked: how long the episode lasted, when this ends one; else `undefined`. */
   succeeded(): number | undefined {
-    this.#lastSuccessAt = performance.now();
+    this.#lastSuccessAt = this.#now();
     const since = this.#failedSince;
-    if (since === undefined || performance.now() - this.#lastFailureAt < ACCEPT_RECOVERED_MS) {
+    if (since === undefined || this.#lastSuccessAt - this.#lastFailureAt < ACCEPT_RECOVERED_MS) {
       return undefined;
     }
     this.#failedSince = undefined;

@@ -166,7 +166,8 @@ export class Http1Server {
       } catch (error) {
         if (this.#stopping) return;
         if (isGoneBeforeAccept(error)) continue;
-        const { first, pauseMs } = failures.failed();
+        const { first, pauseMs, endedEpisodeMs } = failures.failed();
+        if (endedEpisodeMs !== undefined) this.#logAcceptingAgain(endedEpisodeMs);
         if (first) {
           this.#log.warn("admin accept failed: {reason}; pausing accepts until it works", {
             reason: describeError(error),
@@ -181,9 +182,7 @@ export class Http1Server {
         return;
       }
       const episodeMs = failures.succeeded();
-      if (episodeMs !== undefined) {
-        this.#log.info("admin server accepting again after {ms}ms", { ms: Math.round(episodeMs) });
-      }
+      if (episodeMs !== undefined) this.#logAcceptingAgain(episodeMs);
       if (this.#open.size >= this.#limits.maxConnections && !this.#makeRoom()) {
         closeQuietly(conn);
         this.#noteRefusal("closed a new connection: every open one is being answered");
@@ -197,6 +196,10 @@ export class Http1Server {
       });
       this.#tasks.add(task);
     }
+  }
+
+  #logAcceptingAgain(episodeMs: number): void {
+    this.#log.info("admin server accepting again after {ms}ms", { ms: Math.round(episodeMs) });
   }
 
   /**

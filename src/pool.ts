@@ -53,6 +53,7 @@ import {
   type ConnHooks,
   type IdleLossReason,
   type LeaseHandlers,
+  provesService,
   UpstreamConn,
 } from "./upstream_conn.ts";
 
@@ -273,7 +274,6 @@ export class UpstreamPool {
   readonly #connHooks: ConnHooks = {
     onClosed: (conn) => this.#onClosed(conn),
     onIdleLoss: (conn, reason) => this.#onIdleLoss(conn, reason),
-    onAnswered: (conn) => this.#lastAnswered = conn,
   };
   readonly #maxOpen: number;
   /** Connections open or being dialled; at most {@link PoolOptions.maxOpen} when it is set. */
@@ -318,8 +318,6 @@ export class UpstreamPool {
   };
   readonly #connectSeconds = new Histogram();
   #lastSuccessAt = -Infinity;
-  /** The connection that last answered a session for the first time: proof while it lasts. */
-  #lastAnswered: UpstreamConn | undefined;
   #lastFailureAt = -Infinity;
   #probing: Promise<void> | undefined;
   /** When the last readiness probe ended. */
@@ -392,7 +390,7 @@ export class UpstreamPool {
       idleDroppedBy: { ...this.#stats.idleDroppedBy },
       dialFailuresBy: { ...this.#stats.dialFailuresBy },
       connectSeconds: this.#connectSeconds,
-      lastSuccessAt: this.#lastSignOfService(),
+      lastSuccessAt: this.#lastSuccessAt,
       lastFailureAt: this.#lastFailureAt,
       idle,
       settling,
@@ -591,11 +589,7 @@ export class UpstreamPool {
    * connections together are fewer than `maxIdle`; otherwise it is closed. Call once per borrow.
    */
   release(conn: UpstreamConn, sessionClean: boolean): ReleaseOutcome {
-    // Proof the upstream serves: an answer on a connection it did not then end, or an answer to
-    // a request (a server that closes after each answer); not a greeting and a close.
-    if (conn.answered && (conn.lostToUpstream === undefined || conn.answeredARequest)) {
-      this.#served();
-    }
+    if (provesService(conn)) this.#served();
     this.#refiller.released(conn);
     const refusal = this.#refusal(conn, sessionClean);
     if (refusal !== undefined) {
@@ -908,27 +902,12 @@ export class UpstreamPool {
   }
 
   /**
-   * The upstream showed it serves (for readiness): a session got an answer and the upstream did
-   * not end the connection (a greeting and a close is how a server at its client limit refuses),
-   * a refill stood idle through its probation, or a probe's connection stayed open.
+   * The upstream showed it serves (for readiness): a session's connection answered a request
+   * and the upstream did not end it on its own ({@link provesService}), a refill stood idle
+   * through its probation, or a probe's connection stayed open.
    */
   #served(): void {
     this.#lastSuccessAt = performance.now();
-  }
-
-  /**
-   * When the upstream last showed it serves: {@link #served}, or now, while the connection that
-   * last answered a session for the first time has stood {@link PROBE_WATCH_MS} since without
-   * the upstream ending it (a long session proves it serves while it lasts; a greeting followed
-   * by a close does not).
-   */
-  #lastSignOfService(): number {
-    const conn = this.#lastAnswered;
-    if (conn === undefined || conn.lostToUpstream !== undefined) return this.#lastSuccessAt;
-    const now = performance.now();
-    if (now - conn.answeredAt < PROBE_WATCH_MS) return this.#lastSuccessAt;
-    // Open still, or ended by us or its client: it served for that long at least.
-    return conn.state === "closed" ? Math.max(this.#lastSuccessAt, conn.answeredAt) : now;
   }
 
   #dialFailed(error: unknown): void {

@@ -415,7 +415,8 @@ export class ProxyServer {
         if (this.#stopping) return;
         // A client that reset before we accepted it costs nothing but itself.
         if (isGoneBeforeAccept(error)) continue;
-        const { first, pauseMs } = failures.failed();
+        const { first, pauseMs, endedEpisodeMs } = failures.failed();
+        if (endedEpisodeMs !== undefined) this.#logAcceptingAgain(endedEpisodeMs);
         if (first) {
           this.#log.warn("accept on {listen} failed: {reason}; pausing accepts until it works", {
             listen: formatHostPort(this.address),
@@ -429,14 +430,16 @@ export class ProxyServer {
         continue;
       }
       const episodeMs = failures.succeeded();
-      if (episodeMs !== undefined) {
-        this.#log.info("accepting on {listen} again after {ms}ms", {
-          listen: formatHostPort(this.address),
-          ms: Math.round(episodeMs),
-        });
-      }
+      if (episodeMs !== undefined) this.#logAcceptingAgain(episodeMs);
       this.#startSession(client);
     }
+  }
+
+  #logAcceptingAgain(episodeMs: number): void {
+    this.#log.info("accepting on {listen} again after {ms}ms", {
+      listen: formatHostPort(this.address),
+      ms: Math.round(episodeMs),
+    });
   }
 
   /** Waits `ms`, or less if the proxy starts shutting down (not when a session ends). */

@@ -21,7 +21,7 @@
 import { UpstreamConnectError } from "./dial.ts";
 import { DelayQueue } from "./delay_queue.ts";
 import type { Logger } from "./logging.ts";
-import type { UpstreamConn } from "./upstream_conn.ts";
+import { provesService, type UpstreamConn } from "./upstream_conn.ts";
 
 /**
  * Most refill dials under way at once. More (up to the ready target) made sessions find a ready
@@ -141,11 +141,7 @@ export class Refiller {
     const entry = this.#endProbation(conn);
     if (entry === undefined) return;
     const round = entry.round;
-    if (conn.answered) {
-      // Answered, then ended by the upstream: no proof either way (a greeting and a close).
-      if (conn.lostToUpstream === undefined) this.#proven();
-      return;
-    }
+    if (conn.answered) return; // answered, then ended by the upstream: no proof either way
     const age = Math.round(conn.age());
     const greeting = conn.greetingPreview();
     const detail = `${reason} ${age}ms after connect, before it served a client` +
@@ -155,8 +151,8 @@ export class Refiller {
   }
 
   /**
-   * A session is done with `conn`. Answered, and not closed or reset by the upstream, it shows
-   * the upstream serves (a refill on probation proved itself, and a failure episode is over). A
+   * A session is done with `conn`. Answered a request, and not closed or reset by the upstream on
+   * its own ({@link provesService}), it shows the upstream serves (a refill on probation proved itself, and a failure episode is over). A
    * refill closed or reset by the upstream without an answer counts as a failed dial. Anything
    * else says nothing about the upstream: the client left without asking anything, or the
    * upstream answered and closed, which is how a server at its client limit greets
@@ -164,7 +160,7 @@ export class Refiller {
    */
   released(conn: UpstreamConn): void {
     const lostTo = conn.lostToUpstream;
-    if (conn.answered && lostTo === undefined) {
+    if (provesService(conn)) {
       this.#endProbation(conn);
       this.#proven();
       return;

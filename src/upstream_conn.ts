@@ -64,8 +64,6 @@ export interface ConnHooks {
   onClosed(conn: UpstreamConn): void;
   /** The idle reader noticed the connection died (it is closed already). */
   onIdleLoss(conn: UpstreamConn, reason: IdleLossReason): void;
-  /** A session received the first bytes from this connection (once per connection). */
-  onAnswered?(conn: UpstreamConn): void;
 }
 
 /** Life-cycle state of an {@link UpstreamConn}. */
@@ -91,9 +89,10 @@ export class UpstreamConn {
   lastReadFilled = false;
   /** Whether a session ever received a byte from it: the upstream served it. */
   answered = false;
-  /** `performance.now()` when a session first received a byte from it (0: never). */
-  answeredAt = 0;
-  /** Whether that first answer came after a client byte was written to it: a real exchange. */
+  /**
+   * Whether a byte came from the upstream after a client byte was written to it: it answered a
+   * request (a greeting sent at accept, before anything was asked, is no answer).
+   */
   answeredARequest = false;
   /** Set once anything made it unfit to reuse: a real error, a half-close, unread bytes. */
   unfitReason: string | undefined;
@@ -250,6 +249,9 @@ export class UpstreamConn {
           chunk = null;
           readError = error ?? new Error("read failed");
         }
+        // As things stood when the read returned, not once the deliveries below are done.
+        const afterWrite = this.#wrote;
+        const afterFin = this.#finSent;
         // Whatever comes next follows the greeting and the chunk still being delivered.
         if (this.#greetingDelivery !== undefined) await this.#greetingDelivery;
         if (this.#delivering !== undefined) {
@@ -265,7 +267,7 @@ export class UpstreamConn {
         }
         if (chunk === null) {
           this.unfitReason ??= "closed by upstream";
-          if (!this.#finSent) this.lostToUpstream ??= "closed by upstream";
+          if (!afterFin) this.lostToUpstream ??= "closed by upstream";
           this.#readEnded("closed by upstream", (lease) => lease.onUpstreamEof(this));
           return;
         }
@@ -288,12 +290,8 @@ export class UpstreamConn {
           return;
         }
         this.lastReadFilled = buffers.lastReadFilled;
-        if (!this.answered) {
-          this.answered = true;
-          this.answeredAt = performance.now();
-          this.answeredARequest = this.#wrote;
-          this.#hooks?.onAnswered?.(this);
-        }
+        this.answered = true;
+        if (afterWrite) this.answeredARequest = true;
         this.#delivering = lease.onUpstreamData(this, chunk);
         if (buffers.rotate(chunk.length)) {
           await this.#delivering;
@@ -328,4 +326,14 @@ export class UpstreamConn {
       this.#hooks?.onIdleLoss(this, idleReason);
     }
   }
+}
+
+/**
+ * Whether a session's connection shows the upstream serves: it answered a request (bytes after a
+ * client byte was written), and the upstream did not end it on its own (its FIN in reply to ours
+ * is fine). A greeting sent at accept and a close, as a server at its client limit does, is not
+ * proof; neither is a reset, which such a server sends when a request was already on its way.
+ */
+export function provesService(conn: UpstreamConn): boolean {
+  return conn.answeredARequest && conn.lostToUpstream === undefined;
 }

@@ -8,6 +8,7 @@ import { assert, assertEquals, assertLessOrEqual, assertStringIncludes } from ".
 import { closeQuietly, connect, delay, echo, eventually, TestUpstream } from "./_net.ts";
 import { MAIN_TS, ProxyProcess, relayOnce } from "./_proxy_process.ts";
 import { formatHostPort, type HostPort } from "../src/address.ts";
+import { AcceptFailures } from "../src/_io.ts";
 
 const hasShell = Deno.build.os === "linux";
 
@@ -179,4 +180,32 @@ Deno.test({
     assertEquals(await relayOnce(port, "room left"), "room left");
     assert(!proxy.stderr.includes("Too many open files"), proxy.stderr);
   },
+});
+
+Deno.test("AcceptFailures: one warning per episode, pauses doubling to 1 s, and an episode ends after 1 s of working accepts", () => {
+  let now = 0;
+  const failures = new AcceptFailures(() => now);
+  const pauses: number[] = [];
+  for (let i = 0; i < 7; i++) {
+    const { first, pauseMs } = failures.failed();
+    assertEquals(first, i === 0);
+    pauses.push(pauseMs);
+    now += pauseMs;
+  }
+  assertEquals(pauses, [50, 100, 200, 400, 800, 1_000, 1_000]);
+  const lastFailureAt = now - 1_000;
+  // Accepts work again; within 1 s of the last failure the episode is not over yet.
+  now = lastFailureAt + 500;
+  assertEquals(failures.succeeded(), undefined);
+  now = lastFailureAt + 1_000;
+  assertEquals(failures.succeeded(), lastFailureAt, "over: it lasted from 0 to the last failure");
+  const next = failures.failed();
+  assertEquals([next.first, next.pauseMs, next.endedEpisodeMs], [true, 50, undefined]);
+  // A failure after accepts worked for a while, with no success past 1 s to end it: the earlier
+  // episode ends there, and a new one starts.
+  now += 50;
+  failures.succeeded(); // under 1 s after the failure: the episode goes on
+  now += 5_000;
+  const later = failures.failed();
+  assertEquals([later.first, later.pauseMs, later.endedEpisodeMs], [true, 50, 0]);
 });

@@ -169,7 +169,7 @@ Deno.test("/readyz: a finished exchange proves the upstream serves, with no prob
   assertEquals(proxy.server.pool.stats.dials, 1, "no probe was needed");
 });
 
-Deno.test("/readyz: a long session proves the upstream serves while it lasts, even at --max-upstream (no probe possible)", async () => {
+Deno.test("/readyz at --max-upstream with one long session: checking (no probe past the bound), ready once the session's exchange ends", async () => {
   await using upstream = new TestUpstream(echo);
   await using proxy = startProxy(upstream.address, { pool: "off", maxUpstream: 1 });
   await using admin = adminOf(proxy.server);
@@ -179,13 +179,17 @@ Deno.test("/readyz: a long session proves the upstream serves while it lasts, ev
       await writeAll(held, encoder.encode("x"));
       await readExactly(held, 1);
     });
-    await delay(150); // past the watch a probe's connection must stand
-    const answer = await get(admin.address, "/readyz");
-    assertEquals(answer.status, 200, answer.body);
-    assertEquals(proxy.server.pool.stats.dials, 1, "no probe");
+    const waiting = await get(admin.address, "/readyz");
+    assertEquals([waiting.status, waiting.body], [
+      503,
+      `checking upstream ${formatHostPort(upstream.address)}\n`,
+    ]);
+    assertEquals(proxy.server.pool.stats.dials, 1, "no probe past --max-upstream");
   } finally {
     closeQuietly(held);
   }
+  await proxy.sessionsEnded(1);
+  assertEquals((await get(admin.address, "/readyz")).status, 200);
 });
 
 Deno.test("/readyz against a refusing upstream: a flood of requests makes at most one probe dial a second", async () => {
@@ -223,8 +227,10 @@ for (
         await get(admin.address, "/readyz"); // starts a probe
         await readyzBecomes(admin.address, 503, 3_000);
         for (let i = 0; i < 8; i++) {
-          // A client whose session gets the upstream's greeting, or nothing, and its close.
+          // A client whose session gets the upstream's greeting, or nothing, and its close; every
+          // other one sends a request first (a real client does, before the greeting is read).
           const client = await connect(proxy.address);
+          if (i % 2 === 1) await writeAll(client, encoder.encode("PING\r\n")).catch(() => {});
           await within(client, 2_000, () => readToEnd(client).catch(() => new Uint8Array()));
           closeQuietly(client);
           const answer = await get(admin.address, "/readyz");
