@@ -119,10 +119,20 @@ async function serve(config: ProxyConfig): Promise<number> {
   configureLogging({ level: config.logLevel, format: config.logFormat });
   installFailsafe();
   const log = getProxyLogger();
-  const limit = resolveMaxClients(config);
+  let limit = resolveMaxClients(config);
   // The pool keeps no more than the descriptors the client sessions leave it.
-  const { poolSize, minIdle, notes } = fitPoolToDescriptors(config, limit);
+  const { poolSize, minIdle, notes, sessionsThatFit } = fitPoolToDescriptors(config, limit);
   for (const note of notes) log.warn(note);
+  if (listenerTls !== undefined && sessionsThatFit !== undefined) {
+    // Deno 2.9.6's node:tls server stops accepting for good after one failed accept (out of
+    // descriptors), where the plain listener pauses and tries again: never let it get there.
+    log.warn(
+      "--max-clients {given} lowered to {fit} with --tls-cert: the TLS listener cannot recover " +
+        "from running out of descriptors",
+      { given: limit.maxClients, fit: sessionsThatFit },
+    );
+    limit = { maxClients: sessionsThatFit, source: "given" };
+  }
   const inForce: ProxyConfig = { ...config, poolSize, minIdle };
   let server: ProxyServer;
   try {

@@ -41,6 +41,11 @@ export interface ClientConn extends ByteConn {
   readonly remoteAddr: Deno.Addr;
   /** Turns Nagle's algorithm off (`true`) or on. */
   setNoDelay(noDelay?: boolean): void;
+  /**
+   * Closes without the clean end of stream (over TLS, no close_notify), where the connection
+   * can tell a cut stream from a complete one; absent where it cannot (plain TCP).
+   */
+  abort?(): void;
 }
 
 /** Where clients come from: a `Deno.TcpListener`, or a `TlsListener`. */

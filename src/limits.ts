@@ -191,6 +191,8 @@ export interface PoolFit {
   minIdle: number;
   /** One line per adjustment or problem, for a warning at start-up. */
   notes: string[];
+  /** With a given `--max-clients` the limit cannot hold: the sessions it can. */
+  sessionsThatFit?: number;
 }
 
 /**
@@ -209,6 +211,7 @@ export function fitPoolToDescriptors(
 ): PoolFit {
   const notes: string[] = [];
   let poolSize = config.poolSize;
+  let sessionsThatFit: number | undefined;
   if (choice.source !== "given") {
     poolSize = Math.min(poolSize, poolShare(choice.fileLimit));
   } else {
@@ -232,7 +235,8 @@ export function fitPoolToDescriptors(
       const pool = config.pool === "off" ? 0 : poolSize;
       const needed = RESERVED_DESCRIPTORS + sessions + pool;
       if (needed > limit) {
-        const fit = Math.max(0, Math.floor((limit - RESERVED_DESCRIPTORS - pool) / 2));
+        const fit = Math.max(1, Math.floor((limit - RESERVED_DESCRIPTORS - pool) / 2));
+        sessionsThatFit = fit;
         notes.push(
           `--max-clients ${choice.maxClients} needs about ${needed} descriptors (2 per session, ` +
             `${pool} for the pool, ${RESERVED_DESCRIPTORS} kept) and the open-file limit is ` +
@@ -246,5 +250,5 @@ export function fitPoolToDescriptors(
     notes.push(`--min-idle ${minIdle} lowered to the pool size in force, ${poolSize}`);
     minIdle = poolSize;
   }
-  return { poolSize, minIdle, notes };
+  return { poolSize, minIdle, notes, sessionsThatFit };
 }

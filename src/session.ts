@@ -86,6 +86,20 @@ export type SessionEnd =
   | "internal-error"
   | "shutdown";
 
+/**
+ * Endings after which what the client received may be an answer cut short: a failure or a
+ * timeout on either side, an internal error, the drain running out. The others end cleanly.
+ */
+const MAY_CUT_SHORT: ReadonlySet<SessionEnd> = new Set<SessionEnd>([
+  "client-error",
+  "server-error",
+  "client-timeout",
+  "server-timeout",
+  "fin-timeout",
+  "internal-error",
+  "shutdown",
+]);
+
 /** Every {@link SessionEnd}, in the order the README lists them. */
 export const SESSION_ENDS: readonly SessionEnd[] = [
   "client-closed",
@@ -379,6 +393,23 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     );
   }
 
+  /**
+   * Closes the client. After an ending that may have cut an answer short, a TLS client is closed
+   * without close_notify, so that it sees a truncated stream, not a complete one.
+   */
+  #closeClient(): void {
+    const client = this.#client;
+    if (client.abort !== undefined && this.#end !== undefined && MAY_CUT_SHORT.has(this.#end)) {
+      try {
+        client.abort();
+      } catch {
+        // closed already
+      }
+      return;
+    }
+    closeQuietly(client);
+  }
+
   /** Borrows a connection (leased through onLease), stopped if the session ends meanwhile. */
   async #borrow(pool: SessionContext["pool"], fresh: boolean): Promise<UpstreamConn> {
     const borrowing = new AbortController();
@@ -408,7 +439,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       }
       // A write stuck on a peer that stopped reading, a pending read: closing ends them.
       if (!keep) this.#up?.close();
-      closeQuietly(this.#client);
+      this.#closeClient();
       let ok = false;
       try {
         await this.#starting;

@@ -186,6 +186,22 @@ export class SocketConn implements ClientConn {
     pending?.reject(new Deno.errors.Interrupted("connection closed"));
   }
 
+  /**
+   * Closes the socket without the end of stream a clean close sends (no close_notify, no FIN
+   * first): the peer sees the stream cut, so an answer cut short is not taken for a complete one.
+   * A pending read rejects with `Interrupted`. Idempotent.
+   */
+  abort(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#socket.destroy();
+    this.#queue.length = 0;
+    this.#queued = 0;
+    const pending = this.#pending;
+    this.#pending = undefined;
+    pending?.reject(new Deno.errors.Interrupted("connection closed"));
+  }
+
   /** Stops reading the socket until `read` takes the queue down (see the module's comment). */
   #pause(): void {
     this.#tcpReads ??= tcpReadsOf(this.#socket);

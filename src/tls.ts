@@ -340,12 +340,19 @@ function parseCertificate(file: FlagFile, pem: string): X509Certificate {
   }
 }
 
-/** Modification time and size of each file, as one string; a file gone is stamped so. */
+/**
+ * What identifies each file's content without reading it, as one string: its device and inode
+ * (a file replaced by a rename, or a symlink pointed elsewhere, is another file even with the
+ * same size and times, as certificates of one kind often are), change and modification times,
+ * and size. A file gone is stamped so.
+ */
 function stampsOf(files: FlagFile[]): string {
   return files.map((file) => {
     try {
       const info = Deno.statSync(file.path);
-      return `${info.mtime?.getTime() ?? 0}:${info.size}`;
+      return `${info.dev}:${info.ino ?? 0}:${info.ctime?.getTime() ?? 0}:${
+        info.mtime?.getTime() ?? 0
+      }:${info.size}`;
     } catch {
       return "gone";
     }

@@ -1,7 +1,7 @@
 """A TCP peer that ends its connection with a reset (SO_LINGER 0), which Deno cannot do.
 
-server PORTFILE: listen on 127.0.0.1:0, print the port, accept one connection, read a little,
-                 then reset it.
+server [ANSWER]: listen on 127.0.0.1:0, print the port, accept one connection, read a little,
+                 send ANSWER if given, then reset it.
 client PORT:     connect to 127.0.0.1:PORT, send "ping", read 4 bytes, then reset.
 """
 import socket
@@ -21,6 +21,8 @@ if sys.argv[1] == "server":
     print(listener.getsockname()[1], flush=True)
     conn, _ = listener.accept()
     conn.recv(1024)
+    if len(sys.argv) > 2:
+        conn.sendall(sys.argv[2].encode())
     reset(conn)
     listener.close()
 else:

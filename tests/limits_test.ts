@@ -133,7 +133,7 @@ Deno.test("fitPoolToDescriptors: with a given --max-clients, the pool keeps what
     () => ({ limit: 128, source: "proc" }),
   );
   // Past the limit: the pool keeps its third (32), pooling is not turned off; one note says so.
-  assertEquals(over.poolSize, 32);
+  assertEquals([over.poolSize, over.sessionsThatFit], [32, 32]);
   assertEquals(over.notes, [
     "--pool-size 100 lowered to 32: a third of the open-file limit 128 after the reserve (--max-clients 200 leaves less)",
     "--max-clients 200 needs about 464 descriptors (2 per session, 32 for the pool, 32 kept) and the open-file limit is 128: sessions past about 32 will fail; raise ulimit -n or lower --max-clients",

@@ -13,8 +13,14 @@
  */
 
 import tls from "node:tls";
-import { assert, assertEquals, assertMatch, assertStringIncludes } from "./_assert.ts";
-import type { HostPort } from "../src/address.ts";
+import {
+  assert,
+  assertEquals,
+  assertInstanceOf,
+  assertMatch,
+  assertStringIncludes,
+} from "./_assert.ts";
+import { formatHostPort, type HostPort } from "../src/address.ts";
 import { dialUpstream, type UpstreamTls } from "../src/dial.ts";
 import { CertificateReloader, listenerTlsOf, type TlsFiles, upstreamTlsOf } from "../src/tls.ts";
 import {
@@ -35,7 +41,8 @@ import {
   within,
   writeAll,
 } from "./_net.ts";
-import { MAIN_TS } from "./_proxy_process.ts";
+import { havePython } from "./_faults.ts";
+import { MAIN_TS, ProxyProcess } from "./_proxy_process.ts";
 import { exposition } from "../src/metrics.ts";
 import { metricFamilies } from "../src/observe.ts";
 import { makeTestCerts, type TestCerts } from "./make_test_certs.ts";
@@ -148,6 +155,9 @@ async function mutualTlsEcho(c: TestCerts): Promise<
     },
   };
 }
+
+const RST_PEER = new URL("./_rst_peer.py", import.meta.url).pathname;
+const noPython = havePython() ? "" : " (skipped: python3 not found, needed to send a reset)";
 
 /** A client that connects to `address` over TLS trusting `ca` (a `Deno.connectTls` socket). */
 async function tlsClient(address: HostPort, ca: string): Promise<Deno.TlsConn> {
@@ -599,6 +609,72 @@ Deno.test("TLS clients: a TLS client is relayed to a plaintext upstream, both wa
   assertEquals(proxy.sessions[0].bytesFromClient, 6);
 });
 
+Deno.test({
+  name:
+    `TLS clients: an answer the upstream cut short with a reset ends without close_notify, so the client sees a cut stream; a complete one ends cleanly${noPython}`,
+  ignore: noPython !== "",
+  fn: async () => {
+    const c = await certs();
+    // Answers "partial", then resets (SO_LINGER 0, which Deno cannot do).
+    const peer = new Deno.Command("python3", {
+      args: [RST_PEER, "server", "partial"],
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    const lines = peer.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    try {
+      let text = "";
+      while (!text.includes("\n")) {
+        const { value, done } = await lines.read();
+        if (done) break;
+        text += value;
+      }
+      await using proxy = await startTlsProxy({ hostname: "127.0.0.1", port: Number(text) }, {
+        files: listenerFiles(c.serverCertFile, c.serverKeyFile),
+        handshakeTimeoutMs: 2_000,
+      }, { pool: "off" });
+      const client = await tlsClient(proxy.address, c.ca);
+      let ending: unknown;
+      try {
+        await within(client, 3_000, async () => {
+          await writeAll(client, encoder.encode("request"));
+          assertEquals(decoder.decode(await readExactly(client, 7)), "partial");
+          ending = await client.read(new Uint8Array(16)).catch((error) => error);
+        });
+      } finally {
+        closeQuietly(client);
+      }
+      await proxy.sessionsEnded(1);
+      assertEquals(proxy.sessions[0].end, "server-error");
+      assertInstanceOf(ending, Deno.errors.UnexpectedEof, `a clean end was presented: ${ending}`);
+    } finally {
+      await lines.cancel();
+      try {
+        peer.kill();
+      } catch {
+        // exited
+      }
+      await peer.status;
+    }
+    // A complete answer (the upstream's FIN): a clean end.
+    await using clean = new TestUpstream(echo);
+    await using proxy = await startTlsProxy(clean.address, {
+      files: listenerFiles(c.serverCertFile, c.serverKeyFile),
+      handshakeTimeoutMs: 2_000,
+    }, { pool: "off" });
+    const client = await tlsClient(proxy.address, c.ca);
+    try {
+      await within(client, 3_000, async () => {
+        await writeAll(client, encoder.encode("whole"));
+        await client.closeWrite();
+        assertEquals(decoder.decode(await readToEnd(client)), "whole");
+      });
+    } finally {
+      closeQuietly(client);
+    }
+  },
+});
+
 Deno.test("TLS clients: TLS to TLS — a TLS client bridged to a TLS upstream through a pooled connection", async () => {
   const c = await certs();
   await using upstream = new TlsUpstream(c.serverCert, c.serverKey, tlsEcho);
@@ -776,6 +852,44 @@ Deno.test("TLS clients: changed certificate files are used by the next handshake
       closeQuietly(after);
       closeQuietly(before);
     }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("TLS reload: certificate files swapped through symlinks are found, with the same sizes and modification times", async () => {
+  const c = await certs();
+  const dir = await Deno.makeTempDir({ prefix: "tls-reload-link-" });
+  try {
+    // Two pairs, padded to the same sizes (PEM text outside the blocks is ignored), with the
+    // same modification times: as in a store of immutable files (mtime 1), or `cp -p`.
+    const pairs = [[c.serverCert, c.serverKey], [c.otherServerCert, c.otherServerKey]];
+    const certSize = Math.max(...pairs.map(([cert]) => cert.length)) + 1;
+    const keySize = Math.max(...pairs.map(([, key]) => key.length)) + 1;
+    for (const [i, [cert, key]] of pairs.entries()) {
+      await Deno.mkdir(`${dir}/s${i}`);
+      await Deno.writeTextFile(`${dir}/s${i}/tls.crt`, cert.padEnd(certSize, "\n"));
+      await Deno.writeTextFile(`${dir}/s${i}/tls.key`, key.padEnd(keySize, "\n"));
+      for (const name of ["tls.crt", "tls.key"]) await Deno.utime(`${dir}/s${i}/${name}`, 1, 1);
+    }
+    await Deno.symlink(`${dir}/s0/tls.crt`, `${dir}/tls.crt`);
+    await Deno.symlink(`${dir}/s0/tls.key`, `${dir}/tls.key`);
+    const files = listenerFiles(`${dir}/tls.crt`, `${dir}/tls.key`);
+    assertEquals(files.reloadIfChanged(), "unchanged");
+    for (const name of ["tls.crt", "tls.key"]) {
+      await Deno.remove(`${dir}/${name}`);
+      await Deno.symlink(`${dir}/s1/${name}`, `${dir}/${name}`);
+    }
+    assertEquals(files.reloadIfChanged(), "reloaded");
+    await using upstream = new TestUpstream(echo);
+    await using proxy = await startTlsProxy(
+      upstream.address,
+      { files, handshakeTimeoutMs: 2_000 },
+      {
+        pool: "off",
+      },
+    );
+    closeQuietly(await tlsClient(proxy.address, c.otherCa)); // the new pair is served
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -978,6 +1092,36 @@ Deno.test("cli: certificate files that are missing, unreadable, empty, unparsabl
     assertEquals(result.lines.length, 1, result.lines.join("\n"));
     assertMatch(result.lines[0], line);
   }
+});
+
+Deno.test({
+  name:
+    "cli --tls-cert: a --max-clients the open-file limit cannot hold is lowered, since the TLS listener cannot recover from running out of descriptors",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    const c = await certs();
+    await using upstream = new TestUpstream(echo);
+    const args = [
+      Deno.execPath(),
+      "run",
+      "--quiet",
+      "--allow-net",
+      `--allow-read=${c.dir}`,
+      "--allow-run=prlimit",
+      MAIN_TS,
+      ...["--listen", "127.0.0.1:0", "--upstream", formatHostPort(upstream.address)],
+      ...["--pool", "off", "--max-clients", "500"],
+      ...["--tls-cert", c.serverCertFile, "--tls-key", c.serverKeyFile],
+    ].map((arg) => `'${arg.replaceAll("'", "'\\''")}'`).join(" ");
+    await using proxy = ProxyProcess.spawn("sh", ["-c", `ulimit -n 128 && exec ${args}`]);
+    const { line } = await proxy.waitForLine(/listening on/);
+    // (128 - 32 reserved) / 2 sessions, no pool in off.
+    assertStringIncludes(line, "max-clients 48");
+    assert(
+      proxy.lines.some((l) => /\[WRN\].*--max-clients 500 lowered to 48 with --tls-cert/.test(l)),
+      proxy.stderr,
+    );
+  },
 });
 
 Deno.test("cli --tls-cert --upstream-tls --upstream-cert: a TLS client served end to end through a mutual-TLS upstream", async () => {
