@@ -255,3 +255,48 @@ export function havePython(): boolean {
 export const RST_CLIENT: string = decodeURIComponent(
   new URL("./_rst_client.py", import.meta.url).pathname,
 );
+
+/** `_rst_peer.py`: a TCP peer that ends its connection with a reset, which Deno cannot do. */
+export const RST_PEER: string = new URL("./_rst_peer.py", import.meta.url).pathname;
+
+/** A running `_rst_peer.py server`: its port; disposing of it stops it. */
+export interface ResettingUpstream extends AsyncDisposable {
+  readonly address: { hostname: string; port: number };
+}
+
+/**
+ * Starts `_rst_peer.py server`: it accepts one connection, reads a little, sends `answer` if
+ * given, then resets the connection. Needs python3 ({@link havePython}).
+ */
+export async function startResettingUpstream(answer?: string): Promise<ResettingUpstream> {
+  const child = new Deno.Command("python3", {
+    args: [RST_PEER, "server", ...(answer === undefined ? [] : [answer])],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const stop = async () => {
+    await lines.cancel();
+    try {
+      child.kill();
+    } catch {
+      // exited
+    }
+    await child.status;
+  };
+  try {
+    let text = "";
+    while (!text.includes("\n")) {
+      const { value, done } = await lines.read();
+      if (done) throw new Error(`_rst_peer.py exited before saying its port: ${text}`);
+      text += value;
+    }
+    return {
+      address: { hostname: "127.0.0.1", port: Number(text.trim()) },
+      [Symbol.asyncDispose]: stop,
+    };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}

@@ -18,9 +18,7 @@ import {
   within,
   writeAll,
 } from "./_net.ts";
-import { havePython } from "./_faults.ts";
-
-const PEER = new URL("./_rst_peer.py", import.meta.url).pathname;
+import { havePython, RST_PEER, startResettingUpstream } from "./_faults.ts";
 
 const python = havePython();
 const skipReason = python ? "" : " (skipped: python3 not found, needed to send a reset)";
@@ -30,47 +28,23 @@ Deno.test({
   name: `a reset from the upstream closes the client and discards the connection${skipReason}`,
   ignore: !python,
   fn: async () => {
-    const child = new Deno.Command("python3", {
-      args: [PEER, "server"],
-      stdout: "piped",
-      stderr: "null",
-    }).spawn();
-    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let proxy;
+    await using peer = await startResettingUpstream();
+    await using proxy = startProxy(peer.address, { pool: "reuse" });
+    const client = await connect(proxy.address);
     try {
-      let text = "";
-      while (!text.includes("\n")) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        text += value;
-      }
-      const port = Number(text.trim());
-      proxy = startProxy({ hostname: "127.0.0.1", port }, { pool: "reuse" });
-      const client = await connect(proxy.address);
-      try {
-        const got = await within(client, 3_000, async () => {
-          await writeAll(client, encoder.encode("hello"));
-          return await readToEnd(client).catch(() => new Uint8Array());
-        });
-        assertEquals(got.length, 0);
-      } finally {
-        closeQuietly(client);
-      }
-      await proxy.sessionsEnded(1);
-      assertEquals(proxy.sessions[0].end, "server-error");
-      assert(proxy.sessions[0].error?.includes("reset"), proxy.sessions[0].error);
-      assertNotEquals(proxy.sessions[0].release, "pooled");
-      assertEquals(proxy.server.pool.stats.idle, 0);
+      const got = await within(client, 3_000, async () => {
+        await writeAll(client, encoder.encode("hello"));
+        return await readToEnd(client).catch(() => new Uint8Array());
+      });
+      assertEquals(got.length, 0);
     } finally {
-      await reader.cancel();
-      await proxy?.close();
-      try {
-        child.kill();
-      } catch {
-        // exited
-      }
-      await child.status;
+      closeQuietly(client);
     }
+    await proxy.sessionsEnded(1);
+    assertEquals(proxy.sessions[0].end, "server-error");
+    assert(proxy.sessions[0].error?.includes("reset"), proxy.sessions[0].error);
+    assertNotEquals(proxy.sessions[0].release, "pooled");
+    assertEquals(proxy.server.pool.stats.idle, 0);
   },
 });
 
@@ -87,7 +61,7 @@ Deno.test({
     try {
       // The client's last bytes ("ping") are answered, then it resets instead of closing.
       const output = await new Deno.Command("python3", {
-        args: [PEER, "client", String(proxy.address.port)],
+        args: [RST_PEER, "client", String(proxy.address.port)],
         stdout: "piped",
         stderr: "piped",
       }).output();

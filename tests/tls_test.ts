@@ -41,7 +41,7 @@ import {
   within,
   writeAll,
 } from "./_net.ts";
-import { havePython } from "./_faults.ts";
+import { havePython, startResettingUpstream } from "./_faults.ts";
 import { MAIN_TS, ProxyProcess } from "./_proxy_process.ts";
 import { exposition } from "../src/metrics.ts";
 import { metricFamilies } from "../src/observe.ts";
@@ -156,7 +156,6 @@ async function mutualTlsEcho(c: TestCerts): Promise<
   };
 }
 
-const RST_PEER = new URL("./_rst_peer.py", import.meta.url).pathname;
 const noPython = havePython() ? "" : " (skipped: python3 not found, needed to send a reset)";
 
 /** A client that connects to `address` over TLS trusting `ca` (a `Deno.connectTls` socket). */
@@ -615,21 +614,10 @@ Deno.test({
   ignore: noPython !== "",
   fn: async () => {
     const c = await certs();
-    // Answers "partial", then resets (SO_LINGER 0, which Deno cannot do).
-    const peer = new Deno.Command("python3", {
-      args: [RST_PEER, "server", "partial"],
-      stdout: "piped",
-      stderr: "null",
-    }).spawn();
-    const lines = peer.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    try {
-      let text = "";
-      while (!text.includes("\n")) {
-        const { value, done } = await lines.read();
-        if (done) break;
-        text += value;
-      }
-      await using proxy = await startTlsProxy({ hostname: "127.0.0.1", port: Number(text) }, {
+    {
+      // Answers "partial", then resets (SO_LINGER 0, which Deno cannot do).
+      await using peer = await startResettingUpstream("partial");
+      await using proxy = await startTlsProxy(peer.address, {
         files: listenerFiles(c.serverCertFile, c.serverKeyFile),
         handshakeTimeoutMs: 2_000,
       }, { pool: "off" });
@@ -647,14 +635,6 @@ Deno.test({
       await proxy.sessionsEnded(1);
       assertEquals(proxy.sessions[0].end, "server-error");
       assertInstanceOf(ending, Deno.errors.UnexpectedEof, `a clean end was presented: ${ending}`);
-    } finally {
-      await lines.cancel();
-      try {
-        peer.kill();
-      } catch {
-        // exited
-      }
-      await peer.status;
     }
     // A complete answer (the upstream's FIN): a clean end.
     await using clean = new TestUpstream(echo);
