@@ -322,6 +322,8 @@ export class UpstreamPool {
   #probing: Promise<void> | undefined;
   /** When the last readiness probe ended. */
   #probedAt = -Infinity;
+  /** Slots held by a readiness probe (0 or 1): counted in `#open`, not leased. */
+  #probeSlots = 0;
 
   /** Creates the pool and, in `warm` and `reuse`, starts dialling `minIdle` connections. */
   constructor(options: PoolOptions) {
@@ -499,7 +501,8 @@ export class UpstreamPool {
 
   /** Connections serving a session now: open ones that are not being dialled, idle or settling. */
   get #leased(): number {
-    return this.#open - this.#dialsInFlight - this.#idle.size - this.#settling.size;
+    return this.#open - this.#dialsInFlight - this.#idle.size - this.#settling.size -
+      this.#probeSlots;
   }
 
   /**
@@ -671,8 +674,9 @@ export class UpstreamPool {
     if (!sessionClean) return "session not clean";
     if (!isFit(conn)) return "unfit";
     if (performance.now() >= conn.retireAt || this.#retired(conn)) return "max lifetime";
-    // A borrower waiting for a pooled connection gets this one at once, whatever the pool holds.
-    if (this.#queue.some((queued) => queued.reusable)) return undefined;
+    // The first borrower in line, waiting for a pooled connection, gets this one at once,
+    // whatever the pool holds.
+    if (this.#queue[0]?.reusable === true) return undefined;
     // As many as were in use at once recently (or the ready target), at most --pool-size.
     const keep = this.#demand.keepTarget(performance.now(), this.options.minIdle);
     if (this.#idle.size + this.#settling.size >= keep) return "pool full";
@@ -709,13 +713,17 @@ export class UpstreamPool {
       conn.close();
       return;
     }
-    const waiter = this.#queue.findIndex((queued) => queued.reusable);
-    if (waiter >= 0) {
-      this.#queue.splice(waiter, 1)[0].resolve(conn);
+    // First come, first served: the first in line takes it if a pooled connection serves it.
+    const head = this.#queue[0];
+    if (head?.reusable === true) {
+      this.#queue.shift();
+      head.resolve(conn);
       return;
     }
-    // Borrowers that need room to dial (a retry, mode off) are waiting: closing this connection
-    // gives its slot to the first of them. Otherwise it joins the pool if there is room.
+    // The first in line needs room to dial (a retry, mode off): closing this connection gives
+    // it the slot; one behind it that would take a pooled connection does not jump the queue
+    // (a retry starved so until its queue timeout, measured). Otherwise it joins the pool if
+    // there is room.
     const full = this.#idle.size + this.#settling.size >= this.options.maxIdle;
     const racing = this.#idle.waiting;
     if (this.#queue.length > 0 || full || !this.#idle.offer(conn)) {
@@ -771,12 +779,18 @@ export class UpstreamPool {
     return true;
   }
 
-  /** A connection closed or a dial failed: its slot goes to the first queued borrower. */
+  /**
+   * A connection closed or a dial failed: its slot goes to the first queued borrower, or else
+   * to a refill if fewer are ready than wanted (at --max-upstream, refills waited for this).
+   */
   #freeSlot(): void {
     this.#open--;
     if (this.#closed || !this.#hasRoom()) return;
     const waiter = this.#queue.shift();
-    if (waiter === undefined) return;
+    if (waiter === undefined) {
+      this.#refiller.request();
+      return;
+    }
     this.#open++;
     waiter.resolve("slot");
   }
@@ -933,6 +947,8 @@ export class UpstreamPool {
     // Never past --max-upstream: at the bound, sessions are proof enough either way.
     if (this.#closed || !this.#hasRoom()) return Promise.resolve();
     if (performance.now() - this.#probedAt < PROBE_INTERVAL_MS) return Promise.resolve();
+    this.#open++; // its slot, held until it is closed (#freeSlot below)
+    this.#probeSlots++;
     this.#stats.dials++;
     const started = performance.now();
     const probing = dialUpstream(
@@ -953,6 +969,8 @@ export class UpstreamPool {
       this.#probing = undefined;
       this.#probedAt = performance.now();
       this.#dialing.delete(probing);
+      this.#probeSlots--;
+      this.#freeSlot();
     });
     this.#probing = probing;
     this.#dialing.add(probing);

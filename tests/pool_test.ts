@@ -673,6 +673,105 @@ Deno.test("--max-upstream: a retry that needs room to dial is not starved by idl
   }
 });
 
+Deno.test("--max-upstream: a retry first in line gets the slot a clean release frees; a borrower behind it does not jump the queue", async () => {
+  await using upstream = new TestUpstream(echo);
+  const pool = new UpstreamPool({
+    upstream: upstream.address,
+    mode: "reuse",
+    maxIdle: 10,
+    minIdle: 0,
+    idleTimeoutMs: 60_000,
+    maxLifetimeMs: 0,
+    connectTimeoutMs: 2_000,
+    maxOpen: 1,
+    queueTimeoutMs: 500,
+    settleMs: 0,
+  });
+  try {
+    const held = await pool.borrow(discardingLease);
+    const retry = pool.borrow(discardingLease, undefined, { fresh: true }); // first in line
+    const next = pool.borrow(discardingLease); // second, would take a pooled connection
+    await delay(20);
+    assertEquals(pool.stats.queued, 2);
+    await held.conn.endLease();
+    pool.release(held.conn, true); // clean: it closes, so that the retry can dial
+    const retried = await retry;
+    assertEquals(retried.fromPool, false);
+    await retried.conn.endLease();
+    assertEquals(pool.release(retried.conn, true), "pooled"); // straight to the borrower behind
+    const served = await next;
+    assertEquals(served.conn, retried.conn);
+    await served.conn.endLease();
+    pool.release(served.conn, false);
+    assertEquals(pool.stats.queueTimeouts, 0);
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("--max-upstream: warm refills what it keeps ready once a slot is free again, without waiting for the next client", async () => {
+  await using upstream = new TestUpstream(echo);
+  const pool = new UpstreamPool({
+    upstream: upstream.address,
+    mode: "warm",
+    maxIdle: 10,
+    minIdle: 2,
+    idleTimeoutMs: 60_000,
+    maxLifetimeMs: 0,
+    connectTimeoutMs: 2_000,
+    maxOpen: 2,
+    queueTimeoutMs: 500,
+    preconnectRatio: 0,
+  });
+  try {
+    await eventually(() => pool.stats.idle === 2, 2_000, "2 ready");
+    const taken = await pool.borrow(discardingLease);
+    await delay(50); // the refill cannot dial: both slots are in use
+    assertEquals(pool.stats.idle, 1);
+    await taken.conn.endLease();
+    pool.release(taken.conn, true); // warm closes it: a slot is free
+    await eventually(() => pool.stats.idle === 2, 2_000, "refilled to 2");
+  } finally {
+    await pool.close();
+  }
+});
+
+Deno.test("--max-upstream: a readiness probe holds a slot while it watches, so a session waits for it rather than going past the bound", async () => {
+  let open = 0;
+  let most = 0;
+  await using upstream = new TestUpstream(async (conn) => {
+    most = Math.max(most, ++open);
+    try {
+      await echo(conn);
+    } finally {
+      open--;
+    }
+  });
+  const pool = new UpstreamPool({
+    upstream: upstream.address,
+    mode: "off",
+    maxIdle: 0,
+    minIdle: 0,
+    idleTimeoutMs: 60_000,
+    maxLifetimeMs: 0,
+    connectTimeoutMs: 2_000,
+    maxOpen: 1,
+    queueTimeoutMs: 2_000,
+  });
+  try {
+    const probing = pool.probe();
+    await delay(10); // connected, watching for 100 ms
+    const borrowing = pool.borrow(discardingLease);
+    await probing;
+    const borrowed = await borrowing;
+    assertEquals(most, 1, "never two upstream connections at once");
+    await borrowed.conn.endLease();
+    pool.release(borrowed.conn, true);
+  } finally {
+    await pool.close();
+  }
+});
+
 /** Borrows `n` connections in the same tick, then ends and releases them all. */
 async function burst(pool: UpstreamPool, n: number, clean: boolean): Promise<void> {
   const borrowed = await Promise.all(
