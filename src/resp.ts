@@ -396,6 +396,15 @@ export class RedisTracker implements ExchangeTracker {
   #pendingMulti = 0;
   #pendingWatch = 0;
 
+  /**
+   * Entries the tracker holds for MULTI, EXEC, DISCARD, WATCH, UNWATCH and RESET: those awaiting
+   * a reply and settled ones not yet dropped. Bounded (about twice {@link MAX_PENDING}) however
+   * long the session; for tests.
+   */
+  get pendingEntries(): number {
+    return this.#pendingAt.length;
+  }
+
   /** Requests complete whose complete reply has not arrived. */
   get owed(): number {
     return this.#requests - this.#replies;
@@ -954,6 +963,12 @@ export class RedisTracker implements ExchangeTracker {
     if (this.#pendingHead === this.#pendingAt.length) {
       this.#pendingAt.length = 0;
       this.#pendingEffect.length = 0;
+      this.#pendingHead = 0;
+    } else if (this.#pendingHead > MAX_PENDING && this.#pendingHead * 2 > this.#pendingAt.length) {
+      // Some are always awaited (a pipeline that never drains): drop the settled ones, or the
+      // lists grow for the whole session (at most MAX_PENDING are awaited at once).
+      this.#pendingAt.splice(0, this.#pendingHead);
+      this.#pendingEffect.splice(0, this.#pendingHead);
       this.#pendingHead = 0;
     }
     if (effect === C_MULTI) this.#pendingMulti--;

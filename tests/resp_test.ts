@@ -812,3 +812,19 @@ Deno.test("redis tracker's RESET request and reply are the documented bytes", ()
   assertEquals(new TextDecoder().decode(REDIS_RESET_COMMAND), "*1\r\n$5\r\nRESET\r\n");
   assertEquals(new TextDecoder().decode(REDIS_RESET_REPLY), "+RESET\r\n");
 });
+
+Deno.test("redis tracker: a session that always has UNWATCHes awaiting replies holds a bounded list of them", () => {
+  const tracker = new RedisTracker();
+  const request = encoder.encode("*1\r\n$7\r\nUNWATCH\r\n");
+  const reply = encoder.encode("+OK\r\n");
+  for (let i = 0; i < 100; i++) tracker.onClientBytes(request);
+  let most = 0;
+  for (let i = 0; i < 200_000; i++) {
+    tracker.onClientBytes(request); // 100 always awaited
+    tracker.onServerBytes(reply);
+    most = Math.max(most, tracker.pendingEntries);
+  }
+  assertEquals(tracker.owed, 100);
+  assert(most <= 2_100, `${most} entries held`);
+  assertEquals(tracker.unfit, undefined);
+});
