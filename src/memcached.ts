@@ -68,7 +68,8 @@ const Q = 113;
 const MAX_LINE = 2048;
 /** Most requests outstanding at once; a power of two (the FIFO is a ring indexed by a mask). */
 const MAX_OUTSTANDING = 4096;
-const MASK = MAX_OUTSTANDING - 1;
+/** The rings' first size; they double as a pipeline needs, up to {@link MAX_OUTSTANDING}. */
+const FIRST_RING = 16;
 /** Longest key memcached accepts. */
 const MAX_KEY = 250;
 /** Bytes kept of a command or reply word (the longest word looked at is `CLIENT_ERROR`...). */
@@ -275,12 +276,15 @@ export class MemcachedTracker implements ExchangeTracker {
   #unfit: Unfit | undefined;
   #started = false;
 
-  // Outstanding requests, oldest first: kinds by sequence number, in a ring.
-  readonly #kinds = new Uint8Array(MAX_OUTSTANDING);
+  // Outstanding requests, oldest first: kinds by sequence number, in a ring that grows (by
+  // doubling, up to MAX_OUTSTANDING) only as a pipeline needs: a held session costs little.
+  #kinds = new Uint8Array(FIRST_RING);
+  #kindsMask = FIRST_RING - 1;
   #head = 0;
   #tail = 0;
-  // Sequence numbers of the outstanding `mn` requests, oldest first, in a ring.
-  readonly #mns = new Float64Array(MAX_OUTSTANDING);
+  // Sequence numbers of the outstanding `mn` requests, oldest first, in a ring that grows alike.
+  #mns = new Float64Array(FIRST_RING);
+  #mnsMask = FIRST_RING - 1;
   #mnHead = 0;
   #mnTail = 0;
   // Sequence number of the newest quiet or noreply request, -1 before any.
@@ -344,7 +348,7 @@ export class MemcachedTracker implements ExchangeTracker {
    */
   get settleable(): boolean {
     if (this.#lastQuiet < this.#head) return true; // no quiet request outstanding
-    return this.#mnTail > this.#mnHead && this.#mns[(this.#mnTail - 1) & MASK] > this.#lastQuiet;
+    return this.#mnTail > this.#mnHead && this.#mns[(this.#mnTail - 1) & this.#mnsMask] > this.#lastQuiet;
   }
 
   /** Whether a request line or its data block has been forwarded in part. */
@@ -640,9 +644,35 @@ export class MemcachedTracker implements ExchangeTracker {
       this.#break(`more than ${MAX_OUTSTANDING} requests outstanding`);
       return;
     }
-    if (kind === K_MN) this.#mns[this.#mnTail++ & MASK] = this.#tail;
+    if (this.#tail - this.#head === this.#kinds.length) this.#growKinds();
+    if (kind === K_MN) {
+      if (this.#mnTail - this.#mnHead === this.#mns.length) this.#growMns();
+      this.#mns[this.#mnTail++ & this.#mnsMask] = this.#tail;
+    }
     if ((kind & QUIET) !== 0) this.#lastQuiet = this.#tail;
-    this.#kinds[this.#tail++ & MASK] = kind;
+    this.#kinds[this.#tail++ & this.#kindsMask] = kind;
+  }
+
+  /** Doubles the ring of kinds, keeping each outstanding one at its sequence number. */
+  #growKinds(): void {
+    const old = this.#kinds;
+    const grown = new Uint8Array(old.length * 2);
+    for (let seq = this.#head; seq < this.#tail; seq++) {
+      grown[seq & (grown.length - 1)] = old[seq & this.#kindsMask];
+    }
+    this.#kinds = grown;
+    this.#kindsMask = grown.length - 1;
+  }
+
+  /** Doubles the ring of `mn` sequence numbers, keeping each at its place in line. */
+  #growMns(): void {
+    const old = this.#mns;
+    const grown = new Float64Array(old.length * 2);
+    for (let i = this.#mnHead; i < this.#mnTail; i++) {
+      grown[i & (grown.length - 1)] = old[i & this.#mnsMask];
+    }
+    this.#mns = grown;
+    this.#mnsMask = grown.length - 1;
   }
 
   // ---- server side ----
@@ -732,7 +762,7 @@ export class MemcachedTracker implements ExchangeTracker {
       this.#break("a reply arrived with no request outstanding");
       return;
     }
-    const kind = this.#kinds[this.#head & MASK];
+    const kind = this.#kinds[this.#head & this.#kindsMask];
     if ((kind & QUIET) !== 0) return this.#looseLine(cls, size);
     switch (kind) {
       case K_RETRIEVAL:
@@ -808,7 +838,7 @@ export class MemcachedTracker implements ExchangeTracker {
           this.#break("MN arrived with no mn outstanding");
           return;
         }
-        this.#head = this.#mns[this.#mnHead++ & MASK] + 1;
+        this.#head = this.#mns[this.#mnHead++ & this.#mnsMask] + 1;
         this.#sLooseList = false;
         return;
       }
@@ -835,7 +865,7 @@ export class MemcachedTracker implements ExchangeTracker {
 
   /** Settles the oldest outstanding request. */
   #pop(): void {
-    if ((this.#kinds[this.#head & MASK] & KIND) === K_MN) this.#mnHead++;
+    if ((this.#kinds[this.#head & this.#kindsMask] & KIND) === K_MN) this.#mnHead++;
     this.#head++;
     this.#sList = L_NONE;
     this.#sPopAfterData = false;

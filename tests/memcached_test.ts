@@ -1052,3 +1052,15 @@ Deno.test("settleable: a quiet or noreply request with no mn after it cannot set
   settled.onServerBytes(new TextEncoder().encode("MN\r\n"));
   assertEquals([settled.owed, settled.settleable], [0, true]);
 });
+
+Deno.test("memcached tracker: rings that start small and grow keep thousands of mn in line", () => {
+  const tracker = new MemcachedTracker();
+  tracker.onClientBytes(latin1("mg a q\r\nmn\r\n".repeat(2_000))); // 4,000 outstanding
+  assertEquals(tracker.owed, 4_000);
+  // The quiet gets miss (nothing sent); each MN settles its mn and the mg before it.
+  for (let i = 0; i < 2_000; i++) {
+    tracker.onServerBytes(latin1("MN\r\n"));
+    assertEquals(tracker.owed, 4_000 - 2 * (i + 1));
+  }
+  assert(isComplete(tracker));
+});
