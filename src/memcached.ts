@@ -348,7 +348,8 @@ export class MemcachedTracker implements ExchangeTracker {
    */
   get settleable(): boolean {
     if (this.#lastQuiet < this.#head) return true; // no quiet request outstanding
-    return this.#mnTail > this.#mnHead && this.#mns[(this.#mnTail - 1) & this.#mnsMask] > this.#lastQuiet;
+    return this.#mnTail > this.#mnHead &&
+      this.#mns[(this.#mnTail - 1) & this.#mnsMask] > this.#lastQuiet;
   }
 
   /** Whether a request line or its data block has been forwarded in part. */
