@@ -57,6 +57,8 @@ export type IdleLossReason =
 
 /** Most bytes kept from an upstream that speaks before its connection's first lease. */
 export const GREETING_LIMIT = 64 * 1024;
+/** Most chunks a greeting is kept in (a copy each): one sent a byte at a time is cut there. */
+export const GREETING_MAX_CHUNKS = 256;
 
 /** What the owner of a connection (the pool) hears from it. */
 export interface ConnHooks {
@@ -273,7 +275,9 @@ export class UpstreamConn {
         }
         if (this.#lease === undefined && this.leases === 0 && this.#state === "idle") {
           this.#greetingBytes += chunk.length;
-          if (this.#greetingBytes <= GREETING_LIMIT) {
+          if (
+            this.#greetingBytes <= GREETING_LIMIT && this.#greeting.length < GREETING_MAX_CHUNKS
+          ) {
             this.#greeting.push(chunk.slice());
             buffers.rotate(chunk.length); // copied: nothing writes it
             continue;

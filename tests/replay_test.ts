@@ -4,7 +4,13 @@
  */
 
 import { assert, assertEquals, assertFalse } from "./_assert.ts";
-import { freeReplayStores, REPLAY_LIMIT, ReplayBuffer, STORE_MIN_CHUNK } from "../src/replay.ts";
+import {
+  freeReplayStores,
+  REPLAY_LIMIT,
+  REPLAY_MAX_CHUNKS,
+  ReplayBuffer,
+  STORE_MIN_CHUNK,
+} from "../src/replay.ts";
 
 function filled(length: number, byte: number): Uint8Array {
   return new Uint8Array(length).fill(byte);
@@ -46,6 +52,22 @@ Deno.test("replay: past the limit nothing more is kept, and the replay is no lon
   assertEquals(unsent(replay).length, 1, "what was kept stays for a replay under way");
   replay.drop();
   assertEquals(replay.nextUnsent(), undefined);
+});
+
+Deno.test("replay: a request in more chunks than the bound (a byte per segment) is not kept, and the replay is no longer whole", () => {
+  const buffer = new ReplayBuffer(true);
+  for (let i = 0; i < REPLAY_MAX_CHUNKS; i++) buffer.take(filled(1, 0x61));
+  assert(buffer.whole, "256 one-byte chunks are kept");
+  buffer.take(filled(1, 0x62));
+  assertFalse(buffer.whole);
+  // What was kept stays for a replay already under way; nothing more is kept.
+  let kept = 0;
+  for (let chunk = buffer.nextUnsent(); chunk !== undefined; chunk = buffer.nextUnsent()) {
+    kept++;
+    buffer.advance();
+  }
+  assertEquals(kept, REPLAY_MAX_CHUNKS);
+  buffer.drop();
 });
 
 Deno.test("replay: a large chunk is kept in a store that drop gives back once, and the next buffer reuses it with only its own bytes", () => {
