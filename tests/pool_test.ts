@@ -14,8 +14,9 @@ import {
 } from "./_assert.ts";
 import { dialUpstream, UpstreamConnectError } from "../src/dial.ts";
 import { unexpectedErrors } from "../src/failsafe.ts";
-import { UpstreamPool } from "../src/pool.ts";
+import { type PoolOptions, UpstreamPool } from "../src/pool.ts";
 import { UpstreamConn } from "../src/upstream_conn.ts";
+import type { HostPort } from "../src/address.ts";
 import { captureLog } from "./_log.ts";
 import { freeReplayStores } from "../src/replay.ts";
 import {
@@ -630,20 +631,23 @@ Deno.test("--max-lifetime is shortened by 0-2.5% per connection, so connections 
   }
 });
 
-Deno.test("--max-upstream: a retry that needs room to dial is not starved by idle connections", async () => {
-  await using upstream = new TestUpstream(echo);
-  const pool = new UpstreamPool({
-    upstream: upstream.address,
+/** A pool for `address` with these tests' usual options, `overrides` on top. */
+function testPool(address: HostPort, overrides: Partial<PoolOptions>): UpstreamPool {
+  return new UpstreamPool({
+    upstream: address,
     mode: "reuse",
     maxIdle: 10,
     minIdle: 0,
     idleTimeoutMs: 60_000,
     maxLifetimeMs: 0,
     connectTimeoutMs: 2_000,
-    maxOpen: 1,
-    queueTimeoutMs: 500,
-    settleMs: 0,
+    ...overrides,
   });
+}
+
+Deno.test("--max-upstream: a retry that needs room to dial is not starved by idle connections", async () => {
+  await using upstream = new TestUpstream(echo);
+  const pool = testPool(upstream.address, { maxOpen: 1, queueTimeoutMs: 500, settleMs: 0 });
   try {
     // The one slot is held by an idle connection.
     const first = await pool.borrow(discardingLease);
@@ -675,18 +679,7 @@ Deno.test("--max-upstream: a retry that needs room to dial is not starved by idl
 
 Deno.test("--max-upstream: a retry first in line gets the slot a clean release frees; a borrower behind it does not jump the queue", async () => {
   await using upstream = new TestUpstream(echo);
-  const pool = new UpstreamPool({
-    upstream: upstream.address,
-    mode: "reuse",
-    maxIdle: 10,
-    minIdle: 0,
-    idleTimeoutMs: 60_000,
-    maxLifetimeMs: 0,
-    connectTimeoutMs: 2_000,
-    maxOpen: 1,
-    queueTimeoutMs: 500,
-    settleMs: 0,
-  });
+  const pool = testPool(upstream.address, { maxOpen: 1, queueTimeoutMs: 500, settleMs: 0 });
   try {
     const held = await pool.borrow(discardingLease);
     const retry = pool.borrow(discardingLease, undefined, { fresh: true }); // first in line
@@ -711,14 +704,9 @@ Deno.test("--max-upstream: a retry first in line gets the slot a clean release f
 
 Deno.test("--max-upstream: warm refills what it keeps ready once a slot is free again, without waiting for the next client", async () => {
   await using upstream = new TestUpstream(echo);
-  const pool = new UpstreamPool({
-    upstream: upstream.address,
+  const pool = testPool(upstream.address, {
     mode: "warm",
-    maxIdle: 10,
     minIdle: 2,
-    idleTimeoutMs: 60_000,
-    maxLifetimeMs: 0,
-    connectTimeoutMs: 2_000,
     maxOpen: 2,
     queueTimeoutMs: 500,
     preconnectRatio: 0,
@@ -747,14 +735,9 @@ Deno.test("--max-upstream: a readiness probe holds a slot while it watches, so a
       open--;
     }
   });
-  const pool = new UpstreamPool({
-    upstream: upstream.address,
+  const pool = testPool(upstream.address, {
     mode: "off",
     maxIdle: 0,
-    minIdle: 0,
-    idleTimeoutMs: 60_000,
-    maxLifetimeMs: 0,
-    connectTimeoutMs: 2_000,
     maxOpen: 1,
     queueTimeoutMs: 2_000,
   });
