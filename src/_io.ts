@@ -519,6 +519,30 @@ export class AcceptFailures {
   }
 }
 
+/**
+ * A wait that can be cut short, for an accept loop's pause: {@link wait} resolves after `ms`, or
+ * at once when {@link wake} is called (the listener is closing). One wait at a time.
+ */
+export class WakeablePause {
+  #wake: (() => void) | undefined;
+
+  /** Waits `ms`, or less if {@link wake} is called meanwhile. */
+  async wait(ms: number): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await new Promise<void>((resolve) => {
+      this.#wake = resolve;
+      timer = setTimeout(resolve, ms);
+    });
+    clearTimeout(timer);
+    this.#wake = undefined;
+  }
+
+  /** Ends the wait under way, if any. */
+  wake(): void {
+    this.#wake?.();
+  }
+}
+
 /** A short, stable name for a network error, for logs and session summaries. */
 export function describeError(error: unknown): string {
   if (error instanceof Deno.errors.ConnectionReset) return "connection reset";

@@ -38,6 +38,7 @@ import {
   describeError,
   isGoneBeforeAccept,
   isOutOfDescriptors,
+  WakeablePause,
   writeAll,
 } from "./_io.ts";
 import { getProxyLogger, ThrottledWarning } from "./logging.ts";
@@ -114,7 +115,7 @@ export class Http1Server {
   readonly #refusals = new ThrottledWarning(WARNING_INTERVAL_MS);
   readonly #accepting: Promise<void>;
   #stopping = false;
-  #wakePause: (() => void) | undefined;
+  readonly #pause = new WakeablePause();
   #finished: Promise<void> | undefined;
 
   /**
@@ -135,11 +136,6 @@ export class Http1Server {
     this.#accepting = this.#acceptLoop();
   }
 
-  /** Connections open now. */
-  get connections(): number {
-    return this.#open.size;
-  }
-
   /**
    * Stops listening and closes every connection at once (an answer not yet taken is dropped).
    * Resolves when every task of the server is done; calling it again returns the same promise.
@@ -148,7 +144,7 @@ export class Http1Server {
     if (this.#finished !== undefined) return this.#finished;
     this.#stopping = true;
     closeQuietly(this.#listener);
-    this.#wakePause?.();
+    this.#pause.wake();
     for (const conn of this.#open.keys()) closeQuietly(conn);
     this.#finished = (async () => {
       await this.#accepting;
@@ -174,7 +170,7 @@ export class Http1Server {
             descriptors: isOutOfDescriptors(error),
           });
         }
-        await this.#pause(pauseMs);
+        await this.#pause.wait(pauseMs);
         continue;
       }
       if (this.#stopping) { // accepted as the listener closed: shutdown has passed the open ones
@@ -231,16 +227,6 @@ export class Http1Server {
       what,
       count,
     });
-  }
-
-  async #pause(ms: number): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await new Promise<void>((resolve) => {
-      this.#wakePause = resolve;
-      timer = setTimeout(resolve, ms);
-    });
-    clearTimeout(timer);
-    this.#wakePause = undefined;
   }
 
   /** Serves one request on `conn`, then closes it; never throws. */

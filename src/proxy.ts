@@ -28,6 +28,7 @@ import {
   describeListenError,
   isGoneBeforeAccept,
   isOutOfDescriptors,
+  WakeablePause,
 } from "./_io.ts";
 import type { ProxyConfig } from "./config.ts";
 import { type Deadline, DeadlineWheel } from "./deadline_wheel.ts";
@@ -166,8 +167,8 @@ export class ProxyServer {
   readonly #maxClients: number;
   /** Wakes the accept loop when a session ends below `--max-clients`, or at shutdown. */
   #wakeAcceptor: (() => void) | undefined;
-  /** Ends a pause after a failed accept early, at shutdown only. */
-  #wakePause: (() => void) | undefined;
+  /** The pause after a failed accept, cut short at shutdown only. */
+  readonly #pause = new WakeablePause();
   readonly #limitReached = new ThrottledWarning(LIMIT_WARNING_INTERVAL_MS);
   readonly #unavailable = new ThrottledWarning(LIMIT_WARNING_INTERVAL_MS);
   readonly #endCounts = new Map<SessionEnd, number>();
@@ -325,7 +326,7 @@ export class ProxyServer {
       this.#stopping = true;
       closeQuietly(this.#listener);
       this.#wakeAcceptor?.();
-      this.#wakePause?.();
+      this.#pause.wake();
     }
     await this.#accepting;
     const running = this.#sessions.size;
@@ -425,7 +426,7 @@ export class ProxyServer {
           });
         }
         if (isOutOfDescriptors(error)) this.#listenerState = "out of descriptors";
-        await this.#pause(pauseMs);
+        await this.#pause.wait(pauseMs);
         this.#listenerState = "accepting";
         continue;
       }
@@ -440,17 +441,6 @@ export class ProxyServer {
       listen: formatHostPort(this.address),
       ms: Math.round(episodeMs),
     });
-  }
-
-  /** Waits `ms`, or less if the proxy starts shutting down (not when a session ends). */
-  async #pause(ms: number): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await new Promise<void>((resolve) => {
-      this.#wakePause = resolve;
-      timer = setTimeout(resolve, ms);
-    });
-    clearTimeout(timer);
-    this.#wakePause = undefined;
   }
 
   /**
