@@ -322,8 +322,6 @@ export class UpstreamPool {
   #probing: Promise<void> | undefined;
   /** When the last readiness probe ended. */
   #probedAt = -Infinity;
-  /** Slots held by a readiness probe (0 or 1): counted in `#open`, not leased. */
-  #probeSlots = 0;
 
   /** Creates the pool and, in `warm` and `reuse`, starts dialling `minIdle` connections. */
   constructor(options: PoolOptions) {
@@ -358,10 +356,7 @@ export class UpstreamPool {
         },
         deliver: (conn) => this.#putIdle(conn),
         proven: () => this.#served(),
-        lostToUpstream: (detail) => {
-          const error = new UpstreamConnectError(this.options.upstream, "closed", detail);
-          this.#dialFailed(error);
-        },
+        lostToUpstream: (detail) => this.#closedBeforeUse(detail),
       },
       this.#log,
       options.probationMs,
@@ -502,7 +497,7 @@ export class UpstreamPool {
   /** Connections serving a session now: open ones that are not being dialled, idle or settling. */
   get #leased(): number {
     return this.#open - this.#dialsInFlight - this.#idle.size - this.#settling.size -
-      this.#probeSlots;
+      (this.#probing === undefined ? 0 : 1); // a probe's slot is not leased
   }
 
   /**
@@ -518,9 +513,16 @@ export class UpstreamPool {
     const detail = `the upstream closed the new connection before it could be used (${
       conn.unfitReason ?? "closed"
     }${greeting === "" ? "" : `; it said ${greeting}`})`;
+    return this.#closedBeforeUse(detail);
+  }
+
+  /**
+   * The upstream closed a connection before it served anyone (a session's new connection, a
+   * refill, a probe): counted as a failed dial, `closed`, with `detail` as its reason.
+   */
+  #closedBeforeUse(detail: string): UpstreamConnectError {
     const error = new UpstreamConnectError(this.options.upstream, "closed", detail);
     this.#dialFailed(error);
-    this.#lastDialError = `connect to upstream ${this.#address} failed: ${detail}`;
     return error;
   }
 
@@ -947,8 +949,7 @@ export class UpstreamPool {
     // Never past --max-upstream: at the bound, sessions are proof enough either way.
     if (this.#closed || !this.#hasRoom()) return Promise.resolve();
     if (performance.now() - this.#probedAt < PROBE_INTERVAL_MS) return Promise.resolve();
-    this.#open++; // its slot, held until it is closed (#freeSlot below)
-    this.#probeSlots++;
+    this.#open++; // its slot, held while #probing is set (#freeSlot below)
     this.#stats.dials++;
     const started = performance.now();
     const probing = dialUpstream(
@@ -964,12 +965,11 @@ export class UpstreamPool {
         return;
       }
       const detail = `the upstream ${lost} the probe connection at once`;
-      this.#dialFailed(new UpstreamConnectError(this.options.upstream, "closed", detail));
+      this.#closedBeforeUse(detail);
     }, (error: unknown) => this.#dialFailed(error)).finally(() => {
       this.#probing = undefined;
       this.#probedAt = performance.now();
       this.#dialing.delete(probing);
-      this.#probeSlots--;
       this.#freeSlot();
     });
     this.#probing = probing;
