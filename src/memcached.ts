@@ -279,12 +279,10 @@ export class MemcachedTracker implements ExchangeTracker {
   // Outstanding requests, oldest first: kinds by sequence number, in a ring that grows (by
   // doubling, up to MAX_OUTSTANDING) only as a pipeline needs: a held session costs little.
   #kinds = new Uint8Array(FIRST_RING);
-  #kindsMask = FIRST_RING - 1;
   #head = 0;
   #tail = 0;
   // Sequence numbers of the outstanding `mn` requests, oldest first, in a ring that grows alike.
   #mns = new Float64Array(FIRST_RING);
-  #mnsMask = FIRST_RING - 1;
   #mnHead = 0;
   #mnTail = 0;
   // Sequence number of the newest quiet or noreply request, -1 before any.
@@ -349,7 +347,7 @@ export class MemcachedTracker implements ExchangeTracker {
   get settleable(): boolean {
     if (this.#lastQuiet < this.#head) return true; // no quiet request outstanding
     return this.#mnTail > this.#mnHead &&
-      this.#mns[(this.#mnTail - 1) & this.#mnsMask] > this.#lastQuiet;
+      this.#mns[(this.#mnTail - 1) & (this.#mns.length - 1)] > this.#lastQuiet;
   }
 
   /** Whether a request line or its data block has been forwarded in part. */
@@ -645,35 +643,17 @@ export class MemcachedTracker implements ExchangeTracker {
       this.#break(`more than ${MAX_OUTSTANDING} requests outstanding`);
       return;
     }
-    if (this.#tail - this.#head === this.#kinds.length) this.#growKinds();
+    if (this.#tail - this.#head === this.#kinds.length) {
+      this.#kinds = doubled(this.#kinds, this.#head, this.#tail);
+    }
     if (kind === K_MN) {
-      if (this.#mnTail - this.#mnHead === this.#mns.length) this.#growMns();
-      this.#mns[this.#mnTail++ & this.#mnsMask] = this.#tail;
+      if (this.#mnTail - this.#mnHead === this.#mns.length) {
+        this.#mns = doubled(this.#mns, this.#mnHead, this.#mnTail);
+      }
+      this.#mns[this.#mnTail++ & (this.#mns.length - 1)] = this.#tail;
     }
     if ((kind & QUIET) !== 0) this.#lastQuiet = this.#tail;
-    this.#kinds[this.#tail++ & this.#kindsMask] = kind;
-  }
-
-  /** Doubles the ring of kinds, keeping each outstanding one at its sequence number. */
-  #growKinds(): void {
-    const old = this.#kinds;
-    const grown = new Uint8Array(old.length * 2);
-    for (let seq = this.#head; seq < this.#tail; seq++) {
-      grown[seq & (grown.length - 1)] = old[seq & this.#kindsMask];
-    }
-    this.#kinds = grown;
-    this.#kindsMask = grown.length - 1;
-  }
-
-  /** Doubles the ring of `mn` sequence numbers, keeping each at its place in line. */
-  #growMns(): void {
-    const old = this.#mns;
-    const grown = new Float64Array(old.length * 2);
-    for (let i = this.#mnHead; i < this.#mnTail; i++) {
-      grown[i & (grown.length - 1)] = old[i & this.#mnsMask];
-    }
-    this.#mns = grown;
-    this.#mnsMask = grown.length - 1;
+    this.#kinds[this.#tail++ & (this.#kinds.length - 1)] = kind;
   }
 
   // ---- server side ----
@@ -763,7 +743,7 @@ export class MemcachedTracker implements ExchangeTracker {
       this.#break("a reply arrived with no request outstanding");
       return;
     }
-    const kind = this.#kinds[this.#head & this.#kindsMask];
+    const kind = this.#kinds[this.#head & (this.#kinds.length - 1)];
     if ((kind & QUIET) !== 0) return this.#looseLine(cls, size);
     switch (kind) {
       case K_RETRIEVAL:
@@ -839,7 +819,7 @@ export class MemcachedTracker implements ExchangeTracker {
           this.#break("MN arrived with no mn outstanding");
           return;
         }
-        this.#head = this.#mns[this.#mnHead++ & this.#mnsMask] + 1;
+        this.#head = this.#mns[this.#mnHead++ & (this.#mns.length - 1)] + 1;
         this.#sLooseList = false;
         return;
       }
@@ -866,7 +846,7 @@ export class MemcachedTracker implements ExchangeTracker {
 
   /** Settles the oldest outstanding request. */
   #pop(): void {
-    if ((this.#kinds[this.#head & this.#kindsMask] & KIND) === K_MN) this.#mnHead++;
+    if ((this.#kinds[this.#head & (this.#kinds.length - 1)] & KIND) === K_MN) this.#mnHead++;
     this.#head++;
     this.#sList = L_NONE;
     this.#sPopAfterData = false;
@@ -876,4 +856,18 @@ export class MemcachedTracker implements ExchangeTracker {
     const word = cls === R_ERROR ? "an error line" : wordText(this.#sWord, wordLen);
     this.#break(`a reply does not fit: ${word} ${where}`);
   }
+}
+
+/**
+ * `ring` (a power of two long) at twice its length, each entry numbered `from` to `to` (exclusive)
+ * at its place modulo the new length, as the ring reads it.
+ */
+function doubled<Ring extends Uint8Array | Float64Array>(
+  ring: Ring,
+  from: number,
+  to: number,
+): Ring {
+  const grown = new (ring.constructor as new (length: number) => Ring)(ring.length * 2);
+  for (let i = from; i < to; i++) grown[i & (grown.length - 1)] = ring[i & (ring.length - 1)];
+  return grown;
 }
