@@ -179,11 +179,7 @@ export class SocketConn implements ClientConn {
     } else {
       socket.destroy();
     }
-    this.#queue.length = 0;
-    this.#queued = 0;
-    const pending = this.#pending;
-    this.#pending = undefined;
-    pending?.reject(new Deno.errors.Interrupted("connection closed"));
+    this.#dropReads();
   }
 
   /**
@@ -195,6 +191,11 @@ export class SocketConn implements ClientConn {
     if (this.#closed) return;
     this.#closed = true;
     this.#socket.destroy();
+    this.#dropReads();
+  }
+
+  /** Once closed: what was read and not taken is dropped, and a pending read rejects. */
+  #dropReads(): void {
     this.#queue.length = 0;
     this.#queued = 0;
     const pending = this.#pending;
