@@ -2,7 +2,7 @@
  * tcp-pool-proxy: a TCP proxy that keeps a bounded pool of upstream connections.
  *
  * The entry point, read as the table of contents: parse the command line, configure logging,
- * install the failsafe, size --max-clients, start the proxy and the admin endpoint (--admin), wait
+ * install the failsafe, size --max-clients and the read-ahead budget, start the proxy and the admin endpoint (--admin), wait
  * for SIGINT or SIGTERM (logging the state on each SIGHUP meanwhile), drain, exit.
  *
  * ```sh
@@ -16,7 +16,7 @@
  * @module
  */
 
-import { writeAllSync } from "./src/_io.ts";
+import { setReadAheadMemory, writeAllSync } from "./src/_io.ts";
 import { formatHostPort } from "./src/address.ts";
 import { AdminListenError, type AdminServer, startAdmin } from "./src/admin.ts";
 import { ConfigError, parseCli, type ProxyConfig } from "./src/config.ts";
@@ -134,6 +134,8 @@ async function serve(config: ProxyConfig): Promise<number> {
     limit = { maxClients: sessionsThatFit, source: "given" };
   }
   const inForce: ProxyConfig = { ...config, poolSize, minIdle };
+  // Process-wide, like the buffers it bounds.
+  setReadAheadMemory(config.readAheadMemory);
   let server: ProxyServer;
   try {
     const options = { ...inForce, maxClients: limit.maxClients, tls: upstreamTls };

@@ -153,6 +153,35 @@ export function parkedBurstBuffers(): number {
   return parked;
 }
 
+/**
+ * What one direction that reads ahead holds at most: the 256 KiB chunk being written and the
+ * 256 KiB being read behind it. {@link setReadAheadMemory} counts this much per direction.
+ */
+export const READ_AHEAD_PER_DIRECTION = 2 * MAX_READ_BUFFER;
+/** The default of `--read-ahead-memory`: 32 MiB, room for 64 directions reading ahead at once. */
+export const DEFAULT_READ_AHEAD_MEMORY = 32 * 1024 * 1024;
+let readAheadMemory = DEFAULT_READ_AHEAD_MEMORY;
+let readingAhead = 0;
+
+/**
+ * Sets the process-wide budget for reading ahead (`--read-ahead-memory`), in bytes: while its
+ * reads fill their buffers, a direction reads its next chunk into a second buffer while the last
+ * one is written, and grows its buffers to 256 KiB, only with a place on this budget
+ * ({@link READ_AHEAD_PER_DIRECTION} each). A direction without one reads into a single 64 KiB
+ * buffer and waits for each write before reading again. So a direction whose writes are blocked
+ * (a client or an upstream that stopped reading) holds at most 64 KiB of chunks besides the
+ * budget, whatever the number of such sessions. 0 never reads ahead. Directions reading ahead
+ * now keep their places.
+ */
+export function setReadAheadMemory(bytes: number): void {
+  readAheadMemory = bytes;
+}
+
+/** Bytes of the read-ahead budget taken now, process-wide ({@link READ_AHEAD_PER_DIRECTION} per direction). */
+export function readAheadInUse(): number {
+  return readingAhead;
+}
+
 /** The size of the next read buffer after a read that filled one of `size`. */
 function nextSize(size: number): number {
   return size === MIN_READ_BUFFER ? BURST_READ_BUFFER : MAX_READ_BUFFER;
@@ -242,8 +271,10 @@ export interface ByteSource {
  * list and reads the rest behind them; when the rest was already in the socket (a request or an
  * answer of up to 64 KiB sent at once), the whole burst is one chunk, so one write. While reads
  * keep filling their buffers, the next read goes into another large buffer
- * ({@link MAX_READ_BUFFER}) while the write of the previous chunk is in flight; so at most two
- * buffers are in use. A read that does not fill a large buffer ends the burst: the direction
+ * ({@link MAX_READ_BUFFER}) while the write of the previous chunk is in flight, if the
+ * process-wide read-ahead budget has a place ({@link setReadAheadMemory}); so at most two buffers
+ * are in use. Without a place, the direction reads into one 64 KiB buffer and waits for each write.
+ * A read that does not fill a large buffer ends the burst: the direction
  * keeps a 64 KiB buffer for its next read if the process-wide parked budget
  * ({@link PARKED_BURST_BUFFERS}) allows (a keep-alive client's next answer then takes one read),
  * or returns to its small buffer; so idle directions hold at most that many large buffers in all.
@@ -269,6 +300,8 @@ export class ReadBuffers {
   #freeOnNextRead: Uint8Array<ArrayBuffer> | undefined;
   /** Whether {@link current} is a burst buffer kept past its burst, on the parked budget. */
   #parked = false;
+  /** Whether this direction holds a place on the read-ahead budget ({@link setReadAheadMemory}). */
+  #readsAhead = false;
   #lastFilled = false;
 
   /**
@@ -381,6 +414,7 @@ export class ReadBuffers {
     this.#writing = undefined;
     this.#unpark();
     if (end < filled.length) {
+      this.#stopReadingAhead();
       // Not pressing: one buffer will do, read again once this write is done.
       if (written !== undefined) this.#give(written);
       if (filled === this.#small) return true;
@@ -397,6 +431,14 @@ export class ReadBuffers {
         this.#current = this.#small;
       }
       this.#freeOnNextRead = filled;
+      return true;
+    }
+    if (!this.#readsAhead && !this.#startReadingAhead()) {
+      // A burst, but the read-ahead budget is spent: one 64 KiB buffer, each chunk written
+      // before the next read. (No write is in flight: only a direction reading ahead has one.)
+      if (filled.length === BURST_READ_BUFFER) return true;
+      this.#current = takeBuffer(BURST_READ_BUFFER);
+      if (filled !== this.#small) this.#freeOnNextRead = filled;
       return true;
     }
     const size = nextSize(filled.length);
@@ -419,11 +461,26 @@ export class ReadBuffers {
    */
   dispose(): void {
     this.#unpark();
+    this.#stopReadingAhead();
     if (this.#freeOnNextRead !== undefined) this.#give(this.#freeOnNextRead);
     this.#freeOnNextRead = undefined;
     // A read of the rest of a burst may still be under way into the current buffer.
     if (this.#rest === undefined && this.#current !== this.#writing) this.#give(this.#current);
     this.#current = this.#small;
+  }
+
+  /** Takes a place on the read-ahead budget, if there is one left. */
+  #startReadingAhead(): boolean {
+    if (readingAhead + READ_AHEAD_PER_DIRECTION > readAheadMemory) return false;
+    readingAhead += READ_AHEAD_PER_DIRECTION;
+    this.#readsAhead = true;
+    return true;
+  }
+
+  #stopReadingAhead(): void {
+    if (!this.#readsAhead) return;
+    this.#readsAhead = false;
+    readingAhead -= READ_AHEAD_PER_DIRECTION;
   }
 
   #unpark(): void {

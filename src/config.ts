@@ -93,6 +93,13 @@ export interface ProxyConfig {
   protocol: Protocol;
   /** With a framed protocol, most bytes of owed responses read and discarded after a client left, before its connection is pooled. Default 262144 (256 KiB). */
   reuseDrainBytes: number;
+  /**
+   * Process-wide bytes for reading ahead: a busy direction reads its next chunk while the last is
+   * written, in buffers of up to 256 KiB, only with a place on this budget (512 KiB each, see
+   * `setReadAheadMemory` in `src/_io.ts`); others read 64 KiB at a time and wait for each write.
+   * Default 33554432 (32 MiB); 0 never reads ahead.
+   */
+  readAheadMemory: number;
   /** With a framed protocol, how long owed responses may take to arrive after a client left. Default 1000 (1s). Always > 0. */
   reuseDrainTimeoutMs: number;
   /** In `raw` reuse, how long a released connection is watched before it is handed out again. Default 5 (5ms); 0 hands it out at once. */
@@ -179,7 +186,7 @@ export const MAX_UPSTREAM = 100_000;
 export const MAX_PRECONNECT_RATIO = 100;
 /** The accepted protocols. */
 export const PROTOCOLS: readonly Protocol[] = ["raw", "redis", "memcached"];
-/** The largest accepted `--reuse-drain-bytes`: 1 GiB. */
+/** The largest accepted size (`--reuse-drain-bytes`, `--read-ahead-memory`): 1 GiB. */
 export const MAX_DRAIN_BYTES = 1024 * 1024 * 1024;
 
 /**
@@ -211,6 +218,7 @@ export const DEFAULT_CONFIG: Readonly<ProxyConfig> = Object.freeze({
   queueTimeoutMs: 5_000,
   protocol: "raw",
   reuseDrainBytes: 256 * 1024,
+  readAheadMemory: 32 * 1024 * 1024,
   reuseDrainTimeoutMs: 1_000,
   reuseSettleMs: 5,
   redisReset: false,
@@ -259,6 +267,7 @@ const VALUE_FLAGS = [
   "queue-timeout",
   "protocol",
   "reuse-drain-bytes",
+  "read-ahead-memory",
   "reuse-drain-timeout",
   "reuse-settle",
   "drain-timeout",
@@ -295,6 +304,7 @@ const ACCEPTS: Record<ValueFlag, string> = {
   "queue-timeout": "give a duration greater than 0, e.g. 5s",
   "protocol": "use raw, redis or memcached",
   "reuse-drain-bytes": "give a size in bytes, KiB or MiB, e.g. 256KiB, up to 1GiB",
+  "read-ahead-memory": "give a size in bytes, KiB or MiB, e.g. 32MiB, or 0, up to 1GiB",
   "reuse-drain-timeout": "give a duration greater than 0, e.g. 1s",
   "reuse-settle": "give a duration, e.g. 5ms, or 0",
   "drain-timeout": "give a duration, e.g. 30s, or 0",
@@ -484,6 +494,11 @@ export function helpText(): string {
       "redis: send RESET on a connection left with state (SELECT, AUTH, ...)",
     ],
     ["", "and pool it after +RESET, instead of closing it (Redis 6.2 and later)"],
+    [
+      "--read-ahead-memory SIZE",
+      `memory for busy directions to read their next chunk while the last`,
+    ],
+    ["", `is written, 512KiB each (default ${formatSize(d.readAheadMemory)}; 0 = never)`],
     [
       "--drain-timeout DURATION",
       `on SIGINT/SIGTERM, how long active sessions may finish (default ${drain})`,
@@ -753,6 +768,8 @@ function buildConfig(
     protocol,
     reuseDrainBytes: size("reuse-drain-bytes", values.get("reuse-drain-bytes")) ??
       d.reuseDrainBytes,
+    readAheadMemory: size("read-ahead-memory", values.get("read-ahead-memory")) ??
+      d.readAheadMemory,
     reuseDrainTimeoutMs: duration("reuse-drain-timeout", values.get("reuse-drain-timeout"), 1) ??
       d.reuseDrainTimeoutMs,
     reuseSettleMs: duration("reuse-settle", values.get("reuse-settle"), 0) ?? d.reuseSettleMs,

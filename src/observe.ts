@@ -69,6 +69,8 @@ export interface ProxyStats {
   draining: boolean;
   /** Errors caught by the failsafe since start. */
   unexpectedErrors: number;
+  /** Bytes of the read-ahead budget taken now (`--read-ahead-memory`), process-wide. */
+  readAheadBytes: number;
   /** The pool's counters and gauges. */
   pool: PoolStats;
   /** Client TLS handshakes, with `--tls-cert` only. */
@@ -141,6 +143,11 @@ export function metricFamilies(stats: ProxyStats): MetricFamily[] {
     ]),
     gaugeFamily(`${p}max_clients`, "--max-clients in force (0: none).", stats.maxClients),
     gaugeFamily(`${p}draining`, "1 once a drain has started.", stats.draining ? 1 : 0),
+    gaugeFamily(
+      `${p}read_ahead_bytes`,
+      "Bytes of --read-ahead-memory taken now by busy directions reading ahead (512 KiB each).",
+      stats.readAheadBytes,
+    ),
     gaugeFamily(
       `${p}pool_connections`,
       "Upstream connections by state: idle (ready), settling (released, watched before reuse), leased (serving a session), dialling.",

@@ -28,6 +28,7 @@ import {
   describeListenError,
   isGoneBeforeAccept,
   isOutOfDescriptors,
+  readAheadInUse,
   WakeablePause,
 } from "./_io.ts";
 import type { ProxyConfig } from "./config.ts";
@@ -302,6 +303,7 @@ export class ProxyServer {
       maxClients: this.#maxClients,
       draining: this.#stopping,
       unexpectedErrors: unexpectedErrors(),
+      readAheadBytes: readAheadInUse(),
       pool: this.pool.stats,
     };
   }

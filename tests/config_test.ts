@@ -57,6 +57,7 @@ Deno.test("parseCli with no flags gives the documented defaults", () => {
     queueTimeoutMs: 5_000,
     protocol: "raw",
     reuseDrainBytes: 262_144,
+    readAheadMemory: 33_554_432,
     reuseDrainTimeoutMs: 1_000,
     reuseSettleMs: 5,
     redisReset: false,
@@ -115,6 +116,7 @@ Deno.test("parseCli reads every flag, with a space or an equals sign", () => {
     "--protocol=redis",
     "--reuse-drain-bytes",
     "1MiB",
+    "--read-ahead-memory=8MiB",
     "--reuse-drain-timeout=250ms",
     "--redis-reset",
     "--drain-timeout",
@@ -158,6 +160,7 @@ Deno.test("parseCli reads every flag, with a space or an equals sign", () => {
     queueTimeoutMs: 1_500,
     protocol: "redis",
     reuseDrainBytes: 1_048_576,
+    readAheadMemory: 8_388_608,
     reuseDrainTimeoutMs: 250,
     reuseSettleMs: 5,
     redisReset: true,
@@ -607,6 +610,22 @@ Deno.test("help text lists every flag with its default and a line per pool mode"
     assertMatch(text, new RegExp(`^ +${mode} +\\S`, "m"));
   }
   for (const line of text.split("\n")) assert(line.length <= 100, `help line too long: ${line}`);
+});
+
+Deno.test("--read-ahead-memory: a size up to 1GiB, 0 included; anything else is one line", () => {
+  assertEquals(run("--read-ahead-memory", "0").readAheadMemory, 0);
+  assertEquals(run("--read-ahead-memory", "512KiB").readAheadMemory, 524_288);
+  assertEquals(run("--read-ahead-memory", "1GiB").readAheadMemory, 1024 ** 3);
+  rejects(
+    ["--read-ahead-memory", "-1"],
+    '--read-ahead-memory: "-1" is not a size; give a size in bytes, KiB or MiB, e.g. 32MiB, or 0, up to 1GiB',
+    "--read-ahead-memory",
+  );
+  rejects(
+    ["--read-ahead-memory", "2GiB"],
+    '--read-ahead-memory: "2GiB" is too large; give a size in bytes, KiB or MiB, e.g. 32MiB, or 0, up to 1GiB',
+    "--read-ahead-memory",
+  );
 });
 
 Deno.test("--protocol, --reuse-drain-*, --reuse-settle and --redis-reset: accepted forms and one-line rejections", () => {

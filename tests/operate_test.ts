@@ -295,6 +295,47 @@ Deno.test("cli --admin: /healthz and /metrics while serving; /readyz turns 503 t
   assertEquals((await proxy.exited()).code, 0);
 });
 
+Deno.test("cli --read-ahead-memory: a client whose upstream stopped reading holds one place (512 KiB) by default, none with 0; /metrics says so", async () => {
+  for (const [flags, expected] of [[[], 512 * 1024], [["--read-ahead-memory", "0"], 0]] as const) {
+    const release = Promise.withResolvers<void>();
+    await using upstream = new TestUpstream(async () => await release.promise); // never reads
+    await using proxy = ProxyProcess.spawnMain([
+      "--listen",
+      "127.0.0.1:0",
+      "--upstream",
+      formatHostPort(upstream.address),
+      "--pool",
+      "off",
+      "--admin",
+      "127.0.0.1:0",
+      ...flags,
+    ]);
+    const port = await proxy.listeningPort();
+    const found = await proxy.waitForLine(/admin server on 127\.0\.0\.1:(\d+)/);
+    const admin = { hostname: "127.0.0.1", port: Number(found.match[1]) };
+    const client = await connect({ hostname: "127.0.0.1", port });
+    // More than the kernel's buffers take: the proxy's writes upstream block.
+    const writing = writeAll(client, new Uint8Array(16 * 1024 * 1024)).catch(() => {});
+    try {
+      const readAhead = async () =>
+        sample((await get(admin, "/metrics")).body, "tcp_pool_proxy_read_ahead_bytes");
+      await delay(300); // long enough for the buffers to fill and the writes to block
+      let seen = await readAhead();
+      for (let i = 0; i < 50 && seen !== expected; i++) {
+        await delay(20);
+        seen = await readAhead();
+      }
+      assertEquals(seen, expected, `with ${flags.join(" ") || "the default"}`);
+    } finally {
+      closeQuietly(client);
+      release.resolve();
+      await writing;
+    }
+    proxy.kill("SIGTERM");
+    assertEquals((await proxy.exited()).code, 0, proxy.stderr);
+  }
+});
+
 Deno.test("cli --access-log: one line per finished session with its times, bytes, source, end and release; none without the flag", async () => {
   await using upstream = await EchoUpstream.start();
   for (const [flags, lines] of [[["--access-log"], 2], [[], 0]] as const) {

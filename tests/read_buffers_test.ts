@@ -8,12 +8,17 @@
 import { assert, assertEquals } from "./_assert.ts";
 import {
   BURST_READ_BUFFER,
+  DEFAULT_READ_AHEAD_MEMORY,
   FreeBuffers,
+  MAX_READ_BUFFER,
   MIN_READ_BUFFER,
   PARKED_BURST_BUFFERS,
   parkedBurstBuffers,
+  READ_AHEAD_PER_DIRECTION,
+  readAheadInUse,
   ReadBuffers,
   readConn,
+  setReadAheadMemory,
   usesRuntimeOps,
   writeConn,
 } from "../src/_io.ts";
@@ -176,6 +181,78 @@ Deno.test("idle directions park at most PARKED_BURST_BUFFERS burst buffers in al
   const again = parkOne();
   assertEquals(again.current.length, BURST_READ_BUFFER);
   again.dispose();
+});
+
+/** Runs `body` with the read-ahead budget set to `directions` places besides those taken now. */
+async function withReadAheadPlaces(directions: number, body: () => Promise<void> | void) {
+  setReadAheadMemory(readAheadInUse() + directions * READ_AHEAD_PER_DIRECTION);
+  try {
+    await body();
+  } finally {
+    setReadAheadMemory(DEFAULT_READ_AHEAD_MEMORY);
+  }
+}
+
+Deno.test("read-ahead: past the process-wide budget (--read-ahead-memory), a busy direction reads into one 64 KiB buffer and waits for each write", async () => {
+  await withReadAheadPlaces(2, () => {
+    const before = readAheadInUse();
+    // Four directions whose reads all fill their buffers (a bulk transfer).
+    const busy = Array.from({ length: 4 }, () => new ReadBuffers());
+    const waits = busy.map((buffers) =>
+      [1, 2, 3].map(() => buffers.rotate(buffers.current.length))
+    );
+    assertEquals(waits.slice(0, 2), [[false, false, false], [false, false, false]], "read ahead");
+    assertEquals(busy[0].current.length, MAX_READ_BUFFER);
+    assertEquals(waits.slice(2), [[true, true, true], [true, true, true]], "write, then read");
+    assertEquals(busy[2].current.length, BURST_READ_BUFFER, "one 64 KiB buffer, no growth");
+    assertEquals(readAheadInUse(), before + 2 * READ_AHEAD_PER_DIRECTION);
+    // A burst that ends gives its place back; the next burst of another direction takes it.
+    assertEquals(busy[0].rotate(100), true);
+    assertEquals(readAheadInUse(), before + READ_AHEAD_PER_DIRECTION);
+    assertEquals(busy[2].rotate(busy[2].current.length), false, "now it reads ahead");
+    for (const buffers of busy) buffers.dispose();
+    assertEquals(readAheadInUse(), before, "disposed directions give their places back");
+  });
+});
+
+Deno.test("read-ahead: sessions whose upstream stops reading hold at most the budget in read-ahead, and every byte arrives in order once it reads again", async () => {
+  const size = 8 * 1024 * 1024; // more than the kernel's buffers take while the upstream stalls
+  const sent = patternBytes(size, 11);
+  let reading = false;
+  const resume = Promise.withResolvers<void>();
+  const received: boolean[] = [];
+  await using upstream = new TestUpstream(async (conn) => {
+    await resume.promise; // stalled: the proxy's writes upstream block
+    const got = await readExactly(conn, size);
+    received.push(got.every((b, i) => b === sent[i]));
+    await writeAll(conn, new Uint8Array([1]));
+  });
+  await withReadAheadPlaces(1, async () => {
+    await using proxy = startProxy(upstream.address, { pool: "off" });
+    const clients = await Promise.all(Array.from({ length: 4 }, () => connect(proxy.address)));
+    try {
+      const writes = clients.map((client) => writeAll(client, sent).catch(() => {}));
+      let most = 0;
+      for (let i = 0; i < 20; i++) {
+        await delay(10);
+        most = Math.max(most, readAheadInUse());
+      }
+      // One direction took the one place and kept it while its write was blocked; the others
+      // read 64 KiB at a time.
+      assertEquals(most, READ_AHEAD_PER_DIRECTION, "the budget, never past it");
+      reading = true;
+      resume.resolve();
+      await Promise.all(writes);
+      for (const client of clients) {
+        await within(client, 10_000, () => readExactly(client, 1));
+      }
+    } finally {
+      for (const client of clients) closeQuietly(client);
+    }
+    await proxy.sessionsEnded(4);
+  });
+  assert(reading);
+  assertEquals(received, [true, true, true, true], "every byte, in order");
 });
 
 Deno.test("a large buffer given back is reused by another direction without carrying old bytes into its reads", async () => {
