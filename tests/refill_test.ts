@@ -8,7 +8,7 @@ import type { PoolMode } from "../src/config.ts";
 import { getProxyLogger } from "../src/logging.ts";
 import { captureLog } from "./_log.ts";
 import { Refiller } from "../src/refill.ts";
-import { GREETING_LIMIT, UpstreamConn } from "../src/upstream_conn.ts";
+import { GREETING_LIMIT, GREETING_MAX_CHUNKS, UpstreamConn } from "../src/upstream_conn.ts";
 import {
   connect,
   delay,
@@ -60,6 +60,54 @@ for (const mode of ["warm", "reuse"] as PoolMode[]) {
       }
     });
   }
+}
+
+/**
+ * The socket of `conn`, read at most `most` bytes at a time: what a greeting sent a byte per
+ * segment looks like to the reader (loopback coalesces segments, so a real peer cannot make it
+ * reliably).
+ */
+function readingAtMost(conn: Deno.Conn, most: number) {
+  return {
+    read: (p: Uint8Array) => conn.read(p.subarray(0, Math.min(most, p.length))),
+    write: (p: Uint8Array) => conn.write(p),
+    closeWrite: () => conn.closeWrite(),
+    close: () => conn.close(),
+  };
+}
+
+for (
+  const [reads, fit] of [[GREETING_MAX_CHUNKS, true], [GREETING_MAX_CHUNKS + 1, false]] as const
+) {
+  Deno.test(`a greeting that comes in ${reads} reads of a byte is ${fit ? "kept" : "cut as too large, each read being a copy"}`, async () => {
+    await using upstream = new TestUpstream(async (conn) => {
+      await writeAll(conn, new Uint8Array(reads).fill(0x41));
+      await delay(500); // and keeps the connection open
+    });
+    const conn = new UpstreamConn(readingAtMost(await connect(upstream.address), 1));
+    try {
+      await delay(200); // every byte read
+      assertEquals(conn.state, fit ? "idle" : "closed");
+      assertEquals(conn.unfitReason, fit ? undefined : "greeting too large");
+      if (!fit) return;
+      // The whole greeting goes to the first session.
+      let delivered = 0;
+      assert(conn.tryLease({
+        onLease: () => {},
+        onUpstreamData: (_conn, chunk) => {
+          delivered += chunk.length;
+          return Promise.resolve();
+        },
+        onUpstreamEof: () => {},
+        onUpstreamError: () => {},
+      }, true));
+      await eventually(() => delivered === reads, 1_000, "the greeting delivered");
+      await conn.endLease();
+    } finally {
+      conn.close();
+      await conn.readerDone;
+    }
+  });
 }
 
 Deno.test("while refills back off, a session still dials for itself and is served", async () => {
