@@ -143,7 +143,9 @@ function giveBuffer(buffer: Uint8Array<ArrayBuffer>): void {
  * Most burst buffers parked in pending reads at once, process-wide: a direction that just read a
  * burst keeps its 64 KiB buffer for its next read (a keep-alive client's next answer then comes
  * in one read) while this budget lasts; past it, directions go back to their small buffers. So
- * idle sessions hold at most this many burst buffers in all (16 MiB), whatever their number.
+ * idle sessions hold at most this many burst buffers in all (16 MiB), whatever their number,
+ * besides one for each direction whose last read exactly filled its 64 KiB buffer (its next read
+ * waits in that buffer, as a stream's does).
  */
 export const PARKED_BURST_BUFFERS = 256;
 let parked = 0;
@@ -164,17 +166,23 @@ let readAheadMemory = DEFAULT_READ_AHEAD_MEMORY;
 let readingAhead = 0;
 
 /**
- * Sets the process-wide budget for reading ahead (`--read-ahead-memory`), in bytes: while its
- * reads fill their buffers, a direction reads its next chunk into a second buffer while the last
- * one is written, and grows its buffers to 256 KiB, only with a place on this budget
- * ({@link READ_AHEAD_PER_DIRECTION} each). A direction without one reads into a single 64 KiB
- * buffer and waits for each write before reading again. So a direction whose writes are blocked
- * (a client or an upstream that stopped reading) holds at most 64 KiB of chunks besides the
- * budget, whatever the number of such sessions. 0 never reads ahead. Directions reading ahead
- * now keep their places.
+ * Sets the process-wide budget for reading ahead (`--read-ahead-memory`), in bytes, counted in
+ * places of {@link READ_AHEAD_PER_DIRECTION} (rounded down): once two reads in a row have filled
+ * their buffers (a stream), a direction reads its next chunk into a second buffer while the last
+ * one is written, and grows its buffers to 256 KiB, only with a place on this budget. A direction
+ * without one reads into a single 64 KiB buffer and waits for each write before reading again. So
+ * a direction whose writes are blocked (a client or an upstream that stopped reading) holds at
+ * most 64 KiB of chunks besides the budget, whatever the number of such sessions. 0 never reads
+ * ahead. Directions reading ahead now keep their places. The command line sets it in `main.ts`;
+ * a `ProxyServer` does not (it is the process's, not the server's).
  */
 export function setReadAheadMemory(bytes: number): void {
   readAheadMemory = bytes;
+}
+
+/** The read-ahead budget in force, in bytes ({@link setReadAheadMemory}). */
+export function readAheadBudget(): number {
+  return readAheadMemory;
 }
 
 /** Bytes of the read-ahead budget taken now, process-wide ({@link READ_AHEAD_PER_DIRECTION} per direction). */
@@ -270,14 +278,16 @@ export interface ByteSource {
  * those bytes into the start of a large buffer ({@link BURST_READ_BUFFER}) taken from a shared free
  * list and reads the rest behind them; when the rest was already in the socket (a request or an
  * answer of up to 64 KiB sent at once), the whole burst is one chunk, so one write. While reads
- * keep filling their buffers, the next read goes into another large buffer
+ * keep filling their buffers (two in a row), the next read goes into another large buffer
  * ({@link MAX_READ_BUFFER}) while the write of the previous chunk is in flight, if the
  * process-wide read-ahead budget has a place ({@link setReadAheadMemory}); so at most two buffers
- * are in use. Without a place, the direction reads into one 64 KiB buffer and waits for each write.
+ * are in use. Before that, or without a place, the direction reads into one 64 KiB buffer and
+ * waits for each write.
  * A read that does not fill a large buffer ends the burst: the direction
  * keeps a 64 KiB buffer for its next read if the process-wide parked budget
  * ({@link PARKED_BURST_BUFFERS}) allows (a keep-alive client's next answer then takes one read),
- * or returns to its small buffer; so idle directions hold at most that many large buffers in all.
+ * or returns to its small buffer; so idle directions hold at most that many large buffers in all
+ * (besides those whose last read exactly filled a 64 KiB buffer, one each).
  * A large buffer goes back to the free list once no read or write uses it.
  *
  * The caller's contract, which makes sharing buffers safe: when it calls {@link rotate} for a
@@ -302,6 +312,11 @@ export class ReadBuffers {
   #parked = false;
   /** Whether this direction holds a place on the read-ahead budget ({@link setReadAheadMemory}). */
   #readsAhead = false;
+  /**
+   * Reads in a row that filled their buffers: a place on the read-ahead budget is taken at the
+   * second (a stream), not at the first (one answer of exactly a buffer's size, then quiet).
+   */
+  #fullReadsInARow = 0;
   #lastFilled = false;
 
   /**
@@ -414,6 +429,7 @@ export class ReadBuffers {
     this.#writing = undefined;
     this.#unpark();
     if (end < filled.length) {
+      this.#fullReadsInARow = 0;
       this.#stopReadingAhead();
       // Not pressing: one buffer will do, read again once this write is done.
       if (written !== undefined) this.#give(written);
@@ -433,9 +449,11 @@ export class ReadBuffers {
       this.#freeOnNextRead = filled;
       return true;
     }
-    if (!this.#readsAhead && !this.#startReadingAhead()) {
-      // A burst, but the read-ahead budget is spent: one 64 KiB buffer, each chunk written
-      // before the next read. (No write is in flight: only a direction reading ahead has one.)
+    this.#fullReadsInARow++;
+    if (!this.#readsAhead && (this.#fullReadsInARow < 2 || !this.#startReadingAhead())) {
+      // A burst, but not a stream yet, or the read-ahead budget is spent: one 64 KiB buffer, each
+      // chunk written before the next read. (No write is in flight: only a direction reading
+      // ahead has one.) Its next read may wait, holding 64 KiB, like a write that is blocked.
       if (filled.length === BURST_READ_BUFFER) return true;
       this.#current = takeBuffer(BURST_READ_BUFFER);
       if (filled !== this.#small) this.#freeOnNextRead = filled;

@@ -20,6 +20,7 @@
 
 import { parseArgs } from "@std/cli/parse-args";
 import denoJson from "../deno.json" with { type: "json" };
+import { DEFAULT_READ_AHEAD_MEMORY, READ_AHEAD_PER_DIRECTION } from "./_io.ts";
 import { AddressError, formatHostPort, type HostPort, parseHostPort } from "./address.ts";
 import { DurationError, formatDuration, parseDuration } from "./duration.ts";
 import type { Protocol } from "./framing.ts";
@@ -95,9 +96,9 @@ export interface ProxyConfig {
   reuseDrainBytes: number;
   /**
    * Process-wide bytes for reading ahead: a busy direction reads its next chunk while the last is
-   * written, in buffers of up to 256 KiB, only with a place on this budget (512 KiB each, see
-   * `setReadAheadMemory` in `src/_io.ts`); others read 64 KiB at a time and wait for each write.
-   * Default 33554432 (32 MiB); 0 never reads ahead.
+   * written, in buffers of up to 256 KiB, only with a place on this budget (512 KiB each, rounded
+   * down; see `setReadAheadMemory` in `src/_io.ts`, which `main.ts` calls with it); others read
+   * 64 KiB at a time and wait for each write. Default 33554432 (32 MiB); 0 never reads ahead.
    */
   readAheadMemory: number;
   /** With a framed protocol, how long owed responses may take to arrive after a client left. Default 1000 (1s). Always > 0. */
@@ -218,7 +219,7 @@ export const DEFAULT_CONFIG: Readonly<ProxyConfig> = Object.freeze({
   queueTimeoutMs: 5_000,
   protocol: "raw",
   reuseDrainBytes: 256 * 1024,
-  readAheadMemory: 32 * 1024 * 1024,
+  readAheadMemory: DEFAULT_READ_AHEAD_MEMORY,
   reuseDrainTimeoutMs: 1_000,
   reuseSettleMs: 5,
   redisReset: false,
@@ -498,7 +499,12 @@ export function helpText(): string {
       "--read-ahead-memory SIZE",
       `memory for busy directions to read their next chunk while the last`,
     ],
-    ["", `is written, 512KiB each (default ${formatSize(d.readAheadMemory)}; 0 = never)`],
+    [
+      "",
+      `is written, in places of ${formatSize(READ_AHEAD_PER_DIRECTION)} (default ${
+        formatSize(d.readAheadMemory)
+      }; 0 = never)`,
+    ],
     [
       "--drain-timeout DURATION",
       `on SIGINT/SIGTERM, how long active sessions may finish (default ${drain})`,

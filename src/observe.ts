@@ -69,8 +69,10 @@ export interface ProxyStats {
   draining: boolean;
   /** Errors caught by the failsafe since start. */
   unexpectedErrors: number;
-  /** Bytes of the read-ahead budget taken now (`--read-ahead-memory`), process-wide. */
+  /** Bytes of the read-ahead budget taken now, process-wide. */
   readAheadBytes: number;
+  /** The read-ahead budget in force (`--read-ahead-memory`), in bytes. */
+  readAheadBudget: number;
   /** The pool's counters and gauges. */
   pool: PoolStats;
   /** Client TLS handshakes, with `--tls-cert` only. */
@@ -147,6 +149,11 @@ export function metricFamilies(stats: ProxyStats): MetricFamily[] {
       `${p}read_ahead_bytes`,
       "Bytes of --read-ahead-memory taken now by busy directions reading ahead (512 KiB each).",
       stats.readAheadBytes,
+    ),
+    gaugeFamily(
+      `${p}read_ahead_budget_bytes`,
+      "--read-ahead-memory in force.",
+      stats.readAheadBudget,
     ),
     gaugeFamily(
       `${p}pool_connections`,

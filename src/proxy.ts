@@ -28,6 +28,7 @@ import {
   describeListenError,
   isGoneBeforeAccept,
   isOutOfDescriptors,
+  readAheadBudget,
   readAheadInUse,
   WakeablePause,
 } from "./_io.ts";
@@ -304,6 +305,7 @@ export class ProxyServer {
       draining: this.#stopping,
       unexpectedErrors: unexpectedErrors(),
       readAheadBytes: readAheadInUse(),
+      readAheadBudget: readAheadBudget(),
       pool: this.pool.stats,
     };
   }

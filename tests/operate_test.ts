@@ -37,6 +37,8 @@ import {
 import { EchoUpstream, exchange, MAIN_TS, ProxyProcess, relayOnce } from "./_proxy_process.ts";
 import { describeRun, freePort, missingBinaries, run } from "./_servers.ts";
 
+const MIB = 1024 * 1024;
+
 /** Serves the admin endpoint of `server` on 127.0.0.1:0, as main.ts does. */
 function adminOf(server: ProxyServer) {
   return startAdmin({
@@ -295,8 +297,10 @@ Deno.test("cli --admin: /healthz and /metrics while serving; /readyz turns 503 t
   assertEquals((await proxy.exited()).code, 0);
 });
 
-Deno.test("cli --read-ahead-memory: a client whose upstream stopped reading holds one place (512 KiB) by default, none with 0; /metrics says so", async () => {
-  for (const [flags, expected] of [[[], 512 * 1024], [["--read-ahead-memory", "0"], 0]] as const) {
+Deno.test("cli --read-ahead-memory: /metrics gives the budget in force (32 MiB by default, 0 when given 0), and clients whose upstream stopped reading never take more", async () => {
+  for (
+    const [flags, budget] of [[[], 32 * 1024 * 1024], [["--read-ahead-memory", "0"], 0]] as const
+  ) {
     const release = Promise.withResolvers<void>();
     await using upstream = new TestUpstream(async () => await release.promise); // never reads
     await using proxy = ProxyProcess.spawnMain([
@@ -313,23 +317,21 @@ Deno.test("cli --read-ahead-memory: a client whose upstream stopped reading hold
     const port = await proxy.listeningPort();
     const found = await proxy.waitForLine(/admin server on 127\.0\.0\.1:(\d+)/);
     const admin = { hostname: "127.0.0.1", port: Number(found.match[1]) };
-    const client = await connect({ hostname: "127.0.0.1", port });
+    const clients = await Promise.all(
+      Array.from({ length: 4 }, () => connect({ hostname: "127.0.0.1", port })),
+    );
     // More than the kernel's buffers take: the proxy's writes upstream block.
-    const writing = writeAll(client, new Uint8Array(16 * 1024 * 1024)).catch(() => {});
+    const writing = clients.map((c) => writeAll(c, new Uint8Array(16 * MIB)).catch(() => {}));
     try {
-      const readAhead = async () =>
-        sample((await get(admin, "/metrics")).body, "tcp_pool_proxy_read_ahead_bytes");
-      await delay(300); // long enough for the buffers to fill and the writes to block
-      let seen = await readAhead();
-      for (let i = 0; i < 50 && seen !== expected; i++) {
-        await delay(20);
-        seen = await readAhead();
-      }
-      assertEquals(seen, expected, `with ${flags.join(" ") || "the default"}`);
+      await delay(300); // the buffers fill and the writes block
+      const metrics = (await get(admin, "/metrics")).body;
+      const what = `with ${flags.join(" ") || "the default"}`;
+      assertEquals(sample(metrics, "tcp_pool_proxy_read_ahead_budget_bytes"), budget, what);
+      assertLessOrEqual(sample(metrics, "tcp_pool_proxy_read_ahead_bytes"), budget, what);
     } finally {
-      closeQuietly(client);
+      for (const client of clients) closeQuietly(client);
       release.resolve();
-      await writing;
+      await Promise.all(writing);
     }
     proxy.kill("SIGTERM");
     assertEquals((await proxy.exited()).code, 0, proxy.stderr);
