@@ -13,8 +13,9 @@
  * @module
  */
 
+import type net from "node:net";
 import tls from "node:tls";
-import type { HostPort } from "./address.ts";
+import { formatHostPort, type HostPort } from "./address.ts";
 import type { ClientConn, ClientListener } from "./_io.ts";
 import { getProxyLogger } from "./logging.ts";
 import { SocketConn } from "./socket_conn.ts";
@@ -87,10 +88,18 @@ export class TlsListener implements ClientListener {
     server.on("error", (error: Error) => {
       log.warn("TLS listener error: {reason}", { reason: error.message });
     });
+    // Each client's address, taken as its TCP connection arrives: once a handshake has failed,
+    // the runtime has torn the socket down and the TLS socket no longer knows its peer.
+    const peers = new WeakMap<object, string>();
+    server.on("connection", (raw: net.Socket) => {
+      if (raw.remoteAddress !== undefined && raw.remotePort !== undefined) {
+        peers.set(raw, formatHostPort({ hostname: raw.remoteAddress, port: raw.remotePort }));
+      }
+    });
     server.on("tlsClientError", (error: Error & { code?: string }, socket: tls.TLSSocket) => {
       listener.handshakes.failed++;
       log.debug("client {client} failed its TLS handshake: {reason}", {
-        client: `${socket.remoteAddress}:${socket.remotePort}`,
+        client: peerOf(socket, peers),
         reason: error.message,
       });
       socket.on("error", () => {}); // destroyed: whatever it still reports has no reader
@@ -137,4 +146,17 @@ export class TlsListener implements ClientListener {
       this.#ready.push(conn);
     }
   }
+}
+
+/**
+ * The address of a TLS client whose handshake failed: the TLS socket's own while it has one, else
+ * the one its TCP connection (`_parent` in the runtime's `node:tls`) arrived with, else `unknown`.
+ */
+function peerOf(socket: tls.TLSSocket, peers: WeakMap<object, string>): string {
+  if (socket.remoteAddress !== undefined && socket.remotePort !== undefined) {
+    return formatHostPort({ hostname: socket.remoteAddress, port: socket.remotePort });
+  }
+  const parent = (socket as unknown as { _parent?: unknown })._parent;
+  return (typeof parent === "object" && parent !== null ? peers.get(parent) : undefined) ??
+    "unknown";
 }

@@ -45,6 +45,8 @@ import { havePython, startResettingUpstream } from "./_faults.ts";
 import { MAIN_TS, ProxyProcess } from "./_proxy_process.ts";
 import { exposition } from "../src/metrics.ts";
 import { metricFamilies } from "../src/observe.ts";
+import { configureLogging } from "../src/logging.ts";
+import { captureLog } from "./_log.ts";
 import { makeTestCerts, type TestCerts } from "./make_test_certs.ts";
 
 let made: Promise<TestCerts> | undefined;
@@ -712,6 +714,30 @@ Deno.test("TLS clients: a plaintext client and a client that never finishes its 
     closeQuietly(client);
   }
   assertEquals(proxy.sessions.length <= 1, true, "failed handshakes are not sessions");
+});
+
+Deno.test("TLS clients: a failed handshake's debug line names the client's address", async () => {
+  const c = await certs();
+  await using upstream = new TestUpstream(echo);
+  await using proxy = await startTlsProxy(upstream.address, {
+    files: listenerFiles(c.serverCertFile, c.serverKeyFile),
+    handshakeTimeoutMs: 300,
+  }, { pool: "off" });
+  let client = "";
+  const lines = await captureLog(async () => {
+    configureLogging({ level: "debug", format: "text" });
+    const plain = await connect(proxy.address);
+    client = `127.0.0.1:${(plain.localAddr as Deno.NetAddr).port}`;
+    await within(plain, 3_000, async () => {
+      await writeAll(plain, encoder.encode("PING\r\n")).catch(() => {});
+      await readToEnd(plain).catch(() => new Uint8Array());
+    });
+    closeQuietly(plain);
+    await eventually(() => proxy.server.stats.clientTlsHandshakes?.failed === 1, 2_000, "failed");
+  });
+  const failed = lines.filter((line) => line.includes("failed its TLS handshake"));
+  assertEquals(failed.length, 1, lines.join("\n"));
+  assertStringIncludes(failed[0], `client ${client} failed its TLS handshake`);
 });
 
 Deno.test("TLS clients: at --max-clients, handshakes in progress included, a new TLS connection is closed at once", async () => {
