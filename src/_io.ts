@@ -168,13 +168,14 @@ let readingAhead = 0;
 /**
  * Sets the process-wide budget for reading ahead (`--read-ahead-memory`), in bytes, counted in
  * places of {@link READ_AHEAD_PER_DIRECTION} (rounded down): once two reads in a row have filled
- * their buffers (a stream), a direction reads its next chunk into a second buffer while the last
- * one is written, and grows its buffers to 256 KiB, only with a place on this budget. A direction
- * without one reads into a single 64 KiB buffer and waits for each write before reading again. So
- * a direction whose writes are blocked (a client or an upstream that stopped reading) holds at
- * most 64 KiB of chunks besides the budget, whatever the number of such sessions. 0 never reads
- * ahead. Directions reading ahead now keep their places. The command line sets it in `main.ts`;
- * a `ProxyServer` does not (it is the process's, not the server's).
+ * their buffers, the second without waiting ({@link STREAM_GAP_MS}; a stream), a direction reads
+ * its next chunk into a second buffer while the last one is written, and grows its buffers to
+ * 256 KiB, only with a place on this budget, which it keeps until a read does not fill its buffer.
+ * A direction without one reads into a single 64 KiB buffer and waits for each write before
+ * reading again. So a direction whose writes are blocked (a client or an upstream that stopped
+ * reading) holds at most 64 KiB of chunks besides the budget, whatever the number of such
+ * sessions. 0 never reads ahead. Directions reading ahead now keep their places. The command line
+ * sets it in `main.ts`; a `ProxyServer` does not (it is the process's, not the server's).
  */
 export function setReadAheadMemory(bytes: number): void {
   readAheadMemory = bytes;
@@ -189,6 +190,13 @@ export function readAheadBudget(): number {
 export function readAheadInUse(): number {
   return readingAhead;
 }
+
+/**
+ * A full read that waited longer than this for its bytes does not continue a stream: two answers
+ * of 64 KiB to two clients of a pooled connection, seconds apart, take no read-ahead place. Bytes
+ * already in the socket come within an event-loop turn.
+ */
+const STREAM_GAP_MS = 5;
 
 /** The size of the next read buffer after a read that filled one of `size`. */
 function nextSize(size: number): number {
@@ -317,6 +325,8 @@ export class ReadBuffers {
    * second (a stream), not at the first (one answer of exactly a buffer's size, then quiet).
    */
   #fullReadsInARow = 0;
+  /** When the last read started, taken only while a streak of full reads runs. */
+  #readStartedAt = 0;
   #lastFilled = false;
 
   /**
@@ -329,6 +339,7 @@ export class ReadBuffers {
 
   /** The buffer to read into next, for a caller that reads by itself (not with {@link read}). */
   get current(): Uint8Array<ArrayBuffer> {
+    if (this.#fullReadsInARow > 0 && !this.#readsAhead) this.#readStartedAt = performance.now();
     if (this.#freeOnNextRead !== undefined) {
       this.#give(this.#freeOnNextRead);
       this.#freeOnNextRead = undefined;
@@ -448,6 +459,12 @@ export class ReadBuffers {
       }
       this.#freeOnNextRead = filled;
       return true;
+    }
+    if (
+      this.#fullReadsInARow > 0 && !this.#readsAhead &&
+      performance.now() - this.#readStartedAt > STREAM_GAP_MS
+    ) {
+      this.#fullReadsInARow = 0; // it waited for its bytes: a new burst, not the same stream
     }
     this.#fullReadsInARow++;
     if (!this.#readsAhead && (this.#fullReadsInARow < 2 || !this.#startReadingAhead())) {

@@ -156,8 +156,8 @@ Deno.test("after a burst, a direction keeps its 64 KiB buffer for the next read,
   buffers.dispose();
   // A stream that keeps filling its buffers grows to 256 KiB; a small read there ends it.
   const busy = new ReadBuffers();
-  busy.rotate(MIN_READ_BUFFER);
-  assertEquals(busy.rotate(BURST_READ_BUFFER), false);
+  busy.rotate(busy.current.length);
+  assertEquals(busy.rotate(busy.current.length), false, "the second full read in a row");
   assertEquals(busy.current.length, 256 * 1024);
   assertEquals(busy.rotate(100), true, "a read that does not fill ends the burst, and waits");
   assertEquals(busy.current.length, BURST_READ_BUFFER, "a 256 KiB buffer steps down to 64 KiB");
@@ -215,6 +215,21 @@ Deno.test("read-ahead: past the process-wide budget (--read-ahead-memory), a bus
     for (const buffers of busy) buffers.dispose();
     assertEquals(readAheadInUse(), before, "disposed directions give their places back");
   });
+});
+
+Deno.test("read-ahead: two full reads with a pause between them (two answers, not a stream) take no place", async () => {
+  const before = readAheadInUse();
+  const buffers = new ReadBuffers();
+  assertEquals(buffers.rotate(buffers.current.length), true);
+  const size = buffers.current.length; // the read starts now...
+  await delay(20); // ...and its bytes come later
+  assertEquals(buffers.rotate(size), true, "a new burst: written before the next read");
+  assertEquals(readAheadInUse(), before);
+  // Straight on, the next full read continues the streak: a stream.
+  assertEquals(buffers.rotate(buffers.current.length), false);
+  assertEquals(readAheadInUse(), before + READ_AHEAD_PER_DIRECTION);
+  buffers.dispose();
+  assertEquals(readAheadInUse(), before);
 });
 
 Deno.test("read-ahead: one answer of exactly 64 KiB, then quiet, takes no place (its next read waits in that one buffer)", async () => {
