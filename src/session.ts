@@ -668,7 +668,8 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   // ---- client to upstream ----
 
   async #pumpClientToUpstream(): Promise<void> {
-    const buffers = new ReadBuffers();
+    // A new client's first request is usually waiting already: one read for it, up to 64 KiB.
+    const buffers = new ReadBuffers({ firstReadLarge: true });
     // The previous chunk's send, still in flight while the next chunk is read.
     let sending: Promise<boolean> | undefined;
     try {

@@ -159,18 +159,22 @@ Deno.test("after a burst, a direction keeps its 64 KiB buffer for the next read,
   busy.rotate(busy.current.length);
   assertEquals(busy.rotate(busy.current.length), false, "the second full read in a row");
   assertEquals(busy.current.length, 256 * 1024);
-  assertEquals(busy.rotate(100), true, "a read that does not fill ends the burst, and waits");
+  assertEquals(busy.rotate(300), true, "a read that does not fill ends the burst, and waits");
   assertEquals(busy.current.length, BURST_READ_BUFFER, "a 256 KiB buffer steps down to 64 KiB");
+  // A read the small buffer would have held: nothing to keep a large buffer for.
+  assertEquals(busy.rotate(MIN_READ_BUFFER), true);
+  assertEquals(busy.current.length, MIN_READ_BUFFER);
   busy.dispose();
 });
 
 Deno.test("idle directions park at most PARKED_BURST_BUFFERS burst buffers in all; past it they go back to 256 bytes", () => {
-  // Reads of any size that do not fill the buffer count: 100 bytes, or 20,000 (over an eighth).
+  // Reads of any size over the small buffer's that do not fill the large one count: 300 bytes,
+  // or 20,000 (over an eighth).
   let n = 0;
   const parkOne = () => {
     const buffers = new ReadBuffers();
     buffers.rotate(MIN_READ_BUFFER);
-    buffers.rotate(n++ % 2 === 0 ? 100 : 20_000);
+    buffers.rotate(n++ % 2 === 0 ? 300 : 20_000);
     return buffers;
   };
   const all = Array.from({ length: PARKED_BURST_BUFFERS + 8 }, parkOne);
@@ -297,6 +301,35 @@ Deno.test("read-ahead: sessions whose upstream stops reading hold at most the bu
   });
   assert(reading);
   assertEquals(received, [true, true, true, true], "every byte, in order");
+});
+
+Deno.test("firstReadLarge: a new client's first request of 5.5 KiB, already waiting, is one read into 64 KiB; a small first request goes back to 256 bytes", async () => {
+  for (const [size, after] of [[5632, BURST_READ_BUFFER], [64, MIN_READ_BUFFER]] as const) {
+    const before = parkedBurstBuffers();
+    const sent = patternBytes(size, size);
+    await using upstream = new TestUpstream(async (conn) => {
+      await writeAll(conn, sent);
+      await conn.read(new Uint8Array(1)); // holds the connection open until the client closes
+    });
+    const client = await connect(upstream.address);
+    const buffers = new ReadBuffers({ firstReadLarge: true });
+    try {
+      assertEquals(parkedBurstBuffers(), before + 1, "the pending first read is on the budget");
+      await delay(50); // the request is waiting in the kernel
+      const reads: number[] = [];
+      const n = await buffers.next(client);
+      reads.push(n ?? 0);
+      const chunk = buffers.chunk(n!);
+      assertEquals(chunk, sent, "one read, one chunk");
+      assertEquals(buffers.rotate(chunk!.length), true);
+      assertEquals(buffers.current.length, after);
+      assertEquals(reads, [size]);
+    } finally {
+      closeQuietly(client);
+      buffers.dispose();
+    }
+    assertEquals(parkedBurstBuffers(), before, "places given back");
+  }
 });
 
 Deno.test("a large buffer given back is reused by another direction without carrying old bytes into its reads", async () => {
