@@ -155,6 +155,20 @@ function giveBuffer(buffer: Uint8Array<ArrayBuffer>): void {
 export const PARKED_BURST_BUFFERS = 256;
 let parked = 0;
 
+/**
+ * Most of the parked places that new clients' first reads may hold at once (see the
+ * `firstReadLarge` option of {@link ReadBuffers}): clients that connect and send nothing (a
+ * client-side pool, a scanner) hold one each until they send, and must not take the places of
+ * keep-alive directions between their bursts.
+ */
+export const FIRST_READS_PARKED = 64;
+let firstReadsParked = 0;
+
+/** Kept 64 KiB buffers in the shared free list now (tests). */
+export function keptBurstBuffers(): number {
+  return freeBuffers.get(BURST_READ_BUFFER)?.kept ?? 0;
+}
+
 /** Burst buffers parked in pending reads now, process-wide (at most {@link PARKED_BURST_BUFFERS}). */
 export function parkedBurstBuffers(): number {
   return parked;
@@ -199,7 +213,9 @@ export function readAheadInUse(): number {
 /**
  * A full read that waited longer than this for its bytes does not continue a stream: two answers
  * of 64 KiB to two clients of a pooled connection, seconds apart, take no read-ahead place. Bytes
- * already in the socket come within an event-loop turn.
+ * already in the socket come within an event-loop turn; under a load whose turns take longer (or
+ * in a long garbage collection) a stream may lose its place: it then reads 64 KiB at a time,
+ * slower but never wrong.
  */
 const STREAM_GAP_MS = 5;
 
@@ -333,23 +349,32 @@ export class ReadBuffers {
   /** When the last read started, taken only while a streak of full reads runs. */
   #readStartedAt = 0;
 
+  #lastFilled = false;
+  /** Whether this direction's parked place is one of the {@link FIRST_READS_PARKED}. */
+  #firstRead = false;
+
   /**
-   * @param options.firstReadLarge The first read goes into a 64 KiB buffer, on the parked budget
-   * while it lasts: for a new client, whose first request is usually in the socket already, so
-   * that a request of more than 256 bytes takes one read, not two (and no copy). After it the
-   * direction goes on as any other; one whose first read was small goes back to 256 bytes.
+   * @param options.firstReadLarge The first read goes into a 64 KiB buffer, if the free list keeps
+   * one and a place is left among the {@link FIRST_READS_PARKED} on the parked budget: for a new
+   * client, whose first request is usually in the socket already, so that a request of more than
+   * 256 bytes takes one read, not two (and no copy). After it the direction goes on as any other;
+   * one whose first read was small goes back to 256 bytes.
    */
   constructor(options: { firstReadLarge?: boolean } = {}) {
-    if (options.firstReadLarge !== true || parked >= PARKED_BURST_BUFFERS) return;
+    if (
+      options.firstReadLarge !== true || parked >= PARKED_BURST_BUFFERS ||
+      firstReadsParked >= FIRST_READS_PARKED
+    ) return;
     // Only a kept buffer: a new one per session would be garbage by the thousand when most
     // first requests are small (measured: 3 KiB more resident memory per held session).
     const kept = freeBuffers.get(BURST_READ_BUFFER)?.takeKept();
     if (kept === undefined) return;
     parked++;
+    firstReadsParked++;
     this.#parked = true; // given back by the first rotate(), or dispose()
+    this.#firstRead = true;
     this.#current = kept;
   }
-  #lastFilled = false;
 
   /**
    * Whether the last chunk {@link read} returned filled its buffer, or the rest of its burst is
@@ -550,6 +575,10 @@ export class ReadBuffers {
     if (!this.#parked) return;
     this.#parked = false;
     parked--;
+    if (this.#firstRead) {
+      this.#firstRead = false;
+      firstReadsParked--;
+    }
   }
 
   #give(buffer: Uint8Array<ArrayBuffer>): void {
