@@ -2,8 +2,9 @@
  * tcp-pool-proxy: a TCP proxy that keeps a bounded pool of upstream connections.
  *
  * The entry point, read as the table of contents: parse the command line, configure logging,
- * install the failsafe, size --max-clients and the read-ahead budget, start the proxy and the admin endpoint (--admin), wait
- * for SIGINT or SIGTERM (logging the state on each SIGHUP meanwhile), drain, exit.
+ * install the failsafe, size --max-clients and the read-ahead budget, start the proxy and the
+ * admin endpoint (--admin), wait for SIGINT or SIGTERM (logging the state on each SIGHUP
+ * meanwhile), drain, exit.
  *
  * ```sh
  * deno run --allow-net main.ts --listen 127.0.0.1:8848 --upstream 127.0.0.1:6379 --pool reuse

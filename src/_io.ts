@@ -311,12 +311,12 @@ export interface ByteSource {
  * ({@link MAX_READ_BUFFER}) while the write of the previous chunk is in flight, if the
  * process-wide read-ahead budget has a place ({@link setReadAheadMemory}); so at most two buffers
  * are in use. Before that, or without a place, the direction reads into one 64 KiB buffer and
- * waits for each write.
- * A read that does not fill a large buffer ends the burst: the direction
+ * waits for each write. A read that does not fill a large buffer ends the burst: the direction
  * keeps a 64 KiB buffer for its next read if the process-wide parked budget
  * ({@link PARKED_BURST_BUFFERS}) allows (a keep-alive client's next answer then takes one read),
- * or returns to its small buffer; so idle directions hold at most that many large buffers in all
- * (besides those whose last read exactly filled a 64 KiB buffer, one each).
+ * or returns to its small buffer (always, after a read the small buffer would have held); so idle
+ * directions hold at most that many large buffers in all (besides those whose last read exactly
+ * filled a 64 KiB buffer, one each).
  * A large buffer goes back to the free list once no read or write uses it.
  *
  * The caller's contract, which makes sharing buffers safe: when it calls {@link rotate} for a
@@ -348,10 +348,9 @@ export class ReadBuffers {
   #fullReadsInARow = 0;
   /** When the last read started, taken only while a streak of full reads runs. */
   #readStartedAt = 0;
-
-  #lastFilled = false;
   /** Whether this direction's parked place is one of the {@link FIRST_READS_PARKED}. */
   #firstRead = false;
+  #lastFilled = false;
 
   /**
    * @param options.firstReadLarge The first read goes into a 64 KiB buffer, if the free list keeps
