@@ -53,7 +53,6 @@ import {
   type ConnHooks,
   type IdleLossReason,
   type LeaseHandlers,
-  provesService,
   UpstreamConn,
 } from "./upstream_conn.ts";
 
@@ -594,7 +593,7 @@ export class UpstreamPool {
    * connections together are fewer than `maxIdle`; otherwise it is closed. Call once per borrow.
    */
   release(conn: UpstreamConn, sessionClean: boolean): ReleaseOutcome {
-    if (provesService(conn)) this.#served();
+    // A connection that proves the upstream serves is noted there (the refiller's `proven`).
     this.#refiller.released(conn);
     const refusal = this.#refusal(conn, sessionClean);
     if (refusal !== undefined) {
@@ -919,8 +918,9 @@ export class UpstreamPool {
 
   /**
    * The upstream showed it serves (for readiness): a session's connection answered a request
-   * and the upstream did not end it on its own ({@link provesService}), a refill stood idle
-   * through its probation, or a probe's connection stayed open.
+   * and the upstream did not end it on its own (`provesService` of `src/upstream_conn.ts`, told
+   * through the refiller), a refill stood idle through its probation, or a probe's connection
+   * stayed open.
    */
   #served(): void {
     this.#lastSuccessAt = performance.now();

@@ -152,10 +152,11 @@ export class Refiller {
 
   /**
    * A session is done with `conn`. Answered a request, and not closed or reset by the upstream on
-   * its own ({@link provesService}), it shows the upstream serves (a refill on probation proved itself, and a failure episode is over). A
-   * refill closed or reset by the upstream without an answer counts as a failed dial. Anything
-   * else says nothing about the upstream: the client left without asking anything, or the
-   * upstream answered and closed, which is how a server at its client limit greets
+   * its own ({@link provesService}), it shows the upstream serves: the pool is told
+   * ({@link RefillTarget.proven}), a refill on probation proved itself, and a failure episode is
+   * over. A refill closed or reset by the upstream without an answer counts as a failed dial.
+   * Anything else says nothing about the upstream: the client left without asking anything, or
+   * the upstream answered and closed, which is how a server at its client limit greets
    * (`-ERR max number of clients reached`), so it must not end a backoff.
    */
   released(conn: UpstreamConn): void {
