@@ -125,3 +125,12 @@ export function formatNumber(v: number): string {
 export function formatRatio(r: number): string {
   return `${r.toFixed(2)}x`;
 }
+
+/**
+ * The order in which round `round` (from 0) visits `columns`: each round starts one column later
+ * than the one before, so that no column always runs right after the same one.
+ */
+export function roundOrder<T>(columns: readonly T[], round: number): T[] {
+  const start = columns.length === 0 ? 0 : round % columns.length;
+  return [...columns.slice(start), ...columns.slice(0, start)];
+}

@@ -13,10 +13,10 @@
  * The echo upstream, the proxy and the load generator each run as their own process (the proxy
  * with the `deno run` flags of the `start` task, one fresh process per mode). Each latency, rate
  * and bulk workload runs in rounds, each in a fresh load generator process, interleaved across
- * the columns (round 1 of every column, then round 2, ...), and the median round counts; the hold
- * workload runs last, on a fresh proxy process per mode. Every echoed byte and every Redis reply
- * is verified; errors and mismatches are counted and printed, and make the exit code 1 (2 for a
- * bad option).
+ * the columns (round 1 of every column, then round 2, ..., each round starting one column later),
+ * and the median round counts; the hold workload runs last, on a fresh proxy process per mode.
+ * Every echoed byte and every Redis reply is verified; errors and mismatches are counted and
+ * printed, and make the exit code 1 (2 for a bad option).
  *
  * ```sh
  * deno task bench                       # the full run, a few minutes
@@ -86,7 +86,7 @@ import {
   startTaskFlags,
 } from "./_servers.ts";
 import { fileUrl, findOnPath, openFileLimit } from "./_proc.ts";
-import { formatNumber } from "./_stats.ts";
+import { formatNumber, roundOrder } from "./_stats.ts";
 import { makeTempCerts, type TempCertsHandle } from "./temp_certs.ts";
 import {
   missingTools,
@@ -668,8 +668,8 @@ class Run {
   /**
    * Runs the latency, rate and bulk workloads of `suite` against every column of it. Every
    * column's server stays up for the whole pass, and the rounds are interleaved (round 1 of every
-   * column, then round 2, ...), so a drift of the machine's speed during the run touches every
-   * column alike.
+   * column, then round 2, ..., each round starting one column later), so a drift of the machine's
+   * speed during the run touches every column alike.
    */
   async timed(suite: Suite): Promise<void> {
     const timed = suite.workloads.filter((w): w is Exclude<WorkloadId, "hold"> => w !== "hold");
@@ -696,7 +696,7 @@ class Run {
         const rounds = new Map<string, Round[]>();
         const failed = new Set<string>();
         for (let i = 0; i < this.options.rounds; i++) {
-          for (const [c, { target }] of targets) {
+          for (const [c, { target }] of roundOrder([...targets], i)) {
             if (failed.has(c)) continue;
             const proc = targets.get(c)?.server?.proc;
             try {

@@ -11,7 +11,7 @@ import { startTlsEchoServer } from "../bench/_echo.ts";
 import { type ConnectJob, JobFormatError, parseJob } from "../bench/_job.ts";
 import { StreamPattern, StreamVerifier } from "../bench/_pattern.ts";
 import { findOnPath } from "../bench/_proc.ts";
-import { percentile } from "../bench/_stats.ts";
+import { percentile, roundOrder } from "../bench/_stats.ts";
 import {
   combine,
   parseAbOutput,
@@ -922,4 +922,13 @@ Deno.test("demo prints sessions per second, upstream connections and TLS handsha
   assertEquals(off.handshakes, off.sessions, show(out));
   assertLess(reuse.handshakes, reuse.sessions, show(out));
   assertMatch(out.stdout, /^Over TLS, reuse ran [\d.]+x the sessions per second of off/m);
+});
+
+Deno.test("each round of the bench starts one column later", () => {
+  const columns = ["direct", "off", "warm"];
+  assertEquals(roundOrder(columns, 0), ["direct", "off", "warm"]);
+  assertEquals(roundOrder(columns, 1), ["off", "warm", "direct"]);
+  assertEquals(roundOrder(columns, 2), ["warm", "direct", "off"]);
+  assertEquals(roundOrder(columns, 3), ["direct", "off", "warm"]);
+  assertEquals(roundOrder([], 1), []);
 });
