@@ -607,10 +607,14 @@ export const ACCEPT_RETRY_MAX_MS = 1_000;
 /** How long accepts must have worked before an episode of failures counts as over. */
 export const ACCEPT_RECOVERED_MS = 1_000;
 
-/** Whether a failed accept was only a client that reset before it was accepted (skip it). */
+/**
+ * Whether a failed accept was only a client that reset before it was accepted (skip it). Deno
+ * reports one whose reset came while it waited in the backlog as `NotConnected` (ENOTCONN, from
+ * the `getpeername` after `accept4`), not as an aborted connection.
+ */
 export function isGoneBeforeAccept(error: unknown): boolean {
   return error instanceof Deno.errors.ConnectionAborted ||
-    error instanceof Deno.errors.ConnectionReset;
+    error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.NotConnected;
 }
 
 /**

@@ -5,6 +5,8 @@ a 5 s timeout, so the program always ends.
 
 once PORT NBYTES:     connect to 127.0.0.1:PORT, send NBYTES bytes, wait 100 ms, reset.
                       Prints "reset".
+burst PORT N:         open N connections to 127.0.0.1:PORT, then reset each (no bytes sent).
+                      Prints "reset N".
 loop PORT SECONDS ID: until SECONDS have passed (at most 5000 rounds): connect, send a
                       request, read until its echo is complete or EOF, reset. Prints
                       "<requests> <exact echoes>".
@@ -28,6 +30,13 @@ def once(port, nbytes):
     time.sleep(0.1)
     reset(conn)
     print("reset", flush=True)
+
+
+def burst(port, n):
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) for _ in range(n)]
+    for conn in conns:
+        reset(conn)
+    print("reset", n, flush=True)
 
 
 def loop(port, seconds, ident):
@@ -59,5 +68,7 @@ def loop(port, seconds, ident):
 
 if sys.argv[1] == "once":
     once(int(sys.argv[2]), int(sys.argv[3]))
+elif sys.argv[1] == "burst":
+    burst(int(sys.argv[2]), int(sys.argv[3]))
 else:
     loop(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4])

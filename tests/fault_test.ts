@@ -493,6 +493,35 @@ Deno.test("limits: --max-clients 3 holds a 4th client unserved until one of 3 le
   await assertServing(proxy);
 });
 
+Deno.test({
+  name:
+    `limits: clients that reset while waiting in the backlog are skipped at accept, without a warning or a pause for the next client${noPython}`,
+  ignore: !python,
+  fn: async () => {
+    await using upstream = EchoUpstream.start();
+    await using proxy = spawnProxy(upstream.address, "--max-clients", "1");
+    const port = await proxy.listeningPort();
+    const held = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      assertEquals(await exchange(held, "held"), "held");
+      // While the one session is held, 8 clients connect (the kernel queues them) and reset.
+      // Accepting such a client fails in Deno with "not connected" (ENOTCONN from getpeername).
+      const output = await new Deno.Command("python3", {
+        args: [RST_CLIENT, "burst", String(port), "8"],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assertEquals(decoder.decode(output.stdout).trim(), "reset 8", decoder.decode(output.stderr));
+    } finally {
+      closeQuietly(held);
+    }
+    // Pauses after failed accepts of 50 ms doubling to 1 s would hold this client for seconds.
+    assertEquals(await relayOnce(port, "next", 1_000), "next");
+    assertFalse(/accept on .* failed/.test(proxy.stderr), proxy.stderr);
+    await assertServing(proxy);
+  },
+});
+
 /** Opens `n` clients through the proxy, each after a first echo; they hold their sessions. */
 async function holdClients(port: number, n: number, clients: Deno.TcpConn[]): Promise<void> {
   for (let i = 0; i < n; i++) {
