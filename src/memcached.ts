@@ -72,6 +72,12 @@ const MAX_OUTSTANDING = 4096;
 const FIRST_RING = 16;
 /** Longest key memcached accepts. */
 const MAX_KEY = 250;
+/**
+ * Fewest words of an `ms` line that memcached refuses (`CLIENT_ERROR options flags too long`)
+ * without skipping its data block, which it then reads as commands (1.6: `MFLAG_MAX_OPT_LENGTH`,
+ * 20 tokens counting the empty one after the last word).
+ */
+const MS_TOO_MANY_WORDS = 20;
 /** Bytes kept of a command or reply word (the longest word looked at is `CLIENT_ERROR`...). */
 const WORD = 16;
 /** Largest data block length memcached accepts in a request (`INT_MAX - 2`). */
@@ -595,8 +601,12 @@ export class MemcachedTracker implements ExchangeTracker {
         return;
       }
       case C_MS:
-        if (bad !== "" || data < 0) {
-          const why = bad !== "" ? bad : "it has no data length";
+        if (bad !== "" || data < 0 || tokens >= MS_TOO_MANY_WORDS) {
+          const why = bad !== ""
+            ? bad
+            : data < 0
+            ? "it has no data length"
+            : `it has ${tokens} words, memcached refuses ${MS_TOO_MANY_WORDS} or more`;
           this.#break(`a malformed ms (${why}): its data block may be read as commands`);
           return;
         }

@@ -712,6 +712,19 @@ const BROKEN: Case[] = [
     broken: "key",
   },
   {
+    // memcached 1.6 answers `CLIENT_ERROR options flags too long` to an ms of 20 words or more
+    // and reads its data block as commands (which may hide a `set ... noreply` of the next
+    // client's bytes); 19 words are served.
+    name: "ms of 20 words",
+    client: `ms k 1${" T0".repeat(17)}\r\nx\r\n`,
+    broken: "20 words",
+  },
+  {
+    name: "ms of 19 words",
+    client: `ms k 1${" T0".repeat(16)}\r\nx\r\n`,
+    server: "HD\r\n",
+  },
+  {
     name: "a request data block not followed by \\r\\n",
     client: "set k 0 0 1\r\nxy\r\n",
     broken: "data block",
