@@ -48,6 +48,7 @@ import { formatDuration } from "./duration.ts";
 import { IdleLimitLearner } from "./idle_limit.ts";
 import { getProxyLogger, type Logger } from "./logging.ts";
 import { Histogram } from "./metrics.ts";
+import { checkOpening, type OpeningCheck } from "./opening_check.ts";
 import { Refiller } from "./refill.ts";
 import {
   type ConnHooks,
@@ -82,6 +83,12 @@ export interface PoolOptions {
   connectTimeoutMs: number;
   /** TLS to the upstream (`--upstream-tls`); `undefined`: plain TCP. */
   tls?: UpstreamTls;
+  /**
+   * Sent on every new connection before a client uses it (`src/opening_check.ts`): with
+   * `--pool reuse --protocol memcached`, to find connections that ask for a login, which are
+   * never pooled. Part of the dial, within the connect timeout.
+   */
+  openingCheck?: OpeningCheck;
   /**
    * Most connections open at once, dialling, leased, idle and settling together; 0 means no
    * limit (`--max-upstream`).
@@ -243,12 +250,19 @@ interface QueuedBorrower {
   reject(reason: unknown): void;
 }
 
+/** Why a connection that asked for a login is never pooled (the debug log's closing reason). */
+export const ASKS_LOGIN_REASON = "asked for a login (a logged-in connection serves one client)";
+/** Why a connection dialled without the opening check is never pooled. */
+export const UNCHECKED_REASON = "dialled without the opening check (a binary client's own)";
+
 /** A bounded pool of upstream connections. See the module documentation. */
 export class UpstreamPool {
   readonly options: Readonly<PoolOptions>;
   readonly #idle: AsyncQueue<UpstreamConn>;
   readonly #log: Logger = getProxyLogger("pool");
   readonly #address: string;
+  /** Whether the warning that the upstream asks for logins was logged. */
+  #warnedLogin = false;
   readonly #dialing = new Set<Promise<unknown>>();
   /** Aborts dials under way when the pool closes. */
   readonly #closeController = new AbortController();
@@ -433,6 +447,9 @@ export class UpstreamPool {
    * dial, up to the queue timeout.
    *
    * With `fresh`, never takes an idle connection (a retry after a pooled connection failed).
+   * With `unchecked` too, the new connection is not sent the opening check
+   * ({@link PoolOptions.openingCheck}): for a memcached binary client, whose connection must not
+   * have spoken; such a connection is never pooled.
    *
    * @throws {UpstreamConnectError} when the dial fails, times out, or the upstream closed the new
    * connection before it could be used.
@@ -442,9 +459,10 @@ export class UpstreamPool {
   async borrow(
     handlers: LeaseHandlers,
     signal?: AbortSignal,
-    options: { fresh?: boolean } = {},
+    options: { fresh?: boolean; unchecked?: boolean } = {},
   ): Promise<Borrowed> {
     const reusable = this.options.mode !== "off" && options.fresh !== true;
+    const unchecked = options.fresh === true && options.unchecked === true;
     if (reusable) this.#demand.started(performance.now()); // a retry is not a new session
     try {
       while (true) {
@@ -459,7 +477,7 @@ export class UpstreamPool {
         }
         // Leased in the tick it lands, unless it may go to the pool instead (#takeOrDial).
         if (!reusable || !this.#worthWaiting()) {
-          return this.#miss(await this.#dial(signal, handlers));
+          return this.#miss(await this.#dial(signal, handlers, unchecked));
         }
         const borrowed = await this.#takeOrDial(signal);
         if (borrowed.conn.tryLease(handlers, borrowed.fromPool)) {
@@ -595,6 +613,7 @@ export class UpstreamPool {
   release(conn: UpstreamConn, sessionClean: boolean): ReleaseOutcome {
     // A connection that proves the upstream serves is noted there (the refiller's `proven`).
     this.#refiller.released(conn);
+    if (conn.oneSessionOnly !== undefined) conn.unfitReason ??= conn.oneSessionOnly;
     const refusal = this.#refusal(conn, sessionClean);
     if (refusal !== undefined) {
       this.#stats.refused[refusal]++;
@@ -873,22 +892,32 @@ export class UpstreamPool {
    * keeps until it closes, or which is freed when the dial fails. With `leaseTo`, the new
    * connection is leased in the tick it is created, before its reader can lose it.
    */
-  #dial(signal?: AbortSignal, leaseTo?: LeaseHandlers): Promise<UpstreamConn> {
+  #dial(
+    signal?: AbortSignal,
+    leaseTo?: LeaseHandlers,
+    unchecked = false,
+  ): Promise<UpstreamConn> {
     this.#stats.dials++;
     this.#dialsInFlight++;
     const started = performance.now();
     const closing = this.#closeController.signal;
-    const dialing = dialUpstream(
-      this.options.upstream,
-      this.options.connectTimeoutMs,
-      this.options.tls,
-      ...(signal === undefined ? [closing] : [signal, closing]),
-    )
-      .then((socket) => {
+    const signals = signal === undefined ? [closing] : [signal, closing];
+    const { upstream, connectTimeoutMs, openingCheck } = this.options;
+    const check = unchecked ? undefined : openingCheck;
+    const dialing = dialUpstream(upstream, connectTimeoutMs, this.options.tls, ...signals)
+      .then(async (socket) => {
+        if (check === undefined) return { socket, verdict: undefined };
+        const left = connectTimeoutMs - (performance.now() - started);
+        return { socket, verdict: await checkOpening(socket, check, upstream, left, signals) };
+      })
+      .then(({ socket, verdict }) => {
         this.#dialsInFlight--;
         this.#demand.dialed(this.#dialSucceeded(started) - started);
         const conn = new UpstreamConn(socket, this.#connHooks);
         conn.dialStartedAt = started;
+        conn.checked = verdict !== undefined;
+        if (verdict === "asks-login") this.#asksLogin(conn);
+        if (unchecked && openingCheck !== undefined) conn.oneSessionOnly = UNCHECKED_REASON;
         if (this.options.maxLifetimeMs > 0) {
           const lifetime = this.options.maxLifetimeMs * (1 - Math.random() * LIFETIME_JITTER);
           conn.retireAt = conn.createdAt + lifetime;
@@ -904,6 +933,22 @@ export class UpstreamPool {
     const tracked = dialing.then(() => {}, () => {}).finally(() => this.#dialing.delete(tracked));
     this.#dialing.add(tracked);
     return dialing;
+  }
+
+  /**
+   * A new connection asks for a login (memcached `-Y`): it serves the one client that logs in on
+   * it and is closed after. Warns once per pool.
+   */
+  #asksLogin(conn: UpstreamConn): void {
+    conn.oneSessionOnly = ASKS_LOGIN_REASON;
+    if (this.#warnedLogin) return;
+    this.#warnedLogin = true;
+    this.#log.warn(
+      "upstream {upstream} asks each connection for a login ({check} was answered " +
+        "CLIENT_ERROR unauthenticated: memcached -Y): a logged-in connection must not serve " +
+        "another client, so each connection serves one session and is closed, as with --pool off",
+      { upstream: this.#address, check: this.options.openingCheck?.name },
+    );
   }
 
   /**

@@ -7,6 +7,7 @@
 
 import type { ExchangeTracker, Protocol } from "./framing.ts";
 import { MemcachedTracker } from "./memcached.ts";
+import { MEMCACHED_OPENING_CHECK, type OpeningCheck } from "./opening_check.ts";
 import { REDIS_RESET_COMMAND, REDIS_RESET_REPLY, RedisTracker } from "./resp.ts";
 
 /**
@@ -34,6 +35,11 @@ export interface ProtocolSupport {
    * (memcached settles a connection's protocol, text or binary, at its first byte).
    */
   needsFreshConnection?: (first: Uint8Array) => boolean;
+  /**
+   * Sent on each new connection in `reuse` before a client uses it, to find the connections that
+   * ask for a login (memcached `-Y`), which must never be pooled (`src/opening_check.ts`).
+   */
+  openingCheck?: OpeningCheck;
 }
 
 const encoder = new TextEncoder();
@@ -84,6 +90,8 @@ const SUPPORT: Record<Exclude<Protocol, "raw">, ProtocolSupport> = {
     goodbye: { suffix: (chunk) => suffixOf(chunk, MEMCACHED_QUIT, false), reply: undefined },
     // A pooled connection speaks the text protocol; a binary client (first byte 0x80) needs its own.
     needsFreshConnection: (first) => first[0] === 0x80,
+    // A login (-Y) is a `set`, and leaves the connection logged in: found before any client.
+    openingCheck: MEMCACHED_OPENING_CHECK,
   },
 };
 

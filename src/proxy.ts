@@ -188,6 +188,7 @@ export class ProxyServer {
     const addr = listener.addr;
     this.address = { hostname: addr.hostname, port: addr.port };
     this.#upstreamText = formatHostPort(options.upstream);
+    const support = protocolSupport(options.protocol ?? "raw");
     this.pool = new UpstreamPool({
       upstream: options.upstream,
       mode: options.pool,
@@ -198,6 +199,8 @@ export class ProxyServer {
       maxLifetimeMs: options.maxLifetimeMs,
       connectTimeoutMs: options.connectTimeoutMs,
       tls: options.tls,
+      // Only where connections are reused: one that serves one client may be logged in.
+      openingCheck: options.pool === "reuse" ? support?.openingCheck : undefined,
       maxOpen: options.maxUpstream ?? 0,
       queueTimeoutMs: options.queueTimeoutMs ?? QUEUE_TIMEOUT_MS,
       // Framing knows where answers end: no timing guess.
@@ -213,7 +216,6 @@ export class ProxyServer {
       finMs: options.finTimeoutMs ?? 0,
     };
     const resolution = wheelResolutionMs(timeouts);
-    const support = protocolSupport(options.protocol ?? "raw");
     this.#wheel = resolution > 0 ? new DeadlineWheel(resolution) : undefined;
     this.#sessionContext = {
       pool: this.pool,

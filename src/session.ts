@@ -411,12 +411,16 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   }
 
   /** Borrows a connection (leased through onLease), stopped if the session ends meanwhile. */
-  async #borrow(pool: SessionContext["pool"], fresh: boolean): Promise<UpstreamConn> {
+  async #borrow(
+    pool: SessionContext["pool"],
+    fresh: boolean,
+    unchecked = false,
+  ): Promise<UpstreamConn> {
     const borrowing = new AbortController();
     if (this.#end !== undefined) borrowing.abort(this.#end);
     this.#borrowing = borrowing;
     try {
-      return (await pool.borrow(this, borrowing.signal, { fresh })).conn;
+      return (await pool.borrow(this, borrowing.signal, { fresh, unchecked })).conn;
     } finally {
       this.#borrowing = undefined;
     }
@@ -743,10 +747,14 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     const up = this.#up;
     // No client byte goes upstream once the session has ended (a retry may finish after that).
     if (up === undefined || this.#end !== undefined) return false;
-    if (seq === 1 && up.leases > 1 && this.#context.needsFreshConnection?.(chunk) === true) {
-      // The reused connection speaks another dialect than this client: swap it for a fresh one
-      // before a byte is written (a retry: nothing was written, nothing came back).
-      if (!this.#canRetry() || !await this.#retry(up)) {
+    if (
+      seq === 1 && (up.leases > 1 || up.checked) &&
+      this.#context.needsFreshConnection?.(chunk) === true
+    ) {
+      // The connection has spoken (to an earlier client, or the pool's opening check) in another
+      // dialect than this client's: swap it for a fresh one that has not, before a byte is
+      // written (a retry: nothing was written, nothing came back).
+      if (!this.#canRetry() || !await this.#retry(up, true)) {
         if (this.#end === undefined) this.#finish("connect-failed");
         return false;
       }
@@ -992,10 +1000,13 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       !(this.#clientFin !== "open" && this.#replay.taken === 0);
   }
 
-  /** Replaces the failed `failed` with a fresh connection and replays the client's bytes. */
-  #retry(failed: UpstreamConn): Promise<boolean> {
+  /**
+   * Replaces the failed `failed` with a fresh connection and replays the client's bytes;
+   * `unchecked`: one the pool's opening check has not spoken on (a dialect swap).
+   */
+  #retry(failed: UpstreamConn, unchecked = false): Promise<boolean> {
     this.#retried = true;
-    const retrying = this.#replaceUpstream(failed).finally(() => {
+    const retrying = this.#replaceUpstream(failed, unchecked).finally(() => {
       // Every kept chunk has been sent again; there is no second retry to keep them for.
       this.#retrying = undefined;
       this.#replay.drop();
@@ -1004,7 +1015,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     return retrying;
   }
 
-  async #replaceUpstream(failed: UpstreamConn): Promise<boolean> {
+  async #replaceUpstream(failed: UpstreamConn, unchecked: boolean): Promise<boolean> {
     const { pool, signal } = this.#context;
     failed.close();
     await failed.endLease();
@@ -1015,7 +1026,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     try {
       this.#replay.restart();
       // Leased through onLease, which makes it the session's connection.
-      fresh = await this.#borrow(pool, true);
+      fresh = await this.#borrow(pool, true, unchecked);
     } catch (error) {
       this.#finish(connectEnd(error, signal), error);
       return false;

@@ -99,6 +99,17 @@ export class UpstreamConn {
   /** Set once anything made it unfit to reuse: a real error, a half-close, unread bytes. */
   unfitReason: string | undefined;
   /**
+   * Whether the pool's opening check was sent on it before its first lease (memcached
+   * `version`): it has spoken, so a client that needs a connection that never did (memcached's
+   * binary protocol) must be given another.
+   */
+  checked = false;
+  /**
+   * Set when the connection may serve one session only, with the reason (it asked for a login,
+   * or was dialled without the opening check): its release closes it.
+   */
+  oneSessionOnly: string | undefined;
+  /**
    * Set once the upstream's side ended it (`closed by upstream`, `read failed`, `write failed`),
    * whatever made it unfit first: a server that greets and then closes is not serving. The
    * upstream's FIN after ours (a passed-on half-close) is its answer to us, not this.

@@ -20,6 +20,7 @@ import {
   writeAll,
 } from "./_net.ts";
 import type { HostPort } from "../src/address.ts";
+import { captureLog } from "./_log.ts";
 
 function findMemcached(): string | undefined {
   try {
@@ -35,8 +36,8 @@ function findMemcached(): string | undefined {
 const MEMCACHED = findMemcached();
 const ignored = MEMCACHED === undefined ? " (ignored: memcached not found)" : "";
 
-/** A memcached on a free loopback port, stopped by its handle. */
-async function startMemcached(): Promise<
+/** A memcached on a free loopback port, with `extraArgs`, stopped by its handle. */
+async function startMemcached(extraArgs: string[] = []): Promise<
   { address: HostPort; [Symbol.asyncDispose](): Promise<void> }
 > {
   const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -44,7 +45,10 @@ async function startMemcached(): Promise<
   probe.close();
   const child = new Deno.Command(MEMCACHED!, {
     // -u: memcached refuses to run as root without it (and ignores it otherwise).
-    args: ["-p", String(port), "-l", "127.0.0.1", "-U", "0", "-m", "64", "-t", "1", "-u", "nobody"],
+    args: [
+      ...["-p", String(port), "-l", "127.0.0.1", "-U", "0", "-m", "64", "-t", "1", "-u", "nobody"],
+      ...extraArgs,
+    ],
     stdin: "null",
     stdout: "null",
     stderr: "null",
@@ -231,6 +235,44 @@ test("memcached: noreply without a later mn is never taken as settled", async ()
   assertEquals(await exchange(proxy, "set n 0 0 1 noreply\r\n2\r\nmn\r\n", "MN\r\n"), "MN\r\n");
   assertEquals(proxy.sessions[1].release, "pooled");
 });
+
+test("memcached -Y: a connection a client logged in on is never pooled; the next client must log in itself", async () => {
+  // memcached's ASCII authentication: a login is a `set` whose value is "user password".
+  const dir = await Deno.makeTempDir();
+  const authFile = `${dir}/auth`;
+  await Deno.writeTextFile(authFile, "alice:s3cret\n");
+  await Deno.chmod(dir, 0o755);
+  await Deno.chmod(authFile, 0o644); // memcached reads it as nobody
+  try {
+    await using server = await startMemcached(["-Y", authFile]);
+    const lines = await captureLog(() => clientsOfLoggedInServer(server.address));
+    const warnings = lines.filter((l) => l.includes("asks each connection for a login"));
+    assertEquals(warnings.length, 1, lines.join("\n"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Three clients through reuse in front of a memcached -Y (user alice), for the test above. */
+async function clientsOfLoggedInServer(address: HostPort): Promise<void> {
+  {
+    await using proxy = startProxy(address, { pool: "reuse", protocol: "memcached" });
+    const login = "set login 0 0 12\r\nalice s3cret\r\n";
+    const stored = "STORED\r\nSTORED\r\n";
+    assertEquals(
+      await exchange(proxy, `${login}set data 0 0 6\r\nsecret\r\n`, stored),
+      stored,
+    );
+    assertNotEquals(proxy.sessions[0].release, "pooled");
+    // The next client did not log in: it must not be served as alice.
+    const refused = "CLIENT_ERROR unauthenticated\r\n";
+    assertEquals(await exchange(proxy, "get data\r\n", refused), refused);
+    // And one that logs in is served (its login is a login, not an item).
+    const answer = "STORED\r\nVALUE data 0 6\r\nsecret\r\nEND\r\n";
+    assertEquals(await exchange(proxy, `${login}get data\r\n`, answer), answer);
+    assertEquals(proxy.sessions[2].release, "unfit");
+  }
+}
 
 /** A binary-protocol request: the 24-byte header, then extras, key and value. */
 function binaryRequest(
