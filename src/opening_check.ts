@@ -9,13 +9,14 @@
  * user, and that client's own login would be stored as an item anyone can read. On a connection
  * that has not logged in, such a server answers every command but that `set` with
  * `CLIENT_ERROR unauthenticated`; so with `--pool reuse --protocol memcached` each new connection
- * is sent `version` first, and one that asks for a login serves one client and is closed.
+ * is sent `version` first, and one that asks for a login serves one client and is closed, as does
+ * one whose answer is not memcached's (nothing is known of its state).
  *
  * ```ts ignore
  * import { checkOpening } from "./opening_check.ts";
  *
  * const verdict = await checkOpening(socket, MEMCACHED_OPENING_CHECK, upstream, 5_000, []);
- * // "serves" or "asks-login"; an unexpected reply, a close or the timeout throws
+ * // { verdict: "serves" | "asks-login" | "unexpected", line }; a close or the timeout throws
  * ```
  *
  * @module
@@ -53,14 +54,22 @@ export const MEMCACHED_OPENING_CHECK: OpeningCheck = {
   },
 };
 
+/** What {@link checkOpening} learned: the verdict, and the reply line it came from. */
+export interface OpeningResult {
+  verdict: OpeningVerdict;
+  /** The reply line without its line end, at most {@link MAX_OPENING_REPLY} bytes. */
+  line: string;
+}
+
 /**
  * Sends `check.command` on `socket` and reads its one reply line, within `timeoutMs` or until
  * one of `signals` aborts. Nothing of the reply is left for the connection's reader.
  *
- * @returns `"serves"` or `"asks-login"`.
- * @throws {UpstreamConnectError} (and closes `socket`) when the reply is not one the check
- * expects (`error`), the upstream closed first (`closed`), the time ran out (`timeout`), a signal
- * aborted (`aborted`), or the socket failed (`error`).
+ * @returns the verdict on the reply line (an unexpected line too: the connection is still
+ * usable, but nothing is known of its state).
+ * @throws {UpstreamConnectError} (and closes `socket`) when the reply is more than one line or
+ * longer than {@link MAX_OPENING_REPLY} (`error`), the upstream closed first (`closed`), the time
+ * ran out (`timeout`), a signal aborted (`aborted`), or the socket failed (`error`).
  */
 export async function checkOpening(
   socket: ByteConn,
@@ -68,7 +77,7 @@ export async function checkOpening(
   address: HostPort,
   timeoutMs: number,
   signals: readonly AbortSignal[],
-): Promise<"serves" | "asks-login"> {
+): Promise<OpeningResult> {
   let cut: "timeout" | "aborted" | undefined;
   const cutShort = (why: "timeout" | "aborted") => {
     cut ??= why;
@@ -98,12 +107,9 @@ export async function checkOpening(
       }
       const end = lf > 0 && reply[lf - 1] === 0x0d ? lf - 1 : lf;
       const line = new TextDecoder().decode(reply.subarray(0, end));
-      const verdict = check.judge(line);
-      // More than the one line: something this check does not expect.
-      if (verdict === "unexpected" || lf !== got - 1) {
-        throw unexpected(address, check, reply.subarray(0, got));
-      }
-      return verdict;
+      // More than the one line: bytes that would reach the first client as a greeting.
+      if (lf !== got - 1) throw unexpected(address, check, reply.subarray(0, got));
+      return { verdict: check.judge(line), line };
     }
   } catch (error) {
     closeQuietly(socket);
@@ -130,11 +136,10 @@ export async function checkOpening(
 
 function unexpected(address: HostPort, check: OpeningCheck, bytes: Uint8Array): Error {
   const text = JSON.stringify(new TextDecoder().decode(bytes.subarray(0, 80)));
+  const more = bytes.length > 80 ? "..." : "";
   return new UpstreamConnectError(
     address,
     "error",
-    `answered ${check.name} with ${text}${
-      bytes.length > 80 ? "..." : ""
-    }: not the protocol of --protocol?`,
+    `answered ${check.name} with ${text}${more}, not one line: not the protocol of --protocol?`,
   );
 }

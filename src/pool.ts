@@ -48,7 +48,7 @@ import { formatDuration } from "./duration.ts";
 import { IdleLimitLearner } from "./idle_limit.ts";
 import { getProxyLogger, type Logger } from "./logging.ts";
 import { Histogram } from "./metrics.ts";
-import { checkOpening, type OpeningCheck } from "./opening_check.ts";
+import { checkOpening, type OpeningCheck, type OpeningResult } from "./opening_check.ts";
 import { Refiller } from "./refill.ts";
 import {
   type ConnHooks,
@@ -252,6 +252,8 @@ interface QueuedBorrower {
 
 /** Why a connection that asked for a login is never pooled (the debug log's closing reason). */
 export const ASKS_LOGIN_REASON = "asked for a login (a logged-in connection serves one client)";
+/** Why a connection that answered the opening check in an unknown way is never pooled. */
+export const UNKNOWN_ANSWER_REASON = "answered the opening check in an unknown way";
 /** Why a connection dialled without the opening check is never pooled. */
 export const UNCHECKED_REASON = "dialled without the opening check (a binary client's own)";
 
@@ -261,8 +263,8 @@ export class UpstreamPool {
   readonly #idle: AsyncQueue<UpstreamConn>;
   readonly #log: Logger = getProxyLogger("pool");
   readonly #address: string;
-  /** Whether the warning that the upstream asks for logins was logged. */
-  #warnedLogin = false;
+  /** Whether the warning that new connections serve one session each was logged. */
+  #warnedOpening = false;
   readonly #dialing = new Set<Promise<unknown>>();
   /** Aborts dials under way when the pool closes. */
   readonly #closeController = new AbortController();
@@ -916,7 +918,7 @@ export class UpstreamPool {
         const conn = new UpstreamConn(socket, this.#connHooks);
         conn.dialStartedAt = started;
         conn.checked = verdict !== undefined;
-        if (verdict === "asks-login") this.#asksLogin(conn);
+        if (verdict !== undefined && verdict.verdict !== "serves") this.#servesOnce(conn, verdict);
         if (unchecked && openingCheck !== undefined) conn.oneSessionOnly = UNCHECKED_REASON;
         if (this.options.maxLifetimeMs > 0) {
           const lifetime = this.options.maxLifetimeMs * (1 - Math.random() * LIFETIME_JITTER);
@@ -936,18 +938,25 @@ export class UpstreamPool {
   }
 
   /**
-   * A new connection asks for a login (memcached `-Y`): it serves the one client that logs in on
-   * it and is closed after. Warns once per pool.
+   * A new connection asks for a login (memcached `-Y`), or answered the opening check in a way it
+   * does not know: it serves one session and is closed after (a logged-in connection must serve
+   * no one else; of the other, nothing is known). Warns once per pool.
    */
-  #asksLogin(conn: UpstreamConn): void {
-    conn.oneSessionOnly = ASKS_LOGIN_REASON;
-    if (this.#warnedLogin) return;
-    this.#warnedLogin = true;
+  #servesOnce(conn: UpstreamConn, { verdict, line }: OpeningResult): void {
+    const login = verdict === "asks-login";
+    conn.oneSessionOnly = login ? ASKS_LOGIN_REASON : UNKNOWN_ANSWER_REASON;
+    if (this.#warnedOpening) return;
+    this.#warnedOpening = true;
+    const check = this.options.openingCheck?.name;
+    const answer = line.slice(0, 80);
     this.#log.warn(
-      "upstream {upstream} asks each connection for a login ({check} was answered " +
-        "CLIENT_ERROR unauthenticated: memcached -Y): a logged-in connection must not serve " +
-        "another client, so each connection serves one session and is closed, as with --pool off",
-      { upstream: this.#address, check: this.options.openingCheck?.name },
+      login
+        ? "upstream {upstream} asks each connection for a login ({check} was answered " +
+          "{answer}: memcached -Y): a logged-in connection must not serve another client, so " +
+          "each connection serves one session and is closed, as with --pool off"
+        : "upstream {upstream} answered {check} with {answer}, not as memcached does: its " +
+          "connections serve one session each and are closed, as with --pool off",
+      { upstream: this.#address, check, answer },
     );
   }
 

@@ -1,11 +1,23 @@
 /**
  * The opening check (`src/opening_check.ts`) against small upstreams on loopback that answer
  * memcached's `version` in every way that matters: served, asking for a login, something else,
- * in pieces, more than one line, not at all, or by closing.
+ * in pieces, more than one line, not at all, or by closing; and what the pool makes of an answer
+ * it does not know (a login, against a real memcached -Y, is in `reuse_memcached_test.ts`).
  */
 
 import { assertEquals, assertRejects, assertStringIncludes } from "./_assert.ts";
-import { decoder, delay, encoder, TestUpstream, writeAll } from "./_net.ts";
+import {
+  closeQuietly,
+  connect,
+  decoder,
+  delay,
+  encoder,
+  readExactly,
+  startProxy,
+  TestUpstream,
+  writeAll,
+} from "./_net.ts";
+import { captureLog } from "./_log.ts";
 import { UpstreamConnectError } from "../src/dial.ts";
 import { checkOpening, MEMCACHED_OPENING_CHECK } from "../src/opening_check.ts";
 
@@ -60,23 +72,27 @@ async function assertFails(
 
 Deno.test("opening check: VERSION serves, also when it comes in pieces", async () => {
   await using whole = answering("VERSION 1.6.18\r\n");
-  assertEquals(await check(whole), "serves");
+  assertEquals(await check(whole), { verdict: "serves", line: "VERSION 1.6.18" });
   await using pieces = answering("VERS", "ION 1.4.", "5\r", "\n");
-  assertEquals(await check(pieces), "serves");
+  assertEquals(await check(pieces), { verdict: "serves", line: "VERSION 1.4.5" });
 });
 
 Deno.test("opening check: CLIENT_ERROR unauthenticated asks for a login", async () => {
   await using upstream = answering("CLIENT_ERROR unauthenticated\r\n");
-  assertEquals(await check(upstream), "asks-login");
+  assertEquals(await check(upstream), {
+    verdict: "asks-login",
+    line: "CLIENT_ERROR unauthenticated",
+  });
 });
 
-Deno.test("opening check: any other answer, or more than one line, fails the dial and says what came", async () => {
+Deno.test("opening check: another line is unexpected; more than one line, or one too long, fails the dial", async () => {
   await using error = answering("ERROR\r\n");
-  await assertFails(check(error), "error", 'answered memcached `version` with "ERROR\\r\\n"');
+  assertEquals(await check(error), { verdict: "unexpected", line: "ERROR" });
+  // A second line would reach the first client as if the upstream had greeted it.
   await using twoLines = answering("VERSION 1.6.18\r\nVERSION 1.6.18\r\n");
-  await assertFails(check(twoLines), "error", "answered memcached `version`");
+  await assertFails(check(twoLines), "error", "not one line: not the protocol of --protocol?");
   await using endless = answering("x".repeat(600));
-  await assertFails(check(endless), "error", "...: not the protocol of --protocol?");
+  await assertFails(check(endless), "error", '"xxxx');
 });
 
 Deno.test("opening check: an upstream that closes first, never answers, or a dial given up on", async () => {
@@ -88,4 +104,41 @@ Deno.test("opening check: an upstream that closes first, never answers, or a dia
   setTimeout(() => controller.abort(), 50);
   await assertFails(check(silent, 2_000, [controller.signal]), "aborted", "aborted");
   await assertFails(check(silent, 2_000, [AbortSignal.abort()]), "aborted", "aborted");
+});
+
+Deno.test("opening check in the pool: an upstream that answers version unlike memcached serves each client on a connection of its own, with one warning", async () => {
+  // Answers `version` with ERROR, then `mn` with MN, line by line.
+  await using upstream = new TestUpstream(async (conn) => {
+    const buffer = new Uint8Array(256);
+    let pending = "";
+    while (true) {
+      const n = await conn.read(buffer);
+      if (n === null) return;
+      pending += decoder.decode(buffer.subarray(0, n));
+      for (let end = pending.indexOf("\r\n"); end >= 0; end = pending.indexOf("\r\n")) {
+        const line = pending.slice(0, end);
+        pending = pending.slice(end + 2);
+        await writeAll(conn, encoder.encode(line === "version" ? "ERROR\r\n" : "MN\r\n"));
+      }
+    }
+  });
+  const lines = await captureLog(async () => {
+    await using proxy = startProxy(upstream.address, { pool: "reuse", protocol: "memcached" });
+    for (let i = 0; i < 2; i++) {
+      const client = await connect(proxy.address);
+      try {
+        await writeAll(client, encoder.encode("mn\r\n"));
+        assertEquals(decoder.decode(await readExactly(client, 4)), "MN\r\n");
+      } finally {
+        closeQuietly(client);
+      }
+      await proxy.sessionsEnded(i + 1);
+      assertEquals(proxy.sessions[i].release, "unfit");
+    }
+  });
+  assertEquals(upstream.accepted, 2, "a connection per client");
+  const warnings = lines.filter((l) =>
+    /answered .*version.* with "?ERROR"?, not as memcached does/.test(l)
+  );
+  assertEquals(warnings.length, 1, lines.join("\n"));
 });
