@@ -28,6 +28,11 @@ export interface Unfit {
   kind: "state" | "broken";
   /** One line for the debug log, e.g. `SELECT changes per-connection state`. */
   reason: string;
+  /**
+   * With `state`: `false` when the protocol's reset may leave that state in place (Redis 7.0's
+   * `RESET` keeps `CLIENT NO-EVICT`), so the connection is closed even where a reset is allowed.
+   */
+  resetClears?: boolean;
 }
 
 /**

@@ -183,6 +183,15 @@ function state(name: string): Unfit {
   return Object.freeze({ kind: "state", reason: `${name} changes per-connection state` });
 }
 
+/** State that `RESET` does not clear in every Redis version: the connection is closed. */
+function stateResetKeeps(name: string, clearedFrom: string): Unfit {
+  return Object.freeze({
+    kind: "state",
+    reason: `${name} changes per-connection state, which RESET clears only from ${clearedFrom} on`,
+    resetClears: false,
+  });
+}
+
 function broken(reason: string): Unfit {
   return Object.freeze({ kind: "broken", reason });
 }
@@ -192,8 +201,10 @@ const PUBSUB = "pub/sub replies cannot be counted";
 const CLIENT_SUBCOMMANDS = commandTable([
   ["SETNAME", C_STATE, state("CLIENT SETNAME")],
   ["TRACKING", C_STATE, state("CLIENT TRACKING")],
-  ["NO-EVICT", C_STATE, state("CLIENT NO-EVICT")],
-  ["NO-TOUCH", C_STATE, state("CLIENT NO-TOUCH")],
+  // Redis 7.0's RESET leaves NO-EVICT on (7.2 clears both); NO-TOUCH came with 7.2, but a
+  // server that knows it without clearing it on RESET (a fork) must not pass it on either.
+  ["NO-EVICT", C_STATE, stateResetKeeps("CLIENT NO-EVICT", "Redis 7.2")],
+  ["NO-TOUCH", C_STATE, stateResetKeeps("CLIENT NO-TOUCH", "Redis 7.2")],
   ["REPLY", C_BROKEN, broken("CLIENT REPLY: replies may be switched off or skipped")],
 ]);
 
@@ -330,7 +341,9 @@ const TOP_UNKNOWN = 0, TOP_REPLY = 1, TOP_PUSH = 2;
  * Replies are any RESP2 or RESP3 value: an attribute (`|`) is part of the reply it precedes,
  * and a push (`>`) settles nothing. `unfit` is `state` for a command that leaves per-connection
  * state (`SELECT`, `AUTH`, `HELLO`, `CLIENT SETNAME`/`TRACKING`/`NO-EVICT`/`NO-TOUCH`,
- * `READONLY`, `READWRITE`, `ASKING`, `RESET`, and `MULTI` or `WATCH` while open), and `broken`
+ * `READONLY`, `READWRITE`, `ASKING`, `RESET`, and `MULTI` or `WATCH` while open; for
+ * `NO-EVICT` and `NO-TOUCH` with `resetClears: false`, as Redis 7.0's `RESET` keeps them), and
+ * `broken`
  * for invalid bytes in either direction, a reply with no request, and commands whose replies
  * cannot be counted (the pub/sub subscriptions, `MONITOR`, `CLIENT REPLY`, `QUIT`, `SYNC`,
  * `PSYNC`, `REPLCONF`). Once `broken`, both directions stop being read and the counts stay as
@@ -992,13 +1005,20 @@ export class RedisTracker implements ExchangeTracker {
 
   // -------------------------------------------------------------------------------------------
 
-  /** Keeps the worst reason: `broken` beats `state`, and the first of a kind stays. */
+  /**
+   * Keeps the worst reason: `broken` beats `state`, state a reset may leave beats state it
+   * clears, and the first of a kind stays.
+   */
   #mark(unfit: Unfit): void {
+    const sticky = this.#sticky;
     if (unfit.kind === "broken") {
       if (this.#broken) return;
       this.#broken = true;
       this.#sticky = unfit;
-    } else if (this.#sticky === undefined) {
+    } else if (
+      sticky === undefined ||
+      (sticky.kind === "state" && sticky.resetClears !== false && unfit.resetClears === false)
+    ) {
       this.#sticky = unfit;
     }
   }

@@ -520,8 +520,9 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     }
     if (tracker.unfit?.kind !== "state") return true;
     const reset = this.#context.reset;
-    if (reset === undefined) {
-      // Complete, but with state: the pool refuses it as unfit, with the command named.
+    if (reset === undefined || tracker.unfit.resetClears === false) {
+      // Complete, but with state (that no reset is sure to clear): the pool refuses it as
+      // unfit, with the command named.
       up.unfitReason ??= tracker.unfit.reason;
       return true;
     }

@@ -29,6 +29,7 @@ import {
   closeQuietly,
   connect,
   decoder,
+  delay,
   encoder,
   patternBytes,
   readExactly,
@@ -244,6 +245,27 @@ Deno.test({
     // Through a debugging connection this would be "*2\r\n+* Stopped at 1, ...".
     assertEquals(await rawRedis(port, respCommand("EVAL", "return 7", "0"), 4), ":7\r\n");
     await proxy.sessionsEnded(2);
+  },
+});
+
+Deno.test({
+  name:
+    `redis: with redisReset, a client's CLIENT NO-EVICT never reaches the next client (Redis 7.0's RESET keeps it): its connection is closed${noRedis}`,
+  ignore: noRedis !== "",
+  fn: async () => {
+    await using redis = await RedisServer.start();
+    await using proxy = startProxy(upstreamAt(redis.port), { protocol: "redis", redisReset: true });
+    const port = proxy.address.port;
+    assertEquals(await rawRedis(port, respCommand("CLIENT", "NO-EVICT", "on"), 5), "+OK\r\n");
+    await proxy.sessionsEnded(1);
+    assertEquals(proxy.sessions[0].release, "unfit", sessionsText(proxy));
+    // Pooled after RESET, it would stay listed here, with flags=e.
+    let others = await redis.otherClients();
+    for (let i = 0; i < 30 && others.length > 0; i++) {
+      await delay(100);
+      others = await redis.otherClients();
+    }
+    assertEquals(others.map((c) => `flags=${c.get("flags")}`), [], sessionsText(proxy));
   },
 });
 

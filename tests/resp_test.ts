@@ -358,8 +358,14 @@ const STATE: Case[] = [
   stateCase("CLIENT SETNAME", cmd("client", "setname", "app"), "CLIENT SETNAME"),
   stateCase("inline CLIENT SETNAME", "client SetName app\r\n", "CLIENT SETNAME"),
   stateCase("CLIENT TRACKING", cmd("CLIENT", "TRACKING", "on"), "CLIENT TRACKING"),
-  stateCase("CLIENT NO-EVICT", cmd("client", "no-evict", "on"), "CLIENT NO-EVICT"),
-  stateCase("CLIENT NO-TOUCH", cmd("CLIENT", "NO-TOUCH", "on"), "CLIENT NO-TOUCH"),
+  {
+    ...stateCase("CLIENT NO-EVICT", cmd("client", "no-evict", "on"), "CLIENT NO-EVICT"),
+    reason: "CLIENT NO-EVICT changes per-connection state, which RESET clears only from Redis 7.2",
+  },
+  {
+    ...stateCase("CLIENT NO-TOUCH", cmd("CLIENT", "NO-TOUCH", "on"), "CLIENT NO-TOUCH"),
+    reason: "which RESET clears only from Redis 7.2",
+  },
   stateCase("READONLY", cmd("READONLY"), "READONLY"),
   stateCase("READWRITE", cmd("readwrite"), "READWRITE"),
   stateCase("ASKING", cmd("ASKING"), "ASKING"),
@@ -370,6 +376,14 @@ const STATE: Case[] = [
     replies: "+OK\r\n+OK\r\n",
     unfit: "state",
     reason: "SELECT",
+  },
+  {
+    // Redis 7.0's RESET would clear the SELECT but leave NO-EVICT on.
+    name: "state a reset may leave replaces state it clears",
+    requests: cmd("SELECT", "1") + cmd("CLIENT", "NO-EVICT", "on") + cmd("AUTH", "pw"),
+    replies: "+OK\r\n+OK\r\n+OK\r\n",
+    unfit: "state",
+    reason: "CLIENT NO-EVICT",
   },
   {
     name: "state before it is answered",
