@@ -343,11 +343,10 @@ const TOP_UNKNOWN = 0, TOP_REPLY = 1, TOP_PUSH = 2;
  * state (`SELECT`, `AUTH`, `HELLO`, `CLIENT SETNAME`/`TRACKING`/`NO-EVICT`/`NO-TOUCH`,
  * `READONLY`, `READWRITE`, `ASKING`, `RESET`, and `MULTI` or `WATCH` while open; for
  * `NO-EVICT` and `NO-TOUCH` with `resetClears: false`, as Redis 7.0's `RESET` keeps them), and
- * `broken`
- * for invalid bytes in either direction, a reply with no request, and commands whose replies
- * cannot be counted (the pub/sub subscriptions, `MONITOR`, `CLIENT REPLY`, `QUIT`, `SYNC`,
- * `PSYNC`, `REPLCONF`). Once `broken`, both directions stop being read and the counts stay as
- * they were.
+ * `broken` for invalid bytes in either direction, a reply with no request, and commands whose
+ * replies cannot be counted (the pub/sub subscriptions, `MONITOR`, `CLIENT REPLY`, `QUIT`,
+ * `SYNC`, `PSYNC`, `REPLCONF`). Once `broken`, both directions stop being read and the counts
+ * stay as they were.
  *
  * @example
  * ```ts
