@@ -1,7 +1,7 @@
 /**
  * The opening check: one command the proxy sends on a new upstream connection, before any
  * client's byte, to learn what the connection is before a client uses it; its one reply line is
- * read and dropped here, so no client ever sees it.
+ * read and dropped here, so no client ever sees it (bytes after it end the connection).
  *
  * memcached's ASCII authentication (`-Y`, 1.5.15 and later) is why: a login is a `set` whose
  * value is the user and password, indistinguishable from any other `set`, and it leaves the
@@ -107,8 +107,11 @@ export async function checkOpening(
       }
       const end = lf > 0 && reply[lf - 1] === 0x0d ? lf - 1 : lf;
       const line = new TextDecoder().decode(reply.subarray(0, end));
-      // More than the one line: bytes that would reach the first client as a greeting.
+      // More than the one line: bytes that would reach the first client as a greeting (more
+      // that come in a later read end the connection there: `UpstreamConn.checked`).
       if (lf !== got - 1) throw unexpected(address, check, reply.subarray(0, got));
+      // Cut while the last read's result was on its way: the socket is closed already.
+      if (cut !== undefined) throw new Error(cut);
       return { verdict: check.judge(line), line };
     }
   } catch (error) {
@@ -117,7 +120,7 @@ export async function checkOpening(
       throw new UpstreamConnectError(
         address,
         "timeout",
-        `timed out after ${timeoutMs}ms (waiting for the answer to ${check.name})`,
+        `timed out after ${Math.round(timeoutMs)}ms (waiting for the answer to ${check.name})`,
       );
     }
     if (cut === "aborted") throw new UpstreamConnectError(address, "aborted", "aborted");

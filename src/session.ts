@@ -515,6 +515,8 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       return false;
     }
     if (tracker.owed > 0 || tracker.partialResponse) {
+      // A connection that serves one session is closed whatever comes: no use waiting for it.
+      if (up.oneSessionOnly !== undefined) return false;
       const complete = new Promise<boolean>((resolve) => drain.done = resolve);
       if (!await complete) return false;
     }
@@ -794,8 +796,10 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
    */
   #canKeepFinBack(): boolean {
     const tracker = this.#tracker;
+    // A connection that serves one session only is closed anyway: its FIN is passed on, as in
+    // `off`, and the session need not wait for answers that may never come.
     return this.#framedReuse && tracker !== undefined && tracker.unfit?.kind !== "broken" &&
-      tracker.settleable && !tracker.partialRequest;
+      tracker.settleable && !tracker.partialRequest && this.#up?.oneSessionOnly === undefined;
   }
 
   /** The bytes of a goodbye command ending `chunk`, if the exchange is framed and reused. */
@@ -1018,10 +1022,12 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
 
   async #replaceUpstream(failed: UpstreamConn, unchecked: boolean): Promise<boolean> {
     const { pool, signal } = this.#context;
-    failed.close();
+    // A dialect swap (`unchecked`) leaves a good connection: nothing was written to it and
+    // nothing came back, so it goes back to the pool for a client of its dialect.
+    if (!unchecked) failed.close();
     await failed.endLease();
     this.#up = undefined;
-    pool.release(failed, false);
+    pool.release(failed, unchecked);
     if (this.#end !== undefined) return false;
     let fresh: UpstreamConn;
     try {

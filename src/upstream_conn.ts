@@ -284,6 +284,15 @@ export class UpstreamConn {
           this.#readEnded("closed by upstream", (lease) => lease.onUpstreamEof(this));
           return;
         }
+        if (this.checked && !afterWrite) {
+          // More than the opening check's one reply line, before any request: it must reach no
+          // client (no greeting follows a reply), and the upstream is not what the check took.
+          const error = new Error("bytes after the answer to the opening check");
+          this.unfitReason ??= "bytes after the opening check";
+          this.lostToUpstream ??= "bytes after the opening check";
+          this.#readEnded("bytes while idle", (lease) => lease.onUpstreamError(this, error));
+          return;
+        }
         if (this.#lease === undefined && this.leases === 0 && this.#state === "idle") {
           this.#greetingBytes += chunk.length;
           if (

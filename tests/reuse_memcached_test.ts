@@ -5,7 +5,7 @@
  * left are drained or the connection closed, and the binary protocol is relayed but never pooled.
  */
 
-import { assertEquals, assertNotEquals } from "./_assert.ts";
+import { assertEquals, assertLess, assertNotEquals } from "./_assert.ts";
 import {
   closeQuietly,
   connect,
@@ -225,6 +225,37 @@ test("memcached: the binary protocol is relayed byte for byte and never pooled",
   assertNotEquals(proxy.sessions[0].release, "pooled");
 });
 
+test("memcached: a binary client is given a fresh connection, and the text connection it was first given stays pooled", async () => {
+  await using server = await startMemcached();
+  await using proxy = startProxy(server.address, { pool: "reuse", protocol: "memcached" });
+  const before = await totalConnections(server.address);
+  const version = (await exchange(proxy, "version\r\n", "VERSION ")).length;
+  assertEquals(version, 8);
+  const request = new Uint8Array(24);
+  request[0] = 0x80;
+  request[1] = 0x0b; // a binary "version"
+  const client = await connect(proxy.address);
+  try {
+    const header = await within(client, 3_000, async () => {
+      await writeAll(client, request);
+      return await readExactly(client, 24);
+    });
+    assertEquals(header[0], 0x81, "a binary response came back");
+  } finally {
+    closeQuietly(client);
+  }
+  await proxy.sessionsEnded(2);
+  assertEquals(proxy.sessions[1].retried, true, "swapped for a fresh connection");
+  const answer = "VALUE k 0 1\r\nv\r\nEND\r\n";
+  assertEquals(
+    await exchange(proxy, "set k 0 0 1\r\nv\r\nget k\r\n", `STORED\r\n${answer}`),
+    `STORED\r\n${answer}`,
+  );
+  assertEquals(proxy.sessions[2].source, "pool");
+  // The text connection, the binary client's own, and this stats call.
+  assertEquals(await totalConnections(server.address) - before, 3);
+});
+
 test("memcached: noreply without a later mn is never taken as settled", async () => {
   await using server = await startMemcached();
   await using proxy = startProxy(server.address, { pool: "reuse", protocol: "memcached" });
@@ -253,6 +284,30 @@ test("memcached -Y: a connection a client logged in on is never pooled; the next
   }
 });
 
+test("memcached -Y: a client that leaves with answers owed on a connection that asks for a login is not drained: it is closed at once", async () => {
+  const dir = await Deno.makeTempDir();
+  const authFile = `${dir}/auth`;
+  await Deno.writeTextFile(authFile, "alice:s3cret\n");
+  await Deno.chmod(dir, 0o755);
+  await Deno.chmod(authFile, 0o644);
+  try {
+    await using server = await startMemcached(["-Y", authFile]);
+    await using proxy = startProxy(server.address, {
+      pool: "reuse",
+      protocol: "memcached",
+      reuseDrainTimeoutMs: 5_000,
+    });
+    // Not logged in, memcached answers the first of these and never the second.
+    const refused = "CLIENT_ERROR unauthenticated\r\n";
+    assertEquals(await exchange(proxy, "version\r\nversion\r\n", refused), refused);
+    assertNotEquals(proxy.sessions[0].release, "pooled");
+    // Drained, it would have waited the 5 s of --reuse-drain-timeout for the second answer.
+    assertLess(proxy.sessions[0].durationMs, 2_000);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 /** Three clients through reuse in front of a memcached -Y (user alice), for the test above. */
 async function clientsOfLoggedInServer(address: HostPort): Promise<void> {
   {
@@ -270,7 +325,7 @@ async function clientsOfLoggedInServer(address: HostPort): Promise<void> {
     // And one that logs in is served (its login is a login, not an item).
     const answer = "STORED\r\nVALUE data 0 6\r\nsecret\r\nEND\r\n";
     assertEquals(await exchange(proxy, `${login}get data\r\n`, answer), answer);
-    assertEquals(proxy.sessions[2].release, "unfit");
+    assertNotEquals(proxy.sessions[2].release, "pooled");
   }
 }
 
