@@ -8,29 +8,50 @@ import { IdleLimitLearner } from "../src/idle_limit.ts";
 import { captureLog } from "./_log.ts";
 import { delay, echo, eventually, startProxy, TestUpstream } from "./_net.ts";
 
+/** Feeds `learner` closes of `idleMs`, one second apart from `clock.at` on. */
+function closes(learner: IdleLimitLearner, clock: { at: number }, ...idleMs: number[]): void {
+  for (const ms of idleMs) learner.observe(ms, clock.at += 1_000);
+}
+
 Deno.test("three agreeing idle closes make a limit, retired at 90% of the shortest", () => {
   const learned: [number, number][] = [];
   const learner = new IdleLimitLearner((closes, retire) => learned.push([closes, retire]));
-  for (const ms of [10_020, 10_003]) learner.observe(ms);
+  const clock = { at: 0 };
+  closes(learner, clock, 10_020, 10_003);
   assertEquals(learner.retireAfterMs, Infinity, "two are not enough");
-  learner.observe(10_011);
+  closes(learner, clock, 10_011);
   assertEquals(learner.retireAfterMs, 9_002);
   assertEquals(learned, [[10_003, 9_002]]);
   // A lower limit later is learned again; a higher one changes nothing.
-  for (const ms of [5_000, 5_010, 5_005]) learner.observe(ms);
+  closes(learner, clock, 5_000, 5_010, 5_005);
   assertEquals(learner.retireAfterMs, 4_500);
-  for (const ms of [20_000, 20_000, 20_000]) learner.observe(ms);
+  closes(learner, clock, 20_000, 20_000, 20_000);
   assertEquals(learner.retireAfterMs, 4_500);
   assertEquals(learned.length, 2);
 });
 
 Deno.test("closes that disagree, or come too soon to be a timeout, teach nothing", () => {
   const learner = new IdleLimitLearner(() => {});
-  for (const ms of [500, 900, 300, 700, 1_200]) learner.observe(ms);
+  closes(learner, { at: 0 }, 500, 900, 300, 700, 1_200);
   assertEquals(learner.retireAfterMs, Infinity);
   const quick = new IdleLimitLearner(() => {});
-  for (const ms of [20, 21, 20]) quick.observe(ms);
+  closes(quick, { at: 0 }, 20, 21, 20);
   assertEquals(quick.retireAfterMs, Infinity);
+});
+
+Deno.test("closes at one moment (an upstream restart) are one observation, however well their idle times agree", () => {
+  const learner = new IdleLimitLearner(() => {});
+  // Ten connections left idle together by a burst of sessions, closed by a restart.
+  for (let i = 0; i < 10; i++) learner.observe(513 + i, 5_000 + i * 2);
+  assertEquals(learner.retireAfterMs, Infinity);
+  // Two more restarts later, each closing several at once: three events, but they agree only
+  // if the upstream really closes at that age, which these do not.
+  for (let i = 0; i < 5; i++) learner.observe(2_000 + i, 20_000 + i);
+  for (let i = 0; i < 5; i++) learner.observe(7_000 + i, 40_000 + i);
+  assertEquals(learner.retireAfterMs, Infinity);
+  // Three separate closes that agree still teach the limit.
+  closes(learner, { at: 60_000 }, 10_000, 10_050, 10_020);
+  assertEquals(learner.retireAfterMs, 9_000);
 });
 
 Deno.test("a warm pool learns that the upstream closes idle connections after 400 ms, says so once, and retires them first", async () => {
