@@ -8,10 +8,12 @@
  * healthy only once it proved itself (a session got an answer on it, or it stayed idle for
  * {@link PROBATION_MS}); one lost before that is a failed dial.
  *
- * Refills run in rounds of at most {@link REFILL_CONCURRENCY} dials. A round with a failure
- * doubles the backoff once (100 ms up to 5 s) and no refill starts until it has passed; the first
- * failure of an episode is logged once at `warn` with its reason, and the first proven connection
- * after it once at `info`. Sessions never wait for refills: one that finds no idle connection
+ * Refills run at most {@link REFILL_CONCURRENCY} dials at once. A round with a failure doubles the
+ * backoff once (100 ms up to 5 s) and no refill starts until it has passed; while refills fail, a
+ * round is at most {@link REFILL_CONCURRENCY} dials (only a healthy upstream is dialled on up to
+ * the ready target as connects succeed). The first failure of an episode is logged once at `warn`
+ * with its reason (at most once per {@link EPISODE_WARNING_INTERVAL_MS}, later ones at `debug`),
+ * and the first proven connection after a warned episode once at `info`. Sessions never wait for refills: one that finds no idle connection
  * dials for itself (and takes a refill instead if one lands first that no earlier session waits
  * for).
  *
@@ -36,6 +38,11 @@ export const PROBATION_MS = 1_000;
 export const REFILL_BACKOFF_MIN_MS = 100;
 /** The longest backoff between rounds. */
 export const REFILL_BACKOFF_MAX_MS = 5_000;
+/**
+ * Episodes of failing refills are warned about at most once per this long (the later ones at
+ * `debug`), so an upstream that flaps between serving and failing cannot flood the log.
+ */
+export const EPISODE_WARNING_INTERVAL_MS = 60_000;
 
 /** What a {@link Refiller} needs from its pool. */
 export interface RefillTarget {
@@ -81,6 +88,11 @@ export class Refiller {
   readonly #probationQueue: DelayQueue<Probation>;
   #inFlight = 0;
   #round = 0;
+  /** Dials started in the current round: while refills fail, at most {@link REFILL_CONCURRENCY}. */
+  #roundDials = 0;
+  /** When the last episode's warning was logged, and whether the current episode's was. */
+  #warnedAt = -Infinity;
+  #warned = false;
   #penalizedRound = -1;
   #backoffMs = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -111,9 +123,11 @@ export class Refiller {
     if (this.#stopped || this.#timer !== undefined || this.#inFlight >= REFILL_CONCURRENCY) return;
     const target = this.#target;
     const wanted = target.readyTarget();
+    // While refills fail, a round is its first dials only: more wait for a proof or the backoff.
+    const roundCap = this.#failure === undefined ? Infinity : REFILL_CONCURRENCY;
     while (
       this.#inFlight < REFILL_CONCURRENCY && target.ready() + this.#inFlight < wanted &&
-      target.canDial()
+      this.#roundDials < roundCap && target.canDial()
     ) {
       this.#dialOne(this.#round);
     }
@@ -194,6 +208,7 @@ export class Refiller {
 
   #dialOne(round: number): void {
     this.#inFlight++;
+    this.#roundDials++;
     this.#target.dial().then((conn) => {
       this.#inFlight--;
       if (this.#stopped) {
@@ -232,6 +247,8 @@ export class Refiller {
     this.#backoffMs = 0;
     if (this.#failure === undefined) return;
     this.#failure = undefined;
+    if (!this.#warned) return;
+    this.#warned = false;
     this.#log.info("upstream {upstream} is serving again; keeping idle connections ready", {
       upstream: this.#target.address,
     });
@@ -240,10 +257,16 @@ export class Refiller {
   #failed(round: number, reason: string): void {
     if (this.#stopped) return;
     if (this.#failure === undefined) {
-      this.#log.warn("cannot keep idle connections ready: {reason}; retrying with backoff", {
-        upstream: this.#target.address,
-        reason,
-      });
+      const now = performance.now();
+      const properties = { upstream: this.#target.address, reason };
+      const message = "cannot keep idle connections ready: {reason}; retrying with backoff";
+      if (now - this.#warnedAt >= EPISODE_WARNING_INTERVAL_MS) {
+        this.#warnedAt = now;
+        this.#warned = true;
+        this.#log.warn(message, properties);
+      } else {
+        this.#log.debug(message, properties); // one more episode within the interval
+      }
     }
     this.#failure = reason;
     // One doubling per round, however many of its dials fail.
@@ -258,6 +281,7 @@ export class Refiller {
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       this.#round++;
+      this.#roundDials = 0;
       this.request();
     }, this.#backoffMs);
   }

@@ -232,3 +232,55 @@ Deno.test("warm: sessions served by a greeting that says 'max clients' and close
   assertEquals(lines.filter((l) => l.includes("is serving again")).length, 0, lines.join("\n"));
   assertEquals(lines.filter((l) => l.includes("cannot keep idle connections ready")).length, 1);
 });
+
+/** An upstream that echoes, and closes every connection `ms` after accepting it. */
+function closingAfter(ms: number): (conn: Deno.TcpConn) => Promise<void> {
+  return async (conn) => {
+    const timer = setTimeout(() => {
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    }, ms);
+    try {
+      await echo(conn);
+    } catch {
+      /* closed under the read */
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+}
+
+Deno.test("warm --min-idle 100 in front of an upstream that drops each connection after 50 ms: after the first round, rounds of at most 4 dials", async () => {
+  let accepted = 0;
+  const close = closingAfter(50);
+  await using upstream = new TestUpstream((conn) => {
+    accepted++;
+    return close(conn);
+  });
+  await using _proxy = startProxy(upstream.address, { pool: "warm", minIdle: 100 });
+  await delay(1_000);
+  const before = accepted;
+  await delay(2_000);
+  // Rounds that dialled on up to the target as connects succeeded made 100 dials a round here,
+  // 50 a second in this window; rounds of 4 make a few.
+  const perSecond = (accepted - before) / 2;
+  assertLess(perSecond, 15, `${perSecond} dials a second while idle`);
+});
+
+Deno.test("an upstream that serves sessions but drops each connection after 300 ms: one warning, not one per episode", async () => {
+  await using upstream = new TestUpstream(closingAfter(300));
+  const lines = await captureLog(async () => {
+    await using proxy = startProxy(upstream.address, { pool: "warm", minIdle: 2 });
+    // Each session proves the upstream serves and ends the refills' episode; each refill, on
+    // probation for 1 s, is dropped at 300 ms and starts a new one.
+    const deadline = performance.now() + 3_000;
+    while (performance.now() < deadline) {
+      assertEquals(await roundTrip(proxy.address, "ping"), "ping");
+      await delay(150);
+    }
+  });
+  const warnings = lines.filter((l) => l.includes("cannot keep idle connections ready"));
+  assertEquals(warnings.length, 1, lines.join("\n"));
+  assert(lines.filter((l) => l.includes("is serving again")).length <= 1, lines.join("\n"));
+});
