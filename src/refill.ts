@@ -10,12 +10,13 @@
  *
  * Refills run at most {@link REFILL_CONCURRENCY} dials at once. A round with a failure doubles the
  * backoff once (100 ms up to 5 s) and no refill starts until it has passed; while refills fail, a
- * round is at most {@link REFILL_CONCURRENCY} dials (only a healthy upstream is dialled on up to
- * the ready target as connects succeed). The first failure of an episode is logged once at `warn`
- * with its reason (at most once per {@link EPISODE_WARNING_INTERVAL_MS}, later ones at `debug`),
- * and the first proven connection after a warned episode once at `info`. Sessions never wait for refills: one that finds no idle connection
- * dials for itself (and takes a refill instead if one lands first that no earlier session waits
- * for).
+ * round is at most {@link REFILL_CONCURRENCY} dials and the next one starts after the backoff
+ * (only a healthy upstream is dialled on up to the ready target as its connects succeed). The
+ * first proof ends the episode and refills up to the target at once. An episode is logged once at
+ * `warn` with its reason, at most once per {@link EPISODE_WARNING_INTERVAL_MS} (one that starts
+ * sooner is warned about once it outlasts that), and the first proof after a warned episode once
+ * at `info`. Sessions never wait for refills: one that finds no idle connection dials for itself
+ * (and takes a refill instead if one lands first that no earlier session waits for).
  *
  * @module
  */
@@ -93,15 +94,26 @@ export class Refiller {
   /** When the last episode's warning was logged, and whether the current episode's was. */
   #warnedAt = -Infinity;
   #warned = false;
+  readonly #warningIntervalMs: number;
   #penalizedRound = -1;
   #backoffMs = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #failure: string | undefined;
   #stopped = false;
 
-  constructor(target: RefillTarget, log: Logger, probationMs: number = PROBATION_MS) {
+  /**
+   * @param probationMs How long an unused refill must stay up to count as healthy.
+   * @param warningIntervalMs At most one episode warning per this long (tests shorten both).
+   */
+  constructor(
+    target: RefillTarget,
+    log: Logger,
+    probationMs: number = PROBATION_MS,
+    warningIntervalMs: number = EPISODE_WARNING_INTERVAL_MS,
+  ) {
     this.#target = target;
     this.#log = log;
+    this.#warningIntervalMs = warningIntervalMs;
     this.#probationQueue = new DelayQueue(probationMs, (entry) => this.#probationOver(entry));
   }
 
@@ -123,14 +135,29 @@ export class Refiller {
     if (this.#stopped || this.#timer !== undefined || this.#inFlight >= REFILL_CONCURRENCY) return;
     const target = this.#target;
     const wanted = target.readyTarget();
-    // While refills fail, a round is its first dials only: more wait for a proof or the backoff.
-    const roundCap = this.#failure === undefined ? Infinity : REFILL_CONCURRENCY;
     while (
       this.#inFlight < REFILL_CONCURRENCY && target.ready() + this.#inFlight < wanted &&
-      this.#roundDials < roundCap && target.canDial()
+      target.canDial()
     ) {
+      if (this.#failure !== undefined && this.#roundDials >= REFILL_CONCURRENCY) {
+        // While refills fail, a round is its first dials only; the next one after the backoff
+        // (also when this one's dials end neither failed nor proven).
+        this.#nextRound();
+        return;
+      }
       this.#dialOne(this.#round);
     }
+  }
+
+  /** Starts the next round of refills after the backoff (at least the shortest), unless set. */
+  #nextRound(): void {
+    if (this.#timer !== undefined) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#round++;
+      this.#roundDials = 0;
+      this.request();
+    }, Math.max(this.#backoffMs, REFILL_BACKOFF_MIN_MS));
   }
 
   /**
@@ -247,26 +274,32 @@ export class Refiller {
     this.#backoffMs = 0;
     if (this.#failure === undefined) return;
     this.#failure = undefined;
-    if (!this.#warned) return;
-    this.#warned = false;
-    this.#log.info("upstream {upstream} is serving again; keeping idle connections ready", {
-      upstream: this.#target.address,
-    });
+    // The episode is over: refill up to the target now, not after a backoff or a borrow.
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#round++;
+    this.#roundDials = 0;
+    if (this.#warned) {
+      this.#warned = false;
+      this.#log.info("upstream {upstream} is serving again; keeping idle connections ready", {
+        upstream: this.#target.address,
+      });
+    }
+    if (!this.#stopped) this.request();
   }
 
   #failed(round: number, reason: string): void {
     if (this.#stopped) return;
-    if (this.#failure === undefined) {
-      const now = performance.now();
-      const properties = { upstream: this.#target.address, reason };
-      const message = "cannot keep idle connections ready: {reason}; retrying with backoff";
-      if (now - this.#warnedAt >= EPISODE_WARNING_INTERVAL_MS) {
-        this.#warnedAt = now;
-        this.#warned = true;
-        this.#log.warn(message, properties);
-      } else {
-        this.#log.debug(message, properties); // one more episode within the interval
-      }
+    // Warned once per episode, and at most once per interval: an episode that starts within it
+    // of the last warning is warned about once it outlasts it.
+    const now = performance.now();
+    const message = "cannot keep idle connections ready: {reason}; retrying with backoff";
+    if (!this.#warned && now - this.#warnedAt >= this.#warningIntervalMs) {
+      this.#warnedAt = now;
+      this.#warned = true;
+      this.#log.warn(message, { upstream: this.#target.address, reason });
+    } else if (this.#failure === undefined) {
+      this.#log.debug(message, { upstream: this.#target.address, reason });
     }
     this.#failure = reason;
     // One doubling per round, however many of its dials fail.
@@ -277,12 +310,6 @@ export class Refiller {
         REFILL_BACKOFF_MAX_MS,
       );
     }
-    if (this.#timer !== undefined) return;
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      this.#round++;
-      this.#roundDials = 0;
-      this.request();
-    }, this.#backoffMs);
+    this.#nextRound();
   }
 }

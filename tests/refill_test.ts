@@ -10,6 +10,7 @@ import { captureLog } from "./_log.ts";
 import { Refiller } from "../src/refill.ts";
 import { GREETING_LIMIT, GREETING_MAX_CHUNKS, UpstreamConn } from "../src/upstream_conn.ts";
 import {
+  closeQuietly,
   connect,
   delay,
   echo,
@@ -283,4 +284,87 @@ Deno.test("an upstream that serves sessions but drops each connection after 300 
   const warnings = lines.filter((l) => l.includes("cannot keep idle connections ready"));
   assertEquals(warnings.length, 1, lines.join("\n"));
   assert(lines.filter((l) => l.includes("is serving again")).length <= 1, lines.join("\n"));
+});
+
+/** A free loopback port, nothing listening on it. */
+function freePort(): number {
+  const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = probe.addr.port;
+  probe.close();
+  return port;
+}
+
+Deno.test("warm --min-idle 10 started before its upstream fills to 10 once the upstream is up, with no client", async () => {
+  const port = freePort();
+  await using proxy = startProxy({ hostname: "127.0.0.1", port }, { pool: "warm", minIdle: 10 });
+  await delay(700); // refused meanwhile: an episode, backing off
+  await using upstream = new TestUpstream(echo, { hostname: "127.0.0.1", port });
+  // Capped rounds of 4 while failing must not stay capped once a refill proved itself.
+  await eventually(() => proxy.server.pool.stats.idle === 10, 8_000, "10 idle");
+  assertEquals(upstream.accepted, 10);
+});
+
+Deno.test("warm --min-idle 4 after an episode: refills taken by clients that send nothing are refilled again", async () => {
+  const port = freePort();
+  await using proxy = startProxy({ hostname: "127.0.0.1", port }, {
+    pool: "warm",
+    minIdle: 4,
+    refillProbationMs: 5_000, // the clients below take them while on probation
+  });
+  await delay(300); // refused meanwhile: an episode
+  await using upstream = new TestUpstream(echo, { hostname: "127.0.0.1", port });
+  await eventually(() => proxy.server.pool.stats.idle === 4, 5_000, "4 idle");
+  // Each takes a refill and ends it neither failed nor proven.
+  for (let i = 0; i < 4; i++) closeQuietly(await connect(proxy.address));
+  await eventually(() => upstream.accepted >= 8, 5_000, "refilled after the 4 were used");
+  await eventually(() => proxy.server.pool.stats.idle === 4, 5_000, "4 idle again");
+});
+
+Deno.test("an episode that starts within a minute of a warned one is warned about once it outlasts the interval", async () => {
+  let failing = true;
+  let dials = 0;
+  const delivered: UpstreamConn[] = [];
+  await using upstream = new TestUpstream(echo);
+  const lines = await captureLog(async (seen) => {
+    const refiller = new Refiller(
+      {
+        address: `127.0.0.1:${upstream.address.port}`,
+        readyTarget: () => 1,
+        ready: () => delivered.filter((c) => c.state !== "closed").length,
+        canDial: () => true,
+        dial: async () => {
+          dials++;
+          if (failing) throw new Error(`refused ${dials}`);
+          return new UpstreamConn(await connect(upstream.address));
+        },
+        deliver: (conn) => delivered.push(conn),
+        lostToUpstream: () => {},
+        proven: () => {},
+      },
+      getProxyLogger("pool"),
+      50,
+      1_000,
+    );
+    try {
+      refiller.request();
+      await eventually(() => refiller.failure !== undefined, 2_000, "the first episode");
+      failing = false; // a blip: the next round's refill proves itself after 50 ms
+      await eventually(() => refiller.failure === undefined, 3_000, "the blip ended");
+      for (const conn of delivered.splice(0)) conn.close();
+      failing = true; // down for good, within the interval of the first warning
+      refiller.request();
+      await eventually(() => refiller.failure !== undefined, 2_000, "the second episode");
+      await eventually(
+        () => seen.filter((l) => l.includes("cannot keep idle connections ready")).length === 2,
+        5_000,
+        "the second episode warned once it outlasted the interval",
+      );
+    } finally {
+      refiller.stop();
+      for (const conn of delivered) conn.close();
+      await Promise.all(delivered.map((conn) => conn.readerDone));
+    }
+  });
+  const warnings = lines.filter((l) => l.includes("cannot keep idle connections ready"));
+  assertEquals(warnings.length, 2, lines.join("\n"));
 });
