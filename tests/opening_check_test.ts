@@ -47,6 +47,26 @@ function answering(...parts: string[]): TestUpstream {
   });
 }
 
+/** An upstream that calls `answer` for each `\r\n`-ended line of each connection `index`. */
+function lineByLine(
+  answer: (conn: Deno.TcpConn, line: string, index: number) => Promise<void>,
+): TestUpstream {
+  return new TestUpstream(async (conn, index) => {
+    const buffer = new Uint8Array(256);
+    let pending = "";
+    while (true) {
+      const n = await conn.read(buffer);
+      if (n === null) return;
+      pending += decoder.decode(buffer.subarray(0, n));
+      for (let end = pending.indexOf("\r\n"); end >= 0; end = pending.indexOf("\r\n")) {
+        const line = pending.slice(0, end);
+        pending = pending.slice(end + 2);
+        await answer(conn, line, index);
+      }
+    }
+  });
+}
+
 /** Runs the memcached check against `upstream` over a real connection. */
 async function check(upstream: TestUpstream, timeoutMs = 2_000, signals: AbortSignal[] = []) {
   const socket = await Deno.connect(upstream.address);
@@ -113,20 +133,9 @@ Deno.test("opening check: an upstream that closes first, never answers, or a dia
 });
 
 Deno.test("opening check in the pool: an upstream that answers version unlike memcached serves each client on a connection of its own, with one warning", async () => {
-  // Answers `version` with ERROR, then `mn` with MN, line by line.
-  await using upstream = new TestUpstream(async (conn) => {
-    const buffer = new Uint8Array(256);
-    let pending = "";
-    while (true) {
-      const n = await conn.read(buffer);
-      if (n === null) return;
-      pending += decoder.decode(buffer.subarray(0, n));
-      for (let end = pending.indexOf("\r\n"); end >= 0; end = pending.indexOf("\r\n")) {
-        const line = pending.slice(0, end);
-        pending = pending.slice(end + 2);
-        await writeAll(conn, encoder.encode(line === "version" ? "ERROR\r\n" : "MN\r\n"));
-      }
-    }
+  // Answers `version` with ERROR, and anything else (`mn`) with MN.
+  await using upstream = lineByLine(async (conn, line) => {
+    await writeAll(conn, encoder.encode(line === "version" ? "ERROR\r\n" : "MN\r\n"));
   });
   const lines = await captureLog(async () => {
     await using proxy = startProxy(upstream.address, { pool: "reuse", protocol: "memcached" });
@@ -177,22 +186,11 @@ Deno.test("opening check: an abort that lands after the reply was read, before t
 Deno.test("opening check in the pool: bytes after the answer, in a later segment, reach no client; the session goes on over a fresh connection", async () => {
   // The first connection answers version, then 30 ms later sends a line nobody asked for;
   // every connection answers mn with MN.
-  await using upstream = new TestUpstream(async (conn, index) => {
-    const buffer = new Uint8Array(256);
-    let pending = "";
-    while (true) {
-      const n = await conn.read(buffer);
-      if (n === null) return;
-      pending += decoder.decode(buffer.subarray(0, n));
-      for (let end = pending.indexOf("\r\n"); end >= 0; end = pending.indexOf("\r\n")) {
-        const line = pending.slice(0, end);
-        pending = pending.slice(end + 2);
-        await writeAll(conn, encoder.encode(line === "version" ? "VERSION 1.6.18\r\n" : "MN\r\n"));
-        if (line === "version" && index === 0) {
-          await delay(30);
-          await writeAll(conn, encoder.encode("SERVER_ERROR injected\r\n"));
-        }
-      }
+  await using upstream = lineByLine(async (conn, line, index) => {
+    await writeAll(conn, encoder.encode(line === "version" ? "VERSION 1.6.18\r\n" : "MN\r\n"));
+    if (line === "version" && index === 0) {
+      await delay(30);
+      await writeAll(conn, encoder.encode("SERVER_ERROR injected\r\n"));
     }
   });
   await using proxy = startProxy(upstream.address, { pool: "reuse", protocol: "memcached" });

@@ -204,10 +204,9 @@ test("memcached: a client's quit is not passed on: the connection serves the nex
   assertEquals(await totalConnections(server.address) - before, 2);
 });
 
-test("memcached: the binary protocol is relayed byte for byte and never pooled", async () => {
-  await using server = await startMemcached();
-  await using proxy = startProxy(server.address, { pool: "reuse", protocol: "memcached" });
-  // A binary "version" request: magic 0x80, opcode 0x0b, no key, no extras, no body.
+/** One binary-protocol client through `proxy`: a "version" request, and a binary response. */
+async function binaryVersion(proxy: TestProxy): Promise<void> {
+  // Magic 0x80, opcode 0x0b, no key, no extras, no body.
   const request = new Uint8Array(24);
   request[0] = 0x80;
   request[1] = 0x0b;
@@ -221,6 +220,12 @@ test("memcached: the binary protocol is relayed byte for byte and never pooled",
   } finally {
     closeQuietly(client);
   }
+}
+
+test("memcached: the binary protocol is relayed byte for byte and never pooled", async () => {
+  await using server = await startMemcached();
+  await using proxy = startProxy(server.address, { pool: "reuse", protocol: "memcached" });
+  await binaryVersion(proxy);
   await proxy.sessionsEnded(1);
   assertNotEquals(proxy.sessions[0].release, "pooled");
 });
@@ -231,19 +236,7 @@ test("memcached: a binary client is given a fresh connection, and the text conne
   const before = await totalConnections(server.address);
   const version = (await exchange(proxy, "version\r\n", "VERSION ")).length;
   assertEquals(version, 8);
-  const request = new Uint8Array(24);
-  request[0] = 0x80;
-  request[1] = 0x0b; // a binary "version"
-  const client = await connect(proxy.address);
-  try {
-    const header = await within(client, 3_000, async () => {
-      await writeAll(client, request);
-      return await readExactly(client, 24);
-    });
-    assertEquals(header[0], 0x81, "a binary response came back");
-  } finally {
-    closeQuietly(client);
-  }
+  await binaryVersion(proxy);
   await proxy.sessionsEnded(2);
   assertEquals(proxy.sessions[1].retried, true, "swapped for a fresh connection");
   const answer = "VALUE k 0 1\r\nv\r\nEND\r\n";
