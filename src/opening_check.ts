@@ -92,6 +92,8 @@ export async function checkOpening(
     let got = 0;
     while (true) {
       const n = await socket.read(reply.subarray(got));
+      // Cut while this read's result was on its way: the socket is closed already.
+      if (cut !== undefined) throw new Error(cut);
       if (n === null) {
         throw new UpstreamConnectError(
           address,
@@ -110,8 +112,6 @@ export async function checkOpening(
       // More than the one line: bytes that would reach the first client as a greeting (more
       // that come in a later read end the connection there: `UpstreamConn.checked`).
       if (lf !== got - 1) throw unexpected(address, check, reply.subarray(0, got));
-      // Cut while the last read's result was on its way: the socket is closed already.
-      if (cut !== undefined) throw new Error(cut);
       return { verdict: check.judge(line), line };
     }
   } catch (error) {

@@ -757,7 +757,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       // The connection has spoken (to an earlier client, or the pool's opening check) in another
       // dialect than this client's: swap it for a fresh one that has not, before a byte is
       // written (a retry: nothing was written, nothing came back).
-      if (!this.#canRetry() || !await this.#retry(up, true)) {
+      if (!this.#canRetry() || !await this.#retry(up, { dialectSwap: true })) {
         if (this.#end === undefined) this.#finish("connect-failed");
         return false;
       }
@@ -1006,12 +1006,12 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   }
 
   /**
-   * Replaces the failed `failed` with a fresh connection and replays the client's bytes;
-   * `unchecked`: one the pool's opening check has not spoken on (a dialect swap).
+   * Replaces `previous` (it failed, or with `dialectSwap` it has spoken in another dialect than
+   * this client's) with a fresh connection and replays the client's bytes.
    */
-  #retry(failed: UpstreamConn, unchecked = false): Promise<boolean> {
+  #retry(previous: UpstreamConn, { dialectSwap = false } = {}): Promise<boolean> {
     this.#retried = true;
-    const retrying = this.#replaceUpstream(failed, unchecked).finally(() => {
+    const retrying = this.#replaceUpstream(previous, dialectSwap).finally(() => {
       // Every kept chunk has been sent again; there is no second retry to keep them for.
       this.#retrying = undefined;
       this.#replay.drop();
@@ -1020,20 +1020,21 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     return retrying;
   }
 
-  async #replaceUpstream(failed: UpstreamConn, unchecked: boolean): Promise<boolean> {
+  async #replaceUpstream(previous: UpstreamConn, dialectSwap: boolean): Promise<boolean> {
     const { pool, signal } = this.#context;
-    // A dialect swap (`unchecked`) leaves a good connection: nothing was written to it and
-    // nothing came back, so it goes back to the pool for a client of its dialect.
-    if (!unchecked) failed.close();
-    await failed.endLease();
+    // After a dialect swap the connection is good: nothing was written to it and nothing came
+    // back, so it goes back to the pool (as after a clean session) for a client of its dialect.
+    if (!dialectSwap) previous.close();
+    await previous.endLease();
     this.#up = undefined;
-    pool.release(failed, unchecked);
+    pool.release(previous, dialectSwap);
     if (this.#end !== undefined) return false;
     let fresh: UpstreamConn;
     try {
       this.#replay.restart();
       // Leased through onLease, which makes it the session's connection.
-      fresh = await this.#borrow(pool, true, unchecked);
+      // The fresh one for a dialect swap must not have spoken either: no opening check.
+      fresh = await this.#borrow(pool, true, dialectSwap);
     } catch (error) {
       this.#finish(connectEnd(error, signal), error);
       return false;
