@@ -45,6 +45,7 @@ import {
   type UpstreamTls,
 } from "./dial.ts";
 import { formatDuration } from "./duration.ts";
+import { GreetingWatch } from "./greeting.ts";
 import { IdleLimitLearner } from "./idle_limit.ts";
 import { getProxyLogger, type Logger } from "./logging.ts";
 import { Histogram } from "./metrics.ts";
@@ -89,6 +90,13 @@ export interface PoolOptions {
    * never pooled. Part of the dial, within the connect timeout.
    */
   openingCheck?: OpeningCheck;
+  /**
+   * In `reuse` with `--protocol raw`: how long a new connection stays silent, while the pool does
+   * not know yet whether its upstream greets, before a client byte is written to it
+   * (`src/greeting.ts`); `undefined` (framed protocols, other modes): greetings are not watched
+   * for.
+   */
+  greetingWindowMs?: number;
   /**
    * Most connections open at once, dialling, leased, idle and settling together; 0 means no
    * limit (`--max-upstream`).
@@ -271,6 +279,8 @@ export class UpstreamPool {
   /** Released connections waiting out the settle time (one timer for all of them). */
   readonly #settling = new Set<UpstreamConn>();
   readonly #settleQueue: DelayQueue<UpstreamConn> | undefined;
+  /** With `raw` reuse: whether the upstream greets, learned once (`src/greeting.ts`). */
+  readonly #greetingWatch: GreetingWatch | undefined;
   readonly #closing = new Set<Promise<void>>();
   /**
    * Dials whose borrower took an idle connection first: each will land in the pool, so it counts
@@ -347,6 +357,9 @@ export class UpstreamPool {
       this.#settleQueue = new DelayQueue(settleMs, (conn) => this.#settled(conn));
     }
     this.#address = formatHostPort(options.upstream);
+    if (options.mode === "reuse" && options.greetingWindowMs !== undefined) {
+      this.#greetingWatch = new GreetingWatch(options.greetingWindowMs, this.#address);
+    }
     const capacity = options.mode === "off" ? 0 : options.maxIdle;
     this.#idle = new AsyncQueue<UpstreamConn>({ capacity, order: "lifo" });
     this.#trimPeriodMs = options.trimPeriodMs ??
@@ -616,6 +629,7 @@ export class UpstreamPool {
     // A connection that proves the upstream serves is noted there (the refiller's `proven`).
     this.#refiller.released(conn);
     if (conn.oneSessionOnly !== undefined) conn.unfitReason ??= conn.oneSessionOnly;
+    if (this.#greetingWatch !== undefined) conn.unfitReason ??= this.#greetingWatch.released(conn);
     const refusal = this.#refusal(conn, sessionClean);
     if (refusal !== undefined) {
       this.#stats.refused[refusal]++;
@@ -914,7 +928,8 @@ export class UpstreamPool {
       })
       .then(({ socket, verdict }) => {
         this.#dialsInFlight--;
-        this.#demand.dialed(this.#dialSucceeded(started) - started);
+        const dialMs = this.#dialSucceeded(started) - started;
+        this.#demand.dialed(dialMs);
         const conn = new UpstreamConn(socket, this.#connHooks);
         conn.dialStartedAt = started;
         conn.checked = verdict !== undefined;
@@ -923,6 +938,11 @@ export class UpstreamPool {
         if (this.options.maxLifetimeMs > 0) {
           const lifetime = this.options.maxLifetimeMs * (1 - Math.random() * LIFETIME_JITTER);
           conn.retireAt = conn.createdAt + lifetime;
+        }
+        const watch = this.#greetingWatch;
+        if (watch !== undefined && !watch.known) {
+          // No client byte is written before a greeting could have come (`src/greeting.ts`).
+          conn.holdWrites(watch.watch(conn, dialMs, ...signals));
         }
         if (leaseTo !== undefined) conn.tryLease(leaseTo, false);
         return conn;

@@ -205,6 +205,10 @@ export class ProxyServer {
       queueTimeoutMs: options.queueTimeoutMs ?? QUEUE_TIMEOUT_MS,
       // Framing knows where answers end: no timing guess.
       settleMs: (options.protocol ?? "raw") === "raw" ? options.reuseSettleMs : 0,
+      // Raw reuse cannot see where a greeting's handshake ends: find out whether there is one.
+      greetingWindowMs: (options.protocol ?? "raw") === "raw"
+        ? options.reuseSettleMs ?? 0
+        : undefined,
       probationMs: options.refillProbationMs,
     });
     // Connections made with TLS files a reload replaced are not handed out again.

@@ -96,6 +96,11 @@ export class UpstreamConn {
    * request (a greeting sent at accept, before anything was asked, is no answer).
    */
   answeredARequest = false;
+  /**
+   * Whether the upstream sent a byte before anything was written to it: a greeting (MySQL, SMTP),
+   * or the start of something that is not an answer.
+   */
+  spokeFirst = false;
   /** Set once anything made it unfit to reuse: a real error, a half-close, unread bytes. */
   unfitReason: string | undefined;
   /**
@@ -129,6 +134,8 @@ export class UpstreamConn {
   #greeting: Uint8Array[] = [];
   #greetingBytes = 0;
   #greetingDelivery: Promise<void> | undefined;
+  /** Set while writes are held ({@link holdWrites}). */
+  #writesHeld: Promise<void> | undefined;
   readonly #hooks: ConnHooks | undefined;
   #readLoopDone: Promise<void>;
 
@@ -208,8 +215,22 @@ export class UpstreamConn {
     }
   }
 
+  /**
+   * Holds every write until `until` settles (the pool's greeting watch, `src/greeting.ts`): the
+   * connection is leased and relays what the upstream sends meanwhile, but no client byte goes
+   * to it yet. `until` must not reject.
+   */
+  holdWrites(until: Promise<void>): void {
+    const held: Promise<void> = until.finally(() => {
+      if (this.#writesHeld === held) this.#writesHeld = undefined;
+    });
+    this.#writesHeld = held;
+  }
+
   /** Writes all of `chunk` upstream. A failure marks the connection unfit and is rethrown. */
   async write(chunk: Uint8Array): Promise<void> {
+    // Bytes that come while the first write is held are no answer: the upstream spoke first.
+    if (this.#writesHeld !== undefined) await this.#writesHeld;
     this.#wrote = true;
     try {
       // One write nearly always takes the whole chunk; writeAll (an async frame more) is for the
@@ -293,6 +314,7 @@ export class UpstreamConn {
           this.#readEnded("bytes while idle", (lease) => lease.onUpstreamError(this, error));
           return;
         }
+        if (!afterWrite) this.spokeFirst = true;
         if (this.#lease === undefined && this.leases === 0 && this.#state === "idle") {
           this.#greetingBytes += chunk.length;
           if (

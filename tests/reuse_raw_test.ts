@@ -3,6 +3,7 @@
  * of issue 7 that need no framing, each asserting on bytes that no client receives another's.
  */
 
+import type { HostPort } from "../src/address.ts";
 import { assert, assertEquals, assertNotEquals } from "./_assert.ts";
 import {
   closeQuietly,
@@ -141,6 +142,113 @@ Deno.test("raw reuse: a connection whose upstream spoke first (a greeting) is ne
   for (const session of proxy.sessions) assertEquals(session.release, "unfit");
   assertEquals(upstream.accepted, 3);
   assert(proxy.server.pool.stats.idle === 0);
+});
+
+/**
+ * A line server that greets at once (unless `greets` says not to): `LOGIN name` logs the
+ * connection in (`OK`), any other line is answered with who is logged in (`user=name`).
+ */
+function loginServer(greets: (index: number) => boolean = () => true) {
+  return new TestUpstream(async (conn, index) => {
+    if (greets(index)) await writeAll(conn, encoder.encode("220 hello\r\n"));
+    let user = "nobody";
+    let text = "";
+    const buffer = new Uint8Array(1024);
+    for (;;) {
+      const n = await conn.read(buffer);
+      if (n === null) return;
+      text += decoder.decode(buffer.subarray(0, n));
+      for (let end = text.indexOf("\r\n"); end >= 0; end = text.indexOf("\r\n")) {
+        const line = text.slice(0, end);
+        text = text.slice(end + 2);
+        if (line.startsWith("LOGIN ")) user = line.slice(6);
+        await writeAll(
+          conn,
+          encoder.encode(line.startsWith("LOGIN ") ? "OK\r\n" : `user=${user}\r\n`),
+        );
+      }
+    }
+  });
+}
+
+/** Reads until what was read ends with `end` (or the stream ends). */
+async function readUntil(conn: Deno.Conn, end: string): Promise<string> {
+  let text = "";
+  const buffer = new Uint8Array(1024);
+  while (!text.endsWith(end)) {
+    const n = await conn.read(buffer);
+    if (n === null) break;
+    text += decoder.decode(buffer.subarray(0, n));
+  }
+  return text;
+}
+
+/** A client that logs in without waiting for the greeting, reads it and the `OK`, and leaves. */
+async function loginAtOnce(address: HostPort, user: string): Promise<void> {
+  const client = await connect(address);
+  try {
+    await within(client, 3_000, async () => {
+      await writeAll(client, encoder.encode(`LOGIN ${user}\r\n`));
+      assertEquals(await readUntil(client, "OK\r\n"), "220 hello\r\nOK\r\n");
+    });
+  } finally {
+    closeQuietly(client);
+  }
+}
+
+Deno.test("raw reuse: a client that logs in before the upstream's greeting arrives never leaves its login to the next client", async () => {
+  // Written at once on a fresh connection, the login raced the greeting, which then read as
+  // its answer: the connection was pooled logged in, and the next client was alice.
+  await using upstream = loginServer();
+  await using proxy = startProxy(upstream.address, { pool: "reuse" });
+  for (const user of ["alice", "bob", "carol"]) {
+    await loginAtOnce(proxy.address, user);
+    const next = await connect(proxy.address);
+    try {
+      await within(next, 3_000, async () => {
+        assertEquals(await readUntil(next, "\r\n"), "220 hello\r\n");
+        await writeAll(next, encoder.encode("WHO\r\n"));
+        assertEquals(await readUntil(next, "\r\n"), "user=nobody\r\n");
+      });
+    } finally {
+      closeQuietly(next);
+    }
+  }
+  await proxy.sessionsEnded(6);
+  // Every connection served one client: once an upstream is known to greet, none is pooled,
+  // whether or not its greeting came before the client's first byte.
+  for (const session of proxy.sessions) assertEquals(session.release, "unfit");
+  assertEquals(upstream.accepted, 6);
+});
+
+Deno.test("raw reuse: an upstream that speaks and closes (a refusal) is not taken for one that greets", async () => {
+  // Redis at its client limit says `-ERR max number of clients reached` and closes: that is no
+  // greeting, and pooling goes on once a connection stays silent.
+  await using upstream = new TestUpstream(async (conn, index) => {
+    if (index === 0) return await writeAll(conn, encoder.encode("-ERR max clients\r\n"));
+    await echo(conn);
+  });
+  await using proxy = startProxy(upstream.address, { pool: "reuse" });
+  const refused = await connect(proxy.address);
+  try {
+    await within(refused, 3_000, async () => {
+      assertEquals(decoder.decode(await readToEnd(refused)), "-ERR max clients\r\n");
+    });
+  } finally {
+    closeQuietly(refused);
+  }
+  await proxy.sessionsEnded(1);
+  for (let i = 0; i < 3; i++) {
+    assertEquals(await roundTrip(proxy.address, "ping"), "ping");
+    await proxy.sessionsEnded(2 + i);
+    await delay(20); // past the settle time
+  }
+  assertEquals(proxy.sessions.slice(1).map((session) => session.release), [
+    "pooled",
+    "pooled",
+    "pooled",
+  ]);
+  assertEquals(upstream.accepted, 2);
 });
 
 Deno.test("reuse: a held FIN that comes due while the retry is under way is passed to the fresh connection", async () => {
