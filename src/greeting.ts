@@ -69,7 +69,8 @@ export class GreetingWatch {
   /**
    * Waits on a new, idle connection (its reader running, nothing written) for the window, or
    * until one of `signals` aborts, then learns from it: bytes in that time (kept as its greeting)
-   * say the upstream greets; silence says it does not; a connection lost meanwhile says nothing.
+   * say the upstream greets; silence says it does not; a connection lost or closed meanwhile says
+   * nothing.
    * Never throws; the caller checks the signals and the connection after.
    */
   async watch(conn: UpstreamConn, dialMs: number, ...signals: AbortSignal[]): Promise<void> {
@@ -87,7 +88,11 @@ export class GreetingWatch {
     });
     if (aborted()) return;
     if (greeted(conn)) this.#learnGreets();
-    else if (!conn.spokeFirst && conn.unfitReason === undefined) this.#greets ??= false;
+    else if (!conn.spokeFirst && conn.unfitReason === undefined && conn.state !== "closed") {
+      // Silent through the whole window, and open: closed early (its client left at once), it
+      // was not watched that long.
+      this.#greets ??= false;
+    }
   }
 
   /**

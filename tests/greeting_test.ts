@@ -48,7 +48,7 @@ Deno.test("greeting watch: a greeting in the window, or later before any write, 
   assertEquals(lines.filter((line) => line.includes("speaks first")).length, 1, lines.join("\n"));
 });
 
-Deno.test("greeting watch: a connection the upstream refused (spoke and closed) or that the pool gave up on teaches nothing", async () => {
+Deno.test("greeting watch: a connection the upstream refused (spoke and closed), one closed early, or a watch the pool gave up on teaches nothing", async () => {
   await using upstream = new TestUpstream(async (conn, index) => {
     if (index === 0) return await writeAll(conn, encoder.encode("-ERR max clients\r\n"));
     await echo(conn);
@@ -66,6 +66,13 @@ Deno.test("greeting watch: a connection the upstream refused (spoke and closed) 
     await delay(1);
     closing.abort();
     await watching;
+    assertEquals(watch.known, false);
+    // Closed by the proxy within the window (its client left at once): not watched that long.
+    const closedEarly = new UpstreamConn(await connect(upstream.address));
+    const watchingClosed = watch.watch(closedEarly, 0, new AbortController().signal);
+    closedEarly.close();
+    await watchingClosed;
+    await closedEarly.readerDone;
     assertEquals(watch.known, false);
   } finally {
     for (const conn of [refused, abandoned]) {
