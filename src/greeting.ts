@@ -11,18 +11,22 @@
  *
  * So the pool finds out, once, whether its upstream greets. Until it knows, every new connection
  * is leased at once (what the upstream sends is relayed), but no client byte is written to it for
- * {@link GreetingWatch.windowMs} (or twice its own connect time, if longer). One that stays
- * silent that long says the upstream does not greet, and from then on nothing waits; one that
- * speaks says it does, and from then on no connection is pooled at all (any of them may have
- * raced its greeting). A connection that speaks first later on teaches the same. A timing guess,
- * as `raw` reuse is: a greeting later than the window is taken for silence.
+ * {@link GreetingWatch.windowMs} (or twice its own connect time, if longer, up to
+ * {@link MAX_CONNECT_WINDOW_MS}). Two connections that stay silent that long say the upstream does
+ * not greet, and from then on nothing waits; one that speaks says it does, and from then on no
+ * connection is pooled at all (any of them may have raced its greeting). A connection that speaks
+ * first later on teaches the same. A timing guess, as `raw` reuse is: a greeting later than the
+ * window is taken for silence. A window is judged only after the event loop has polled the socket
+ * once more: after a stall (a long GC pause, a throttled container) the window's timer runs before
+ * reads that became ready meanwhile, and a greeting that came in time would read as silence.
  *
  * ```ts
  * const watch = new GreetingWatch(5, "127.0.0.1:3306");
  * // in the pool's dial: the connection is leased at once, its writes wait for the watch
  * if (!watch.known) conn.holdWrites(watch.watch(conn, dialMs, closing));
  * // in the pool's release:
- * conn.unfitReason ??= watch.released(conn);
+ * watch.learnFrom(conn);
+ * conn.unfitReason ??= watch.unfitReason;
  * ```
  *
  * @module
@@ -38,6 +42,15 @@ export const GREETS_REASON = "the upstream greets (handshake state)";
 /** The least time a new connection is watched for a greeting, however short `--reuse-settle` is. */
 export const MIN_GREETING_WINDOW_MS = 5;
 
+/**
+ * The most a slow connect lengthens the window (twice the connect time): a connect that took a
+ * second lost its SYN, which says nothing of the round trip a greeting takes.
+ */
+export const MAX_CONNECT_WINDOW_MS = 250;
+
+/** How many connections must stay silent through their window before the pool stops watching. */
+export const SILENT_CONNECTIONS_TO_LEARN = 2;
+
 /** What one pool has learned of its upstream's greeting; see the module documentation. */
 export class GreetingWatch {
   /** How long a new connection is watched while it is not known (at least twice its connect time). */
@@ -45,6 +58,7 @@ export class GreetingWatch {
   readonly #upstream: string;
   readonly #log: Logger = getProxyLogger("pool");
   #greets: boolean | undefined;
+  #silentConnections = 0;
 
   /**
    * @param windowMs How long a connection must stay silent to show that the upstream does not
@@ -61,51 +75,41 @@ export class GreetingWatch {
     return this.#greets !== undefined;
   }
 
-  /** `true` once a connection spoke first, `false` once one stayed silent, `undefined` before. */
+  /** `true` once a connection spoke first, `false` once enough stayed silent, `undefined` before. */
   get greets(): boolean | undefined {
     return this.#greets;
   }
 
-  /**
-   * Waits on a new, idle connection (its reader running, nothing written) for the window, or
-   * until one of `signals` aborts, then learns from it: bytes in that time (kept as its greeting)
-   * say the upstream greets; silence says it does not; a connection lost or closed meanwhile says
-   * nothing.
-   * Never throws; the caller checks the signals and the connection after.
-   */
-  async watch(conn: UpstreamConn, dialMs: number, ...signals: AbortSignal[]): Promise<void> {
-    const aborted = () => signals.some((signal) => signal.aborted);
-    if (aborted()) return;
-    const ms = Math.max(this.windowMs, 2 * dialMs);
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        for (const stop of stops) stop();
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      const stops = signals.map((signal) => onAbort(signal, done));
-    });
-    if (aborted()) return;
-    if (greeted(conn)) this.#learnGreets();
-    else if (!conn.spokeFirst && conn.unfitReason === undefined && conn.state !== "closed") {
-      // Silent through the whole window, and open: closed early (its client left at once), it
-      // was not watched that long.
-      this.#greets ??= false;
-    }
-  }
-
-  /**
-   * Learns from a connection whose session ended, and says why it must not be pooled:
-   * {@link GREETS_REASON} once the upstream is known to greet, `undefined` otherwise.
-   */
-  released(conn: UpstreamConn): string | undefined {
-    if (greeted(conn)) this.#learnGreets();
+  /** Why no connection may be pooled: {@link GREETS_REASON} once the upstream is known to greet. */
+  get unfitReason(): string | undefined {
     return this.#greets === true ? GREETS_REASON : undefined;
   }
 
-  #learnGreets(): void {
-    if (this.#greets === true) return;
+  /**
+   * Waits on a new connection (its reader running, leased or not, its writes held) for its
+   * window, or until one of `signals` aborts, then learns from it: bytes before any write (kept
+   * as its greeting, or relayed to its session) say the upstream greets; silence says it may not;
+   * a connection lost or closed meanwhile says nothing. Never rejects.
+   */
+  async watch(conn: UpstreamConn, dialMs: number, ...signals: AbortSignal[]): Promise<void> {
+    const aborted = () => signals.some((signal) => signal.aborted);
+    const ms = Math.max(this.windowMs, Math.min(2 * dialMs, MAX_CONNECT_WINDOW_MS));
+    await waitFor(ms, signals);
+    // One more turn of the event loop, so that a read that became ready by now has run.
+    await waitFor(0, signals);
+    if (aborted()) return;
+    this.learnFrom(conn);
+    if (conn.spokeBeforeWrite || conn.unfitReason !== undefined || conn.state === "closed") {
+      return; // closed early (its client left at once), it was not watched that long
+    }
+    if (this.#greets === undefined && ++this.#silentConnections >= SILENT_CONNECTIONS_TO_LEARN) {
+      this.#greets = false;
+    }
+  }
+
+  /** Learns from a connection that spoke before anything was written to it (and was not refused). */
+  learnFrom(conn: UpstreamConn): void {
+    if (!greeted(conn) || this.#greets === true) return;
     this.#greets = true;
     this.#log.warn(
       "upstream {upstream} speaks first (a greeting): with --protocol raw its connections carry " +
@@ -115,11 +119,25 @@ export class GreetingWatch {
   }
 }
 
+/** Resolves after `ms`, or at once when one of `signals` aborts (at once if one has). */
+function waitFor(ms: number, signals: AbortSignal[]): Promise<void> {
+  if (signals.some((signal) => signal.aborted)) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      for (const stop of stops) stop();
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    const stops = signals.map((signal) => onAbort(signal, done));
+  });
+}
+
 /**
  * Whether `conn` was greeted: its upstream spoke first and did not end it on its own. A server
  * that speaks and closes (Redis at its client limit: `-ERR max number of clients reached`)
  * refused the connection; that says nothing about greeting the next one.
  */
 function greeted(conn: UpstreamConn): boolean {
-  return conn.spokeFirst && conn.lostToUpstream === undefined;
+  return conn.spokeBeforeWrite && conn.lostToUpstream === undefined;
 }

@@ -629,7 +629,10 @@ export class UpstreamPool {
     // A connection that proves the upstream serves is noted there (the refiller's `proven`).
     this.#refiller.released(conn);
     if (conn.oneSessionOnly !== undefined) conn.unfitReason ??= conn.oneSessionOnly;
-    if (this.#greetingWatch !== undefined) conn.unfitReason ??= this.#greetingWatch.released(conn);
+    if (this.#greetingWatch !== undefined) {
+      this.#greetingWatch.learnFrom(conn);
+      conn.unfitReason ??= this.#greetingWatch.unfitReason;
+    }
     const refusal = this.#refusal(conn, sessionClean);
     if (refusal !== undefined) {
       this.#stats.refused[refusal]++;

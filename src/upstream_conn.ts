@@ -97,10 +97,11 @@ export class UpstreamConn {
    */
   answeredARequest = false;
   /**
-   * Whether the upstream sent a byte before anything was written to it: a greeting (MySQL, SMTP),
-   * or the start of something that is not an answer.
+   * Whether the upstream sent a byte before anything was written to the connection: a greeting
+   * (MySQL, SMTP), or the start of something that is not an answer. (The session's own rule,
+   * "spoke first", is before any client byte was read; this one is the connection's.)
    */
-  spokeFirst = false;
+  spokeBeforeWrite = false;
   /** Set once anything made it unfit to reuse: a real error, a half-close, unread bytes. */
   unfitReason: string | undefined;
   /**
@@ -134,8 +135,9 @@ export class UpstreamConn {
   #greeting: Uint8Array[] = [];
   #greetingBytes = 0;
   #greetingDelivery: Promise<void> | undefined;
-  /** Set while writes are held ({@link holdWrites}). */
+  /** Set while writes are held ({@link holdWrites}), with what ends the hold early. */
   #writesHeld: Promise<void> | undefined;
+  #releaseWrites: (() => void) | undefined;
   readonly #hooks: ConnHooks | undefined;
   #readLoopDone: Promise<void>;
 
@@ -221,8 +223,15 @@ export class UpstreamConn {
    * to it yet. `until` must not reject.
    */
   holdWrites(until: Promise<void>): void {
-    const held: Promise<void> = until.finally(() => {
-      if (this.#writesHeld === held) this.#writesHeld = undefined;
+    const { promise, resolve } = Promise.withResolvers<void>();
+    // Closing the connection lets a held write go at once (to fail): its session is not kept.
+    this.#releaseWrites = resolve;
+    until.catch((error) => reportUnexpected("a held write's watch", error)).finally(resolve);
+    const held: Promise<void> = promise.then(() => {
+      if (this.#writesHeld === held) {
+        this.#writesHeld = undefined;
+        this.#releaseWrites = undefined;
+      }
     });
     this.#writesHeld = held;
   }
@@ -260,6 +269,7 @@ export class UpstreamConn {
     this.#state = "closed";
     this.#lease = undefined;
     closeQuietly(this.conn);
+    this.#releaseWrites?.();
     this.#hooks?.onClosed(this); // once: the state is closed from here on
   }
 
@@ -314,7 +324,7 @@ export class UpstreamConn {
           this.#readEnded("bytes while idle", (lease) => lease.onUpstreamError(this, error));
           return;
         }
-        if (!afterWrite) this.spokeFirst = true;
+        if (!afterWrite) this.spokeBeforeWrite = true;
         if (this.#lease === undefined && this.leases === 0 && this.#state === "idle") {
           this.#greetingBytes += chunk.length;
           if (

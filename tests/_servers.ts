@@ -15,6 +15,50 @@ import { closeQuietly, decoder, delay, encoder, within, writeAll } from "./_net.
 
 // ---- binaries and processes ----
 
+/**
+ * A TCP upstream in another Deno process, so that it sends while the test's own event loop is
+ * stalled (a busy loop standing for a GC pause). `handler` is the source of an async function
+ * body run per accepted connection, with `conn` (a `Deno.TcpConn`) and `index` (0 for the first)
+ * in scope; its errors are dropped. Stop it with `await using` or {@link ProcessUpstream.stop}.
+ */
+export async function processUpstream(handler: string): Promise<ProcessUpstream> {
+  const code = `
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    console.log(listener.addr.port);
+    let next = 0;
+    for await (const conn of listener) {
+      const index = next++;
+      (async () => {
+        ${handler}
+      })().catch(() => {}).finally(() => { try { conn.close(); } catch {} });
+    }`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["eval", code],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const { value } = await reader.read();
+  const stop = async () => {
+    child.kill();
+    await reader.cancel().catch(() => {});
+    await child.status;
+  };
+  return {
+    address: { hostname: "127.0.0.1", port: Number(value?.trim()) },
+    stop,
+    [Symbol.asyncDispose]: stop,
+  };
+}
+
+/** What {@link processUpstream} gives. */
+export interface ProcessUpstream extends AsyncDisposable {
+  /** Where it listens. */
+  readonly address: { hostname: string; port: number };
+  /** Kills the process and waits for it. */
+  stop(): Promise<void>;
+}
+
 /** The path of executable `name` on `PATH`, or `undefined`. */
 export function findBinary(name: string): string | undefined {
   for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
