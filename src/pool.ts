@@ -279,6 +279,9 @@ export class UpstreamPool {
   /** Released connections waiting out the settle time (one timer for all of them). */
   readonly #settling = new Set<UpstreamConn>();
   readonly #settleQueue: DelayQueue<UpstreamConn> | undefined;
+  /** Settled connections waiting one more turn of the event loop (see {@link #settled}). */
+  readonly #settledDue: UpstreamConn[] = [];
+  #settledTimer: ReturnType<typeof setTimeout> | undefined;
   /** With `raw` reuse: whether the upstream greets, learned once (`src/greeting.ts`). */
   readonly #greetingWatch: GreetingWatch | undefined;
   readonly #closing = new Set<Promise<void>>();
@@ -654,10 +657,25 @@ export class UpstreamPool {
     return "pooled";
   }
 
+  /**
+   * A connection's settle time is over: it is handed out after one more turn of the event loop,
+   * and only if no byte was read meanwhile. After a stall (a long GC pause, a throttled
+   * container) the settle timer runs before reads that became ready meanwhile, and a late tail
+   * that came within the settle time would reach whoever the connection went to first.
+   */
   #settled(conn: UpstreamConn): void {
-    if (!this.#settling.delete(conn)) return; // dropped meanwhile
-    if (isFit(conn)) this.#putIdle(conn);
-    else conn.close();
+    if (!this.#settling.has(conn)) return; // dropped meanwhile
+    this.#settledDue.push(conn);
+    this.#settledTimer ??= setTimeout(() => this.#settledAfterReads(), 0);
+  }
+
+  #settledAfterReads(): void {
+    this.#settledTimer = undefined;
+    for (const conn of this.#settledDue.splice(0)) {
+      if (!this.#settling.delete(conn)) continue; // dropped meanwhile
+      if (isFit(conn)) this.#putIdle(conn);
+      else conn.close();
+    }
   }
 
   /**
@@ -671,6 +689,9 @@ export class UpstreamPool {
     this.#refiller.stop();
     for (const waiter of this.#queue.splice(0)) waiter.reject(new PoolClosedError());
     this.#settleQueue?.clear();
+    clearTimeout(this.#settledTimer);
+    this.#settledTimer = undefined;
+    this.#settledDue.length = 0;
     for (const conn of this.#settling) conn.close();
     this.#settling.clear();
     clearTimeout(this.#sweepTimer);

@@ -5,6 +5,7 @@
 
 import type { HostPort } from "../src/address.ts";
 import { assert, assertEquals, assertNotEquals } from "./_assert.ts";
+import { processUpstream } from "./_servers.ts";
 import {
   closeQuietly,
   connect,
@@ -279,4 +280,46 @@ Deno.test("reuse: a held FIN that comes due while the retry is under way is pass
   }
   await proxy.sessionsEnded(2);
   assertEquals(proxy.sessions[1].retried, true);
+});
+
+Deno.test("raw reuse: a late tail that arrived while the event loop stalled drops the settling connection before a waiting client can get it", async () => {
+  // After a stall the settle time's timer ran before the read of a tail that came within it:
+  // the connection went to the client waiting for it, and that client got the tail.
+  await using upstream = await processUpstream(`
+    const buffer = new Uint8Array(64);
+    while ((await conn.read(buffer)) !== null) {
+      await conn.write(new TextEncoder().encode("answer-" + index));
+      await new Promise((resolve) => setTimeout(resolve, 15));
+      await conn.write(new TextEncoder().encode("tail-" + index));
+    }`);
+  await using proxy = startProxy(upstream.address, {
+    pool: "reuse",
+    maxUpstream: 1,
+    reuseSettleMs: 5,
+  });
+  const first = await connect(proxy.address);
+  const second = await connect(proxy.address);
+  try {
+    // The second client waits for the one upstream connection the first one holds.
+    await writeAll(first, encoder.encode("request"));
+    await delay(5);
+    await writeAll(second, encoder.encode("request"));
+    await within(first, 3_000, async () => {
+      assertEquals(await readSome(first, 8), "answer-0");
+    });
+    closeQuietly(first); // before the tail: the session is one request and its answer
+    await proxy.sessionsEnded(1);
+    assertEquals(proxy.sessions[0].release, "pooled");
+    const until = performance.now() + 40;
+    while (performance.now() < until) {
+      // a stall (a GC pause): the first connection's tail arrives, unread, within its settle time
+    }
+    await within(second, 3_000, async () => {
+      assertEquals(await readSome(second, 8), "answer-1");
+    });
+  } finally {
+    closeQuietly(first);
+    closeQuietly(second);
+  }
+  await proxy.sessionsEnded(2);
 });
