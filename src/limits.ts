@@ -29,8 +29,28 @@ import type { ProxyConfig } from "./config.ts";
 export const ASSUMED_OPEN_FILE_LIMIT = 1024;
 /** The limit used when the soft limit is `unlimited`: 2^20, the usual Linux `fs.nr_open`. */
 export const UNLIMITED_OPEN_FILES = 1_048_576;
-/** Descriptors kept back from sessions: the listener, stdio, logs, an admin socket. */
+/** Descriptors kept back from sessions: the runtime's own (about 25 under `deno run`), stdio, logs. */
 export const RESERVED_DESCRIPTORS = 32;
+/**
+ * Kept back with `--tls-cert`: Deno 2.9.6's `node:tls` server accepts up to about 128
+ * connections at once before it closes those past `--max-clients`, and after one accept fails
+ * for want of a descriptor it never accepts again (measured with strace: a burst of 400 left 128
+ * accepted and not yet closed).
+ */
+export const TLS_ACCEPT_BURST = 128;
+
+/**
+ * The descriptors kept back from sessions and the pool for a configuration:
+ * {@link RESERVED_DESCRIPTORS}, plus {@link TLS_ACCEPT_BURST} with `--tls-cert`, plus the admin
+ * endpoint's connections (`HTTP1_MAX_CONNECTIONS`, 16) with `--admin`.
+ */
+export function descriptorReserve(config: Partial<Pick<ProxyConfig, "tlsCert" | "admin">>): number {
+  return RESERVED_DESCRIPTORS + (config.tlsCert !== undefined ? TLS_ACCEPT_BURST : 0) +
+    (config.admin !== undefined ? ADMIN_CONNECTIONS : 0);
+}
+
+/** The admin endpoint's most connections at once (`HTTP1_MAX_CONNECTIONS` of `src/http1.ts`). */
+const ADMIN_CONNECTIONS = 16;
 
 const LIMITS_PATH = "/proc/self/limits";
 
@@ -129,8 +149,9 @@ export function parseOpenFileLimit(text: string): number | undefined {
  * @param fileLimit The soft open-file limit.
  * @param reservedForPool Descriptors held by idle pooled connections: `--pool-size` in `warm`
  * and `reuse`, 0 in `off`.
- * @returns `max(1, floor((fileLimit - 32 - pool) / 2))`, where `pool` is `reservedForPool` but
- * at most a third of `fileLimit - 32`.
+ * @param reserve Descriptors kept back ({@link descriptorReserve}); default 32.
+ * @returns `max(1, floor((fileLimit - reserve - pool) / 2))`, where `pool` is `reservedForPool`
+ * but at most a third of `fileLimit - reserve`.
  *
  * @example
  * ```ts
@@ -139,9 +160,13 @@ export function parseOpenFileLimit(text: string): number | undefined {
  * defaultMaxClients(20_000, 100); // 9934
  * ```
  */
-export function defaultMaxClients(fileLimit: number, reservedForPool: number): number {
-  const pool = Math.min(reservedForPool, poolShare(fileLimit));
-  return Math.max(1, Math.floor((fileLimit - RESERVED_DESCRIPTORS - pool) / 2));
+export function defaultMaxClients(
+  fileLimit: number,
+  reservedForPool: number,
+  reserve: number = RESERVED_DESCRIPTORS,
+): number {
+  const pool = Math.min(reservedForPool, poolShare(fileLimit, reserve));
+  return Math.max(1, Math.floor((fileLimit - reserve - pool) / 2));
 }
 
 /**
@@ -150,8 +175,8 @@ export function defaultMaxClients(fileLimit: number, reservedForPool: number): n
  * there, so the pool's ready connections and the sessions never need more descriptors than there
  * are.
  */
-export function poolShare(fileLimit: number): number {
-  return Math.max(0, Math.floor((fileLimit - RESERVED_DESCRIPTORS) / 3));
+export function poolShare(fileLimit: number, reserve: number = RESERVED_DESCRIPTORS): number {
+  return Math.max(0, Math.floor((fileLimit - reserve) / 3));
 }
 
 /** The `--max-clients` in force, and where it came from (for the start-up line). */
@@ -176,14 +201,18 @@ export type MaxClientsChoice =
  * ```
  */
 export function resolveMaxClients(
-  config: Pick<ProxyConfig, "maxClients" | "pool" | "poolSize">,
+  config: ReserveConfig & Pick<ProxyConfig, "maxClients" | "pool" | "poolSize">,
   readLimit: () => OpenFileLimit = openFileLimit,
 ): MaxClientsChoice {
   if (config.maxClients !== "auto") return { maxClients: config.maxClients, source: "given" };
   const { limit, source } = readLimit();
   const reservedForPool = config.pool === "off" ? 0 : config.poolSize;
-  return { maxClients: defaultMaxClients(limit, reservedForPool), source, fileLimit: limit };
+  const maxClients = defaultMaxClients(limit, reservedForPool, descriptorReserve(config));
+  return { maxClients, source, fileLimit: limit };
 }
+
+/** What the reserve depends on ({@link descriptorReserve}); absent: the plain reserve. */
+type ReserveConfig = Partial<Pick<ProxyConfig, "tlsCert" | "admin">>;
 
 /** The pool's bounds once fitted to the descriptors, and what was changed to fit. */
 export interface PoolFit {
@@ -205,22 +234,23 @@ export interface PoolFit {
  * that could not be read, or an unlimited one, changes nothing for a given `--max-clients`.
  */
 export function fitPoolToDescriptors(
-  config: Pick<ProxyConfig, "pool" | "poolSize" | "minIdle">,
+  config: ReserveConfig & Pick<ProxyConfig, "pool" | "poolSize" | "minIdle">,
   choice: MaxClientsChoice,
   readLimit: () => OpenFileLimit = openFileLimit,
 ): PoolFit {
+  const reserve = descriptorReserve(config);
   const notes: string[] = [];
   let poolSize = config.poolSize;
   let sessionsThatFit: number | undefined;
   if (choice.source !== "given") {
-    poolSize = Math.min(poolSize, poolShare(choice.fileLimit));
+    poolSize = Math.min(poolSize, poolShare(choice.fileLimit, reserve));
   } else {
     const { limit, source } = readLimit();
     if (source !== "assumed" && limit < UNLIMITED_OPEN_FILES) {
       const sessions = 2 * choice.maxClients;
       if (config.pool !== "off") {
-        const left = limit - RESERVED_DESCRIPTORS - sessions;
-        const share = poolShare(limit);
+        const left = limit - reserve - sessions;
+        const share = poolShare(limit, reserve);
         if (poolSize > Math.max(left, share)) {
           notes.push(
             left >= share
@@ -233,13 +263,13 @@ export function fitPoolToDescriptors(
         }
       }
       const pool = config.pool === "off" ? 0 : poolSize;
-      const needed = RESERVED_DESCRIPTORS + sessions + pool;
+      const needed = reserve + sessions + pool;
       if (needed > limit) {
-        const fit = Math.max(1, Math.floor((limit - RESERVED_DESCRIPTORS - pool) / 2));
+        const fit = Math.max(1, Math.floor((limit - reserve - pool) / 2));
         sessionsThatFit = fit;
         notes.push(
           `--max-clients ${choice.maxClients} needs about ${needed} descriptors (2 per session, ` +
-            `${pool} for the pool, ${RESERVED_DESCRIPTORS} kept) and the open-file limit is ` +
+            `${pool} for the pool, ${reserve} kept) and the open-file limit is ` +
             `${limit}: sessions past about ${fit} will fail; raise ulimit -n or lower --max-clients`,
         );
       }

@@ -6,12 +6,14 @@
 import {
   ASSUMED_OPEN_FILE_LIMIT,
   defaultMaxClients,
+  descriptorReserve,
   fitPoolToDescriptors,
   openFileLimit,
   parseOpenFileLimit,
   poolShare,
   RESERVED_DESCRIPTORS,
   resolveMaxClients,
+  TLS_ACCEPT_BURST,
   UNLIMITED_OPEN_FILES,
 } from "../src/limits.ts";
 import { assert, assertEquals } from "./_assert.ts";
@@ -69,6 +71,24 @@ Deno.test("defaultMaxClients reserves at most a third of the descriptors for idl
   assertEquals(defaultMaxClients(20_000, 1_000), 9_484);
   assertEquals(poolShare(1024), 330, "and --pool-size is capped there with auto");
   assertEquals(poolShare(20_000), 6_656);
+});
+
+Deno.test("the reserve grows by the TLS listener's accept burst with --tls-cert and by the admin endpoint's connections with --admin", () => {
+  assertEquals(descriptorReserve({}), RESERVED_DESCRIPTORS);
+  assertEquals(descriptorReserve({ tlsCert: "cert.pem" }), RESERVED_DESCRIPTORS + TLS_ACCEPT_BURST);
+  assertEquals(descriptorReserve({ admin: { hostname: "127.0.0.1", port: 9000 } }), 32 + 16);
+  const proc = () => ({ limit: 1024, source: "proc" as const });
+  // (1024 - 160) / 2 in off; the pool's share is a third of what the reserve leaves.
+  const tls = { maxClients: "auto" as const, pool: "off" as const, poolSize: 100, tlsCert: "c" };
+  assertEquals(resolveMaxClients(tls, proc).maxClients, 432);
+  assertEquals(poolShare(1024, descriptorReserve({ tlsCert: "c" })), 288);
+  const given = { maxClients: 500, source: "given" as const };
+  const fit = fitPoolToDescriptors(
+    { pool: "off", poolSize: 0, minIdle: 0, tlsCert: "c" },
+    given,
+    proc,
+  );
+  assertEquals(fit.sessionsThatFit, 432);
 });
 
 Deno.test("resolveMaxClients keeps a given number and never reads the limit for it", () => {
