@@ -664,11 +664,7 @@ function buildConfig(
     );
   }
   const upstreamSni = values.get("upstream-sni");
-  if (
-    upstreamSni !== undefined &&
-    (!/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(upstreamSni) ||
-      /^[0-9.]+$/.test(upstreamSni))
-  ) {
+  if (upstreamSni !== undefined && !isDnsName(upstreamSni)) {
     throw new ConfigError(
       `--upstream-sni: ${JSON.stringify(upstreamSni)} is not a host name; ${
         ACCEPTS["upstream-sni"]
@@ -928,4 +924,16 @@ function address(
     }
     throw err;
   }
+}
+
+/**
+ * Whether `name` is a DNS host name a certificate can be checked against: dot-separated labels
+ * of 1 to 63 letters, digits and inner hyphens, 253 characters at most, not all digits and dots
+ * (an IP address is checked without SNI).
+ */
+function isDnsName(name: string): boolean {
+  if (name.length > 253 || /^[0-9.]+$/.test(name)) return false;
+  return name.split(".").every((label) =>
+    /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(label)
+  );
 }

@@ -973,6 +973,12 @@ Deno.test("cli: TLS flags without what they need, or a bad name, are one line an
   const ip = await runMain(["--upstream-tls", "--upstream-sni", "10.0.0.5"]);
   assertEquals(ip.code, 2);
   assertMatch(ip.lines[0], /^tcp-pool-proxy: --upstream-sni: "10\.0\.0\.5" is not a host name/);
+  // An empty label, and a label past 63 characters (found by review: every session failed).
+  for (const name of ["a..b", `${"x".repeat(64)}.example`, ".example", "a-.example"]) {
+    const result = await runMain(["--upstream-tls", "--upstream-sni", name]);
+    assertEquals(result.code, 2, name);
+    assertMatch(result.lines[0], /^tcp-pool-proxy: --upstream-sni: .* is not a host name/);
+  }
   const reload = await runMain(["--tls-reload-interval", "5s"]);
   assertEquals(reload.code, 2);
   assertMatch(
