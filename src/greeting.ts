@@ -99,9 +99,9 @@ export class GreetingWatch {
     await waitFor(0, signals);
     if (aborted()) return;
     this.learnFrom(conn);
-    if (conn.spokeBeforeWrite || conn.unfitReason !== undefined || conn.state === "closed") {
-      return; // closed early (its client left at once), it was not watched that long
-    }
+    // Not a silent window: it spoke (learned above), was lost, or was closed early (its client
+    // left at once), so it was not watched that long.
+    if (conn.spokeBeforeWrite || conn.unfitReason !== undefined || conn.state === "closed") return;
     if (this.#greets === undefined && ++this.#silentConnections >= SILENT_CONNECTIONS_TO_LEARN) {
       this.#greets = false;
     }
