@@ -1093,6 +1093,28 @@ Deno.test("cli: certificate files that are missing, unreadable, empty, unparsabl
   }
 });
 
+/** The proxy with `--tls-cert` in its own process, under `ulimit -n fileLimit`, with `args`. */
+function tlsProxyUnderFileLimit(
+  fileLimit: number,
+  c: Awaited<ReturnType<typeof certs>>,
+  upstream: HostPort,
+  args: string[],
+): ProxyProcess {
+  const command = [
+    Deno.execPath(),
+    "run",
+    "--quiet",
+    "--allow-net",
+    `--allow-read=${c.dir}`,
+    "--allow-run=prlimit",
+    MAIN_TS,
+    ...["--listen", "127.0.0.1:0", "--upstream", formatHostPort(upstream)],
+    ...["--tls-cert", c.serverCertFile, "--tls-key", c.serverKeyFile],
+    ...args,
+  ].map((arg) => `'${arg.replaceAll("'", "'\\''")}'`).join(" ");
+  return ProxyProcess.spawn("sh", ["-c", `ulimit -n ${fileLimit} && exec ${command}`]);
+}
+
 Deno.test({
   name:
     "cli --tls-cert: a --max-clients the open-file limit cannot hold is lowered, since the TLS listener cannot recover from running out of descriptors",
@@ -1100,19 +1122,9 @@ Deno.test({
   fn: async () => {
     const c = await certs();
     await using upstream = new TestUpstream(echo);
-    const args = [
-      Deno.execPath(),
-      "run",
-      "--quiet",
-      "--allow-net",
-      `--allow-read=${c.dir}`,
-      "--allow-run=prlimit",
-      MAIN_TS,
-      ...["--listen", "127.0.0.1:0", "--upstream", formatHostPort(upstream.address)],
+    await using proxy = tlsProxyUnderFileLimit(400, c, upstream.address, [
       ...["--pool", "off", "--max-clients", "500"],
-      ...["--tls-cert", c.serverCertFile, "--tls-key", c.serverKeyFile],
-    ].map((arg) => `'${arg.replaceAll("'", "'\\''")}'`).join(" ");
-    await using proxy = ProxyProcess.spawn("sh", ["-c", `ulimit -n 400 && exec ${args}`]);
+    ]);
     const { line } = await proxy.waitForLine(/listening on/);
     // (400 - 32 reserved - 128 for the TLS accept burst) / 2 sessions, no pool in off.
     assertStringIncludes(line, "max-clients 120");
@@ -1133,18 +1145,7 @@ Deno.test({
     // descriptor, and the TLS listener never accepted again while /healthz said ok.
     const c = await certs();
     await using upstream = new TestUpstream(echo);
-    const args = [
-      Deno.execPath(),
-      "run",
-      "--quiet",
-      "--allow-net",
-      `--allow-read=${c.dir}`,
-      "--allow-run=prlimit",
-      MAIN_TS,
-      ...["--listen", "127.0.0.1:0", "--upstream", formatHostPort(upstream.address)],
-      ...["--pool", "warm", "--tls-cert", c.serverCertFile, "--tls-key", c.serverKeyFile],
-    ].map((arg) => `'${arg.replaceAll("'", "'\\''")}'`).join(" ");
-    await using proxy = ProxyProcess.spawn("sh", ["-c", `ulimit -n 256 && exec ${args}`]);
+    await using proxy = tlsProxyUnderFileLimit(256, c, upstream.address, ["--pool", "warm"]);
     const { line } = await proxy.waitForLine(/listening on/);
     const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(line)?.[1]);
     const maxClients = Number(/max-clients (\d+)/.exec(line)?.[1]);
