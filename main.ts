@@ -23,7 +23,12 @@ import { AdminListenError, type AdminServer, startAdmin } from "./src/admin.ts";
 import { ConfigError, parseCli, type ProxyConfig } from "./src/config.ts";
 import { formatDuration } from "./src/duration.ts";
 import { installFailsafe, reportUnexpected } from "./src/failsafe.ts";
-import { fitPoolToDescriptors, type MaxClientsChoice, resolveMaxClients } from "./src/limits.ts";
+import {
+  descriptorsNeeded,
+  fitPoolToDescriptors,
+  type MaxClientsChoice,
+  resolveMaxClients,
+} from "./src/limits.ts";
 import { configureLogging, getProxyLogger, type Logger } from "./src/logging.ts";
 import { configInForce, metricFamilies } from "./src/observe.ts";
 import { ListenError, ProxyServer } from "./src/proxy.ts";
@@ -122,7 +127,10 @@ async function serve(config: ProxyConfig): Promise<number> {
   const log = getProxyLogger();
   let limit = resolveMaxClients(config);
   // The pool keeps no more than the descriptors the client sessions leave it.
-  const { poolSize, minIdle, notes, sessionsThatFit } = fitPoolToDescriptors(config, limit);
+  const { poolSize, minIdle, notes, sessionsThatFit, fileLimit } = fitPoolToDescriptors(
+    config,
+    limit,
+  );
   for (const note of notes) log.warn(note);
   if (listenerTls !== undefined && sessionsThatFit !== undefined) {
     // Deno 2.9.6's node:tls server stops accepting for good after one failed accept (out of
@@ -133,6 +141,16 @@ async function serve(config: ProxyConfig): Promise<number> {
       { given: limit.maxClients, fit: sessionsThatFit },
     );
     limit = { maxClients: sessionsThatFit, source: "given" };
+  }
+  const needed = descriptorsNeeded(config, limit.maxClients, poolSize);
+  if (listenerTls !== undefined && fileLimit !== undefined && needed > fileLimit) {
+    // Not even one session leaves room for the runtime's accept burst.
+    log.warn(
+      "the open-file limit {limit} is too low for --tls-cert: {maxClients} session(s), the pool " +
+        "and the TLS listener's accept burst need about {needed} descriptors, and a burst of " +
+        "connections could stop the TLS listener for good; raise ulimit -n to at least {needed}",
+      { limit: fileLimit, maxClients: limit.maxClients, needed },
+    );
   }
   const inForce: ProxyConfig = { ...config, poolSize, minIdle };
   // Process-wide, like the buffers it bounds.

@@ -19,18 +19,22 @@
 /** Items that fall due `delayMs` after they were added; see the module documentation. */
 export class DelayQueue<T> {
   readonly #delayMs: number;
-  readonly #onDue: (item: T) => void;
+  readonly #onDue: (item: T, lateMs: number) => void;
   #items: (T | undefined)[] = [];
   #dueAt: number[] = [];
   #head = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** When the timer was set to run (`performance.now()` time). */
+  #timerAt = 0;
 
   /**
    * @param delayMs how long after `add` an item falls due (at least; due items wait up to half
    * as long again to be handled together). Greater than 0.
-   * @param onDue called once per item, in the order added. Must not throw.
+   * @param onDue called once per item, in the order added, with how late the timer that found it
+   * due ran (past the time it was set for: a stalled event loop, whose reads that became ready
+   * meanwhile have not run yet). Must not throw.
    */
-  constructor(delayMs: number, onDue: (item: T) => void) {
+  constructor(delayMs: number, onDue: (item: T, lateMs: number) => void) {
     if (!(delayMs > 0)) throw new RangeError(`delayMs must be greater than 0, got ${delayMs}`);
     this.#delayMs = delayMs;
     this.#onDue = onDue;
@@ -58,17 +62,19 @@ export class DelayQueue<T> {
   }
 
   #schedule(ms: number): void {
+    this.#timerAt = performance.now() + ms;
     this.#timer = setTimeout(() => this.#fire(), ms);
   }
 
   #fire(): void {
     this.#timer = undefined;
     const now = performance.now();
+    const lateMs = Math.max(0, now - this.#timerAt);
     while (this.#head < this.#items.length && this.#dueAt[this.#head] <= now) {
       const item = this.#items[this.#head] as T;
       this.#items[this.#head] = undefined;
       this.#head++;
-      this.#onDue(item);
+      this.#onDue(item, lateMs);
     }
     if (this.#head === this.#items.length) {
       this.#items = [];

@@ -222,6 +222,20 @@ export interface PoolFit {
   notes: string[];
   /** With a given `--max-clients` the limit cannot hold: the sessions it can. */
   sessionsThatFit?: number;
+  /** The open-file limit, when it was read (not assumed) and is not unlimited. */
+  fileLimit?: number;
+}
+
+/**
+ * The descriptors `maxClients` sessions need with the pool and the reserve
+ * ({@link descriptorReserve}): 2 per session, `poolSize` in `warm` and `reuse`.
+ */
+export function descriptorsNeeded(
+  config: ReserveConfig & Pick<ProxyConfig, "pool">,
+  maxClients: number,
+  poolSize: number,
+): number {
+  return descriptorReserve(config) + 2 * maxClients + (config.pool === "off" ? 0 : poolSize);
 }
 
 /**
@@ -242,11 +256,16 @@ export function fitPoolToDescriptors(
   const notes: string[] = [];
   let poolSize = config.poolSize;
   let sessionsThatFit: number | undefined;
+  let fileLimit: number | undefined;
   if (choice.source !== "given") {
     poolSize = Math.min(poolSize, poolShare(choice.fileLimit, reserve));
+    if (choice.source !== "assumed" && choice.fileLimit < UNLIMITED_OPEN_FILES) {
+      fileLimit = choice.fileLimit;
+    }
   } else {
     const { limit, source } = readLimit();
     if (source !== "assumed" && limit < UNLIMITED_OPEN_FILES) {
+      fileLimit = limit;
       const sessions = 2 * choice.maxClients;
       if (config.pool !== "off") {
         const left = limit - reserve - sessions;
@@ -280,5 +299,5 @@ export function fitPoolToDescriptors(
     notes.push(`--min-idle ${minIdle} lowered to the pool size in force, ${poolSize}`);
     minIdle = poolSize;
   }
-  return { poolSize, minIdle, notes, sessionsThatFit };
+  return { poolSize, minIdle, notes, sessionsThatFit, fileLimit };
 }

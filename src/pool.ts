@@ -134,6 +134,11 @@ export const TRIM_PERIOD_MS = PEAK_PERIOD_MS;
 
 /** Default {@link PoolOptions.settleMs}: a few round trips on a local network. */
 export const REUSE_SETTLE_MS = 5;
+/**
+ * How late the settle timer may run and still be taken as on time (see `#settled`): past it, the
+ * event loop stalled, and reads that became ready meanwhile go first.
+ */
+const SETTLE_TIMER_SLACK_MS = 1;
 /** Default {@link PoolOptions.queueTimeoutMs}. */
 export const QUEUE_TIMEOUT_MS = 5_000;
 /** Most of `--max-lifetime` taken off at random per connection (HikariCP's rule), so that connections dialled together retire apart. */
@@ -357,7 +362,7 @@ export class UpstreamPool {
     this.#maxOpen = options.maxOpen ?? 0;
     const settleMs = options.settleMs ?? REUSE_SETTLE_MS;
     if (options.mode === "reuse" && settleMs > 0) {
-      this.#settleQueue = new DelayQueue(settleMs, (conn) => this.#settled(conn));
+      this.#settleQueue = new DelayQueue(settleMs, (conn, lateMs) => this.#settled(conn, lateMs));
     }
     this.#address = formatHostPort(options.upstream);
     if (options.mode === "reuse" && options.greetingWindowMs !== undefined) {
@@ -658,13 +663,21 @@ export class UpstreamPool {
   }
 
   /**
-   * A connection's settle time is over: it is handed out after one more turn of the event loop,
-   * and only if no byte was read meanwhile. After a stall (a long GC pause, a throttled
-   * container) the settle timer runs before reads that became ready meanwhile, and a late tail
-   * that came within the settle time would reach whoever the connection went to first.
+   * A connection's settle time is over: it goes to the pool, unless the timer ran late. After a
+   * stall (a long GC pause, a throttled container, a busy loop) the settle timer runs before
+   * reads that became ready meanwhile, and a late tail that came within the settle time would
+   * reach whoever the connection went to first: then it is handed out after one more turn of the
+   * event loop, and only if no byte was read meanwhile. (Always waiting that turn cost every
+   * hand-out about 2 ms, Deno's shortest timer inside a timer.)
    */
-  #settled(conn: UpstreamConn): void {
+  #settled(conn: UpstreamConn, lateMs: number): void {
     if (!this.#settling.has(conn)) return; // dropped meanwhile
+    if (lateMs <= SETTLE_TIMER_SLACK_MS && this.#settledDue.length === 0) {
+      this.#settling.delete(conn);
+      if (isFit(conn)) this.#putIdle(conn);
+      else conn.close();
+      return;
+    }
     this.#settledDue.push(conn);
     this.#settledTimer ??= setTimeout(() => this.#settledAfterReads(), 0);
   }

@@ -51,3 +51,20 @@ Deno.test("delay queue clear drops the items and stops its timer", async () => {
 Deno.test("delay queue rejects a delay that is not above 0", () => {
   assertThrows(() => new DelayQueue<number>(0, () => {}), RangeError);
 });
+
+Deno.test("DelayQueue tells how late its timer ran: after a stall, by about the stall", async () => {
+  const late: number[] = [];
+  const { promise, resolve } = Promise.withResolvers<void>();
+  const queue = new DelayQueue<number>(5, (_item, lateMs) => {
+    late.push(lateMs);
+    resolve();
+  });
+  queue.add(1);
+  const until = performance.now() + 40;
+  while (performance.now() < until) {
+    // a stall: the timer falls due at 5 ms and cannot run until 40
+  }
+  await promise;
+  assert(late[0] >= 30, `late by ${late[0]} ms`);
+  queue.clear();
+});

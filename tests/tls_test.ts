@@ -1132,6 +1132,29 @@ Deno.test({
       proxy.lines.some((l) => /\[WRN\].*--max-clients 500 lowered to 120 with --tls-cert/.test(l)),
       proxy.stderr,
     );
+    assert(!proxy.lines.some((l) => /too low for --tls-cert/.test(l)), proxy.stderr);
+  },
+});
+
+Deno.test({
+  name:
+    "cli --tls-cert: an open-file limit that leaves no room for the TLS listener's accept burst is warned about at start-up",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    // Found by review: under ulimit -n 150, max-clients auto came out as 1 with no warning, and a
+    // burst still stopped the TLS listener.
+    const c = await certs();
+    await using upstream = new TestUpstream(echo);
+    await using proxy = tlsProxyUnderFileLimit(150, c, upstream.address, ["--pool", "off"]);
+    const { line } = await proxy.waitForLine(/listening on/);
+    assertStringIncludes(line, "max-clients 1");
+    assert(
+      proxy.lines.some((l) =>
+        /\[WRN\].*open-file limit 150 is too low for --tls-cert: .* raise ulimit -n to at least 162/
+          .test(l)
+      ),
+      proxy.stderr,
+    );
   },
 });
 
