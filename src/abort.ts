@@ -52,3 +52,19 @@ export function onAbort(signal: AbortSignal, callback: AbortCallback): () => voi
   registered.add(callback);
   return () => void registered.delete(callback);
 }
+
+/**
+ * {@link onAbort} on each of `signals`: `callback` runs when one aborts (once per signal that
+ * does, so it should not mind a second call). @returns one function that removes it from all.
+ */
+export function onAnyAbort(signals: readonly AbortSignal[], callback: AbortCallback): () => void {
+  const stops = signals.map((signal) => onAbort(signal, callback));
+  return () => {
+    for (const stop of stops) stop();
+  };
+}
+
+/** Whether any of `signals` has aborted. */
+export function anyAborted(signals: readonly AbortSignal[]): boolean {
+  return signals.some((signal) => signal.aborted);
+}

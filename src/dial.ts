@@ -13,7 +13,7 @@ import tls from "node:tls";
 import { isIP } from "node:net";
 import { formatHostPort, type HostPort } from "./address.ts";
 import { type ByteConn, describeError } from "./_io.ts";
-import { onAbort } from "./abort.ts";
+import { anyAborted, onAnyAbort } from "./abort.ts";
 import { denoError, SocketConn } from "./socket_conn.ts";
 
 /** Why a dial failed; `tls`: the TLS handshake failed (the reason names what). */
@@ -84,7 +84,7 @@ function dialTls(
   const ip = isIP(address.hostname) !== 0;
   const serverName = upstreamTls.serverName ?? address.hostname;
   return new Promise<ByteConn>((resolve, reject) => {
-    if (signals.some((signal) => signal.aborted)) {
+    if (anyAborted(signals)) {
       reject(new UpstreamConnectError(address, "aborted", "aborted"));
       return;
     }
@@ -105,7 +105,7 @@ function dialTls(
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      for (const stop of stops) stop();
+      stopWatching();
       socket.off("connect", onConnect);
       socket.off("secureConnect", onSecure);
       socket.off("error", onError);
@@ -157,7 +157,7 @@ function dialTls(
     socket.on("secureConnect", onSecure);
     socket.on("error", onError);
     socket.on("close", onClose);
-    const stops = signals.map((signal) => onAbort(signal, abort));
+    const stopWatching = onAnyAbort(signals, abort);
   });
 }
 
@@ -195,7 +195,7 @@ async function dialTcp(
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(CONNECT_TIMEOUT), timeoutMs);
   const onOuterAbort = (reason: unknown) => controller.abort(reason);
-  const stops = signals.map((signal) => onAbort(signal, onOuterAbort));
+  const stopWatching = onAnyAbort(signals, onOuterAbort);
   try {
     for (const signal of signals) signal.throwIfAborted();
     const conn = await Deno.connect({
@@ -215,13 +215,13 @@ async function dialTcp(
     if (controller.signal.aborted && controller.signal.reason === CONNECT_TIMEOUT) {
       throw new UpstreamConnectError(address, "timeout", `timed out after ${timeoutMs}ms`);
     }
-    if (controller.signal.aborted || signals.some((signal) => signal.aborted)) {
+    if (controller.signal.aborted || anyAborted(signals)) {
       throw new UpstreamConnectError(address, "aborted", "aborted", { cause: error });
     }
     const failure = error instanceof Deno.errors.ConnectionRefused ? "refused" : "error";
     throw new UpstreamConnectError(address, failure, describeError(error), { cause: error });
   } finally {
     clearTimeout(timer);
-    for (const stop of stops) stop();
+    stopWatching();
   }
 }

@@ -32,7 +32,7 @@
  * @module
  */
 
-import { onAbort } from "./abort.ts";
+import { anyAborted, onAnyAbort } from "./abort.ts";
 import { getProxyLogger, type Logger } from "./logging.ts";
 import type { UpstreamConn } from "./upstream_conn.ts";
 
@@ -92,12 +92,11 @@ export class GreetingWatch {
    * a connection lost or closed meanwhile says nothing. Never rejects.
    */
   async watch(conn: UpstreamConn, dialMs: number, ...signals: AbortSignal[]): Promise<void> {
-    const aborted = () => signals.some((signal) => signal.aborted);
     const ms = Math.max(this.windowMs, Math.min(2 * dialMs, MAX_CONNECT_WINDOW_MS));
     await waitFor(ms, signals);
     // One more turn of the event loop, so that a read that became ready by now has run.
     await waitFor(0, signals);
-    if (aborted()) return;
+    if (anyAborted(signals)) return;
     this.learnFrom(conn);
     // Not a silent window: it spoke (learned above), was lost, or was closed early (its client
     // left at once), so it was not watched that long.
@@ -121,15 +120,15 @@ export class GreetingWatch {
 
 /** Resolves after `ms`, or at once when one of `signals` aborts (at once if one has). */
 function waitFor(ms: number, signals: AbortSignal[]): Promise<void> {
-  if (signals.some((signal) => signal.aborted)) return Promise.resolve();
+  if (anyAborted(signals)) return Promise.resolve();
   return new Promise<void>((resolve) => {
     const done = () => {
       clearTimeout(timer);
-      for (const stop of stops) stop();
+      stop();
       resolve();
     };
     const timer = setTimeout(done, ms);
-    const stops = signals.map((signal) => onAbort(signal, done));
+    const stop = onAnyAbort(signals, done);
   });
 }
 

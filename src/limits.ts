@@ -282,7 +282,7 @@ export function fitPoolToDescriptors(
         }
       }
       const pool = config.pool === "off" ? 0 : poolSize;
-      const needed = reserve + sessions + pool;
+      const needed = descriptorsNeeded(config, choice.maxClients, poolSize);
       if (needed > limit) {
         const fit = Math.max(1, Math.floor((limit - reserve - pool) / 2));
         sessionsThatFit = fit;

@@ -24,7 +24,7 @@
 
 import { formatHostPort, type HostPort } from "./address.ts";
 import { type ByteConn, closeQuietly, describeError, writeAll } from "./_io.ts";
-import { onAbort } from "./abort.ts";
+import { anyAborted, onAnyAbort } from "./abort.ts";
 import { UpstreamConnectError } from "./dial.ts";
 
 /** What the reply to an opening check says about the connection. */
@@ -84,9 +84,9 @@ export async function checkOpening(
     closeQuietly(socket); // the pending read or write fails
   };
   const timer = setTimeout(() => cutShort("timeout"), Math.max(1, timeoutMs));
-  const stops = signals.map((signal) => onAbort(signal, () => cutShort("aborted")));
+  const stopWatching = onAnyAbort(signals, () => cutShort("aborted"));
   try {
-    if (signals.some((signal) => signal.aborted)) cutShort("aborted");
+    if (anyAborted(signals)) cutShort("aborted");
     await writeAll(socket, check.command);
     const reply = new Uint8Array(MAX_OPENING_REPLY);
     let got = 0;
@@ -133,7 +133,7 @@ export async function checkOpening(
     );
   } finally {
     clearTimeout(timer);
-    for (const stop of stops) stop();
+    stopWatching();
   }
 }
 

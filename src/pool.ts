@@ -674,9 +674,7 @@ export class UpstreamPool {
   #settled(conn: UpstreamConn, lateMs: number): void {
     if (!this.#settling.has(conn)) return; // dropped meanwhile
     if (lateMs <= SETTLE_TIMER_SLACK_MS && this.#settledDue.length === 0) {
-      this.#settling.delete(conn);
-      if (isFit(conn)) this.#putIdle(conn);
-      else conn.close();
+      this.#handOutSettled(conn);
       return;
     }
     this.#settledDue.push(conn);
@@ -685,11 +683,14 @@ export class UpstreamPool {
 
   #settledAfterReads(): void {
     this.#settledTimer = undefined;
-    for (const conn of this.#settledDue.splice(0)) {
-      if (!this.#settling.delete(conn)) continue; // dropped meanwhile
-      if (isFit(conn)) this.#putIdle(conn);
-      else conn.close();
-    }
+    for (const conn of this.#settledDue.splice(0)) this.#handOutSettled(conn);
+  }
+
+  /** A settled connection goes to the pool if it is still settling and fit, else it is closed. */
+  #handOutSettled(conn: UpstreamConn): void {
+    if (!this.#settling.delete(conn)) return; // dropped meanwhile
+    if (isFit(conn)) this.#putIdle(conn);
+    else conn.close();
   }
 
   /**

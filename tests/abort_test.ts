@@ -5,7 +5,7 @@
  */
 
 import { assertEquals, assertStringIncludes } from "./_assert.ts";
-import { onAbort } from "../src/abort.ts";
+import { anyAborted, onAbort, onAnyAbort } from "../src/abort.ts";
 import { unexpectedErrors } from "../src/failsafe.ts";
 import { captureLog } from "./_log.ts";
 
@@ -51,4 +51,18 @@ Deno.test("onAbort: a callback that throws is reported at error and the others s
   assertEquals(calls, [1, 3]);
   assertEquals(unexpectedErrors(), before + 1);
   assertStringIncludes(lines.join("\n"), 'unexpected error in "an abort callback"');
+});
+
+Deno.test("onAnyAbort calls back when any of its signals aborts, and one stop removes it from all", () => {
+  const first = new AbortController();
+  const second = new AbortController();
+  const reasons: unknown[] = [];
+  const stop = onAnyAbort([first.signal, second.signal], (reason) => reasons.push(reason));
+  assertEquals(anyAborted([first.signal, second.signal]), false);
+  second.abort("second");
+  assertEquals(reasons, ["second"]);
+  assertEquals(anyAborted([first.signal, second.signal]), true);
+  stop();
+  first.abort("first");
+  assertEquals(reasons, ["second"]);
 });
