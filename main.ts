@@ -133,11 +133,12 @@ async function serve(config: ProxyConfig): Promise<number> {
   );
   for (const note of notes) log.warn(note);
   if (listenerTls !== undefined && sessionsThatFit !== undefined) {
-    // Deno 2.9.6's node:tls server stops accepting for good after one failed accept (out of
-    // descriptors), where the plain listener pauses and tries again: never let it get there.
+    // Deno 2.9.6's node:tls server stops accepting after one failed accept (out of descriptors),
+    // where the plain listener pauses and tries again; it finds that out and listens again
+    // (src/tls_listener.ts), but clients in its backlog then are lost: never let it get there.
     log.warn(
-      "--max-clients {given} lowered to {fit} with --tls-cert: the TLS listener cannot recover " +
-        "from running out of descriptors",
+      "--max-clients {given} lowered to {fit} with --tls-cert: the TLS listener stops accepting " +
+        "when it runs out of descriptors",
       { given: limit.maxClients, fit: sessionsThatFit },
     );
     limit = { maxClients: sessionsThatFit, source: "given" };
@@ -148,7 +149,7 @@ async function serve(config: ProxyConfig): Promise<number> {
     log.warn(
       "the open-file limit {limit} is too low for --tls-cert: {maxClients} session(s), the pool " +
         "and the TLS listener's accept burst need about {needed} descriptors, and a burst of " +
-        "connections could stop the TLS listener for good; raise ulimit -n to at least {needed}",
+        "connections could stop the TLS listener for seconds; raise ulimit -n to at least {needed}",
       { limit: fileLimit, maxClients: limit.maxClients, needed },
     );
   }

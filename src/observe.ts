@@ -26,7 +26,7 @@ import {
   samplesByLabel,
 } from "./metrics.ts";
 import type { PoolStats } from "./pool.ts";
-import type { TlsHandshakeCounts } from "./tls_listener.ts";
+import type { ListenerChecks, TlsHandshakeCounts } from "./tls_listener.ts";
 import { SESSION_ENDS, type SessionEnd, type SessionSummary } from "./session.ts";
 
 /** The prefix of every metric of the proxy (process metrics aside). */
@@ -38,8 +38,16 @@ export const METRIC_PREFIX = "tcp_pool_proxy_";
  */
 export const READY_INTERVAL_MS = 10_000;
 
-/** Whether the listener takes new clients, and if not, why. */
-export type ListenerState = "accepting" | "at max-clients" | "out of descriptors" | "stopped";
+/**
+ * Whether the listener takes new clients, and if not, why; `not accepting`: the TLS listener did
+ * not accept its own probe (the runtime stopped its accept loop) and is being opened again.
+ */
+export type ListenerState =
+  | "accepting"
+  | "at max-clients"
+  | "out of descriptors"
+  | "not accepting"
+  | "stopped";
 
 /** A snapshot of the proxy's counters; the histograms are shared, not copied. */
 export interface ProxyStats {
@@ -77,6 +85,8 @@ export interface ProxyStats {
   pool: PoolStats;
   /** Client TLS handshakes, with `--tls-cert` only. */
   clientTlsHandshakes?: TlsHandshakeCounts;
+  /** The TLS listener's probes of itself, and times it listened again (`--tls-cert`). */
+  listenerChecks?: ListenerChecks;
 }
 
 /** `pool full` → `pool_full`: label values in Prometheus' usual form. */
@@ -130,7 +140,7 @@ export function metricFamilies(stats: ProxyStats): MetricFamily[] {
     ),
     gaugeFamily(
       `${p}listener_accepting`,
-      "1 while the listener takes new clients; 0 at --max-clients, out of descriptors, or draining.",
+      "1 while the listener takes new clients; 0 at --max-clients, out of descriptors, not accepting its own probe (TLS), or draining.",
       stats.listener === "accepting" ? 1 : 0,
     ),
     ...(stats.clientTlsHandshakes === undefined ? [] : [
@@ -141,6 +151,13 @@ export function metricFamilies(stats: ProxyStats): MetricFamily[] {
           { labels: { result: "completed" }, value: stats.clientTlsHandshakes.completed },
           { labels: { result: "failed" }, value: stats.clientTlsHandshakes.failed },
         ],
+      ),
+    ]),
+    ...(stats.listenerChecks === undefined ? [] : [
+      counterFamily(
+        `${p}listener_reopened`,
+        "Times the TLS listener found, by probing itself, that it no longer accepted, and listened again.",
+        stats.listenerChecks.reopened,
       ),
     ]),
     gaugeFamily(`${p}max_clients`, "--max-clients in force (0: none).", stats.maxClients),
@@ -250,6 +267,8 @@ export function readiness(
       ? `at --max-clients ${stats.maxClients}`
       : stats.listener === "out of descriptors"
       ? "accepts paused: out of file descriptors"
+      : stats.listener === "not accepting"
+      ? "the TLS listener did not accept its own probe: opening it again"
       : "the listener is closed";
     return { ready: false, reason: why, probe: false };
   }

@@ -303,10 +303,17 @@ export class ProxyServer {
       bytesFromClients: this.#bytesFromClients,
       bytesFromUpstream: this.#bytesFromUpstream,
       ...(this.#listener instanceof TlsListener
-        ? { clientTlsHandshakes: { ...this.#listener.handshakes } }
+        ? {
+          clientTlsHandshakes: { ...this.#listener.handshakes },
+          listenerChecks: { ...this.#listener.checks },
+        }
         : {}),
       sessionSeconds: this.#sessionSeconds,
-      listener: this.#stopping ? "stopped" : this.#listenerState,
+      listener: this.#stopping
+        ? "stopped"
+        : this.#listener instanceof TlsListener && !this.#listener.accepting
+        ? "not accepting"
+        : this.#listenerState,
       maxClients: this.#maxClients,
       draining: this.#stopping,
       unexpectedErrors: unexpectedErrors(),

@@ -10,12 +10,22 @@
  * once), and handshaken clients wait here only until the proxy accepts them. A reload of the
  * certificate files ({@link TlsFiles}) applies to the next handshake.
  *
+ * The listener watches itself. Deno 2.9.6's `node:net` server stops accepting for good, without a
+ * word, after one accept fails for want of a descriptor. So while no client has arrived for
+ * {@link LISTENER_CHECK_INTERVAL_MS}, the listener connects to itself (a probe: a plain TCP
+ * connection, closed as soon as it is seen, never a session or a counted handshake, and never in
+ * the last place under `--max-clients` while clients are connected); after
+ * {@link LISTENER_FAILED_PROBES} probes in a row that it did not accept, it closes its socket and
+ * listens again on the same address, and says so. From the first probe not accepted until it
+ * accepts again it is not {@link TlsListener.accepting} (for `/readyz`).
+ *
  * @module
  */
 
 import type net from "node:net";
 import tls from "node:tls";
 import { formatHostPort, type HostPort } from "./address.ts";
+import { closeQuietly } from "./_io.ts";
 import type { ClientConn, ClientListener } from "./_io.ts";
 import { getProxyLogger } from "./logging.ts";
 import { SocketConn } from "./socket_conn.ts";
@@ -29,6 +39,33 @@ export interface TlsListenerOptions {
   handshakeTimeoutMs: number;
   /** Most connections at once, handshakes included; 0 for no cap. */
   maxConnections: number;
+  /**
+   * How long without a client before the listener probes itself, in ms, and how long a probe may
+   * wait to be accepted. Defaults: {@link LISTENER_CHECK_INTERVAL_MS},
+   * {@link LISTENER_PROBE_TIMEOUT_MS} (shorter in tests).
+   */
+  checkIntervalMs?: number;
+  probeTimeoutMs?: number;
+}
+
+/** How long without a new client before the TLS listener checks, with a probe, that it accepts. */
+export const LISTENER_CHECK_INTERVAL_MS = 2_000;
+
+/** How long a probe may wait to be accepted before it counts as not accepted. */
+export const LISTENER_PROBE_TIMEOUT_MS = 1_000;
+
+/** Probes in a row not accepted before the listener closes its socket and listens again. */
+export const LISTENER_FAILED_PROBES = 2;
+
+/** What a probe found: accepted, not accepted, or nothing (it could not connect). */
+type ProbeResult = "accepted" | "not accepted" | "unknown";
+
+/** What the listener's self-checks found. */
+export interface ListenerChecks {
+  /** Probes made (connections to itself while no client arrived). */
+  probes: number;
+  /** Times it found itself not accepting and listened again. */
+  reopened: number;
 }
 
 /** Counts of client handshakes, for `/metrics` and `/stats`. */
@@ -45,18 +82,46 @@ export class TlsListener implements ClientListener {
   readonly addr: Deno.NetAddr;
   /** Handshakes completed and failed so far. */
   readonly handshakes: TlsHandshakeCounts = { completed: 0, failed: 0 };
+  /** Probes made and reopenings so far. */
+  readonly checks: ListenerChecks = { probes: 0, reopened: 0 };
   readonly #server: tls.Server;
   readonly #ready: SocketConn[] = [];
+  readonly #log = getProxyLogger("tls");
+  readonly #checkIntervalMs: number;
+  readonly #probeTimeoutMs: number;
   #waiting: { resolve(conn: ClientConn): void; reject(error: unknown): void } | undefined;
   #closed = false;
+  /** When the last TCP connection arrived (`performance.now()`), probes included. */
+  #lastArrivalAt = performance.now();
+  /** Probes in a row that were not accepted. */
+  #failedProbes = 0;
+  /** Set from the moment the socket is closed until it listens again. */
+  #reopening = false;
+  /** Set while a listen after a reopening is under way. */
+  #listenPending = false;
+  /** Whether the failure to listen again has been logged, once per reopening. */
+  #listenFailureLogged = false;
+  #checkTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The probe under way, if any. */
+  #probe: ProbeUnderWay | undefined;
+  /** Connections that were probes, so that their end is not counted as a failed handshake. */
+  readonly #probeSockets = new WeakSet<object>();
 
-  private constructor(server: tls.Server, addr: Deno.NetAddr, files: TlsFiles) {
+  private constructor(
+    server: tls.Server,
+    addr: Deno.NetAddr,
+    options: TlsListenerOptions,
+  ) {
     this.#server = server;
     this.addr = addr;
+    this.#checkIntervalMs = options.checkIntervalMs ?? LISTENER_CHECK_INTERVAL_MS;
+    this.#probeTimeoutMs = options.probeTimeoutMs ?? LISTENER_PROBE_TIMEOUT_MS;
+    const files = options.files;
     // A reload applies to the next handshakes; clients already connected keep theirs.
     files.onReload(() => {
       if (!this.#closed) server.setSecureContext(files.material);
     });
+    this.#scheduleCheck();
   }
 
   /**
@@ -65,7 +130,6 @@ export class TlsListener implements ClientListener {
    * @throws the bind error (`EADDRINUSE`, ...) as `node:net` reports it.
    */
   static async open(address: HostPort, options: TlsListenerOptions): Promise<TlsListener> {
-    const log = getProxyLogger("tls");
     // Not half-open until the handshake is done: a client that leaves during its handshake is
     // then closed at once instead of holding its place until the handshake timeout.
     const server = tls.createServer({ handshakeTimeout: options.handshakeTimeoutMs });
@@ -83,30 +147,18 @@ export class TlsListener implements ClientListener {
     const listener = new TlsListener(
       server,
       { transport: "tcp", hostname: address.hostname, port },
-      options.files,
+      options,
     );
-    server.on("error", (error: Error) => {
-      log.warn("TLS listener error: {reason}", { reason: error.message });
-    });
-    // Each client's address, taken as its TCP connection arrives: once a handshake has failed,
-    // the runtime has torn the socket down and the TLS socket no longer knows its peer.
-    const peers = new WeakMap<object, string>();
-    server.on("connection", (raw: net.Socket) => {
-      if (raw.remoteAddress !== undefined && raw.remotePort !== undefined) {
-        peers.set(raw, formatHostPort({ hostname: raw.remoteAddress, port: raw.remotePort }));
-      }
-    });
-    server.on("tlsClientError", (error: Error & { code?: string }, socket: tls.TLSSocket) => {
-      listener.handshakes.failed++;
-      log.debug("client {client} failed its TLS handshake: {reason}", {
-        client: peerOf(socket, peers),
-        reason: error.message,
-      });
-      socket.on("error", () => {}); // destroyed: whatever it still reports has no reader
-      socket.destroy(); // the runtime leaves a timed-out handshake's socket open otherwise
-    });
-    server.on("secureConnection", (socket: tls.TLSSocket) => listener.#arrived(socket));
+    listener.#handleEvents();
     return listener;
+  }
+
+  /**
+   * False from the first probe the listener did not accept until it accepts again (listening
+   * again if need be): meanwhile clients may wait in its backlog for nothing.
+   */
+  get accepting(): boolean {
+    return !this.#reopening && this.#failedProbes === 0;
   }
 
   /** The next handshaken client; rejects with `BadResource` once closed. One at a time. */
@@ -121,11 +173,54 @@ export class TlsListener implements ClientListener {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#checkTimer);
+    this.#probe?.end("unknown");
     this.#server.close();
     for (const conn of this.#ready.splice(0)) conn.close();
     const waiting = this.#waiting;
     this.#waiting = undefined;
     waiting?.reject(new Deno.errors.BadResource("listener closed"));
+  }
+
+  #handleEvents(): void {
+    const server = this.#server;
+    server.on("error", (error: Error) => {
+      if (this.#reopening) return; // #listenAgain says it, once
+      this.#log.warn("TLS listener on {listen} error: {reason}", {
+        listen: formatHostPort(this.addr),
+        reason: error.message,
+      });
+    });
+    // Each client's address, taken as its TCP connection arrives: once a handshake has failed,
+    // the runtime has torn the socket down and the TLS socket no longer knows its peer.
+    const peers = new WeakMap<object, string>();
+    server.on("connection", (raw: net.Socket) => {
+      this.#lastArrivalAt = performance.now();
+      if (raw.remoteAddress === undefined || raw.remotePort === undefined) return;
+      const peer = formatHostPort({ hostname: raw.remoteAddress, port: raw.remotePort });
+      const probe = this.#probe;
+      if (probe !== undefined) {
+        // The accept may come before the probe's own connect has returned its address.
+        if (probe.key === undefined) probe.early.set(peer, raw);
+        else if (probe.key === peer) {
+          this.#endProbeSocket(raw);
+          probe.end("accepted");
+          return;
+        }
+      }
+      peers.set(raw, peer);
+    });
+    server.on("tlsClientError", (error: Error & { code?: string }, socket: tls.TLSSocket) => {
+      socket.on("error", () => {}); // destroyed: whatever it still reports has no reader
+      socket.destroy(); // the runtime leaves a timed-out handshake's socket open otherwise
+      if (this.#probeSockets.has(parentOf(socket) ?? socket)) return;
+      this.handshakes.failed++;
+      this.#log.debug("client {client} failed its TLS handshake: {reason}", {
+        client: peerOf(socket, peers),
+        reason: error.message,
+      });
+    });
+    server.on("secureConnection", (socket: tls.TLSSocket) => this.#arrived(socket));
   }
 
   #arrived(socket: tls.TLSSocket): void {
@@ -146,6 +241,187 @@ export class TlsListener implements ClientListener {
       this.#ready.push(conn);
     }
   }
+
+  #scheduleCheck(): void {
+    if (this.#closed) return;
+    this.#checkTimer = setTimeout(() => {
+      this.#checkTimer = undefined;
+      this.#check().catch((error) => {
+        this.#log.error("TLS listener check on {listen} failed: {reason}", {
+          listen: formatHostPort(this.addr),
+          reason: error instanceof Error ? error.message : String(error),
+        });
+      }).finally(() => this.#scheduleCheck());
+    }, this.#checkIntervalMs);
+  }
+
+  /**
+   * One look at the listener: nothing to do while clients arrive; otherwise a probe, and after
+   * {@link LISTENER_FAILED_PROBES} probes in a row not accepted, the socket closed and opened
+   * again. While reopening, each look tries to listen again until it works.
+   */
+  async #check(): Promise<void> {
+    if (this.#closed) return;
+    if (this.#reopening) {
+      this.#listenAgain();
+      return;
+    }
+    if (performance.now() - this.#lastArrivalAt < this.#checkIntervalMs) {
+      this.#failedProbes = 0;
+      return;
+    }
+    if (!this.#roomForProbe()) return;
+    const result = await this.#probeOnce();
+    if (this.#closed || result === "unknown") return;
+    if (result === "accepted") {
+      this.#failedProbes = 0;
+      return;
+    }
+    this.#failedProbes++;
+    this.#log.debug("TLS listener on {listen} did not accept a probe ({count} in a row)", {
+      listen: formatHostPort(this.addr),
+      count: this.#failedProbes,
+    });
+    if (this.#failedProbes < LISTENER_FAILED_PROBES) return;
+    this.#log.warn(
+      "TLS listener on {listen} stopped accepting (the runtime ends its accept loop after an accept fails, as when out of descriptors); listening again",
+      { listen: formatHostPort(this.addr) },
+    );
+    this.#reopening = true;
+    this.checks.reopened++;
+    this.#server.close();
+    this.#listenAgain();
+  }
+
+  /**
+   * Whether a probe may take a place under `--max-clients`: not the last free one while clients
+   * are connected, since a client arriving in that moment would be turned away. With no client
+   * at all it may (under `--max-clients 1` there is no other way to look).
+   */
+  #roomForProbe(): boolean {
+    const cap = this.#server.maxConnections;
+    if (!(cap > 0)) return true;
+    // The count the runtime checks the cap against (`node:net`'s own field).
+    const open = (this.#server as unknown as { _connections?: unknown })._connections;
+    if (typeof open !== "number") return true;
+    return open === 0 || open + 1 < cap;
+  }
+
+  /**
+   * Listens on the address again; on success the listener is accepting. A failure (the address
+   * taken meanwhile, no descriptor) is logged once, and the next look tries again.
+   */
+  #listenAgain(): void {
+    if (this.#listenPending || this.#server.listening) return;
+    this.#listenPending = true;
+    const onError = (error: Error) => {
+      this.#listenPending = false;
+      if (this.#listenFailureLogged) return;
+      this.#listenFailureLogged = true;
+      this.#log.error("TLS listener on {listen} cannot listen again: {reason}; retrying", {
+        listen: formatHostPort(this.addr),
+        reason: error.message,
+      });
+    };
+    this.#server.once("error", onError);
+    this.#server.listen(this.addr.port, this.addr.hostname, () => {
+      this.#server.off("error", onError);
+      this.#listenPending = false;
+      if (this.#closed) return;
+      this.#reopening = false;
+      this.#listenFailureLogged = false;
+      this.#failedProbes = 0;
+      this.#lastArrivalAt = performance.now();
+      this.#log.info("TLS listener on {listen} accepting again", {
+        listen: formatHostPort(this.addr),
+      });
+    });
+  }
+
+  /**
+   * Connects to the listener and waits up to the probe timeout (and one more
+   * turn of the event loop, for an accept that was ready when a stalled loop ran the timer) for
+   * it to be accepted: seen as a new connection, or closed by the runtime (past `--max-clients`).
+   * A connect that fails for a reason of its own (out of descriptors) finds nothing.
+   */
+  async #probeOnce(): Promise<ProbeResult> {
+    this.checks.probes++;
+    const connecting = new AbortController();
+    const connectTimer = setTimeout(() => connecting.abort(), this.#probeTimeoutMs);
+    const probe: ProbeUnderWay = { early: new Map(), end: () => connecting.abort() };
+    this.#probe = probe;
+    let conn: Deno.TcpConn;
+    try {
+      conn = await Deno.connect({
+        hostname: probeHostname(this.addr.hostname),
+        port: this.addr.port,
+        signal: connecting.signal,
+      });
+    } catch (error) {
+      this.#probe = undefined;
+      if (this.#closed) return "unknown";
+      // A connect that timed out: the backlog is full and nobody takes from it.
+      if (connecting.signal.aborted) return "not accepted";
+      return error instanceof Deno.errors.ConnectionRefused ? "not accepted" : "unknown";
+    } finally {
+      clearTimeout(connectTimer);
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const result = await new Promise<ProbeResult>((resolve) => {
+      probe.end = resolve;
+      probe.key = formatHostPort(conn.localAddr);
+      const seen = probe.early.get(probe.key);
+      probe.early.clear();
+      if (seen !== undefined) {
+        this.#endProbeSocket(seen);
+        resolve("accepted");
+        return;
+      }
+      if (this.#closed) {
+        resolve("unknown");
+        return;
+      }
+      // The runtime closes a connection past its cap at once: accepted, though never seen.
+      conn.read(new Uint8Array(1)).then(() => resolve("accepted"), () => resolve("accepted"));
+      timer = setTimeout(() => {
+        timer = setTimeout(() => resolve("not accepted"), 0);
+      }, this.#probeTimeoutMs);
+    });
+    clearTimeout(timer);
+    this.#probe = undefined;
+    closeQuietly(conn);
+    return this.#closed ? "unknown" : result;
+  }
+
+  /** Closes the listener's side of a probe; its failed handshake is not counted. */
+  #endProbeSocket(raw: net.Socket): void {
+    this.#probeSockets.add(raw);
+    raw.on("error", () => {}); // destroyed: whatever it still reports has no reader
+    raw.destroy();
+  }
+}
+
+/**
+ * A probe of the listener by itself: its connection's local address once connected, the
+ * connections that arrived before that (one of them may be the probe), and how to end it.
+ */
+interface ProbeUnderWay {
+  key?: string;
+  early: Map<string, net.Socket>;
+  end(result: ProbeResult): void;
+}
+
+/** Where to reach a listener bound to `hostname`: loopback for a wildcard address. */
+function probeHostname(hostname: string): string {
+  if (hostname === "0.0.0.0") return "127.0.0.1";
+  if (hostname === "::" || hostname === "[::]") return "::1";
+  return hostname;
+}
+
+/** The TCP connection a TLS socket runs over (`_parent` in the runtime's `node:tls`). */
+function parentOf(socket: tls.TLSSocket): object | undefined {
+  const parent = (socket as unknown as { _parent?: unknown })._parent;
+  return typeof parent === "object" && parent !== null ? parent : undefined;
 }
 
 /**
@@ -156,7 +432,6 @@ function peerOf(socket: tls.TLSSocket, peers: WeakMap<object, string>): string {
   if (socket.remoteAddress !== undefined && socket.remotePort !== undefined) {
     return formatHostPort({ hostname: socket.remoteAddress, port: socket.remotePort });
   }
-  const parent = (socket as unknown as { _parent?: unknown })._parent;
-  return (typeof parent === "object" && parent !== null ? peers.get(parent) : undefined) ??
-    "unknown";
+  const parent = parentOf(socket);
+  return (parent !== undefined ? peers.get(parent) : undefined) ?? "unknown";
 }

@@ -762,6 +762,56 @@ Deno.test("TLS clients: at --max-clients, handshakes in progress included, a new
   }
 });
 
+Deno.test("TLS clients: the listener's probes of itself, while no client arrives, are never sessions, failed handshakes or warnings, and never take the last place under --max-clients", async () => {
+  const c = await certs();
+  await using upstream = new TestUpstream(echo);
+  await using proxy = await startTlsProxy(upstream.address, {
+    files: listenerFiles(c.serverCertFile, c.serverKeyFile),
+    handshakeTimeoutMs: 5_000,
+    checkIntervalMs: 20,
+    probeTimeoutMs: 150,
+  }, { pool: "off", maxClients: 3 });
+  const stats = () => proxy.server.stats;
+  const roundTrip = async (client: Deno.TlsConn, text: string) => {
+    await writeAll(client, encoder.encode(text));
+    assertEquals(decoder.decode(await within(client, 3_000, () => readExactly(client, 4))), text);
+  };
+  const lines = await captureLog(async () => {
+    configureLogging({ level: "debug", format: "text" });
+    // Idle: each probe is seen as it arrives and closed.
+    await delay(500);
+    assertEquals(stats().listener, "accepting");
+    const idleProbes = stats().listenerChecks?.probes ?? 0;
+    assert(idleProbes >= 5, `probes while idle: ${idleProbes}`);
+    // Two of three places taken: a probe would take the last, so none is made, and a client
+    // arriving now and then, with pauses longer than the check interval, is always served.
+    const held = [await tlsClient(proxy.address, c.ca), await tlsClient(proxy.address, c.ca)];
+    try {
+      await Promise.all(held.map((client) => roundTrip(client, "held")));
+      const probesBefore = stats().listenerChecks?.probes;
+      for (let i = 0; i < 15; i++) {
+        await delay(40);
+        const third = await tlsClient(proxy.address, c.ca);
+        try {
+          await roundTrip(third, "last");
+        } finally {
+          closeQuietly(third);
+        }
+      }
+      assertEquals(stats().listenerChecks?.probes, probesBefore);
+    } finally {
+      held.forEach(closeQuietly);
+    }
+  });
+  assert(
+    !lines.some((line) => /did not accept a probe|stopped accepting/.test(line)),
+    lines.join("\n"),
+  );
+  assertEquals(stats().listenerChecks?.reopened, 0);
+  assertEquals(stats().clientTlsHandshakes?.failed, 0);
+  assertEquals(stats().sessionsStarted, 17);
+});
+
 Deno.test("TLS clients: a TLS client that sends to an upstream that stops reading is held back by TCP, not buffered", async () => {
   const c = await certs();
   const held = Promise.withResolvers<void>();
@@ -1117,7 +1167,7 @@ function tlsProxyUnderFileLimit(
 
 Deno.test({
   name:
-    "cli --tls-cert: a --max-clients the open-file limit cannot hold is lowered, since the TLS listener cannot recover from running out of descriptors",
+    "cli --tls-cert: a --max-clients the open-file limit cannot hold is lowered, since the TLS listener stops accepting when it runs out of descriptors",
   ignore: Deno.build.os !== "linux",
   fn: async () => {
     const c = await certs();
@@ -1198,7 +1248,7 @@ Deno.test({
       for (const conn of held.splice(0)) closeQuietly(conn);
     }
     await delay(500);
-    // Bounded: a dead listener leaves the handshake waiting in the backlog for good.
+    // Bounded: a stopped listener leaves the handshake waiting in the backlog.
     const client = await Deno.connectTls({ hostname: "localhost", port, caCerts: [c.ca] });
     try {
       await within(client, 5_000, () => client.handshake());
@@ -1206,6 +1256,72 @@ Deno.test({
     } finally {
       closeQuietly(client);
     }
+  },
+});
+
+Deno.test({
+  name:
+    "cli --tls-cert: a TLS listener the runtime stopped (an accept failed for want of a descriptor) is found by probing itself, listens again and serves",
+  ignore: Deno.build.os !== "linux",
+  fn: async () => {
+    // Under ulimit -n 150 nothing leaves room for the runtime's accept burst (the proxy warns):
+    // a burst queued while the proxy is stopped makes an accept fail, and Deno 2.9.6's node:net
+    // server never accepts again.
+    const c = await certs();
+    await using upstream = new TestUpstream(echo);
+    await using proxy = tlsProxyUnderFileLimit(150, c, upstream.address, [
+      ...["--pool", "off", "--admin", "127.0.0.1:0"],
+    ]);
+    const admin = await proxy.waitForLine(/admin server on 127\.0\.0\.1:(\d+)/);
+    const { line } = await proxy.waitForLine(/listening on/);
+    const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(line)?.[1]);
+    const address = { hostname: "127.0.0.1", port };
+    const held: Deno.Conn[] = [await tlsClient(address, c.ca)];
+    try {
+      Deno.kill(proxy.pid, "SIGSTOP");
+      try {
+        for (let i = 0; i < 300; i++) held.push(await Deno.connect(address));
+      } finally {
+        Deno.kill(proxy.pid, "SIGCONT");
+      }
+      await delay(1_000);
+    } finally {
+      for (const conn of held.splice(0)) closeQuietly(conn);
+    }
+    // Two probes of 1 s, 2 s apart, then listening again: served within about 6 s. From the
+    // first probe not accepted, /readyz says why.
+    const reasons = new Set<string>();
+    const readyz = `http://127.0.0.1:${admin.match[1]}/readyz`;
+    const again = /\[INF\].*TLS listener on 127\.0\.0\.1:\d+ accepting again/;
+    const deadline = performance.now() + 10_000;
+    while (!proxy.lines.some((l) => again.test(l)) && performance.now() < deadline) {
+      const answer = await fetch(readyz);
+      reasons.add(`${answer.status} ${(await answer.text()).trim()}`);
+      await delay(100);
+    }
+    await proxy.waitForLine(again, 1_000);
+    assert(
+      [...reasons].some((r) => r.startsWith("503") && r.includes("did not accept its own probe")),
+      [...reasons].join("\n"),
+    );
+    assert(
+      proxy.lines.some((l) =>
+        /\[WRN\].*TLS listener on .* stopped accepting .*; listening again/.test(l)
+      ),
+      proxy.stderr,
+    );
+    const client = await Deno.connectTls({ hostname: "localhost", port, caCerts: [c.ca] });
+    try {
+      await within(client, 5_000, async () => {
+        await client.handshake();
+        await writeAll(client, encoder.encode("back"));
+        assertEquals(decoder.decode(await readExactly(client, 4)), "back");
+      });
+    } finally {
+      closeQuietly(client);
+    }
+    const metrics = await fetch(`http://127.0.0.1:${admin.match[1]}/metrics`).then((r) => r.text());
+    assertStringIncludes(metrics, "\ntcp_pool_proxy_listener_reopened_total 1\n");
   },
 });
 
