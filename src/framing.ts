@@ -59,6 +59,14 @@ export interface ExchangeTracker {
    * waits for, nor drains, answers that cannot settle: the connection is closed instead.
    */
   readonly settleable: boolean;
+  /**
+   * Whether owed responses may still be waited for once the client has half-closed or left (a
+   * FIN kept back, a drain): false while a request is owed whose answer would take something
+   * for nobody if it came after the client left, such as Redis's `BLPOP`, which pops the next
+   * item pushed (the server ends such a command itself when its client closes). The client's
+   * FIN is then passed on and a connection it leaves is closed, not drained.
+   */
+  readonly drainable: boolean;
   /** Whether a request was forwarded in part (its end not seen yet). */
   readonly partialRequest: boolean;
   /** Whether a response has arrived in part (its end not seen yet). */

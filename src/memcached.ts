@@ -356,6 +356,11 @@ export class MemcachedTracker implements ExchangeTracker {
       this.#mns[(this.#mnTail - 1) & (this.#mns.length - 1)] > this.#lastQuiet;
   }
 
+  /** See {@link ExchangeTracker.drainable}: memcached has no command that waits for an item. */
+  get drainable(): boolean {
+    return true;
+  }
+
   /** Whether a request line or its data block has been forwarded in part. */
   get partialRequest(): boolean {
     return this.#cLen > 0 || this.#cCR || this.#cSkip > 0 || this.#cCrlf !== 0;

@@ -153,7 +153,7 @@ class LengthLine {
 
 /** What a command does to the connection. */
 const C_STATE = 0, C_BROKEN = 1, C_SUBCOMMAND = 2, C_MULTI = 3, C_EXEC = 4, C_WATCH = 5;
-const C_UNWATCH = 6, C_RESET = 7;
+const C_UNWATCH = 6, C_RESET = 7, C_BLOCKING = 8;
 
 interface Command {
   /** The name in upper case ASCII. */
@@ -240,6 +240,18 @@ const COMMANDS = commandTable([
   ["SYNC", C_BROKEN, broken("SYNC: a replication stream cannot be followed")],
   ["PSYNC", C_BROKEN, broken("PSYNC: a replication stream cannot be followed")],
   ["REPLCONF", C_BROKEN, broken("REPLCONF: replication commands may get no reply")],
+  // Blocking commands that take what they wait for: answered after their client left, they
+  // would take an item for nobody (Redis itself ends them when their client closes).
+  // XREADGROUP claims entries with or without BLOCK; without, its answer comes at once anyway.
+  ["BLPOP", C_BLOCKING],
+  ["BRPOP", C_BLOCKING],
+  ["BRPOPLPUSH", C_BLOCKING],
+  ["BLMOVE", C_BLOCKING],
+  ["BLMPOP", C_BLOCKING],
+  ["BZPOPMIN", C_BLOCKING],
+  ["BZPOPMAX", C_BLOCKING],
+  ["BZMPOP", C_BLOCKING],
+  ["XREADGROUP", C_BLOCKING],
 ]);
 
 /** The command in `table` named by `names[offset, offset + length)` (upper case), if any. */
@@ -367,6 +379,8 @@ export class RedisTracker implements ExchangeTracker {
   // Both directions.
   #requests = 0;
   #replies = 0;
+  /** The number of the last blocking request (`BLPOP`, ...); replies come in order. */
+  #lastBlockingAt = 0;
   #sticky: Unfit | undefined;
   #broken = false;
 
@@ -425,6 +439,15 @@ export class RedisTracker implements ExchangeTracker {
   /** See {@link ExchangeTracker.settleable}: every Redis request gets exactly one reply. */
   get settleable(): boolean {
     return true;
+  }
+
+  /**
+   * See {@link ExchangeTracker.drainable}: false while a blocking command that takes what it
+   * waits for (`BLPOP`, `BRPOP`, `BRPOPLPUSH`, `BLMOVE`, `BLMPOP`, `BZPOPMIN`, `BZPOPMAX`,
+   * `BZMPOP`, `XREADGROUP`) is owed its reply.
+   */
+  get drainable(): boolean {
+    return this.#replies >= this.#lastBlockingAt;
   }
 
   /** Whether the client sent part of a request (even of a blank inline line). */
@@ -782,6 +805,9 @@ export class RedisTracker implements ExchangeTracker {
       case C_RESET:
         this.#mark(command.unfit as Unfit);
         this.#await(at, C_RESET);
+        return;
+      case C_BLOCKING:
+        this.#lastBlockingAt = at;
         return;
       default: // MULTI, EXEC or DISCARD, WATCH, UNWATCH
         this.#await(at, command.effect);

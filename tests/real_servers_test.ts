@@ -24,6 +24,7 @@ import {
   assertLess,
   assertLessOrEqual,
   assertMatch,
+  assertStringIncludes,
 } from "./_assert.ts";
 import {
   closeQuietly,
@@ -33,6 +34,7 @@ import {
   encoder,
   patternBytes,
   readExactly,
+  readToEnd,
   startProxy,
   type TestProxy,
   within,
@@ -250,6 +252,66 @@ Deno.test({
 
 Deno.test({
   name:
+    `redis: a worker that leaves while its BLPOP (or BRPOP, BZPOPMIN, BLMOVE, XREADGROUP BLOCK) waits loses no item: the connection is closed, not drained, and the item pushed next stays for the next worker; a half-close passes the FIN on${noRedis}`,
+  ignore: noRedis !== "",
+  fn: async () => {
+    // Found by review: draining the owed BLPOP kept it alive after its client left, and it
+    // popped the next item pushed for nobody. Redis ends a blocked command when its client goes.
+    await using redis = await RedisServer.start();
+    await using proxy = startProxy(upstreamAt(redis.port), { protocol: "redis" });
+    const port = proxy.address.port;
+    const waits: [string[], string[], string][] = [
+      [["BLPOP", "jobs:l", "0"], ["RPUSH", "jobs:l", "job-1"], "LRANGE jobs:l 0 -1"],
+      [["BRPOP", "jobs:r", "0"], ["LPUSH", "jobs:r", "job-2"], "LRANGE jobs:r 0 -1"],
+      [["BZPOPMIN", "jobs:z", "0"], ["ZADD", "jobs:z", "1", "job-3"], "ZRANGE jobs:z 0 -1"],
+      [
+        ["BLMOVE", "jobs:m", "done:m", "LEFT", "LEFT", "0"],
+        ["RPUSH", "jobs:m", "job-4"],
+        "LRANGE jobs:m 0 -1",
+      ],
+    ];
+    await redisCli(redis.port, ["XGROUP", "CREATE", "jobs:s", "g", "$", "MKSTREAM"]);
+    let ended = 0;
+    for (const [wait, push, check] of waits) {
+      const worker = await connect({ hostname: "127.0.0.1", port });
+      await writeAll(worker, respCommand(...wait));
+      await delay(100);
+      closeQuietly(worker);
+      await proxy.sessionsEnded(++ended);
+      assert(proxy.sessions[ended - 1].release !== "pooled", sessionsText(proxy));
+      await rawRedis(port, respCommand(...push), 4);
+      await proxy.sessionsEnded(++ended);
+      await delay(200); // what a drain would have taken, it would have taken by now
+      const left = await redisCli(redis.port, check.split(" "));
+      assertStringIncludes(left, push[push.length - 1], `${wait[0]}: ${sessionsText(proxy)}`);
+    }
+    // A stream entry read with XREADGROUP BLOCK would be claimed (pending) for nobody.
+    const reader = await connect({ hostname: "127.0.0.1", port });
+    await writeAll(
+      reader,
+      respCommand("XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "jobs:s", ">"),
+    );
+    await delay(100);
+    closeQuietly(reader);
+    await proxy.sessionsEnded(++ended);
+    await redisCli(redis.port, ["XADD", "jobs:s", "*", "job", "5"]);
+    await delay(200);
+    assertStringIncludes(await redisCli(redis.port, ["XPENDING", "jobs:s", "g"]), "0");
+    // A half-closed worker: its FIN reaches Redis, which ends the BLPOP and the connection.
+    const halfClosed = await connect({ hostname: "127.0.0.1", port });
+    await writeAll(halfClosed, respCommand("BLPOP", "jobs:h", "0"));
+    await halfClosed.closeWrite();
+    assertEquals((await within(halfClosed, 3_000, () => readToEnd(halfClosed))).length, 0);
+    closeQuietly(halfClosed);
+    await proxy.sessionsEnded(++ended);
+    await redisCli(redis.port, ["RPUSH", "jobs:h", "job-6"]);
+    await delay(200);
+    assertStringIncludes(await redisCli(redis.port, ["LRANGE", "jobs:h", "0", "-1"]), "job-6");
+  },
+});
+
+Deno.test({
+  name:
     `redis: with redisReset, a client's CLIENT NO-EVICT never reaches the next client (Redis 7.0's RESET keeps it): its connection is closed${noRedis}`,
   ignore: noRedis !== "",
   fn: async () => {
@@ -353,9 +415,10 @@ Deno.test({
 });
 
 /**
- * A client that sends three `BLPOP <empty list> 0.1` and ten `LLEN`, pipelined, and closes at
- * once: Redis answers the BLPOPs one after the other, each at least 100 ms after the previous
- * one (timeouts are checked 10 times a second). The first answer reaches the closed socket (its
+ * A client that sends three `XREAD BLOCK 100 STREAMS <empty stream> $` and ten `LLEN`, pipelined,
+ * and closes at once: Redis answers the XREADs one after the other, each at least 100 ms after the
+ * previous one (timeouts are checked 10 times a second). (A blocked command that takes what it
+ * waits for, such as `BLPOP`, is never drained: its connection is closed (the BLPOP test).) The first answer reaches the closed socket (its
  * kernel answers with a reset), writing the second fails, and the third with the LLENs is still
  * on its way: owed after the client is known gone, so only a drain can make the connection
  * reusable. (The test above, LLEN alone, never gets that far: its 40 bytes of answers are
@@ -365,8 +428,8 @@ async function leaveWithBlockedAnswersOwed(proxy: TestProxy): Promise<void> {
   const conn = await connect(proxy.address);
   try {
     const requests = [
-      ...["a", "b", "c"].map((list) =>
-        decoder.decode(respCommand("BLPOP", `empty-${list}`, "0.1"))
+      ...["a", "b", "c"].map((stream) =>
+        decoder.decode(respCommand("XREAD", "BLOCK", "100", "STREAMS", `empty-${stream}`, "$"))
       ),
       "*2\r\n$4\r\nLLEN\r\n$1\r\nx\r\n".repeat(10),
     ].join("");

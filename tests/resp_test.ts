@@ -822,6 +822,30 @@ Deno.test("redis tracker follows interleaved requests and replies, complete only
   assert(isComplete(tracker));
 });
 
+Deno.test("redis tracker: a blocking command that takes what it waits for is not drainable until its own reply, pipelined or inline, in any case", () => {
+  const blocking = [
+    cmd("BLPOP", "q", "0"),
+    "brpop q 0\r\n",
+    cmd("bzPopMin", "z", "0"),
+    cmd("BLMOVE", "a", "b", "LEFT", "LEFT", "0"),
+    cmd("XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">"),
+  ];
+  for (const request of blocking) {
+    const tracker = new RedisTracker();
+    tracker.onClientBytes(bytes(cmd("GET", "a") + request + cmd("GET", "b")));
+    assertFalse(tracker.drainable, request);
+    tracker.onServerBytes(bytes("$-1\r\n"));
+    assertFalse(tracker.drainable, request);
+    tracker.onServerBytes(bytes("*-1\r\n"));
+    assert(tracker.drainable, request); // only GET b is owed now
+    assertEquals(tracker.owed, 1);
+  }
+  // Commands that wait without taking, or only look like it, are drained as before.
+  const tracker = new RedisTracker();
+  tracker.onClientBytes(bytes(cmd("XREAD", "BLOCK", "0", "STREAMS", "s", "$") + cmd("BLPOPX")));
+  assert(tracker.drainable);
+});
+
 Deno.test("redis tracker's RESET request and reply are the documented bytes", () => {
   assertEquals(new TextDecoder().decode(REDIS_RESET_COMMAND), "*1\r\n$5\r\nRESET\r\n");
   assertEquals(new TextDecoder().decode(REDIS_RESET_REPLY), "+RESET\r\n");
