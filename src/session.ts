@@ -482,7 +482,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     return up !== undefined && tracker !== undefined && !this.#halfClosed &&
       up.state !== "closed" && up.unfitReason === undefined &&
       tracker.unfit?.kind !== "broken" && !tracker.partialRequest && tracker.settleable &&
-      !UNDRAINABLE.has(this.#end ?? "shutdown");
+      tracker.drainable && !UNDRAINABLE.has(this.#end ?? "shutdown");
   }
 
   /** Starts the --reuse-drain-timeout timer of a drain: at the end, the connection is closed. */
@@ -799,7 +799,8 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     // A connection that serves one session only is closed anyway: its FIN is passed on, as in
     // `off`, and the session need not wait for answers that may never come.
     return this.#framedReuse && tracker !== undefined && tracker.unfit?.kind !== "broken" &&
-      tracker.settleable && !tracker.partialRequest && this.#up?.oneSessionOnly === undefined;
+      tracker.settleable && tracker.drainable && !tracker.partialRequest &&
+      this.#up?.oneSessionOnly === undefined;
   }
 
   /** The bytes of a goodbye command ending `chunk`, if the exchange is framed and reused. */
@@ -904,7 +905,9 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       if (this.#replay.taken === 0) {
         conn.unfitReason ??= "the upstream spoke first (handshake state)";
       }
-      this.#tracker?.onServerBytes(chunk);
+      // The reply to a reset is the proxy's own, not part of the client's exchange.
+      // The reply to a reset is the proxy's own, not part of the client's exchange.
+      if (this.#drain?.expect === undefined) this.#tracker?.onServerBytes(chunk);
       // An answer began: nothing will be replayed, and a held FIN may go.
       if (this.#retrying === undefined) this.#replay.drop();
       else this.#replay.stopKeeping();

@@ -224,6 +224,9 @@ Deno.test("redis --redis-reset: a connection left with state is RESET and pooled
   assertEquals(await exchangeOnce(proxy, resp("SELECT", "5"), "+OK\r\n"), "+OK\r\n");
   await proxy.sessionsEnded(1);
   assertEquals(proxy.sessions[0].release, "pooled");
+  // The reset's reply answers the proxy's RESET, not a request of the client's (found by review:
+  // the summary and the debug log said "broken: reply with no request").
+  assertEquals(proxy.sessions[0].unfit, "state: SELECT changes per-connection state");
   // The next client gets the reset connection, and not the reset's reply.
   assertEquals(await exchangeOnce(proxy, resp("PING"), "+PONG\r\n"), "+PONG\r\n");
   assertEquals(upstream.accepted, 1);
