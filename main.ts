@@ -29,7 +29,7 @@ import {
   type MaxClientsChoice,
   resolveMaxClients,
 } from "./src/limits.ts";
-import { configureLogging, getProxyLogger, type Logger } from "./src/logging.ts";
+import { configureLogging, flushLogs, getProxyLogger, type Logger } from "./src/logging.ts";
 import { configInForce, metricFamilies } from "./src/observe.ts";
 import { ListenError, ProxyServer } from "./src/proxy.ts";
 import { CertificateReloader, listenerTlsOf, upstreamTlsOf } from "./src/tls.ts";
@@ -39,6 +39,12 @@ const encoder = new TextEncoder();
 function printLine(stream: typeof Deno.stdout | typeof Deno.stderr, line: string): void {
   writeAllSync(stream, encoder.encode(line.endsWith("\n") ? line : `${line}\n`));
 }
+
+/** How long queued log lines may take to reach stderr at exit (a stderr nobody reads). */
+const EXIT_FLUSH_MS = 1_000;
+
+/** The same when a second signal asks to exit at once. */
+const EXIT_AT_ONCE_FLUSH_MS = 100;
 
 /** The signals that start a drain, and their numbers (a second one exits 128 + the number). */
 const STOP_SIGNALS: ReadonlyMap<Deno.Signal, number> = new Map<Deno.Signal, number>(
@@ -59,7 +65,9 @@ function firstStopSignal(log: Logger, server: ProxyServer): Promise<Deno.Signal>
             signal,
             sessions: server.activeSessions,
           });
-          Deno.exit(128 + number);
+          // The log lines queued so far get a moment, not the drain's time.
+          void flushLogs(EXIT_AT_ONCE_FLUSH_MS).then(() => Deno.exit(128 + number));
+          return;
         }
         received = true;
         resolve(signal);
@@ -122,7 +130,11 @@ async function serve(config: ProxyConfig): Promise<number> {
     printLine(Deno.stderr, `tcp-pool-proxy: ${error.message}`);
     return 2;
   }
-  configureLogging({ level: config.logLevel, format: config.logFormat });
+  configureLogging({
+    level: config.logLevel,
+    format: config.logFormat,
+    bufferBytes: config.logBuffer,
+  });
   installFailsafe();
   const log = getProxyLogger();
   let limit = resolveMaxClients(config);
@@ -237,5 +249,6 @@ if (import.meta.main) {
     printLine(Deno.stderr, `tcp-pool-proxy: internal error: ${detail}`);
     code = 70;
   }
+  await flushLogs(EXIT_FLUSH_MS);
   Deno.exit(code);
 }

@@ -141,6 +141,12 @@ export interface ProxyConfig {
   logLevel: LogLevel;
   /** The log format. Default `text`. */
   logFormat: LogFormat;
+  /**
+   * Bytes of log lines queued for stderr while it does not take them; past it lines are dropped
+   * and counted. Default 1048576 (1 MiB); 0 writes each line at once, holding the proxy up
+   * while stderr is full.
+   */
+  logBuffer: number;
 }
 
 /** What the command line asks for: run the proxy, or print help or the version. */
@@ -237,6 +243,7 @@ export const DEFAULT_CONFIG: Readonly<ProxyConfig> = Object.freeze({
   tlsReloadIntervalMs: 5_000,
   logLevel: "info",
   logFormat: "text",
+  logBuffer: 1024 * 1024,
 });
 
 /** The version of tcp-pool-proxy, from `deno.json`. */
@@ -283,6 +290,7 @@ const VALUE_FLAGS = [
   "tls-reload-interval",
   "log-level",
   "log-format",
+  "log-buffer",
 ] as const;
 type ValueFlag = typeof VALUE_FLAGS[number];
 
@@ -320,6 +328,7 @@ const ACCEPTS: Record<ValueFlag, string> = {
   "tls-reload-interval": "give a duration, e.g. 5s, or 0 for never",
   "log-level": "use debug, info, warn or error",
   "log-format": "use text or json",
+  "log-buffer": "give a size in bytes, KiB or MiB, e.g. 1MiB, or 0, up to 1GiB",
 };
 
 /** Flags that take no value (besides `--help` and `--version`). */
@@ -532,6 +541,8 @@ export function helpText(): string {
     ["", "(the files need --allow-read for them)"],
     ["--log-level LEVEL", `debug, info, warn or error (default ${d.logLevel})`],
     ["--log-format FORMAT", `text or json, written to stderr (default ${d.logFormat})`],
+    ["--log-buffer SIZE", "log lines queued while stderr does not take them; past it they"],
+    ["", `are dropped and counted (default ${formatSize(d.logBuffer)}; 0 = wait for stderr)`],
     ["--help", "print this help and exit"],
     ["--version", "print the version and exit"],
   ];
@@ -794,6 +805,7 @@ function buildConfig(
     logLevel,
     logFormat: oneOf("log-format", values.get("log-format"), LOG_FORMATS, "a log format") ??
       d.logFormat,
+    logBuffer: size("log-buffer", values.get("log-buffer")) ?? d.logBuffer,
   };
 }
 

@@ -1,11 +1,15 @@
 /**
- * Logging for tcp-pool-proxy: LogTape, configured once, writing each record
- * synchronously to stderr as a text line or a JSON object.
+ * Logging for tcp-pool-proxy: LogTape, configured once, writing each record to
+ * stderr as a text line or a JSON object.
  *
- * Every logger lives under the category `["tcp-pool-proxy"]`. The sink uses
- * `Deno.stderr.writeSync` only, so logging starts no async op and holds no
- * stream (test sanitizers stay quiet), and a record is on stderr before the
- * logging call returns.
+ * Every logger lives under the category `["tcp-pool-proxy"]`. With a buffer
+ * (`--log-buffer`, as the proxy runs), records are queued and written by one
+ * asynchronous write at a time ({@link LogBuffer}): a stderr that nobody reads
+ * never stalls the proxy, and lines past the buffer are dropped, counted
+ * ({@link logLinesDropped}) and said to be once stderr takes lines again.
+ * Without one (tests, `--log-buffer 0`), the sink uses `Deno.stderr.writeSync`
+ * only, so logging starts no async op (test sanitizers stay quiet), and a
+ * record is on stderr before the logging call returns.
  *
  * For a log line that is costly to build, check the level first with
  * LogTape's `logger.isEnabledFor("debug")` (see {@link isDebugEnabled}).
@@ -35,7 +39,8 @@ import {
   type TextFormatter,
 } from "@logtape/logtape";
 import { writeAllSync } from "./_io.ts";
-import type { LogFormat, LogLevel } from "./config.ts";
+import { formatSize, type LogFormat, type LogLevel } from "./config.ts";
+import { LogBuffer } from "./log_buffer.ts";
 
 export type { Logger } from "@logtape/logtape";
 
@@ -48,6 +53,11 @@ export interface LoggingOptions {
   level: LogLevel;
   /** `text`: one line per record (`2025-01-01T00:00:00.000Z [INF] tcp-pool-proxy.pool: message`); `json`: one JSON object per line. */
   format: LogFormat;
+  /**
+   * Bytes of records queued for stderr (`--log-buffer`); past it, records are dropped and
+   * counted. Absent or 0: each record is written synchronously before the logging call returns.
+   */
+  bufferBytes?: number;
 }
 
 const LOGTAPE_LEVEL: Record<LogLevel, LogTapeLevel> = {
@@ -78,6 +88,15 @@ const LOGTAPE_LEVEL: Record<LogLevel, LogTapeLevel> = {
  */
 export function configureLogging(opts: LoggingOptions): void {
   configuredFormat = opts.format;
+  const bufferBytes = opts.bufferBytes ?? 0;
+  logBuffer = bufferBytes > 0
+    ? new LogBuffer(Deno.stderr, bufferBytes, (count) => {
+      getProxyLogger("log").warn(
+        "{count} log lines dropped: stderr did not take them ({buffer} queued at most; --log-buffer)",
+        { count, buffer: formatSize(bufferBytes) },
+      );
+    })
+    : undefined;
   const formatter = opts.format === "json" ? getJsonLinesFormatter() : textFormatter();
   configureSync({
     reset: true,
@@ -95,11 +114,41 @@ export function configureLogging(opts: LoggingOptions): void {
  */
 export function resetLogging(): void {
   configuredFormat = undefined;
+  logBuffer = undefined;
   resetSync();
+}
+
+/**
+ * Waits until the records queued for stderr are written, for at most `timeoutMs` (a stderr that
+ * nobody reads never drains). At once without a buffer.
+ */
+export function flushLogs(timeoutMs: number): Promise<void> {
+  return logBuffer?.flush(timeoutMs) ?? Promise.resolve();
+}
+
+/** Records dropped because stderr did not take them (`--log-buffer`), since start. */
+export function logLinesDropped(): number {
+  return logBuffer?.dropped ?? 0;
 }
 
 /** The format {@link configureLogging} set; `undefined` while logging is not configured. */
 let configuredFormat: LogFormat | undefined;
+
+/** The queue in front of stderr, with `--log-buffer`; `undefined` writes synchronously. */
+let logBuffer: LogBuffer | undefined;
+
+/** Writes one encoded record to stderr, through the buffer if there is one. Never throws. */
+function writeRecord(bytes: Uint8Array): void {
+  if (logBuffer !== undefined) {
+    logBuffer.write(bytes);
+    return;
+  }
+  try {
+    writeAllSync(Deno.stderr, bytes);
+  } catch {
+    // A failed write to stderr loses the record, never the session.
+  }
+}
 
 /** The category of the access log, as its lines name it. */
 export const ACCESS_CATEGORY = `${ROOT_CATEGORY}.access`;
@@ -126,11 +175,7 @@ export function writeAccessRecord(message: string, properties: Record<string, un
       properties,
     })
     : `${timestamp} [INF] ${ACCESS_CATEGORY}: ${message}`;
-  try {
-    writeAllSync(Deno.stderr, accessEncoder.encode(`${line}\n`));
-  } catch {
-    // As with LogTape's sink: a failed write to stderr loses the record, never the session.
-  }
+  writeRecord(accessEncoder.encode(`${line}\n`));
 }
 
 const accessEncoder = new TextEncoder();
@@ -216,5 +261,5 @@ function textFormatter(): TextFormatter {
 
 function stderrSink(format: TextFormatter): Sink {
   const encoder = new TextEncoder();
-  return (record) => writeAllSync(Deno.stderr, encoder.encode(format(record)));
+  return (record) => writeRecord(encoder.encode(format(record)));
 }

@@ -77,6 +77,8 @@ export interface ProxyStats {
   draining: boolean;
   /** Errors caught by the failsafe since start. */
   unexpectedErrors: number;
+  /** Log lines dropped because stderr did not take them (`--log-buffer`), process-wide. */
+  logLinesDropped: number;
   /** Bytes of the read-ahead budget taken now, process-wide. */
   readAheadBytes: number;
   /** The read-ahead budget in force (`--read-ahead-memory`), in bytes. */
@@ -244,6 +246,11 @@ export function metricFamilies(stats: ProxyStats): MetricFamily[] {
       `${p}unexpected_errors`,
       "Errors caught by the failsafe (a bug: each is logged with its stack).",
       stats.unexpectedErrors,
+    ),
+    counterFamily(
+      `${p}log_lines_dropped`,
+      "Log lines dropped because stderr did not take them in time (--log-buffer).",
+      stats.logLinesDropped,
     ),
   ];
 }

@@ -38,7 +38,13 @@ import { unexpectedErrors } from "./failsafe.ts";
 import type { Readiness } from "./admin.ts";
 import type { UpstreamTls } from "./dial.ts";
 import { TlsListener, type TlsListenerOptions } from "./tls_listener.ts";
-import { getProxyLogger, isDebugEnabled, ThrottledWarning, writeAccessRecord } from "./logging.ts";
+import {
+  getProxyLogger,
+  isDebugEnabled,
+  logLinesDropped,
+  ThrottledWarning,
+  writeAccessRecord,
+} from "./logging.ts";
 import { DEFAULT_BUCKETS_SECONDS, Histogram } from "./metrics.ts";
 import { accessLogEntry, type ListenerState, type ProxyStats, readiness } from "./observe.ts";
 import { QUEUE_TIMEOUT_MS, UpstreamPool } from "./pool.ts";
@@ -317,6 +323,7 @@ export class ProxyServer {
       maxClients: this.#maxClients,
       draining: this.#stopping,
       unexpectedErrors: unexpectedErrors(),
+      logLinesDropped: logLinesDropped(),
       readAheadBytes: readAheadInUse(),
       readAheadBudget: readAheadBudget(),
       pool: this.pool.stats,

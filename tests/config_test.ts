@@ -75,6 +75,7 @@ Deno.test("parseCli with no flags gives the documented defaults", () => {
     tlsReloadIntervalMs: 5_000,
     logLevel: "info",
     logFormat: "text",
+    logBuffer: 1024 * 1024,
   });
   assertEquals(config, { ...DEFAULT_CONFIG });
 });
@@ -141,6 +142,8 @@ Deno.test("parseCli reads every flag, with a space or an equals sign", () => {
     "--log-level=debug",
     "--log-format",
     "json",
+    "--log-buffer",
+    "64KiB",
   ];
   assertEquals(run(...args), {
     listen: { hostname: "::1", port: 0 },
@@ -178,6 +181,7 @@ Deno.test("parseCli reads every flag, with a space or an equals sign", () => {
     tlsReloadIntervalMs: 0,
     logLevel: "debug",
     logFormat: "json",
+    logBuffer: 64 * 1024,
   });
 });
 
@@ -597,6 +601,7 @@ Deno.test("help text lists every flag with its default and a line per pool mode"
       ["--drain-timeout DURATION", "default 30s"],
       ["--log-level LEVEL", "default info"],
       ["--log-format FORMAT", "default text"],
+      ["--log-buffer SIZE", ""],
       ["--help", ""],
       ["--version", ""],
     ]

@@ -7,6 +7,19 @@ import {
 } from "../src/logging.ts";
 import type { LogFormat, LogLevel } from "../src/config.ts";
 import { assert, assertEquals, assertFalse, assertMatch } from "./_assert.ts";
+import { formatHostPort } from "../src/address.ts";
+import {
+  closeQuietly,
+  connect,
+  decoder,
+  echo,
+  encoder,
+  readExactly,
+  TestUpstream,
+  within,
+  writeAll,
+} from "./_net.ts";
+import { MAIN_TS } from "./_proxy_process.ts";
 
 const CHILD = import.meta.resolve("./_log_child.ts");
 
@@ -103,4 +116,65 @@ Deno.test("getProxyLogger puts every logger under the tcp-pool-proxy category", 
   assertEquals(ROOT_CATEGORY, "tcp-pool-proxy");
   assertEquals(getProxyLogger().category, ["tcp-pool-proxy"]);
   assertEquals(getProxyLogger("pool", "idle").category, ["tcp-pool-proxy", "pool", "idle"]);
+});
+
+Deno.test("a proxy whose stderr nobody reads keeps serving, and its admin endpoint answering; the lines past --log-buffer are dropped, counted and said to be once stderr is read again", async () => {
+  // Found by review: logs were written with blocking writes, so a log reader that stopped
+  // (a stuck collector, a stopped `cat`) froze every session and /healthz after 64 KiB.
+  await using upstream = new TestUpstream(echo);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--quiet",
+      "--allow-net",
+      MAIN_TS,
+      ...["--listen", "127.0.0.1:0", "--upstream", formatHostPort(upstream.address)],
+      ...["--pool", "off", "--admin", "127.0.0.1:0", "--access-log", "--log-level", "debug"],
+      ...["--log-buffer", "16KiB"],
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const stderr = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  const readUntil = async (pattern: RegExp) => {
+    while (!pattern.test(text)) {
+      const { value, done } = await stderr.read();
+      if (done) throw new Error(`stderr ended before ${pattern}:\n${text}`);
+      text += value;
+    }
+    return pattern.exec(text) as RegExpExecArray;
+  };
+  try {
+    const port = Number((await readUntil(/listening on 127\.0\.0\.1:(\d+)/))[1]);
+    const adminPort = Number((await readUntil(/admin server on 127\.0\.0\.1:(\d+)/))[1]);
+    // From here nobody reads stderr: its pipe (64 KiB) fills within a few hundred sessions.
+    for (let i = 0; i < 1_500; i++) {
+      const client = await connect({ hostname: "127.0.0.1", port });
+      try {
+        await within(client, 3_000, async () => {
+          await writeAll(client, encoder.encode("hi"));
+          assertEquals(decoder.decode(await readExactly(client, 2)), "hi");
+        });
+      } finally {
+        closeQuietly(client);
+      }
+    }
+    const health = await fetch(`http://127.0.0.1:${adminPort}/healthz`, {
+      signal: AbortSignal.timeout(3_000),
+    });
+    await health.body?.cancel();
+    assertEquals(health.status, 200);
+    const metrics = await fetch(`http://127.0.0.1:${adminPort}/metrics`).then((r) => r.text());
+    const dropped = Number(/\ntcp_pool_proxy_log_lines_dropped_total (\d+)\n/.exec(metrics)?.[1]);
+    assert(dropped > 100, `dropped ${dropped}`);
+    // Read again: the queued lines arrive, then the notice.
+    await readUntil(/\[WRN\] tcp-pool-proxy\.log: \d+ log lines dropped: stderr did not take them/);
+  } finally {
+    child.kill("SIGTERM");
+    await readUntil(/\[INF\] tcp-pool-proxy: stopped/).catch(() => {});
+    await stderr.cancel().catch(() => {});
+    await child.status;
+  }
 });
