@@ -2,8 +2,8 @@
  * A small HTTP/1.1 server for the admin endpoint, bounded where `Deno.serve` (2.9.6) is not.
  *
  * - **Connections:** at most {@link Http1Limits.maxConnections} at once. One more makes room by
- *   closing the oldest connection still waiting for its request head, or else the oldest one
- *   answered and waiting for its client to close, so that silent connections cannot lock out a
+ *   closing the oldest connection answered and waiting for its client to close, or else the
+ *   oldest one still waiting for its request head, so that silent connections cannot lock out a
  *   health check; if every one is being answered, the new one is closed at once. Either is
  *   logged at most once a minute.
  * - **Time:** each connection lives at most {@link Http1Limits.deadlineMs} from its accept: the
@@ -199,11 +199,13 @@ export class Http1Server {
   }
 
   /**
-   * Closes the oldest connection still waiting for its request head, or else the oldest one
-   * answered and waiting for its client to close; false when every one is being answered.
+   * Closes the oldest connection answered and waiting for its client to close (its answer is
+   * out: closing it costs the client nothing), or else the oldest one still waiting for its
+   * request head; false when every one is being answered. Answered ones go first: a request
+   * that has arrived but not yet been read looks the same as a silent one.
    */
   #makeRoom(): boolean {
-    for (const phase of ["head", "lingering"] as const) {
+    for (const phase of ["lingering", "head"] as const) {
       for (const [conn, entry] of this.#open) {
         if (entry.phase !== phase) continue;
         closeQuietly(conn);

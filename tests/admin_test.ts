@@ -492,6 +492,28 @@ Deno.test("silent connections at the limit cannot lock out a health check: the o
   assertEquals(warnings.length, 1, "one warning for three evictions");
 });
 
+Deno.test("at the limit, a connection answered and not yet closed by its client makes room before an older one still waiting for its request", async () => {
+  // Found by review: 16 clients in a loop (connect, GET /healthz, read, close) against 16 places
+  // lost 13% of their requests: the oldest connection waiting for its request head was closed
+  // first, though its request had arrived and was not yet read, while answered ones were kept.
+  await using admin = startOnLoopback({ metrics: () => [], limits: { maxConnections: 2 } });
+  const address = { hostname: "127.0.0.1", port: admin.address.port };
+  const waiting = await Deno.connect(address); // the older one: its request not yet here
+  const answered = await Deno.connect(address);
+  try {
+    await writeAll(answered, encoder.encode("GET /healthz HTTP/1.1\r\n\r\n"));
+    await within(answered, 2_000, () => readToEnd(answered)); // answered; never closes
+    assertEquals((await request(admin, "/healthz")).status, 200);
+    // The answered one made room; the waiting one is still served when its request comes.
+    await writeAll(waiting, encoder.encode("GET /healthz HTTP/1.1\r\n\r\n"));
+    const answer = new TextDecoder().decode(await within(waiting, 2_000, () => readToEnd(waiting)));
+    assertEquals(answer.split("\r\n")[0], "HTTP/1.1 200 OK");
+  } finally {
+    closeQuietly(waiting);
+    closeQuietly(answered);
+  }
+});
+
 Deno.test("clients that got their answer but keep the connection open make room too, the oldest first", async () => {
   await using admin = startOnLoopback({ metrics: () => [], limits: { maxConnections: 2 } });
   const address = { hostname: "127.0.0.1", port: admin.address.port };
