@@ -12,12 +12,22 @@
 import tls from "node:tls";
 import { isIP } from "node:net";
 import { formatHostPort, type HostPort } from "./address.ts";
-import { type ByteConn, describeError } from "./_io.ts";
+import { type ByteConn, describeError, isOutOfDescriptors } from "./_io.ts";
 import { anyAborted, onAnyAbort } from "./abort.ts";
 import { denoError, SocketConn } from "./socket_conn.ts";
 
-/** Why a dial failed; `tls`: the TLS handshake failed (the reason names what). */
-export type ConnectFailure = "timeout" | "refused" | "aborted" | "closed" | "tls" | "error";
+/**
+ * Why a dial failed; `tls`: the TLS handshake failed (the reason names what); `descriptors`:
+ * this process is out of file descriptors, which is no fault of the upstream's.
+ */
+export type ConnectFailure =
+  | "timeout"
+  | "refused"
+  | "aborted"
+  | "closed"
+  | "tls"
+  | "descriptors"
+  | "error";
 
 /** TLS to the upstream (`--upstream-tls`). */
 export interface UpstreamTls {
@@ -122,11 +132,7 @@ function dialTls(
     const onSecure = () => finish(undefined);
     const onError = (error: Error & { code?: string }) => {
       if (!tcpConnected) {
-        const mapped = denoError(error);
-        const failure = mapped instanceof Deno.errors.ConnectionRefused ? "refused" : "error";
-        finish(
-          new UpstreamConnectError(address, failure, describeError(mapped), { cause: error }),
-        );
+        finish(connectError(address, denoError(error), error));
         return;
       }
       finish(
@@ -218,10 +224,24 @@ async function dialTcp(
     if (controller.signal.aborted || anyAborted(signals)) {
       throw new UpstreamConnectError(address, "aborted", "aborted", { cause: error });
     }
-    const failure = error instanceof Deno.errors.ConnectionRefused ? "refused" : "error";
-    throw new UpstreamConnectError(address, failure, describeError(error), { cause: error });
+    throw connectError(address, error, error);
   } finally {
     clearTimeout(timer);
     stopWatching();
   }
+}
+
+/** The error of a connect that failed before it connected: refused, out of descriptors, other. */
+function connectError(address: HostPort, error: unknown, cause: unknown): UpstreamConnectError {
+  if (isOutOfDescriptors(error) || isOutOfDescriptors(cause)) {
+    return new UpstreamConnectError(
+      address,
+      "descriptors",
+      `this process is out of file descriptors (${describeError(error)}); raise ulimit -n or ` +
+        "lower --max-clients",
+      { cause },
+    );
+  }
+  const failure = error instanceof Deno.errors.ConnectionRefused ? "refused" : "error";
+  return new UpstreamConnectError(address, failure, describeError(error), { cause });
 }

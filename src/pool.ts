@@ -347,7 +347,7 @@ export class UpstreamPool {
       "unfit": 0,
       "room for a dial": 0,
     } satisfies Record<IdleDropReason, number>,
-    dialFailuresBy: { timeout: 0, refused: 0, closed: 0, tls: 0, error: 0 },
+    dialFailuresBy: { timeout: 0, refused: 0, closed: 0, tls: 0, descriptors: 0, error: 0 },
     queueTimeouts: 0,
   };
   readonly #connectSeconds = new Histogram();

@@ -179,6 +179,7 @@ export class ProxyServer {
   readonly #pause = new WakeablePause();
   readonly #limitReached = new ThrottledWarning(LIMIT_WARNING_INTERVAL_MS);
   readonly #unavailable = new ThrottledWarning(LIMIT_WARNING_INTERVAL_MS);
+  readonly #outOfDescriptors = new ThrottledWarning(LIMIT_WARNING_INTERVAL_MS);
   readonly #endCounts = new Map<SessionEnd, number>();
   readonly #sessionSeconds = new Histogram(SESSION_BUCKETS_SECONDS);
   #bytesFromClients = 0;
@@ -473,6 +474,16 @@ export class ProxyServer {
    * clients cannot flood the log.
    */
   #warnUnavailable(summary: SessionSummary): void {
+    if (summary.outOfDescriptors === true) {
+      // Not the upstream's fault: say whose it is.
+      const count = this.#outOfDescriptors.note();
+      if (count === undefined) return;
+      this.#log.warn(
+        "session {id}: cannot dial upstream {upstream}: this process is out of file descriptors; raise ulimit -n or lower --max-clients ({count} sessions so far)",
+        { id: summary.id, upstream: this.#upstreamText, client: summary.client, count },
+      );
+      return;
+    }
     const count = this.#unavailable.note();
     if (count === undefined) return;
     this.#log.warn(

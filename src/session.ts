@@ -159,6 +159,8 @@ export interface SessionSummary {
   release: ReleaseOutcome | "none";
   /** The error behind an error ending, in a few words. */
   error?: string;
+  /** Set when no upstream connection could be had because this process ran out of descriptors. */
+  outOfDescriptors?: true;
   /**
    * With a framed protocol: why the connection could not be reused, when the protocol said so
    * (`SELECT changes per-connection state`, `memcached binary protocol ...`, invalid bytes).
@@ -611,6 +613,9 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       release: this.#release,
     };
     if (this.#error !== undefined) summary.error = describeError(this.#error);
+    if (this.#error instanceof UpstreamConnectError && this.#error.failure === "descriptors") {
+      summary.outOfDescriptors = true;
+    }
     const unfit = this.#tracker?.unfit;
     if (unfit !== undefined) summary.unfit = `${unfit.kind}: ${unfit.reason}`;
     return summary;

@@ -98,6 +98,48 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "out of descriptors at a dial: counted as reason descriptors and warned about as this process's shortage, never as the upstream's",
+  ignore: !hasShell,
+  fn: async () => {
+    // Found by review: under ulimit -n 90 with --max-clients 100, the dials that failed with
+    // EMFILE were counted as upstream_dial_failures_total{reason="error"} and logged as
+    // "upstream ... unavailable", pointing the README's alert at a healthy upstream.
+    await using upstream = new TestUpstream(echo);
+    await using proxy = spawnLimited(90, upstream.address, [
+      ...["--pool", "off", "--max-clients", "100", "--admin", "127.0.0.1:0"],
+    ]);
+    const adminPort = Number(
+      (await proxy.waitForLine(/admin server on 127\.0\.0\.1:(\d+)/)).match[1],
+    );
+    const port = await proxy.listeningPort();
+    const clients = await holdSessions(port, 45);
+    try {
+      await proxy.waitForLine(
+        /\[WRN\].*cannot dial upstream .*: this process is out of file descriptors; raise ulimit -n/,
+        5_000,
+      );
+    } finally {
+      for (const client of clients) closeQuietly(client);
+    }
+    assert(!proxy.lines.some((l) => /unavailable \(connect-failed\)/.test(l)), proxy.stderr);
+    let metrics = "";
+    for (let attempt = 0; attempt < 20 && metrics === ""; attempt++) {
+      await delay(100);
+      metrics = await fetch(`http://127.0.0.1:${adminPort}/metrics`).then((r) => r.text())
+        .catch(() => "");
+    }
+    const failures = (reason: string) =>
+      Number(
+        new RegExp(`upstream_dial_failures_total\\{reason="${reason}"\\} (\\d+)`).exec(metrics)
+          ?.[1],
+      );
+    assert(failures("descriptors") > 0, metrics);
+    assertEquals(failures("error"), 0, metrics);
+  },
+});
+
 /** GET `path` on the admin server at `port`: the status, or 0 when no answer came. */
 async function adminStatus(port: number, path: string): Promise<number> {
   try {
