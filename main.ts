@@ -188,7 +188,12 @@ async function serve(config: ProxyConfig): Promise<number> {
       admin = startAdmin({
         listen: config.admin,
         metrics: () => metricFamilies(server.stats),
-        config: () => configInForce(inForce, limit.maxClients),
+        // The addresses bound (a port 0 given is shown as the port the system chose).
+        config: () =>
+          configInForce(
+            { ...inForce, listen: server.address, admin: admin?.address ?? config.admin },
+            limit.maxClients,
+          ),
         readiness: () => server.readiness(),
       });
     } catch (error) {

@@ -97,7 +97,7 @@ export function configureLogging(opts: LoggingOptions): void {
       );
     })
     : undefined;
-  const formatter = opts.format === "json" ? getJsonLinesFormatter() : textFormatter();
+  const formatter = opts.format === "json" ? jsonFormatter() : textFormatter();
   configureSync({
     reset: true,
     sinks: { stderr: stderrSink(formatter) },
@@ -245,18 +245,40 @@ export class ThrottledWarning {
 
 const BARE_STRING = /^[\x21\x23-\x7e]+$/;
 
+/**
+ * A value as a message shows it: addresses and words read best bare; a string with spaces,
+ * quotes or control characters is quoted as JSON (a stack's newlines become \n), so that one
+ * record stays one line.
+ */
+function messageValue(value: unknown, inspect: (value: unknown) => string): string {
+  return typeof value === "string"
+    ? (BARE_STRING.test(value) ? value : JSON.stringify(value))
+    : inspect(value);
+}
+
 function textFormatter(): TextFormatter {
   return getTextFormatter({
     timestamp: "rfc3339",
     level: "ABBR",
     category: ".",
-    // Addresses and words read best bare; a string with spaces, quotes or control characters is
-    // quoted as JSON (a stack's newlines become \n), so that one record stays one line.
-    value: (value, inspect) =>
-      typeof value === "string"
-        ? (BARE_STRING.test(value) ? value : JSON.stringify(value))
-        : inspect(value),
+    value: messageValue,
   });
+}
+
+/**
+ * LogTape's JSON Lines, with the message rendered as the text format renders it: LogTape's own
+ * rendering quotes every string value (`"\"SIGHUP\": ... pool \"warm\""`).
+ */
+function jsonFormatter(): TextFormatter {
+  const lines = getJsonLinesFormatter();
+  const inspect = (value: unknown) => Deno.inspect(value);
+  return (record) => {
+    let message = "";
+    for (let i = 0; i < record.message.length; i++) {
+      message += i % 2 === 0 ? String(record.message[i]) : messageValue(record.message[i], inspect);
+    }
+    return lines({ ...record, message: [message] });
+  };
 }
 
 function stderrSink(format: TextFormatter): Sink {

@@ -263,6 +263,19 @@ for (const mode of ["off", "warm", "reuse"] as const) {
   });
 }
 
+Deno.test("cli /stats shows the addresses bound, not the port 0 given", async () => {
+  // Found by review: /stats said listen 127.0.0.1:0 and admin 127.0.0.1:0.
+  await using upstream = EchoUpstream.start();
+  await using proxy = spawnProxy(upstream.address, "off", "--admin", "127.0.0.1:0");
+  const adminPort = (await proxy.waitForLine(/admin server on 127\.0\.0\.1:(\d+)/)).match[1];
+  const port = await proxy.listeningPort();
+  const stats = await fetch(`http://127.0.0.1:${adminPort}/stats`).then((r) => r.json());
+  assertEquals(stats.config.listen, `127.0.0.1:${port}`);
+  assertEquals(stats.config.admin, `127.0.0.1:${adminPort}`);
+  proxy.kill("SIGTERM");
+  assertEquals((await proxy.exited()).code, 0, proxy.stderr);
+});
+
 Deno.test("cli listens on IPv6 loopback given as [::1]:0", async () => {
   await using upstream = EchoUpstream.start();
   await using proxy = ProxyProcess.spawnMain([

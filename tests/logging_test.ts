@@ -1,3 +1,4 @@
+import { captureLog } from "./_log.ts";
 import {
   configureLogging,
   getProxyLogger,
@@ -59,6 +60,27 @@ Deno.test("json format writes one parseable JSON object per record to stderr", a
   assertEquals(records[0].properties, { id: 2 });
   assertEquals(records[1].properties, { text: "two\nlines" });
   assertMatch(records[0]["@timestamp"], /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+});
+
+Deno.test("json format renders the message as the text format does: words and addresses bare, other strings quoted", async () => {
+  // Found by review: LogTape's JSON rendering quoted every string, so the SIGHUP line read
+  // "\"SIGHUP\": sessions 0 ... pool \"warm\"" and did not start with SIGHUP: as documented.
+  const lines = await captureLog(() => {
+    getProxyLogger().info("{reason}: pool {mode} upstream {upstream} error {error} n {n}", {
+      reason: "SIGHUP",
+      mode: "warm",
+      upstream: "127.0.0.1:6379",
+      error: "connection refused",
+      n: 3,
+    });
+  }, "json");
+  assertEquals(lines.length, 1, lines.join("\n"));
+  const record = JSON.parse(lines[0]);
+  assertEquals(
+    record.message,
+    'SIGHUP: pool warm upstream 127.0.0.1:6379 error "connection refused" n 3',
+  );
+  assertEquals(record.properties.mode, "warm");
 });
 
 Deno.test("text format writes one line per record with time, level, category and message", async () => {
