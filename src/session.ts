@@ -850,11 +850,13 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     }
     if (
       tracker === undefined && this.#context.reuse && this.#lastSpeaker !== "client" &&
-      !this.#answerFlowing() && this.#clientTurns <= 1
+      !this.#answerFlowing() && this.#clientTurns <= 1 && this.#upstreamMayGoBack()
     ) {
       // Raw: the upstream answered after the client's one request, and nothing more is on its
       // way: as complete as timing can tell. (With two or more requests, a late tail of an
-      // earlier answer looks the same as a whole answer to the last one: never pooled.)
+      // earlier answer looks the same as a whole answer to the last one: never pooled. And a
+      // connection that cannot go back anyway, one that greeted, gets the FIN as in `off`: its
+      // greeting is no answer.)
       this.#clientFin = "kept";
       this.#finish("client-closed");
       return;
@@ -867,6 +869,13 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       return;
     }
     await this.#passFinUpstream();
+  }
+
+  /** Whether the upstream connection could still go back to the pool as far as it knows. */
+  #upstreamMayGoBack(): boolean {
+    const up = this.#up;
+    return up !== undefined && up.unfitReason === undefined && !up.spokeBeforeWrite &&
+      up.oneSessionOnly === undefined;
   }
 
   /**

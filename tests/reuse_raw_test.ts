@@ -140,7 +140,9 @@ Deno.test("raw reuse: a connection whose upstream spoke first (a greeting) is ne
     }
   }
   await proxy.sessionsEnded(3);
-  for (const session of proxy.sessions) assertEquals(session.release, "unfit");
+  // Closed, not pooled: as unfit, or, where the client's FIN was passed on (a connection that
+  // cannot go back gets it as in off), as not clean.
+  for (const session of proxy.sessions) assertNotEquals(session.release, "pooled");
   assertEquals(upstream.accepted, 3);
   assert(proxy.server.pool.stats.idle === 0);
 });
@@ -218,8 +220,29 @@ Deno.test("raw reuse: a client that logs in before the upstream's greeting arriv
   await proxy.sessionsEnded(6);
   // Every connection served one client: once an upstream is known to greet, none is pooled,
   // whether or not its greeting came before the client's first byte.
-  for (const session of proxy.sessions) assertEquals(session.release, "unfit");
+  for (const session of proxy.sessions) assertNotEquals(session.release, "pooled");
   assertEquals(upstream.accepted, 6);
+});
+
+Deno.test("raw reuse: a client that half-closes while its first write waits out the greeting window gets its answer: the greeting is no answer, and its FIN is passed on", async () => {
+  // Found by review: the greeting arrived while the first write was held, so the upstream had
+  // spoken last, and the client's FIN was taken for the end of a complete exchange: the client
+  // got the greeting and EOF, and its request was never answered.
+  await using upstream = loginServer();
+  await using proxy = startProxy(upstream.address, { pool: "reuse", reuseSettleMs: 50 });
+  const client = await connect(proxy.address);
+  try {
+    await within(client, 3_000, async () => {
+      await writeAll(client, encoder.encode("WHO\r\n"));
+      await delay(20); // the greeting is in; the write waits out the 50 ms window
+      await client.closeWrite();
+      assertEquals(decoder.decode(await readToEnd(client)), "220 hello\r\nuser=nobody\r\n");
+    });
+  } finally {
+    closeQuietly(client);
+  }
+  await proxy.sessionsEnded(1);
+  assertNotEquals(proxy.sessions[0].release, "pooled");
 });
 
 Deno.test("raw reuse: an upstream that speaks and closes (a refusal) is not taken for one that greets", async () => {
