@@ -620,14 +620,17 @@ export function isGoneBeforeAccept(error: unknown): boolean {
 /**
  * Episodes of failing accepts (out of descriptors), for a listener's accept loop: one warning
  * per episode, pauses of {@link ACCEPT_RETRY_MS} doubling to {@link ACCEPT_RETRY_MAX_MS} while
- * accepts fail, and the episode over once accepts have worked for {@link ACCEPT_RECOVERED_MS}.
+ * accepts fail, and the episode over once accepts have worked for {@link ACCEPT_RECOVERED_MS}:
+ * from the first accept that worked after the last failure, with no failure since. (One accept
+ * that works after a full pause is not enough: under a flood the next one fails at once.)
  */
 export class AcceptFailures {
   readonly #now: () => number;
   #pauseMs = ACCEPT_RETRY_MS;
   #failedSince: number | undefined;
   #lastFailureAt = 0;
-  #lastSuccessAt = 0;
+  /** The first accept that worked since the last failure, if any did. */
+  #workingSince: number | undefined;
 
   /** @param now The clock, in milliseconds (tests give their own). */
   constructor(now: () => number = () => performance.now()) {
@@ -642,15 +645,13 @@ export class AcceptFailures {
   failed(): { first: boolean; pauseMs: number; endedEpisodeMs?: number } {
     const now = this.#now();
     let endedEpisodeMs: number | undefined;
-    if (
-      this.#failedSince !== undefined && this.#lastSuccessAt > this.#lastFailureAt &&
-      now - this.#lastFailureAt >= ACCEPT_RECOVERED_MS
-    ) {
+    if (this.#failedSince !== undefined && this.#recovered(now)) {
       endedEpisodeMs = this.#lastFailureAt - this.#failedSince;
       this.#failedSince = undefined;
       this.#pauseMs = ACCEPT_RETRY_MS;
     }
     this.#lastFailureAt = now;
+    this.#workingSince = undefined;
     const first = this.#failedSince === undefined;
     if (first) this.#failedSince = this.#lastFailureAt;
     const pauseMs = this.#pauseMs;
@@ -660,14 +661,18 @@ export class AcceptFailures {
 
   /** An accept worked: how long the episode lasted, when this ends one; else `undefined`. */
   succeeded(): number | undefined {
-    this.#lastSuccessAt = this.#now();
+    const now = this.#now();
+    this.#workingSince ??= now;
     const since = this.#failedSince;
-    if (since === undefined || this.#lastSuccessAt - this.#lastFailureAt < ACCEPT_RECOVERED_MS) {
-      return undefined;
-    }
+    if (since === undefined || !this.#recovered(now)) return undefined;
     this.#failedSince = undefined;
     this.#pauseMs = ACCEPT_RETRY_MS;
     return this.#lastFailureAt - since;
+  }
+
+  /** Whether accepts have worked for {@link ACCEPT_RECOVERED_MS} by `now`. */
+  #recovered(now: number): boolean {
+    return this.#workingSince !== undefined && now - this.#workingSince >= ACCEPT_RECOVERED_MS;
   }
 }
 
