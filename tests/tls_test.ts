@@ -1165,6 +1165,25 @@ function tlsProxyUnderFileLimit(
   return ProxyProcess.spawn("sh", ["-c", `ulimit -n ${fileLimit} && exec ${command}`]);
 }
 
+/**
+ * A stalled event loop while a burst queues in the backlog: stops the proxy, opens 300 plain
+ * connections to `address` (added to `held`, for the caller to close), lets it go on, and gives
+ * it a second to take them.
+ */
+async function burstWhileStopped(
+  proxy: ProxyProcess,
+  address: HostPort,
+  held: Deno.Conn[],
+): Promise<void> {
+  Deno.kill(proxy.pid, "SIGSTOP");
+  try {
+    for (let i = 0; i < 300; i++) held.push(await Deno.connect(address));
+  } finally {
+    Deno.kill(proxy.pid, "SIGCONT");
+  }
+  await delay(1_000);
+}
+
 Deno.test({
   name:
     "cli --tls-cert: a --max-clients the open-file limit cannot hold is lowered, since the TLS listener stops accepting when it runs out of descriptors",
@@ -1236,14 +1255,7 @@ Deno.test({
         held.push(client);
         await roundTripTls(client);
       }
-      // A stalled event loop while a burst queues in the backlog.
-      Deno.kill(proxy.pid, "SIGSTOP");
-      try {
-        for (let i = 0; i < 300; i++) held.push(await Deno.connect(address));
-      } finally {
-        Deno.kill(proxy.pid, "SIGCONT");
-      }
-      await delay(1_000);
+      await burstWhileStopped(proxy, address, held);
     } finally {
       for (const conn of held.splice(0)) closeQuietly(conn);
     }
@@ -1278,13 +1290,7 @@ Deno.test({
     const address = { hostname: "127.0.0.1", port };
     const held: Deno.Conn[] = [await tlsClient(address, c.ca)];
     try {
-      Deno.kill(proxy.pid, "SIGSTOP");
-      try {
-        for (let i = 0; i < 300; i++) held.push(await Deno.connect(address));
-      } finally {
-        Deno.kill(proxy.pid, "SIGCONT");
-      }
-      await delay(1_000);
+      await burstWhileStopped(proxy, address, held);
     } finally {
       for (const conn of held.splice(0)) closeQuietly(conn);
     }
