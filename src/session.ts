@@ -920,7 +920,6 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
         conn.unfitReason ??= "the upstream spoke first (handshake state)";
       }
       // The reply to a reset is the proxy's own, not part of the client's exchange.
-      // The reply to a reset is the proxy's own, not part of the client's exchange.
       if (this.#drain?.expect === undefined) this.#tracker?.onServerBytes(chunk);
       // An answer began: nothing will be replayed, and a held FIN may go.
       if (this.#retrying === undefined) this.#replay.drop();
