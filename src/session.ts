@@ -850,13 +850,14 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     }
     if (
       tracker === undefined && this.#context.reuse && this.#lastSpeaker !== "client" &&
-      !this.#answerFlowing() && this.#clientTurns <= 1 && this.#upstreamMayGoBack()
+      !this.#answerFlowing() && this.#clientTurns === 1 && this.#upstreamMayGoBack()
     ) {
       // Raw: the upstream answered after the client's one request, and nothing more is on its
       // way: as complete as timing can tell. (With two or more requests, a late tail of an
-      // earlier answer looks the same as a whole answer to the last one: never pooled. And a
-      // connection that cannot go back anyway, one that greeted, gets the FIN as in `off`: its
-      // greeting is no answer.)
+      // earlier answer looks the same as a whole answer to the last one: never pooled. With
+      // none, the client may be waiting for the upstream to speak first. And a connection that
+      // cannot go back anyway, one that greeted, gets the FIN as in `off`: its greeting is no
+      // answer.)
       this.#clientFin = "kept";
       this.#finish("client-closed");
       return;

@@ -245,6 +245,30 @@ Deno.test("raw reuse: a client that half-closes while its first write waits out 
   assertNotEquals(proxy.sessions[0].release, "pooled");
 });
 
+Deno.test("raw reuse: a client that sends nothing and half-closes gets what a greeting upstream says first: its FIN is passed on", async () => {
+  // Found by review: the FIN of a client that had sent nothing was taken for the end of a
+  // complete exchange before the greeting came: the client got EOF with no greeting (the first
+  // sessions of a fresh proxy, and 8 in 100 later), where off and warm gave it every time.
+  await using upstream = new TestUpstream(async (conn) => {
+    await delay(20);
+    await writeAll(conn, encoder.encode("220 hello\r\n"));
+    await echo(conn);
+  });
+  await using proxy = startProxy(upstream.address, { pool: "reuse" });
+  for (let i = 0; i < 3; i++) {
+    const client = await connect(proxy.address);
+    try {
+      await client.closeWrite();
+      const got = await within(client, 3_000, () => readToEnd(client));
+      assertEquals(decoder.decode(got), "220 hello\r\n");
+    } finally {
+      closeQuietly(client);
+    }
+  }
+  await proxy.sessionsEnded(3);
+  for (const session of proxy.sessions) assertNotEquals(session.release, "pooled");
+});
+
 Deno.test("raw reuse: an upstream that speaks and closes (a refusal) is not taken for one that greets", async () => {
   // Redis at its client limit says `-ERR max number of clients reached` and closes: that is no
   // greeting, and pooling goes on once a connection stays silent.
