@@ -3,8 +3,9 @@
  * one asynchronous write at a time (the runtime writes stdio on a thread of its own, so a stderr
  * that nobody reads stalls that write, not the event loop). Past the bound (`--log-buffer`),
  * lines are dropped and counted; once the queue has drained, the owner is told how many were
- * dropped, so that it can say so in the log. A write that fails (stderr closed) drops what is
- * queued and every later line, counted the same way.
+ * dropped, so that it can say so in the log. A write that fails drops the lines it carried
+ * (counted the same way) and the next is tried after {@link WRITE_RETRY_MS} (a full disk, a full
+ * non-blocking pipe); once stderr is gone for good (a closed pipe), every line is dropped.
  *
  * @example
  * ```ts
@@ -26,6 +27,9 @@ export interface LineTarget {
 /** The most bytes given to one write: several queued lines go out together. */
 const WRITE_CHUNK_BYTES = 64 * 1024;
 
+/** The pause after a write that failed, before the next is tried. */
+export const WRITE_RETRY_MS = 100;
+
 /** A bounded queue of log lines in front of a {@link LineTarget}. */
 export class LogBuffer {
   readonly #target: LineTarget;
@@ -34,7 +38,7 @@ export class LogBuffer {
   /** Bytes queued, the ones being written included. */
   #queuedBytes = 0;
   #writing = false;
-  /** Set once a write failed: the target takes nothing more. */
+  /** Set once the target is gone for good (a closed pipe): it takes nothing more. */
   #broken = false;
   /** Lines dropped since the owner was last told. */
   #droppedSinceNotice = 0;
@@ -66,11 +70,14 @@ export class LogBuffer {
     return this.#queuedBytes;
   }
 
-  /** Queues `line` (the caller gives up `line`), or drops it when it does not fit. */
+  /**
+   * Queues `line` (the caller gives up `line`), or drops it when it does not fit; a line longer
+   * than the bound is taken when nothing is queued.
+   */
   write(line: Uint8Array): void {
-    if (this.#broken || this.#queuedBytes + line.length > this.#limitBytes) {
-      this.#droppedSinceNotice++;
-      this.#droppedTotal++;
+    const fits = this.#queuedBytes === 0 || this.#queuedBytes + line.length <= this.#limitBytes;
+    if (this.#broken || !fits) {
+      this.#drop(1);
       return;
     }
     this.#queue.push(line);
@@ -102,39 +109,51 @@ export class LogBuffer {
     this.#writing = true;
     try {
       for (;;) {
-        while (this.#queue.length > 0) {
-          const chunk = this.#takeChunk();
-          let written = 0;
-          while (written < chunk.length) {
-            written += await this.#target.write(chunk.subarray(written));
-          }
-          this.#queuedBytes -= chunk.length;
-        }
-        if (this.#droppedSinceNotice === 0) break;
+        while (this.#queue.length > 0 && !this.#broken) await this.#writeChunk();
+        if (this.#broken || this.#droppedSinceNotice === 0) break;
         const count = this.#droppedSinceNotice;
         this.#droppedSinceNotice = 0;
         this.onDropsEnded?.(count);
         if (this.#queue.length === 0) break;
       }
-    } catch {
-      // stderr is gone (a closed pipe): nothing queued or to come can be written.
-      this.#broken = true;
-      const lost = this.#queue.length + 1; // the lines being written count as one
-
-      this.#droppedSinceNotice += lost;
-      this.#droppedTotal += lost;
-      this.#queue.length = 0;
-      this.#queuedBytes = 0;
     } finally {
       this.#writing = false;
       for (const done of this.#flushed.splice(0)) done();
     }
   }
 
+  /** Writes the next lines; a failure drops them, and pauses or, when stderr is gone, stops. */
+  async #writeChunk(): Promise<void> {
+    const { bytes, lines } = this.#takeChunk();
+    try {
+      let written = 0;
+      while (written < bytes.length) written += await this.#target.write(bytes.subarray(written));
+    } catch (error) {
+      this.#drop(lines);
+      if (
+        error instanceof Deno.errors.BrokenPipe || error instanceof Deno.errors.BadResource ||
+        error instanceof Deno.errors.ConnectionReset
+      ) {
+        this.#broken = true;
+        this.#drop(this.#queue.length); // one line each
+        this.#queue.length = 0;
+        this.#queuedBytes = bytes.length; // nothing else is queued: `finally` takes it off
+      } else {
+        await new Promise((resolve) => setTimeout(resolve, WRITE_RETRY_MS));
+      }
+    } finally {
+      this.#queuedBytes -= bytes.length;
+    }
+  }
+
+  #drop(lines: number): void {
+    this.#droppedSinceNotice += lines;
+    this.#droppedTotal += lines;
+  }
+
   /** The next lines to write, joined up to {@link WRITE_CHUNK_BYTES} (at least one line). */
-  #takeChunk(): Uint8Array {
+  #takeChunk(): { bytes: Uint8Array; lines: number } {
     const first = this.#queue.shift() as Uint8Array;
-    if (this.#queue.length === 0 || first.length >= WRITE_CHUNK_BYTES) return first;
     let length = first.length;
     let count = 0;
     while (
@@ -143,14 +162,14 @@ export class LogBuffer {
       length += this.#queue[count].length;
       count++;
     }
-    if (count === 0) return first;
-    const chunk = new Uint8Array(length);
-    chunk.set(first, 0);
+    if (count === 0) return { bytes: first, lines: 1 };
+    const bytes = new Uint8Array(length);
+    bytes.set(first, 0);
     let offset = first.length;
     for (const line of this.#queue.splice(0, count)) {
-      chunk.set(line, offset);
+      bytes.set(line, offset);
       offset += line.length;
     }
-    return chunk;
+    return { bytes, lines: count + 1 };
   }
 }

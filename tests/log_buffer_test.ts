@@ -95,3 +95,44 @@ Deno.test("LogBuffer: a target that fails (its peer gone) loses what is queued a
   assertEquals(buffer.dropped, before + 1);
   assertEquals(buffer.queuedBytes, 0);
 });
+
+Deno.test("LogBuffer: a write that fails for a while (a full disk, a full non-blocking pipe) drops its lines and the writing goes on after a pause; the notice follows", async () => {
+  // Found by review: any failed write turned logging off for good (ENOSPC, EAGAIN), where the
+  // synchronous writer lost only the lines that failed. A target that refuses its first writes
+  // stands in for a full disk that is freed.
+  const written: string[] = [];
+  let failures = 3;
+  const target = {
+    write(bytes: Uint8Array): Promise<number> {
+      if (failures-- > 0) return Promise.reject(new Error("No space left on device (os error 28)"));
+      written.push(new TextDecoder().decode(bytes));
+      return Promise.resolve(bytes.length);
+    },
+  };
+  const notices: number[] = [];
+  const buffer = new LogBuffer(target, 1024, (count) => {
+    notices.push(count);
+    buffer.write(new TextEncoder().encode(`dropped ${count}\n`));
+  });
+  for (let i = 0; i < 5; i++) {
+    buffer.write(new TextEncoder().encode(`line ${i}\n`));
+    await buffer.flush(2_000);
+  }
+  // Line 0 and the first two notices of its loss met the three failures; then the notice got
+  // through, and every later line.
+  assertEquals(buffer.dropped, 3);
+  assertEquals(written.join(""), "dropped 1\nline 1\nline 2\nline 3\nline 4\n");
+  assertEquals(notices, [1, 1, 1]);
+});
+
+Deno.test("LogBuffer: a line longer than the bound goes out when nothing is queued", async () => {
+  // Found by review: --log-buffer 100 dropped the start-up line, and 1 dropped every line.
+  using pair = await socketPair();
+  const buffer = new LogBuffer(pair.writer, 10);
+  const line = new TextEncoder().encode(`${"x".repeat(99)}\n`);
+  buffer.write(line);
+  buffer.write(line); // queued behind the first: over the bound, dropped
+  assertEquals(buffer.dropped, 1);
+  assertEquals((await readExactly(pair.reader, 100)).length, 100);
+  await buffer.flush(2_000);
+});
