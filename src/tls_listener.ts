@@ -12,12 +12,12 @@
  *
  * The listener watches itself. Deno 2.9.6's `node:net` server stops accepting for good, without a
  * word, after one accept fails for want of a descriptor. So while no client has arrived for
- * {@link LISTENER_CHECK_INTERVAL_MS}, the listener connects to itself (a probe: a plain TCP
- * connection, closed as soon as it is seen, never a session or a counted handshake, and never in
- * the last place under `--max-clients` while clients are connected); after
- * {@link LISTENER_FAILED_PROBES} probes in a row that it did not accept, it closes its socket and
- * listens again on the same address, and says so. From the first probe not accepted until it
- * accepts again it is not {@link TlsListener.accepting} (for `/readyz`).
+ * {@link LISTENER_CHECK_INTERVAL_MS}, the listener connects to itself ({@link SelfProbe}: a TLS
+ * connection from loopback, never a session or a counted handshake; none while it is at
+ * `--max-clients`, where the runtime would close it unseen); after {@link LISTENER_FAILED_PROBES}
+ * probes in a row that it did not accept, it closes its socket and listens again on the same
+ * address, and says so. From the first probe not accepted until it accepts again it is not
+ * {@link TlsListener.accepting} (for `/readyz`).
  *
  * @module
  */
@@ -25,9 +25,9 @@
 import type net from "node:net";
 import tls from "node:tls";
 import { formatHostPort, type HostPort } from "./address.ts";
-import { closeQuietly } from "./_io.ts";
 import type { ClientConn, ClientListener } from "./_io.ts";
 import { getProxyLogger } from "./logging.ts";
+import { SelfProbe } from "./self_probe.ts";
 import { SocketConn } from "./socket_conn.ts";
 import type { TlsFiles } from "./tls.ts";
 
@@ -51,14 +51,14 @@ export interface TlsListenerOptions {
 /** How long without a new client before the TLS listener checks, with a probe, that it accepts. */
 export const LISTENER_CHECK_INTERVAL_MS = 2_000;
 
-/** How long a probe may wait to be accepted before it counts as not accepted. */
+/**
+ * How much of the event loop's own time a probe may wait to be accepted before it counts as not
+ * accepted (time the loop spent late, busy elsewhere, does not count).
+ */
 export const LISTENER_PROBE_TIMEOUT_MS = 1_000;
 
 /** Probes in a row not accepted before the listener closes its socket and listens again. */
 export const LISTENER_FAILED_PROBES = 2;
-
-/** What a probe found: accepted, not accepted, or nothing (it could not connect). */
-type ProbeResult = "accepted" | "not accepted" | "unknown";
 
 /** What the listener's self-checks found. */
 export interface ListenerChecks {
@@ -88,24 +88,16 @@ export class TlsListener implements ClientListener {
   readonly #ready: SocketConn[] = [];
   readonly #log = getProxyLogger("tls");
   readonly #checkIntervalMs: number;
-  readonly #probeTimeoutMs: number;
+  readonly #probe: SelfProbe;
   #waiting: { resolve(conn: ClientConn): void; reject(error: unknown): void } | undefined;
   #closed = false;
   /** When the last TCP connection arrived (`performance.now()`), probes included. */
   #lastArrivalAt = performance.now();
   /** Probes in a row that were not accepted. */
   #failedProbes = 0;
-  /** Set from the moment the socket is closed until it listens again. */
-  #reopening = false;
-  /** Set while a listen after a reopening is under way. */
-  #listenPending = false;
-  /** Whether the failure to listen again has been logged, once per reopening. */
-  #listenFailureLogged = false;
+  /** From the moment the socket is closed until it listens again; the listen under way. */
+  #reopening: { listening: boolean; failureLogged: boolean } | undefined;
   #checkTimer: ReturnType<typeof setTimeout> | undefined;
-  /** The probe under way, if any. */
-  #probe: ProbeUnderWay | undefined;
-  /** Connections that were probes, so that their end is not counted as a failed handshake. */
-  readonly #probeSockets = new WeakSet<object>();
 
   private constructor(
     server: tls.Server,
@@ -115,7 +107,7 @@ export class TlsListener implements ClientListener {
     this.#server = server;
     this.addr = addr;
     this.#checkIntervalMs = options.checkIntervalMs ?? LISTENER_CHECK_INTERVAL_MS;
-    this.#probeTimeoutMs = options.probeTimeoutMs ?? LISTENER_PROBE_TIMEOUT_MS;
+    this.#probe = new SelfProbe(addr, options.probeTimeoutMs ?? LISTENER_PROBE_TIMEOUT_MS);
     const files = options.files;
     // A reload applies to the next handshakes; clients already connected keep theirs.
     files.onReload(() => {
@@ -158,7 +150,7 @@ export class TlsListener implements ClientListener {
    * again if need be): meanwhile clients may wait in its backlog for nothing.
    */
   get accepting(): boolean {
-    return !this.#reopening && this.#failedProbes === 0;
+    return this.#reopening === undefined && this.#failedProbes === 0;
   }
 
   /** The next handshaken client; rejects with `BadResource` once closed. One at a time. */
@@ -174,7 +166,7 @@ export class TlsListener implements ClientListener {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#checkTimer);
-    this.#probe?.end("unknown");
+    this.#probe.stop();
     this.#server.close();
     for (const conn of this.#ready.splice(0)) conn.close();
     const waiting = this.#waiting;
@@ -184,12 +176,31 @@ export class TlsListener implements ClientListener {
 
   #handleEvents(): void {
     const server = this.#server;
+    const listen = formatHostPort(this.addr);
     server.on("error", (error: Error) => {
-      if (this.#reopening) return; // #listenAgain says it, once
-      this.#log.warn("TLS listener on {listen} error: {reason}", {
-        listen: formatHostPort(this.addr),
+      const reopening = this.#reopening;
+      if (reopening === undefined) {
+        this.#log.warn("TLS listener on {listen} error: {reason}", {
+          listen,
+          reason: error.message,
+        });
+        return;
+      }
+      // A listen again that failed (the address taken, no descriptor): the next look retries.
+      reopening.listening = false;
+      if (reopening.failureLogged) return;
+      reopening.failureLogged = true;
+      this.#log.error("TLS listener on {listen} cannot listen again: {reason}; retrying", {
+        listen,
         reason: error.message,
       });
+    });
+    server.on("listening", () => {
+      if (this.#reopening === undefined || this.#closed) return;
+      this.#reopening = undefined;
+      this.#failedProbes = 0;
+      this.#lastArrivalAt = performance.now();
+      this.#log.info("TLS listener on {listen} accepting again", { listen });
     });
     // Each client's address, taken as its TCP connection arrives: once a handshake has failed,
     // the runtime has torn the socket down and the TLS socket no longer knows its peer.
@@ -198,29 +209,26 @@ export class TlsListener implements ClientListener {
       this.#lastArrivalAt = performance.now();
       if (raw.remoteAddress === undefined || raw.remotePort === undefined) return;
       const peer = formatHostPort({ hostname: raw.remoteAddress, port: raw.remotePort });
-      const probe = this.#probe;
-      if (probe !== undefined) {
-        // The accept may come before the probe's own connect has returned its address.
-        if (probe.key === undefined) probe.early.set(peer, raw);
-        else if (probe.key === peer) {
-          this.#endProbeSocket(raw);
-          probe.end("accepted");
-          return;
-        }
-      }
-      peers.set(raw, peer);
+      if (!this.#probe.arrived(raw, peer)) peers.set(raw, peer);
     });
     server.on("tlsClientError", (error: Error & { code?: string }, socket: tls.TLSSocket) => {
       socket.on("error", () => {}); // destroyed: whatever it still reports has no reader
       socket.destroy(); // the runtime leaves a timed-out handshake's socket open otherwise
-      if (this.#probeSockets.has(parentOf(socket) ?? socket)) return;
+      if (this.#probe.isProbe(parentOf(socket))) return;
       this.handshakes.failed++;
       this.#log.debug("client {client} failed its TLS handshake: {reason}", {
         client: peerOf(socket, peers),
         reason: error.message,
       });
     });
-    server.on("secureConnection", (socket: tls.TLSSocket) => this.#arrived(socket));
+    server.on("secureConnection", (socket: tls.TLSSocket) => {
+      if (this.#probe.isProbe(parentOf(socket))) {
+        socket.on("error", () => {});
+        socket.destroy();
+        return;
+      }
+      this.#arrived(socket);
+    });
   }
 
   #arrived(socket: tls.TLSSocket): void {
@@ -262,7 +270,7 @@ export class TlsListener implements ClientListener {
    */
   async #check(): Promise<void> {
     if (this.#closed) return;
-    if (this.#reopening) {
+    if (this.#reopening !== undefined) {
       this.#listenAgain();
       return;
     }
@@ -270,8 +278,9 @@ export class TlsListener implements ClientListener {
       this.#failedProbes = 0;
       return;
     }
-    if (!this.#roomForProbe()) return;
-    const result = await this.#probeOnce();
+    if (this.#atCap()) return;
+    this.checks.probes++;
+    const result = await this.#probe.run();
     if (this.#closed || result === "unknown") return;
     if (result === "accepted") {
       this.#failedProbes = 0;
@@ -287,135 +296,31 @@ export class TlsListener implements ClientListener {
       "TLS listener on {listen} stopped accepting (the runtime ends its accept loop after an accept fails, as when out of descriptors); listening again",
       { listen: formatHostPort(this.addr) },
     );
-    this.#reopening = true;
+    this.#reopening = { listening: false, failureLogged: false };
     this.checks.reopened++;
     this.#server.close();
     this.#listenAgain();
   }
 
   /**
-   * Whether a probe may take a place under `--max-clients`: not the last free one while clients
-   * are connected, since a client arriving in that moment would be turned away. With no client
-   * at all it may (under `--max-clients 1` there is no other way to look).
+   * Whether the listener holds `--max-clients` connections: the runtime would close a probe at
+   * once, unseen and before its handshake (which costs it memory), so none is made.
    */
-  #roomForProbe(): boolean {
+  #atCap(): boolean {
     const cap = this.#server.maxConnections;
-    if (!(cap > 0)) return true;
+    if (!(cap > 0)) return false;
     // The count the runtime checks the cap against (`node:net`'s own field).
     const open = (this.#server as unknown as { _connections?: unknown })._connections;
-    if (typeof open !== "number") return true;
-    return open === 0 || open + 1 < cap;
+    return typeof open === "number" && open >= cap;
   }
 
-  /**
-   * Listens on the address again; on success the listener is accepting. A failure (the address
-   * taken meanwhile, no descriptor) is logged once, and the next look tries again.
-   */
+  /** Listens on the address again, unless a listen is under way; see the `listening` handler. */
   #listenAgain(): void {
-    if (this.#listenPending || this.#server.listening) return;
-    this.#listenPending = true;
-    const onError = (error: Error) => {
-      this.#listenPending = false;
-      if (this.#listenFailureLogged) return;
-      this.#listenFailureLogged = true;
-      this.#log.error("TLS listener on {listen} cannot listen again: {reason}; retrying", {
-        listen: formatHostPort(this.addr),
-        reason: error.message,
-      });
-    };
-    this.#server.once("error", onError);
-    this.#server.listen(this.addr.port, this.addr.hostname, () => {
-      this.#server.off("error", onError);
-      this.#listenPending = false;
-      if (this.#closed) return;
-      this.#reopening = false;
-      this.#listenFailureLogged = false;
-      this.#failedProbes = 0;
-      this.#lastArrivalAt = performance.now();
-      this.#log.info("TLS listener on {listen} accepting again", {
-        listen: formatHostPort(this.addr),
-      });
-    });
+    const reopening = this.#reopening;
+    if (reopening === undefined || reopening.listening || this.#server.listening) return;
+    reopening.listening = true;
+    this.#server.listen(this.addr.port, this.addr.hostname);
   }
-
-  /**
-   * Connects to the listener and waits up to the probe timeout (and one more
-   * turn of the event loop, for an accept that was ready when a stalled loop ran the timer) for
-   * it to be accepted: seen as a new connection, or closed by the runtime (past `--max-clients`).
-   * A connect that fails for a reason of its own (out of descriptors) finds nothing.
-   */
-  async #probeOnce(): Promise<ProbeResult> {
-    this.checks.probes++;
-    const connecting = new AbortController();
-    const connectTimer = setTimeout(() => connecting.abort(), this.#probeTimeoutMs);
-    const probe: ProbeUnderWay = { early: new Map(), end: () => connecting.abort() };
-    this.#probe = probe;
-    let conn: Deno.TcpConn;
-    try {
-      conn = await Deno.connect({
-        hostname: probeHostname(this.addr.hostname),
-        port: this.addr.port,
-        signal: connecting.signal,
-      });
-    } catch (error) {
-      this.#probe = undefined;
-      if (this.#closed) return "unknown";
-      // A connect that timed out: the backlog is full and nobody takes from it.
-      if (connecting.signal.aborted) return "not accepted";
-      return error instanceof Deno.errors.ConnectionRefused ? "not accepted" : "unknown";
-    } finally {
-      clearTimeout(connectTimer);
-    }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const result = await new Promise<ProbeResult>((resolve) => {
-      probe.end = resolve;
-      probe.key = formatHostPort(conn.localAddr);
-      const seen = probe.early.get(probe.key);
-      probe.early.clear();
-      if (seen !== undefined) {
-        this.#endProbeSocket(seen);
-        resolve("accepted");
-        return;
-      }
-      if (this.#closed) {
-        resolve("unknown");
-        return;
-      }
-      // The runtime closes a connection past its cap at once: accepted, though never seen.
-      conn.read(new Uint8Array(1)).then(() => resolve("accepted"), () => resolve("accepted"));
-      timer = setTimeout(() => {
-        timer = setTimeout(() => resolve("not accepted"), 0);
-      }, this.#probeTimeoutMs);
-    });
-    clearTimeout(timer);
-    this.#probe = undefined;
-    closeQuietly(conn);
-    return this.#closed ? "unknown" : result;
-  }
-
-  /** Closes the listener's side of a probe; its failed handshake is not counted. */
-  #endProbeSocket(raw: net.Socket): void {
-    this.#probeSockets.add(raw);
-    raw.on("error", () => {}); // destroyed: whatever it still reports has no reader
-    raw.destroy();
-  }
-}
-
-/**
- * A probe of the listener by itself: its connection's local address once connected, the
- * connections that arrived before that (one of them may be the probe), and how to end it.
- */
-interface ProbeUnderWay {
-  key?: string;
-  early: Map<string, net.Socket>;
-  end(result: ProbeResult): void;
-}
-
-/** Where to reach a listener bound to `hostname`: loopback for a wildcard address. */
-function probeHostname(hostname: string): string {
-  if (hostname === "0.0.0.0") return "127.0.0.1";
-  if (hostname === "::" || hostname === "[::]") return "::1";
-  return hostname;
 }
 
 /** The TCP connection a TLS socket runs over (`_parent` in the runtime's `node:tls`). */
