@@ -479,7 +479,7 @@ export class ProxyServer {
       const count = this.#outOfDescriptors.note();
       if (count === undefined) return;
       this.#log.warn(
-        "session {id}: cannot dial upstream {upstream}: this process is out of file descriptors; raise ulimit -n or lower --max-clients ({count} sessions so far)",
+        "session {id}: cannot dial upstream {upstream}: this process is out of file descriptors; raise ulimit -n or lower --max-clients (sessions so far: {count})",
         { id: summary.id, upstream: this.#upstreamText, client: summary.client, count },
       );
       return;
@@ -487,7 +487,7 @@ export class ProxyServer {
     const count = this.#unavailable.note();
     if (count === undefined) return;
     this.#log.warn(
-      "session {id}: upstream {upstream} unavailable ({end}): {reason} ({count} sessions so far)",
+      "session {id}: upstream {upstream} unavailable ({end}): {reason} (sessions so far: {count})",
       {
         id: summary.id,
         upstream: this.#upstreamText,
