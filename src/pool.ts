@@ -45,7 +45,7 @@ import {
   type UpstreamTls,
 } from "./dial.ts";
 import { formatDuration } from "./duration.ts";
-import { GreetingWatch } from "./greeting.ts";
+import { GreetingWatch, GREETS_REASON } from "./greeting.ts";
 import { IdleLimitLearner } from "./idle_limit.ts";
 import { getProxyLogger, type Logger } from "./logging.ts";
 import { Histogram } from "./metrics.ts";
@@ -287,6 +287,8 @@ export class UpstreamPool {
   readonly #settleQueue: DelayQueue<UpstreamConn> | undefined;
   /** Settled connections waiting one more turn of the event loop (see {@link #settled}). */
   readonly #settledDue: UpstreamConn[] = [];
+  /** Settling connections whose settle timer ran late once and was set again. */
+  readonly #settledAgain = new WeakSet<UpstreamConn>();
   #settledTimer: ReturnType<typeof setTimeout> | undefined;
   /** With `raw` reuse: whether the upstream greets, learned once (`src/greeting.ts`). */
   readonly #greetingWatch: GreetingWatch | undefined;
@@ -667,14 +669,23 @@ export class UpstreamPool {
    * A connection's settle time is over: it goes to the pool, unless the timer ran late. After a
    * stall (a long GC pause, a throttled container, a busy loop) the settle timer runs before
    * reads that became ready meanwhile, and a late tail that came within the settle time would
-   * reach whoever the connection went to first: then it is handed out after one more turn of the
-   * event loop, and only if no byte was read meanwhile. (Always waiting that turn cost every
-   * hand-out about 2 ms, Deno's shortest timer inside a timer.)
+   * reach whoever the connection went to first: then it settles once more, on the loop's own
+   * time, and if that timer runs late too, it is handed out after one more turn of the event
+   * loop, and only if no byte was read meanwhile. (One more turn alone let a tail through when
+   * the connection's read was not yet under way; always waiting a turn cost every hand-out
+   * about 2 ms, Deno's shortest timer inside a timer.)
    */
   #settled(conn: UpstreamConn, lateMs: number): void {
     if (!this.#settling.has(conn)) return; // dropped meanwhile
     if (lateMs <= SETTLE_TIMER_SLACK_MS && this.#settledDue.length === 0) {
       this.#handOutSettled(conn);
+      return;
+    }
+    if (lateMs > SETTLE_TIMER_SLACK_MS && !this.#settledAgain.has(conn)) {
+      // The loop was held: its settle time was not watched. Once more, on the loop's own time
+      // (one more turn alone let a late tail through when the read was not yet under way).
+      this.#settledAgain.add(conn);
+      this.#settleQueue?.add(conn);
       return;
     }
     this.#settledDue.push(conn);
@@ -982,6 +993,10 @@ export class UpstreamPool {
         if (watch !== undefined && !watch.known) {
           // No client byte is written before a greeting could have come (`src/greeting.ts`).
           conn.holdWrites(watch.watch(conn, dialMs, ...signals));
+        } else if (watch?.greets === true) {
+          // Known from the start to serve one session: its session treats a client's FIN as in
+          // `off` (a greeting that arrives after the first request is no answer to it).
+          conn.oneSessionOnly = GREETS_REASON;
         }
         if (leaseTo !== undefined) conn.tryLease(leaseTo, false);
         return conn;

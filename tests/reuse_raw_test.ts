@@ -269,6 +269,49 @@ Deno.test("raw reuse: a client that sends nothing and half-closes gets what a gr
   for (const session of proxy.sessions) assertNotEquals(session.release, "pooled");
 });
 
+Deno.test("raw reuse: once the upstream is known to greet, a client that half-closes after its request on a fresh connection still gets its answer", async () => {
+  // Found by review: with the greeting known, a fresh connection's first write goes out at once,
+  // the greeting (30 ms after accept) then read as the answer, and the client's FIN (60 ms)
+  // ended the session: 19 of 20 clients got the greeting and EOF, never their answer.
+  await using upstream = new TestUpstream(async (conn) => {
+    await delay(30);
+    await writeAll(conn, encoder.encode("220 hello\r\n"));
+    const buffer = new Uint8Array(64);
+    for (;;) {
+      const n = await conn.read(buffer);
+      if (n === null) return;
+      await delay(100);
+      await writeAll(conn, buffer.subarray(0, n));
+    }
+  });
+  await using proxy = startProxy(upstream.address, { pool: "reuse" });
+  // The first client waits to be greeted, which teaches the pool that the upstream greets.
+  const first = await connect(proxy.address);
+  try {
+    await within(first, 3_000, async () => {
+      assertEquals(await readUntil(first, "\r\n"), "220 hello\r\n");
+      await writeAll(first, encoder.encode("HI\r\n"));
+      assertEquals(await readUntil(first, "\r\n"), "HI\r\n");
+    });
+  } finally {
+    closeQuietly(first);
+  }
+  await proxy.sessionsEnded(1);
+  await Promise.all([1, 2, 3, 4].map(async (i) => {
+    const client = await connect(proxy.address);
+    try {
+      await within(client, 3_000, async () => {
+        await writeAll(client, encoder.encode(`REQ${i}\r\n`));
+        await delay(60);
+        await client.closeWrite();
+        assertEquals(decoder.decode(await readToEnd(client)), `220 hello\r\nREQ${i}\r\n`);
+      });
+    } finally {
+      closeQuietly(client);
+    }
+  }));
+});
+
 Deno.test("raw reuse: an upstream that speaks and closes (a refusal) is not taken for one that greets", async () => {
   // Redis at its client limit says `-ERR max number of clients reached` and closes: that is no
   // greeting, and pooling goes on once a connection stays silent.
