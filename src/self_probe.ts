@@ -44,7 +44,8 @@ interface UnderWay {
 
 /** Probes of one listener by itself, one at a time. */
 export class SelfProbe {
-  readonly #hostname: string;
+  /** Where to connect; for `::`, loopback over IPv4 when the host has no `::1`. */
+  #hostnames: string[];
   readonly #port: number;
   readonly #timeoutMs: number;
   #underWay: UnderWay | undefined;
@@ -58,18 +59,19 @@ export class SelfProbe {
    * @param timeoutMs How much of the event loop's own time a probe may wait to be accepted.
    */
   constructor(listen: { hostname: string; port: number }, timeoutMs: number) {
-    this.#hostname = probeHostname(listen.hostname);
+    this.#hostnames = probeHostnames(listen.hostname);
     this.#port = listen.port;
     this.#timeoutMs = timeoutMs;
   }
 
   /**
-   * Tells the probe that a connection arrived at the listener from `peer`: whether it is the
-   * probe's (then it is remembered as such, for {@link isProbe}).
+   * Tells the probe that a connection arrived at the listener: whether it is the probe's (then
+   * it is remembered as such, for {@link isProbe}).
    */
-  arrived(raw: net.Socket, peer: string): boolean {
+  arrived(raw: net.Socket): boolean {
     const underWay = this.#underWay;
-    if (underWay === undefined) return false;
+    if (underWay === undefined || raw.remoteAddress === undefined) return false;
+    const peer = probeKey(raw.remoteAddress, raw.remotePort);
     if (underWay.key === undefined) {
       // The accept may come before the probe's own connect has returned its address.
       underWay.early.set(peer, raw);
@@ -81,6 +83,9 @@ export class SelfProbe {
     return true;
   }
 
+  /** Why the last probe that could not connect failed, for the log. */
+  lastFailure: string | undefined;
+
   /** Whether `socket` (the TCP connection under a TLS socket) is the listener's side of a probe. */
   isProbe(socket: object | undefined): boolean {
     return socket !== undefined && this.#sockets.has(socket);
@@ -89,8 +94,10 @@ export class SelfProbe {
   /** Connects to the listener and finds out whether it accepts; see the module documentation. */
   async run(): Promise<ProbeResult> {
     const { promise, resolve } = Promise.withResolvers<ProbeResult>();
+    this.lastFailure = undefined;
+    const hostname = this.#hostnames[0];
     const socket = tls.connect({
-      host: this.#hostname,
+      host: hostname,
       port: this.#port,
       rejectUnauthorized: false, // only the accept matters, not who answers
     });
@@ -102,7 +109,7 @@ export class SelfProbe {
     socket.on("connect", () => {
       connected = true;
       if (socket.localAddress === undefined || socket.localPort === undefined) return;
-      const key = formatHostPort({ hostname: socket.localAddress, port: socket.localPort });
+      const key = probeKey(socket.localAddress, socket.localPort);
       underWay.key = key;
       const early = underWay.early.get(key);
       underWay.early.clear();
@@ -114,6 +121,11 @@ export class SelfProbe {
     socket.on("error", (error: Error & { code?: string }) => {
       if (error.code === "ECONNREFUSED") resolve("not accepted"); // no socket listens there
       else resolve(connected ? "accepted" : "unknown"); // closed by the listener, or our own
+      if (!connected) this.lastFailure = `${hostname}: ${error.message}`;
+      // A host without `::1` (IPv6 off in a container): a wildcard `::` is reached over IPv4.
+      if (!connected && UNREACHABLE.has(error.code ?? "") && this.#hostnames.length > 1) {
+        this.#hostnames = this.#hostnames.slice(1);
+      }
     });
     // Closed by the listener before it was seen: past its cap, the runtime closes at once.
     socket.on("close", () => resolve(connected ? "accepted" : "unknown"));
@@ -183,9 +195,27 @@ export function onTimeClock(ms: number, done: (onTime: boolean) => void): () => 
   return () => clearTimeout(timer);
 }
 
-/** Where to reach a listener bound to `hostname`: loopback for a wildcard address. */
-function probeHostname(hostname: string): string {
-  if (hostname === "0.0.0.0") return "127.0.0.1";
-  if (hostname === "::" || hostname === "[::]") return "::1";
-  return hostname;
+/** Connect errors that say the address cannot be reached from here at all. */
+const UNREACHABLE = new Set([
+  "EADDRNOTAVAIL",
+  "ENETUNREACH",
+  "EAFNOSUPPORT",
+  "EHOSTUNREACH",
+  "EINVAL", // what Deno 2.9.6 reports for ::1 where the host has no ::1
+]);
+
+/**
+ * Where to reach a listener bound to `hostname`, best first: loopback for a wildcard address
+ * (for `::`, `::1`, then IPv4 loopback, which a dual-stack socket takes too).
+ */
+function probeHostnames(hostname: string): string[] {
+  if (hostname === "0.0.0.0") return ["127.0.0.1"];
+  if (hostname === "::" || hostname === "[::]") return ["::1", "127.0.0.1"];
+  return [hostname];
+}
+
+/** A probe's address as both ends see it (an IPv4 address mapped to IPv6 taken as IPv4). */
+function probeKey(address: string, port: number | undefined): string {
+  const plain = address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
+  return formatHostPort({ hostname: plain, port: port ?? 0 });
 }

@@ -60,10 +60,15 @@ export const LISTENER_PROBE_TIMEOUT_MS = 1_000;
 /** Probes in a row not accepted before the listener closes its socket and listens again. */
 export const LISTENER_FAILED_PROBES = 2;
 
+/** Probes in a row that could not connect before the listener warns that it cannot look. */
+const PROBES_TO_WARN_BLIND = 5;
+
 /** What the listener's self-checks found. */
 export interface ListenerChecks {
   /** Probes made (connections to itself while no client arrived). */
   probes: number;
+  /** Probes the listener accepted. */
+  accepted: number;
   /** Times it found itself not accepting and listened again. */
   reopened: number;
 }
@@ -83,7 +88,7 @@ export class TlsListener implements ClientListener {
   /** Handshakes completed and failed so far. */
   readonly handshakes: TlsHandshakeCounts = { completed: 0, failed: 0 };
   /** Probes made and reopenings so far. */
-  readonly checks: ListenerChecks = { probes: 0, reopened: 0 };
+  readonly checks: ListenerChecks = { probes: 0, accepted: 0, reopened: 0 };
   readonly #server: tls.Server;
   readonly #ready: SocketConn[] = [];
   readonly #log = getProxyLogger("tls");
@@ -95,6 +100,8 @@ export class TlsListener implements ClientListener {
   #lastArrivalAt = performance.now();
   /** Probes in a row that were not accepted. */
   #failedProbes = 0;
+  /** Probes in a row that found nothing (could not connect, or the loop was held up). */
+  #unknownProbes = 0;
   /** From the moment the socket is closed until it listens again; the listen under way. */
   #reopening: { listening: boolean; failureLogged: boolean } | undefined;
   #checkTimer: ReturnType<typeof setTimeout> | undefined;
@@ -208,8 +215,8 @@ export class TlsListener implements ClientListener {
     server.on("connection", (raw: net.Socket) => {
       this.#lastArrivalAt = performance.now();
       if (raw.remoteAddress === undefined || raw.remotePort === undefined) return;
-      const peer = formatHostPort({ hostname: raw.remoteAddress, port: raw.remotePort });
-      if (!this.#probe.arrived(raw, peer)) peers.set(raw, peer);
+      if (this.#probe.arrived(raw)) return;
+      peers.set(raw, formatHostPort({ hostname: raw.remoteAddress, port: raw.remotePort }));
     });
     server.on("tlsClientError", (error: Error & { code?: string }, socket: tls.TLSSocket) => {
       socket.on("error", () => {}); // destroyed: whatever it still reports has no reader
@@ -281,8 +288,20 @@ export class TlsListener implements ClientListener {
     if (this.#atCap()) return;
     this.checks.probes++;
     const result = await this.#probe.run();
-    if (this.#closed || result === "unknown") return;
+    if (this.#closed) return;
+    if (result === "unknown") {
+      this.#unknownProbes++;
+      if (this.#unknownProbes === PROBES_TO_WARN_BLIND && this.#probe.lastFailure !== undefined) {
+        this.#log.warn(
+          "TLS listener on {listen} cannot probe itself ({reason}): a listener the runtime stopped would not be found",
+          { listen: formatHostPort(this.addr), reason: this.#probe.lastFailure },
+        );
+      }
+      return;
+    }
+    this.#unknownProbes = 0;
     if (result === "accepted") {
+      this.checks.accepted++;
       this.#failedProbes = 0;
       return;
     }

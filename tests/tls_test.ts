@@ -813,6 +813,26 @@ Deno.test("TLS clients: the listener's probes of itself, while no client arrives
   assertEquals(stats().sessionsStarted, 2);
 });
 
+Deno.test({
+  name:
+    "TLS clients: a listener on [::] on a host without ::1 (IPv6 off in a container) probes itself over IPv4 loopback",
+  ignore: Deno.build.os !== "linux" || missingBinaries("unshare", "ip", "id") !== "" ||
+    new TextDecoder().decode(new Deno.Command("id", { args: ["-u"] }).outputSync().stdout)
+        .trim() !== "0",
+  fn: async () => {
+    // Found by review: every probe to ::1 failed (EADDRNOTAVAIL) and found nothing, so a stopped
+    // listener was never found, and nothing said so. Run in a network namespace of its own.
+    const child = new URL("./_probe_child.ts", import.meta.url).pathname;
+    const script = "ip link set lo up && ip -6 addr del ::1/128 dev lo && " +
+      `exec '${Deno.execPath()}' run --quiet -A '${child}'`;
+    const result = await run("unshare", ["-n", "sh", "-c", script], { timeoutMs: 30_000 });
+    assertEquals(result.code, 0, result.stderr);
+    const checks = JSON.parse(result.stdout.trim().split("\n").at(-1) ?? "{}");
+    assert(checks.probes >= 5, result.stdout);
+    assert(checks.accepted >= checks.probes - 1, result.stdout);
+  },
+});
+
 Deno.test("TLS clients: a TLS client that sends to an upstream that stops reading is held back by TCP, not buffered", async () => {
   const c = await certs();
   const held = Promise.withResolvers<void>();
