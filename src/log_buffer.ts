@@ -2,16 +2,17 @@
  * Log lines on their way to stderr without ever holding up the proxy: a bounded queue written by
  * one asynchronous write at a time (the runtime writes stdio on a thread of its own, so a stderr
  * that nobody reads stalls that write, not the event loop). Past the bound (`--log-buffer`),
- * lines are dropped and counted; once the queue has drained, the owner is told how many were
- * dropped, so that it can say so in the log. A write that fails drops the lines it carried
- * (counted the same way) and the next is tried after {@link WRITE_RETRY_MS} (a full disk, a full
- * non-blocking pipe); once stderr is gone for good (a closed pipe), every line is dropped.
+ * lines are dropped and counted; once the queue has drained after a write that worked, a notice
+ * line says how many (counted from the last notice written). A write that would block (a full
+ * non-blocking pipe) is tried again after {@link WRITE_RETRY_MS}, nothing lost; one that fails
+ * otherwise (a full disk) drops the lines it carried, counted the same way, and a line it cut is
+ * ended before the next; once stderr is gone for good (a closed pipe), every line is dropped.
  *
  * @example
  * ```ts
  * import { LogBuffer } from "./log_buffer.ts";
  *
- * const buffer = new LogBuffer(Deno.stderr, 1024 * 1024);
+ * const buffer = new LogBuffer(Deno.stderr, 1024 * 1024, (n) => new TextEncoder().encode(`${n} dropped\n`));
  * buffer.write(new TextEncoder().encode("hello\n"));
  * await buffer.flush(1_000);
  * ```
@@ -27,6 +28,9 @@ export interface LineTarget {
 /** The most bytes given to one write: several queued lines go out together. */
 const WRITE_CHUNK_BYTES = 64 * 1024;
 
+/** A newline, to end a line that a failed write cut short. */
+const NEWLINE = new Uint8Array([0x0a]);
+
 /** The pause after a write that failed, before the next is tried. */
 export const WRITE_RETRY_MS = 100;
 
@@ -40,24 +44,31 @@ export class LogBuffer {
   #writing = false;
   /** Set once the target is gone for good (a closed pipe): it takes nothing more. */
   #broken = false;
-  /** Lines dropped since the owner was last told. */
+  /** Lines dropped since the last notice written. */
   #droppedSinceNotice = 0;
+  /** Whether the last write worked (a notice is written only then). */
+  #lastWriteWorked = true;
+  /** Whether a failed write cut a line short: the next write ends it first. */
+  #cutLine = false;
   #droppedTotal = 0;
   #flushed: (() => void)[] = [];
+
+  readonly #notice: ((count: number) => Uint8Array) | undefined;
 
   /**
    * @param target Where lines go (`Deno.stderr`).
    * @param limitBytes The most bytes queued at once; a line that does not fit is dropped.
-   * @param onDropsEnded Called when the queue has drained after lines were dropped, with their
-   * count; whatever it writes is queued as usual.
+   * @param notice The line that says how many lines were dropped, written once the queue has
+   * drained after a write that worked.
    */
   constructor(
     target: LineTarget,
     limitBytes: number,
-    readonly onDropsEnded?: (count: number) => void,
+    notice?: (count: number) => Uint8Array,
   ) {
     this.#target = target;
     this.#limitBytes = limitBytes;
+    this.#notice = notice;
   }
 
   /** Lines dropped since start: the queue was full, or the target failed. */
@@ -102,19 +113,24 @@ export class LogBuffer {
   }
 
   /**
-   * Writes the queue out, one write at a time, and says how many lines were dropped once it has
-   * drained (that notice is written too); owns every error of its writes.
+   * Writes the queue out, one write at a time, then the notice of dropped lines if a write has
+   * just worked; owns every error of its writes.
    */
   async #writeQueued(): Promise<void> {
     this.#writing = true;
     try {
-      for (;;) {
-        while (this.#queue.length > 0 && !this.#broken) await this.#writeChunk();
-        if (this.#broken || this.#droppedSinceNotice === 0) break;
+      while (!this.#broken) {
+        if (this.#queue.length > 0) {
+          await this.#writeChunk();
+          continue;
+        }
         const count = this.#droppedSinceNotice;
-        this.#droppedSinceNotice = 0;
-        this.onDropsEnded?.(count);
-        if (this.#queue.length === 0) break;
+        if (this.#notice === undefined || count === 0 || !this.#lastWriteWorked) break;
+        const { kind, written } = await this.#write(this.#notice(count));
+        // Lines dropped while the notice was written are told in the next one.
+        if (kind === "done") this.#droppedSinceNotice -= count;
+        else if (kind === "gone") this.#gone(0);
+        else if (written > 0) this.#cutLine = true;
       }
     } finally {
       this.#writing = false;
@@ -122,28 +138,62 @@ export class LogBuffer {
     }
   }
 
-  /** Writes the next lines; a failure drops them, and pauses or, when stderr is gone, stops. */
+  /** Writes the next lines; see the class documentation for what a failure does. */
   async #writeChunk(): Promise<void> {
     const { bytes, lines } = this.#takeChunk();
+    const { kind, written } = await this.#write(bytes);
+    switch (kind) {
+      case "done":
+        this.#queuedBytes -= bytes.length;
+        return;
+      case "blocked":
+        // Nothing lost: the rest goes first, after a pause.
+        this.#queuedBytes -= written;
+        this.#queue.unshift(bytes.subarray(written));
+        break;
+      case "failed":
+        this.#queuedBytes -= bytes.length;
+        this.#drop(lines);
+        if (written > 0) this.#cutLine = true;
+        break;
+      case "gone":
+        this.#gone(lines);
+        return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, WRITE_RETRY_MS));
+  }
+
+  /** Writes all of `bytes`, ending first a line a failed write cut short. */
+  async #write(
+    bytes: Uint8Array,
+  ): Promise<{ kind: "done" | "blocked" | "failed" | "gone"; written: number }> {
+    let written = 0;
     try {
-      let written = 0;
+      if (this.#cutLine) {
+        while (await this.#target.write(NEWLINE) === 0) { /* one byte */ }
+        this.#cutLine = false;
+      }
       while (written < bytes.length) written += await this.#target.write(bytes.subarray(written));
+      this.#lastWriteWorked = true;
+      return { kind: "done", written };
     } catch (error) {
-      this.#drop(lines);
+      this.#lastWriteWorked = false;
       if (
         error instanceof Deno.errors.BrokenPipe || error instanceof Deno.errors.BadResource ||
         error instanceof Deno.errors.ConnectionReset
       ) {
-        this.#broken = true;
-        this.#drop(this.#queue.length); // one line each
-        this.#queue.length = 0;
-        this.#queuedBytes = bytes.length; // nothing else is queued: `finally` takes it off
-      } else {
-        await new Promise((resolve) => setTimeout(resolve, WRITE_RETRY_MS));
+        return { kind: "gone", written };
       }
-    } finally {
-      this.#queuedBytes -= bytes.length;
+      return { kind: error instanceof Deno.errors.WouldBlock ? "blocked" : "failed", written };
     }
+  }
+
+  /** The target is gone for good: the lines being written and every queued one are dropped. */
+  #gone(lines: number): void {
+    this.#broken = true;
+    this.#drop(lines + this.#queue.length); // one line each
+    this.#queue.length = 0;
+    this.#queuedBytes = 0;
   }
 
   #drop(lines: number): void {

@@ -89,15 +89,23 @@ const LOGTAPE_LEVEL: Record<LogLevel, LogTapeLevel> = {
 export function configureLogging(opts: LoggingOptions): void {
   configuredFormat = opts.format;
   const bufferBytes = opts.bufferBytes ?? 0;
+  const formatter = opts.format === "json" ? jsonFormatter() : textFormatter();
   logBuffer = bufferBytes > 0
     ? new LogBuffer(Deno.stderr, bufferBytes, (count) => {
-      getProxyLogger("log").warn(
-        "{count} log lines dropped: stderr did not take them ({buffer} queued at most; --log-buffer)",
-        { count, buffer: formatSize(bufferBytes) },
-      );
+      // Formatted here, as LogTape would: the buffer writes it itself, once stderr takes lines.
+      const buffer = formatSize(bufferBytes);
+      const message =
+        `${count} log lines dropped: stderr did not take them (${buffer} queued at most; --log-buffer)`;
+      return noticeEncoder.encode(formatter({
+        category: [ROOT_CATEGORY, "log"],
+        level: "warning",
+        message: [message],
+        rawMessage: message,
+        timestamp: Date.now(),
+        properties: { count, buffer },
+      }));
     })
     : undefined;
-  const formatter = opts.format === "json" ? jsonFormatter() : textFormatter();
   configureSync({
     reset: true,
     sinks: { stderr: stderrSink(formatter) },
@@ -130,6 +138,8 @@ export function flushLogs(timeoutMs: number): Promise<void> {
 export function logLinesDropped(): number {
   return logBuffer?.dropped ?? 0;
 }
+
+const noticeEncoder = new TextEncoder();
 
 /** The format {@link configureLogging} set; `undefined` while logging is not configured. */
 let configuredFormat: LogFormat | undefined;

@@ -32,7 +32,7 @@ Deno.test("LogBuffer: a target that takes nothing never holds the writer up; pas
   const notices: number[] = [];
   const buffer = new LogBuffer(pair.writer, 64 * 1024, (count) => {
     notices.push(count);
-    buffer.write(new TextEncoder().encode(`dropped ${count}\n`));
+    return new TextEncoder().encode(`dropped ${count}\n`);
   });
   const line = (i: number) => new TextEncoder().encode(`${String(i).padStart(99, "0")}\n`);
   // 200,000 lines of 100 bytes (20 MB) in batches, with turns of the event loop between for the
@@ -96,33 +96,72 @@ Deno.test("LogBuffer: a target that fails (its peer gone) loses what is queued a
   assertEquals(buffer.queuedBytes, 0);
 });
 
-Deno.test("LogBuffer: a write that fails for a while (a full disk, a full non-blocking pipe) drops its lines and the writing goes on after a pause; the notice follows", async () => {
-  // Found by review: any failed write turned logging off for good (ENOSPC, EAGAIN), where the
-  // synchronous writer lost only the lines that failed. A target that refuses its first writes
-  // stands in for a full disk that is freed.
-  const written: string[] = [];
-  let failures = 3;
-  const target = {
+/** A target that fails its first writes as `errors` says, then takes everything. */
+function failingTarget(errors: Error[], written: string[], partial = 0) {
+  return {
     write(bytes: Uint8Array): Promise<number> {
-      if (failures-- > 0) return Promise.reject(new Error("No space left on device (os error 28)"));
+      const error = errors.shift();
+      if (error !== undefined) {
+        // A partial write first, as a full disk takes what fits.
+        if (partial > 0 && bytes.length > partial) {
+          written.push(new TextDecoder().decode(bytes.subarray(0, partial)));
+          const taken = partial;
+          partial = 0;
+          errors.unshift(error); // the rest of it fails
+          return Promise.resolve(taken);
+        }
+        return Promise.reject(error);
+      }
       written.push(new TextDecoder().decode(bytes));
       return Promise.resolve(bytes.length);
     },
   };
-  const notices: number[] = [];
-  const buffer = new LogBuffer(target, 1024, (count) => {
-    notices.push(count);
-    buffer.write(new TextEncoder().encode(`dropped ${count}\n`));
-  });
+}
+
+Deno.test("LogBuffer: a write that fails for a while (a full disk) drops its lines and writing goes on; one notice, after a write that worked, counts them all", async () => {
+  // Found by review: any failed write turned logging off for good; then each notice, itself
+  // dropped while the disk was full, set off another (ten a second), and the one that got
+  // through said "1".
+  const written: string[] = [];
+  const full = () => new Error("No space left on device (os error 28)");
+  const target = failingTarget([full(), full(), full()], written);
+  const buffer = new LogBuffer(
+    target,
+    1024,
+    (count) => new TextEncoder().encode(`dropped ${count}\n`),
+  );
   for (let i = 0; i < 5; i++) {
     buffer.write(new TextEncoder().encode(`line ${i}\n`));
     await buffer.flush(2_000);
   }
-  // Line 0 and the first two notices of its loss met the three failures; then the notice got
-  // through, and every later line.
   assertEquals(buffer.dropped, 3);
-  assertEquals(written.join(""), "dropped 1\nline 1\nline 2\nline 3\nline 4\n");
-  assertEquals(notices, [1, 1, 1]);
+  assertEquals(written.join(""), "line 3\ndropped 3\nline 4\n");
+});
+
+Deno.test("LogBuffer: a write that would block (a full non-blocking pipe) loses nothing: the rest goes after a pause", async () => {
+  // Found by review: EAGAIN dropped whole chunks of up to 64 KiB while the queue had room.
+  const written: string[] = [];
+  const blocked = () => new Deno.errors.WouldBlock("Resource temporarily unavailable");
+  const target = failingTarget([blocked(), blocked()], written);
+  const buffer = new LogBuffer(target, 1024);
+  buffer.write(new TextEncoder().encode("one\n"));
+  buffer.write(new TextEncoder().encode("two\n"));
+  await buffer.flush(2_000);
+  assertEquals(buffer.dropped, 0);
+  assertEquals(written.join(""), "one\ntwo\n");
+});
+
+Deno.test("LogBuffer: a line cut short by a failed write is ended before the next, never glued to it", async () => {
+  // Found by review: "... up 9B 2026-11-26T15:45:16.622Z [DBG] ..." after a partial write.
+  const written: string[] = [];
+  const full = new Error("No space left on device (os error 28)");
+  const target = failingTarget([full], written, 3);
+  const buffer = new LogBuffer(target, 1024);
+  buffer.write(new TextEncoder().encode("first line\n"));
+  await buffer.flush(2_000);
+  buffer.write(new TextEncoder().encode("second line\n"));
+  await buffer.flush(2_000);
+  assertEquals(written.join("").split("\n"), ["fir", "second line", ""]);
 });
 
 Deno.test("LogBuffer: a line longer than the bound goes out when nothing is queued", async () => {
