@@ -186,6 +186,20 @@ async function readUntil(conn: Deno.Conn, end: string): Promise<string> {
   return text;
 }
 
+/** A client that waits for the greeting `220 hello`, sends `request`, reads `answer`, leaves. */
+async function greetedExchange(address: HostPort, request: string, answer: string): Promise<void> {
+  const client = await connect(address);
+  try {
+    await within(client, 3_000, async () => {
+      assertEquals(await readUntil(client, "\r\n"), "220 hello\r\n");
+      await writeAll(client, encoder.encode(request));
+      assertEquals(await readUntil(client, "\r\n"), answer);
+    });
+  } finally {
+    closeQuietly(client);
+  }
+}
+
 /** A client that logs in without waiting for the greeting, reads it and the `OK`, and leaves. */
 async function loginAtOnce(address: HostPort, user: string): Promise<void> {
   const client = await connect(address);
@@ -206,16 +220,7 @@ Deno.test("raw reuse: a client that logs in before the upstream's greeting arriv
   await using proxy = startProxy(upstream.address, { pool: "reuse" });
   for (const user of ["alice", "bob", "carol"]) {
     await loginAtOnce(proxy.address, user);
-    const next = await connect(proxy.address);
-    try {
-      await within(next, 3_000, async () => {
-        assertEquals(await readUntil(next, "\r\n"), "220 hello\r\n");
-        await writeAll(next, encoder.encode("WHO\r\n"));
-        assertEquals(await readUntil(next, "\r\n"), "user=nobody\r\n");
-      });
-    } finally {
-      closeQuietly(next);
-    }
+    await greetedExchange(proxy.address, "WHO\r\n", "user=nobody\r\n");
   }
   await proxy.sessionsEnded(6);
   // Every connection served one client: once an upstream is known to greet, none is pooled,
@@ -286,16 +291,7 @@ Deno.test("raw reuse: once the upstream is known to greet, a client that half-cl
   });
   await using proxy = startProxy(upstream.address, { pool: "reuse" });
   // The first client waits to be greeted, which teaches the pool that the upstream greets.
-  const first = await connect(proxy.address);
-  try {
-    await within(first, 3_000, async () => {
-      assertEquals(await readUntil(first, "\r\n"), "220 hello\r\n");
-      await writeAll(first, encoder.encode("HI\r\n"));
-      assertEquals(await readUntil(first, "\r\n"), "HI\r\n");
-    });
-  } finally {
-    closeQuietly(first);
-  }
+  await greetedExchange(proxy.address, "HI\r\n", "HI\r\n");
   await proxy.sessionsEnded(1);
   await Promise.all([1, 2, 3, 4].map(async (i) => {
     const client = await connect(proxy.address);
