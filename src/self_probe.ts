@@ -51,6 +51,8 @@ export class SelfProbe {
   #underWay: UnderWay | undefined;
   /** The listener's side of each probe's connection. */
   readonly #sockets = new WeakSet<object>();
+  /** Why the last probe that could not connect failed, for the log. */
+  lastFailure: string | undefined;
   /** Probe connections being closed after their handshake (or its wait). */
   readonly #closing = new Set<tls.TLSSocket>();
 
@@ -82,9 +84,6 @@ export class SelfProbe {
     underWay.end("accepted");
     return true;
   }
-
-  /** Why the last probe that could not connect failed, for the log. */
-  lastFailure: string | undefined;
 
   /** Whether `socket` (the TCP connection under a TLS socket) is the listener's side of a probe. */
   isProbe(socket: object | undefined): boolean {
