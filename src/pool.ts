@@ -282,13 +282,14 @@ export class UpstreamPool {
   readonly #dialing = new Set<Promise<unknown>>();
   /** Aborts dials under way when the pool closes. */
   readonly #closeController = new AbortController();
-  /** Released connections waiting out the settle time (one timer for all of them). */
-  readonly #settling = new Set<UpstreamConn>();
+  /**
+   * Released connections waiting out the settle time (one timer for all of them), each with
+   * whether its settle timer already ran late once and was set again (see {@link #settled}).
+   */
+  readonly #settling = new Map<UpstreamConn, boolean>();
   readonly #settleQueue: DelayQueue<UpstreamConn> | undefined;
   /** Settled connections waiting one more turn of the event loop (see {@link #settled}). */
   readonly #settledDue: UpstreamConn[] = [];
-  /** Settling connections whose settle timer ran late once and was set again. */
-  readonly #settledAgain = new WeakSet<UpstreamConn>();
   #settledTimer: ReturnType<typeof setTimeout> | undefined;
   /** With `raw` reuse: whether the upstream greets, learned once (`src/greeting.ts`). */
   readonly #greetingWatch: GreetingWatch | undefined;
@@ -659,7 +660,7 @@ export class UpstreamPool {
       this.#putIdle(conn);
     } else {
       // Watched by its reader, not handed out: a late byte drops it (see #onIdleLoss).
-      this.#settling.add(conn);
+      this.#settling.set(conn, false);
       this.#settleQueue.add(conn);
     }
     return "pooled";
@@ -681,10 +682,10 @@ export class UpstreamPool {
       this.#handOutSettled(conn);
       return;
     }
-    if (lateMs > SETTLE_TIMER_SLACK_MS && !this.#settledAgain.has(conn)) {
+    if (lateMs > SETTLE_TIMER_SLACK_MS && this.#settling.get(conn) === false) {
       // The loop was held: its settle time was not watched. Once more, on the loop's own time
       // (one more turn alone let a late tail through when the read was not yet under way).
-      this.#settledAgain.add(conn);
+      this.#settling.set(conn, true);
       this.#settleQueue?.add(conn);
       return;
     }
@@ -718,7 +719,7 @@ export class UpstreamPool {
     clearTimeout(this.#settledTimer);
     this.#settledTimer = undefined;
     this.#settledDue.length = 0;
-    for (const conn of this.#settling) conn.close();
+    for (const conn of this.#settling.keys()) conn.close();
     this.#settling.clear();
     clearTimeout(this.#sweepTimer);
     this.#sweepTimer = undefined;

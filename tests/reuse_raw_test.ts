@@ -368,6 +368,63 @@ Deno.test("reuse: a held FIN that comes due while the retry is under way is pass
   assertEquals(proxy.sessions[1].retried, true);
 });
 
+Deno.test("raw reuse: a connection whose settle timer ran late once, and that served again, settles once more after a second stall too", async () => {
+  // Whether a settle timer already ran late belongs to one settle: kept for the connection, it
+  // made every later late settle of a reused connection skip the second settle time.
+  await using upstream = await processUpstream(`
+    const buffer = new Uint8Array(64);
+    let n = 0;
+    while ((await conn.read(buffer)) !== null) {
+      await conn.write(new TextEncoder().encode("answer-" + index + "." + n));
+      if (n++ > 0) {
+        await new Promise((resolve) => setTimeout(resolve, 15));
+        await conn.write(new TextEncoder().encode("tail-" + index));
+      }
+    }`);
+  await using proxy = startProxy(upstream.address, {
+    pool: "reuse",
+    maxUpstream: 1,
+    reuseSettleMs: 5,
+  });
+  const stall = (ms: number) => {
+    const until = performance.now() + ms;
+    while (performance.now() < until) { /* a GC pause */ }
+  };
+  // A stall while the first exchange's connection settles, with nothing late: it goes back.
+  const once = await connect(proxy.address);
+  try {
+    await writeAll(once, encoder.encode("request"));
+    assertEquals(await within(once, 3_000, () => readSome(once, 10)), "answer-0.0");
+  } finally {
+    closeQuietly(once);
+  }
+  await proxy.sessionsEnded(1);
+  stall(40);
+  await delay(30);
+  // The same connection again; its tail comes during a second stall, while a client waits.
+  const first = await connect(proxy.address);
+  const second = await connect(proxy.address);
+  try {
+    await writeAll(first, encoder.encode("request"));
+    await delay(5);
+    await writeAll(second, encoder.encode("request"));
+    await within(first, 3_000, async () => {
+      assertEquals(await readSome(first, 10), "answer-0.1");
+    });
+    closeQuietly(first);
+    await proxy.sessionsEnded(2);
+    assertEquals(proxy.sessions[1].release, "pooled");
+    stall(40);
+    await within(second, 3_000, async () => {
+      assertEquals(await readSome(second, 10), "answer-1.0");
+    });
+  } finally {
+    closeQuietly(first);
+    closeQuietly(second);
+  }
+  await proxy.sessionsEnded(3);
+});
+
 Deno.test("raw reuse: a late tail that arrived while the event loop stalled drops the settling connection before a waiting client can get it", async () => {
   // After a stall the settle time's timer ran before the read of a tail that came within it:
   // the connection went to the client waiting for it, and that client got the tail.
