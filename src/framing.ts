@@ -83,3 +83,14 @@ export function isComplete(tracker: ExchangeTracker): boolean {
   return tracker.owed === 0 && !tracker.partialRequest && !tracker.partialResponse &&
     tracker.unfit === undefined;
 }
+
+/**
+ * Whether the owed answers can still be waited for without the client (its FIN kept back, or
+ * drained after it left): the exchange can still be followed, no request was sent in part, and
+ * every owed answer can settle and take nothing for nobody ({@link ExchangeTracker.settleable},
+ * {@link ExchangeTracker.drainable}).
+ */
+export function canAwaitWithoutClient(tracker: ExchangeTracker): boolean {
+  return tracker.unfit?.kind !== "broken" && !tracker.partialRequest && tracker.settleable &&
+    tracker.drainable;
+}

@@ -47,7 +47,7 @@ import {
 import type { Deadline, DeadlineWheel } from "./deadline_wheel.ts";
 import { UpstreamConnectError } from "./dial.ts";
 import { reportUnexpected } from "./failsafe.ts";
-import type { ExchangeTracker } from "./framing.ts";
+import { canAwaitWithoutClient, type ExchangeTracker } from "./framing.ts";
 import type { Goodbye } from "./protocols.ts";
 import { ReplayBuffer } from "./replay.ts";
 import { QueueTimeoutError, type ReleaseOutcome, type UpstreamPool } from "./pool.ts";
@@ -482,9 +482,8 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     const up = this.#up;
     const tracker = this.#tracker;
     return up !== undefined && tracker !== undefined && !this.#halfClosed &&
-      up.state !== "closed" && up.unfitReason === undefined &&
-      tracker.unfit?.kind !== "broken" && !tracker.partialRequest && tracker.settleable &&
-      tracker.drainable && !UNDRAINABLE.has(this.#end ?? "shutdown");
+      up.state !== "closed" && up.unfitReason === undefined && canAwaitWithoutClient(tracker) &&
+      !UNDRAINABLE.has(this.#end ?? "shutdown");
   }
 
   /** Starts the --reuse-drain-timeout timer of a drain: at the end, the connection is closed. */
@@ -803,8 +802,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     const tracker = this.#tracker;
     // A connection that serves one session only is closed anyway: its FIN is passed on, as in
     // `off`, and the session need not wait for answers that may never come.
-    return this.#framedReuse && tracker !== undefined && tracker.unfit?.kind !== "broken" &&
-      tracker.settleable && tracker.drainable && !tracker.partialRequest &&
+    return this.#framedReuse && tracker !== undefined && canAwaitWithoutClient(tracker) &&
       this.#up?.oneSessionOnly === undefined;
   }
 
