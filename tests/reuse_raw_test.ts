@@ -121,10 +121,7 @@ Deno.test("reuse: a reused connection the upstream closes as it is handed out ge
 });
 
 Deno.test("raw reuse: a connection whose upstream spoke first (a greeting) is never reused, even after a clean exchange", async () => {
-  await using upstream = new TestUpstream(async (conn) => {
-    await writeAll(conn, encoder.encode("220 hello\r\n"));
-    await echo(conn);
-  });
+  await using upstream = greetingEcho(0);
   await using proxy = startProxy(upstream.address, { pool: "reuse" });
   for (let i = 0; i < 3; i++) {
     const client = await connect(proxy.address);
@@ -146,6 +143,15 @@ Deno.test("raw reuse: a connection whose upstream spoke first (a greeting) is ne
   assertEquals(upstream.accepted, 3);
   assert(proxy.server.pool.stats.idle === 0);
 });
+
+/** An upstream that greets (`220 hello`) `delayMs` after each accept, then echoes. */
+function greetingEcho(delayMs: number): TestUpstream {
+  return new TestUpstream(async (conn) => {
+    if (delayMs > 0) await delay(delayMs);
+    await writeAll(conn, encoder.encode("220 hello\r\n"));
+    await echo(conn);
+  });
+}
 
 /**
  * A line server that greets at once (unless `greets` says not to): `LOGIN name` logs the
@@ -254,11 +260,7 @@ Deno.test("raw reuse: a client that sends nothing and half-closes gets what a gr
   // Found by review: the FIN of a client that had sent nothing was taken for the end of a
   // complete exchange before the greeting came: the client got EOF with no greeting (the first
   // sessions of a fresh proxy, and 8 in 100 later), where off and warm gave it every time.
-  await using upstream = new TestUpstream(async (conn) => {
-    await delay(20);
-    await writeAll(conn, encoder.encode("220 hello\r\n"));
-    await echo(conn);
-  });
+  await using upstream = greetingEcho(20);
   await using proxy = startProxy(upstream.address, { pool: "reuse" });
   for (let i = 0; i < 3; i++) {
     const client = await connect(proxy.address);

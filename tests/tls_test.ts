@@ -774,10 +774,6 @@ Deno.test("TLS clients: the listener's probes of itself, while no client arrives
   }, { pool: "off", maxClients: 2 });
   const stats = () => proxy.server.stats;
   const probes = () => stats().listenerChecks?.probes ?? 0;
-  const roundTrip = async (client: Deno.TlsConn, text: string) => {
-    await writeAll(client, encoder.encode(text));
-    assertEquals(decoder.decode(await within(client, 3_000, () => readExactly(client, 4))), text);
-  };
   const lines = await captureLog(async () => {
     configureLogging({ level: "debug", format: "text" });
     // Idle: each probe is seen as it arrives and closed after its handshake.
@@ -788,14 +784,14 @@ Deno.test("TLS clients: the listener's probes of itself, while no client arrives
     try {
       // One place of two taken: the probes go on, and so does the session.
       held.push(await tlsClient(proxy.address, c.ca));
-      await roundTrip(held[0], "one!");
+      assertEquals(await roundTripOn(held[0], "one!"), "one!");
       const before = probes();
       await delay(300);
       assert(probes() > before, "probes with a place free");
-      await roundTrip(held[0], "two!");
+      assertEquals(await roundTripOn(held[0], "two!"), "two!");
       // Both taken: the runtime would close a probe unseen, so none is made.
       held.push(await tlsClient(proxy.address, c.ca));
-      await roundTrip(held[1], "full");
+      assertEquals(await roundTripOn(held[1], "full"), "full");
       await delay(100); // a probe under way ends
       const atCap = probes();
       await delay(400);
@@ -1263,18 +1259,12 @@ Deno.test({
     const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(line)?.[1]);
     const maxClients = Number(/max-clients (\d+)/.exec(line)?.[1]);
     const address = { hostname: "127.0.0.1", port };
-    const roundTripTls = async (client: Deno.TlsConn) => {
-      await within(client, 5_000, async () => {
-        await writeAll(client, encoder.encode("ping"));
-        assertEquals(decoder.decode(await readExactly(client, 4)), "ping");
-      });
-    };
     const held: Deno.Conn[] = [];
     try {
       for (let i = 0; i < maxClients; i++) {
         const client = await tlsClient(address, c.ca);
         held.push(client);
-        await roundTripTls(client);
+        assertEquals(await roundTripOn(client, "ping"), "ping");
       }
       await burstWhileStopped(proxy, address, held);
     } finally {
@@ -1285,7 +1275,7 @@ Deno.test({
     const client = await Deno.connectTls({ hostname: "localhost", port, caCerts: [c.ca] });
     try {
       await within(client, 5_000, () => client.handshake());
-      await roundTripTls(client);
+      assertEquals(await roundTripOn(client, "ping"), "ping");
     } finally {
       closeQuietly(client);
     }
@@ -1306,8 +1296,7 @@ Deno.test({
       ...["--pool", "off", "--admin", "127.0.0.1:0"],
     ]);
     const admin = await proxy.waitForLine(/admin server on 127\.0\.0\.1:(\d+)/);
-    const { line } = await proxy.waitForLine(/listening on/);
-    const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(line)?.[1]);
+    const port = await proxy.listeningPort();
     const address = { hostname: "127.0.0.1", port };
     const held: Deno.Conn[] = [await tlsClient(address, c.ca)];
     try {
@@ -1339,11 +1328,8 @@ Deno.test({
     );
     const client = await Deno.connectTls({ hostname: "localhost", port, caCerts: [c.ca] });
     try {
-      await within(client, 5_000, async () => {
-        await client.handshake();
-        await writeAll(client, encoder.encode("back"));
-        assertEquals(decoder.decode(await readExactly(client, 4)), "back");
-      });
+      await within(client, 5_000, () => client.handshake());
+      assertEquals(await roundTripOn(client, "back"), "back");
     } finally {
       closeQuietly(client);
     }
@@ -1366,17 +1352,12 @@ Deno.test({
     await using proxy = tlsProxyUnderFileLimit(1024, c, upstream.address, [
       ...["--pool", "off", "--max-clients", "2"],
     ]);
-    const { line } = await proxy.waitForLine(/listening on/);
-    const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(line)?.[1]);
+    const port = await proxy.listeningPort();
     const address = { hostname: "127.0.0.1", port };
     const session = await tlsClient(address, c.ca);
     const plain: Deno.Conn[] = [];
     try {
-      await writeAll(session, encoder.encode("1234"));
-      assertEquals(
-        decoder.decode(await within(session, 3_000, () => readExactly(session, 4))),
-        "1234",
-      );
+      assertEquals(await roundTripOn(session, "1234"), "1234");
       // Counted by a shell: reading /proc for another process needs --allow-all in Deno.
       const listed = await run("sh", ["-c", `ls /proc/${proxy.pid}/fd | wc -l`]);
       const inUse = Number(listed.stdout.trim());
@@ -1391,15 +1372,10 @@ Deno.test({
       }
       await proxy.waitForLine(/\[INF\].*TLS listener on 127\.0\.0\.1:\d+ accepting again/, 10_000);
       // The held session went on, and a new client is served beside it.
-      await writeAll(session, encoder.encode("5678"));
-      assertEquals(
-        decoder.decode(await within(session, 3_000, () => readExactly(session, 4))),
-        "5678",
-      );
+      assertEquals(await roundTripOn(session, "5678"), "5678");
       const next = await tlsClient(address, c.ca);
       try {
-        await writeAll(next, encoder.encode("next"));
-        assertEquals(decoder.decode(await within(next, 3_000, () => readExactly(next, 4))), "next");
+        assertEquals(await roundTripOn(next, "next"), "next");
       } finally {
         closeQuietly(next);
       }
