@@ -824,8 +824,10 @@ Deno.test({
     const result = await run("unshare", ["-n", "sh", "-c", script], { timeoutMs: 30_000 });
     assertEquals(result.code, 0, result.stderr);
     const checks = JSON.parse(result.stdout.trim().split("\n").at(-1) ?? "{}");
+    // Before the fix none was accepted. Not all of them need be: on a loaded machine a probe
+    // that ran late says nothing ("unknown"), and one may be under way at the end.
     assert(checks.probes >= 5, result.stdout);
-    assert(checks.accepted >= checks.probes - 1, result.stdout);
+    assert(checks.accepted >= 5, result.stdout);
   },
 });
 
@@ -1365,6 +1367,15 @@ Deno.test({
       await run("prlimit", ["--pid", String(proxy.pid), `--nofile=${inUse + 2}:1024`]);
       try {
         for (let i = 0; i < 20; i++) plain.push(await Deno.connect(address));
+        // The limit stays lowered until the proxy has accepted one of them: it accepts the rest
+        // at once after it, and fails. A fixed wait was not enough on a loaded machine, where the
+        // proxy had not yet tried to accept when the limit went back up.
+        const deadline = performance.now() + 5_000;
+        while (performance.now() < deadline) {
+          const now = await run("sh", ["-c", `ls /proc/${proxy.pid}/fd | wc -l`]);
+          if (Number(now.stdout.trim()) > inUse) break;
+          await delay(50);
+        }
         await delay(300);
       } finally {
         await run("prlimit", ["--pid", String(proxy.pid), "--nofile=1024:1024"]);
