@@ -733,16 +733,17 @@ Deno.test("TLS clients: at --max-clients, handshakes in progress included, a new
   await using upstream = new TestUpstream(echo);
   await using proxy = await startTlsProxy(upstream.address, {
     files: listenerFiles(c.serverCertFile, c.serverKeyFile),
-    handshakeTimeoutMs: 5_000,
+    handshakeTimeoutMs: 10_000,
   }, { pool: "off", maxClients: 1 });
   const holder = await connect(proxy.address); // in its handshake, silent: it holds the one place
   try {
     await delay(100);
     const turnedAway = await connect(proxy.address);
     const started = performance.now();
-    await within(turnedAway, 3_000, () => readToEnd(turnedAway).catch(() => new Uint8Array()));
+    await within(turnedAway, 8_000, () => readToEnd(turnedAway).catch(() => new Uint8Array()));
     closeQuietly(turnedAway);
-    assert(performance.now() - started < 1_000, "closed at once, not at the handshake timeout");
+    // Far below the handshake timeout, with room for a loaded machine (1 s was tight there).
+    assert(performance.now() - started < 4_000, "closed at once, not at the handshake timeout");
   } finally {
     closeQuietly(holder);
   }
