@@ -99,6 +99,8 @@ export class Refiller {
   #backoffMs = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #failure: string | undefined;
+  /** Whether the last failure was this process's own shortage of descriptors, not the upstream. */
+  #failureWasOwn = false;
   #stopped = false;
 
   /**
@@ -258,7 +260,8 @@ export class Refiller {
       this.#inFlight--;
       if (this.#stopped) return;
       const reason = error instanceof UpstreamConnectError ? error.message : String(error);
-      this.#failed(round, reason);
+      const own = error instanceof UpstreamConnectError && error.failure === "descriptors";
+      this.#failed(round, reason, own);
     });
   }
 
@@ -281,15 +284,18 @@ export class Refiller {
     this.#roundDials = 0;
     if (this.#warned) {
       this.#warned = false;
-      this.#log.info("upstream {upstream} is serving again; keeping idle connections ready", {
-        upstream: this.#target.address,
-      });
+      // After a shortage of this process's own, the upstream was never at fault: say so.
+      const message = this.#failureWasOwn
+        ? "descriptors are available again; keeping idle connections to {upstream} ready"
+        : "upstream {upstream} is serving again; keeping idle connections ready";
+      this.#log.info(message, { upstream: this.#target.address });
     }
     if (!this.#stopped) this.request();
   }
 
-  #failed(round: number, reason: string): void {
+  #failed(round: number, reason: string, own = false): void {
     if (this.#stopped) return;
+    this.#failureWasOwn = own;
     // Warned once per episode, and at most once per interval: an episode that starts within it
     // of the last warning is warned about once it outlasts it.
     const now = performance.now();

@@ -8,6 +8,7 @@ import type { PoolMode } from "../src/config.ts";
 import { getProxyLogger } from "../src/logging.ts";
 import { captureLog } from "./_log.ts";
 import { Refiller } from "../src/refill.ts";
+import { UpstreamConnectError } from "../src/dial.ts";
 import { GREETING_LIMIT, GREETING_MAX_CHUNKS, UpstreamConn } from "../src/upstream_conn.ts";
 import {
   closeQuietly,
@@ -202,6 +203,49 @@ Deno.test("a refill whose reader lost it before the dial's continuation ran coun
   const warnings = lines.filter((line) => line.includes("cannot keep idle connections ready"));
   assertEquals(warnings.length, 1, lines.join("\n"));
   assertStringIncludes(warnings[0], "closed by upstream");
+});
+
+Deno.test("refills that failed for want of this process's own descriptors end with a line that says so, not that the upstream serves again", async () => {
+  await using upstream = new TestUpstream(echo);
+  const delivered: UpstreamConn[] = [];
+  let dials = 0;
+  const lines = await captureLog(async () => {
+    const refiller = new Refiller(
+      {
+        address: `127.0.0.1:${upstream.address.port}`,
+        readyTarget: () => 1,
+        ready: () => delivered.length,
+        canDial: () => true,
+        dial: async () => {
+          // What dialUpstream throws on EMFILE, then a dial that works.
+          if (++dials === 1) {
+            throw new UpstreamConnectError(upstream.address, "descriptors", "out of descriptors");
+          }
+          return new UpstreamConn(await connect(upstream.address));
+        },
+        deliver: (conn) => delivered.push(conn),
+        lostToUpstream: () => {},
+        proven: () => {},
+      },
+      getProxyLogger("pool"),
+      50,
+    );
+    try {
+      refiller.request();
+      await eventually(() => refiller.failure !== undefined, 2_000, "a failure noted");
+      await eventually(() => refiller.failure === undefined, 3_000, "the refill proved itself");
+    } finally {
+      refiller.stop();
+      for (const conn of delivered) conn.close();
+    }
+  });
+  assertEquals(lines.filter((l) => l.includes("cannot keep idle connections ready")).length, 1);
+  assertEquals(lines.filter((l) => l.includes("is serving again")).length, 0, lines.join("\n"));
+  assertEquals(
+    lines.filter((l) => l.includes("descriptors are available again")).length,
+    1,
+    lines.join("\n"),
+  );
 });
 
 Deno.test("warm: sessions served by a greeting that says 'max clients' and closes do not end the refills' backoff", async () => {
