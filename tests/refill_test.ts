@@ -7,7 +7,7 @@ import { assert, assertEquals, assertLess, assertStringIncludes } from "./_asser
 import type { PoolMode } from "../src/config.ts";
 import { getProxyLogger } from "../src/logging.ts";
 import { captureLog } from "./_log.ts";
-import { Refiller } from "../src/refill.ts";
+import { Refiller, type RefillTarget } from "../src/refill.ts";
 import { UpstreamConnectError } from "../src/dial.ts";
 import { GREETING_LIMIT, GREETING_MAX_CHUNKS, UpstreamConn } from "../src/upstream_conn.ts";
 import {
@@ -169,23 +169,15 @@ Deno.test("a refill whose reader lost it before the dial's continuation ran coun
   const losses: string[] = [];
   let dials = 0;
   const lines = await captureLog(async () => {
-    const refiller = new Refiller({
-      address: `127.0.0.1:${upstream.address.port}`,
-      readyTarget: () => 1,
-      ready: () => delivered.length,
-      canDial: () => true,
-      dial: async () => {
-        dials++;
-        // The upstream's FIN is read, and the connection closed, before the dial resolves.
-        const conn = new UpstreamConn(await connect(upstream.address));
-        await conn.readerDone;
-        assertEquals(conn.state, "closed");
-        return conn;
-      },
-      deliver: (conn) => delivered.push(conn),
-      lostToUpstream: (detail) => losses.push(detail),
-      proven: () => {},
-    }, getProxyLogger("pool"));
+    const target = oneReadyTarget(upstream, delivered, async () => {
+      dials++;
+      // The upstream's FIN is read, and the connection closed, before the dial resolves.
+      const conn = new UpstreamConn(await connect(upstream.address));
+      await conn.readerDone;
+      assertEquals(conn.state, "closed");
+      return conn;
+    }, (detail) => losses.push(detail));
+    const refiller = new Refiller(target, getProxyLogger("pool"));
     try {
       refiller.request();
       await eventually(() => refiller.failure !== undefined, 2_000, "a failure noted");
@@ -210,26 +202,14 @@ Deno.test("refills that failed for want of this process's own descriptors end wi
   const delivered: UpstreamConn[] = [];
   let dials = 0;
   const lines = await captureLog(async () => {
-    const refiller = new Refiller(
-      {
-        address: `127.0.0.1:${upstream.address.port}`,
-        readyTarget: () => 1,
-        ready: () => delivered.length,
-        canDial: () => true,
-        dial: async () => {
-          // What dialUpstream throws on EMFILE, then a dial that works.
-          if (++dials === 1) {
-            throw new UpstreamConnectError(upstream.address, "descriptors", "out of descriptors");
-          }
-          return new UpstreamConn(await connect(upstream.address));
-        },
-        deliver: (conn) => delivered.push(conn),
-        lostToUpstream: () => {},
-        proven: () => {},
-      },
-      getProxyLogger("pool"),
-      50,
-    );
+    const target = oneReadyTarget(upstream, delivered, async () => {
+      // What dialUpstream throws on EMFILE, then a dial that works.
+      if (++dials === 1) {
+        throw new UpstreamConnectError(upstream.address, "descriptors", "out of descriptors");
+      }
+      return new UpstreamConn(await connect(upstream.address));
+    });
+    const refiller = new Refiller(target, getProxyLogger("pool"), 50);
     try {
       refiller.request();
       await eventually(() => refiller.failure !== undefined, 2_000, "a failure noted");
@@ -370,25 +350,12 @@ Deno.test("an episode that starts within a minute of a warned one is warned abou
   const delivered: UpstreamConn[] = [];
   await using upstream = new TestUpstream(echo);
   const lines = await captureLog(async (seen) => {
-    const refiller = new Refiller(
-      {
-        address: `127.0.0.1:${upstream.address.port}`,
-        readyTarget: () => 1,
-        ready: () => delivered.filter((c) => c.state !== "closed").length,
-        canDial: () => true,
-        dial: async () => {
-          dials++;
-          if (failing) throw new Error(`refused ${dials}`);
-          return new UpstreamConn(await connect(upstream.address));
-        },
-        deliver: (conn) => delivered.push(conn),
-        lostToUpstream: () => {},
-        proven: () => {},
-      },
-      getProxyLogger("pool"),
-      50,
-      1_000,
-    );
+    const target = oneReadyTarget(upstream, delivered, async () => {
+      dials++;
+      if (failing) throw new Error(`refused ${dials}`);
+      return new UpstreamConn(await connect(upstream.address));
+    });
+    const refiller = new Refiller(target, getProxyLogger("pool"), 50, 1_000);
     try {
       refiller.request();
       await eventually(() => refiller.failure !== undefined, 2_000, "the first episode");
@@ -412,3 +379,25 @@ Deno.test("an episode that starts within a minute of a warned one is warned abou
   const warnings = lines.filter((l) => l.includes("cannot keep idle connections ready"));
   assertEquals(warnings.length, 2, lines.join("\n"));
 });
+
+/**
+ * A refill target that wants one ready connection to `upstream`: `dial` makes each, and delivered
+ * ones are kept in `delivered` (those still open count as ready).
+ */
+function oneReadyTarget(
+  upstream: TestUpstream,
+  delivered: UpstreamConn[],
+  dial: () => Promise<UpstreamConn>,
+  lostToUpstream: (detail: string) => void = () => {},
+): RefillTarget {
+  return {
+    address: `127.0.0.1:${upstream.address.port}`,
+    readyTarget: () => 1,
+    ready: () => delivered.filter((c) => c.state !== "closed").length,
+    canDial: () => true,
+    dial,
+    deliver: (conn) => delivered.push(conn),
+    lostToUpstream,
+    proven: () => {},
+  };
+}
