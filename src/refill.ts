@@ -87,6 +87,7 @@ export class Refiller {
    * rest of the probation time by this queue.
    */
   readonly #probationQueue: DelayQueue<Probation>;
+  readonly #probationMs: number;
   #inFlight = 0;
   #round = 0;
   /** Dials started in the current round: while refills fail, at most {@link REFILL_CONCURRENCY}. */
@@ -116,6 +117,7 @@ export class Refiller {
     this.#target = target;
     this.#log = log;
     this.#warningIntervalMs = warningIntervalMs;
+    this.#probationMs = probationMs;
     this.#probationQueue = new DelayQueue(probationMs, (entry) => this.#probationOver(entry));
   }
 
@@ -185,6 +187,12 @@ export class Refiller {
     if (entry === undefined) return;
     const round = entry.round;
     if (conn.answered) return; // answered, then ended by the upstream: no proof either way
+    if (conn.age() >= this.#probationMs) {
+      // Its probation was over, only not yet handled (the queue handles due entries in batches,
+      // up to half a probation late): it proved itself.
+      this.#proven();
+      return;
+    }
     const age = Math.round(conn.age());
     const greeting = conn.greetingPreview();
     const detail = `${reason} ${age}ms after connect, before it served a client` +
