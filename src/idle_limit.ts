@@ -7,6 +7,13 @@
  * closes at different moments agree, it retires its idle connections a little before that (at
  * {@link RETIRE_FRACTION} of it). Closes at one moment (a restart) count once.
  *
+ * A learned limit is checked now and then, since it may be wrong (restarts at a steady pace, each
+ * closing connections dialled together at the same age, look like one) or may have changed: one
+ * connection that reaches the retirement age is kept, never lent, until well past the limit. If
+ * the upstream closes it at about the limit, the limit holds and the next check comes twice as
+ * late ({@link FIRST_CHECK_AFTER_MS} after learning, at most {@link LONGEST_CHECK_INTERVAL_MS}
+ * apart); if it stays open, or is closed much later, the limit is forgotten and learned anew.
+ *
  * ```ts
  * import { IdleLimitLearner } from "./idle_limit.ts";
  *
@@ -33,22 +40,99 @@ export const SHORTEST_LIMIT_MS = 100;
  * sessions then have idle times that agree, which is no limit.
  */
 export const SAME_EVENT_MS = 100;
+/** The first check of a learned limit comes this long after it was learned. */
+export const FIRST_CHECK_AFTER_MS = 60_000;
+/** Checks that find the limit in place come twice as far apart each time, up to this. */
+export const LONGEST_CHECK_INTERVAL_MS = 3_600_000;
+/**
+ * A check's connection is kept until idle for this fraction of the limit past it, plus
+ * {@link CHECK_MARGIN_MS}: later than any close that agrees with the limit, and than a server
+ * that checks its timeouts once a second (Redis) closes it.
+ */
+export const CHECK_PAST = 0.25;
+/** See {@link CHECK_PAST}. */
+export const CHECK_MARGIN_MS = 1_000;
 
 /** Learns the idle time after which the upstream closes connections; see the module documentation. */
 export class IdleLimitLearner {
   readonly #onLearned: (closesAfterMs: number, retireAfterMs: number) => void;
-  readonly #recent: number[] = [];
+  readonly #firstCheckAfterMs: number;
+  #recent: number[] = [];
+  #closesAfterMs = Infinity;
   #retireAfterMs = Infinity;
   #lastCloseAt = -Infinity;
+  #checkIntervalMs = 0;
+  #nextCheckAt = Infinity;
+  #checking = false;
 
-  /** @param onLearned called when a limit is learned (again, if the upstream's limit drops). */
-  constructor(onLearned: (closesAfterMs: number, retireAfterMs: number) => void) {
+  /**
+   * @param onLearned called when a limit is learned (again, if the upstream's limit drops).
+   * @param firstCheckAfterMs when the first check of a learned limit is due (tests shorten it).
+   */
+  constructor(
+    onLearned: (closesAfterMs: number, retireAfterMs: number) => void,
+    firstCheckAfterMs: number = FIRST_CHECK_AFTER_MS,
+  ) {
     this.#onLearned = onLearned;
+    this.#firstCheckAfterMs = firstCheckAfterMs;
   }
 
   /** How long a connection may stay idle before the pool retires it; `Infinity` until learned. */
   get retireAfterMs(): number {
     return this.#retireAfterMs;
+  }
+
+  /** The idle time after which the upstream closes connections; `Infinity` until learned. */
+  get closesAfterMs(): number {
+    return this.#closesAfterMs;
+  }
+
+  /** Whether a connection reaching its retirement age at `now` should check the limit instead. */
+  checkDue(now: number = performance.now()): boolean {
+    return !this.#checking && now >= this.#nextCheckAt;
+  }
+
+  /**
+   * A check begins: its connection is kept, never lent. @returns the idle time (ms) it is kept
+   * until; still open then, the limit is gone ({@link checkOutlived}).
+   */
+  startCheck(): number {
+    this.#checking = true;
+    return this.#closesAfterMs * (1 + CHECK_PAST) + CHECK_MARGIN_MS;
+  }
+
+  /**
+   * The upstream closed the check's connection, idle for `idleMs`, at `now`. @returns whether the
+   * limit holds (the close agrees with it); if not, it is forgotten.
+   */
+  checkClosed(idleMs: number, now: number = performance.now()): boolean {
+    this.#checking = false;
+    if (idleMs > this.#closesAfterMs * (1 + AGREEMENT)) {
+      this.#forget();
+      return false;
+    }
+    this.#checkIntervalMs = Math.min(this.#checkIntervalMs * 2, LONGEST_CHECK_INTERVAL_MS);
+    this.#nextCheckAt = now + this.#checkIntervalMs;
+    return true;
+  }
+
+  /** The check's connection stayed open past {@link startCheck}'s time: the limit is forgotten. */
+  checkOutlived(): void {
+    this.#checking = false;
+    this.#forget();
+  }
+
+  /** The check ended with no answer (the pool closed its connection): the next one as planned. */
+  checkAbandoned(now: number = performance.now()): void {
+    this.#checking = false;
+    this.#nextCheckAt = now + this.#checkIntervalMs;
+  }
+
+  #forget(): void {
+    this.#recent = [];
+    this.#closesAfterMs = Infinity;
+    this.#retireAfterMs = Infinity;
+    this.#nextCheckAt = Infinity;
   }
 
   /**
@@ -66,7 +150,10 @@ export class IdleLimitLearner {
     if (Math.max(...this.#recent) > shortest * (1 + AGREEMENT)) return;
     const retire = Math.floor(shortest * RETIRE_FRACTION);
     if (retire >= this.#retireAfterMs) return; // retiring earlier already
+    this.#closesAfterMs = shortest;
     this.#retireAfterMs = retire;
+    this.#checkIntervalMs = this.#firstCheckAfterMs;
+    this.#nextCheckAt = at + this.#checkIntervalMs;
     this.#onLearned(shortest, retire);
   }
 }

@@ -113,6 +113,11 @@ export interface PoolOptions {
   /** How long an unused refill connection must stay up to count as healthy (tests shorten it). */
   probationMs?: number;
   /**
+   * When the first check of a learned upstream idle limit is due (tests shorten it). Default
+   * `FIRST_CHECK_AFTER_MS` of `src/idle_limit.ts`.
+   */
+  idleLimitCheckMs?: number;
+  /**
    * How often idle connections beyond recent demand are trimmed, and how long demand peaks are
    * remembered (tests shorten it). Default {@link TRIM_PERIOD_MS}, or half the idle timeout if
    * that is shorter.
@@ -307,6 +312,11 @@ export class UpstreamPool {
    */
   readonly #trimPeriodMs: number;
   readonly #idleLimit: IdleLimitLearner;
+  /**
+   * The connection kept past the learned idle limit to check that it still holds (never lent,
+   * never counted as ready), and the timer at which it has outlived it.
+   */
+  #limitCheck: { conn: UpstreamConn; timer: ReturnType<typeof setTimeout> } | undefined;
   /** What every connection tells the pool: one object for all of them. */
   readonly #connHooks: ConnHooks = {
     onClosed: (conn) => this.#onClosed(conn),
@@ -413,7 +423,7 @@ export class UpstreamPool {
       // Idle connections past the new limit go now; the others by the sweep, in time.
       clearTimeout(this.#sweepTimer);
       this.#sweep();
-    });
+    }, options.idleLimitCheckMs);
     this.#refiller.request();
   }
 
@@ -541,7 +551,14 @@ export class UpstreamPool {
   /** Connections serving a session now: open ones that are not being dialled, idle or settling. */
   get #leased(): number {
     return this.#open - this.#dialsInFlight - this.#idle.size - this.#settling.size -
-      (this.#probing === undefined ? 0 : 1); // a probe's slot is not leased
+      (this.#probing === undefined ? 0 : 1) - // a probe's slot is not leased
+      this.#checkingLimit;
+  }
+
+  /** 1 while a check of the idle limit holds a connection open (not leased, not ready), else 0. */
+  get #checkingLimit(): number {
+    const conn = this.#limitCheck?.conn;
+    return conn !== undefined && conn.state !== "closed" ? 1 : 0;
   }
 
   /**
@@ -726,6 +743,7 @@ export class UpstreamPool {
     clearTimeout(this.#trimTimer);
     this.#trimTimer = undefined;
     for (const conn of this.#idle.close()) conn.close();
+    this.#endLimitCheck();
     while (this.#dialing.size > 0 || this.#closing.size > 0) {
       await Promise.allSettled([...this.#dialing, ...this.#closing]);
     }
@@ -742,6 +760,7 @@ export class UpstreamPool {
   renew(): void {
     if (this.#closed) return;
     this.#renewedAt = performance.now();
+    this.#endLimitCheck();
     clearTimeout(this.#sweepTimer);
     this.#sweepAt = -Infinity;
     this.#sweepTimer = setTimeout(() => this.#sweep(), 0);
@@ -1123,6 +1142,7 @@ export class UpstreamPool {
     if (reason === "closed by upstream") {
       this.#idleLimit.observe(performance.now() - conn.idleSince);
     }
+    if (this.#limitCheck?.conn === conn) this.#limitCheckClosed(conn, reason);
     this.#log.debug("idle upstream connection #{id} dropped: {reason}", { id: conn.id, reason });
     this.#refiller.lost(conn, reason);
     this.#refiller.request();
@@ -1145,18 +1165,106 @@ export class UpstreamPool {
    */
   #expired(conn: UpstreamConn, now: number): void {
     this.#dropped("expired");
-    this.#log.debug(
-      "idle upstream connection #{id} closed: idle timeout, max lifetime or the upstream's idle limit",
-      { id: conn.id },
-    );
-    conn.close();
     const limit = this.#idleLimit.retireAfterMs;
-    if (limit < this.options.idleTimeoutMs && now >= conn.idleSince + limit) {
+    const forLimit = limit < this.options.idleTimeoutMs && now >= conn.idleSince + limit;
+    if (
+      forLimit && now < conn.retireAt && !this.#retired(conn) && this.#idleLimit.checkDue(now)
+    ) {
+      this.#startLimitCheck(conn, now);
+    } else {
+      this.#log.debug(
+        "idle upstream connection #{id} closed: idle timeout, max lifetime or the upstream's idle limit",
+        { id: conn.id },
+      );
+      conn.close();
+    }
+    if (forLimit) {
       const reason = `closes idle connections sooner than a refill can prove itself (retired at ${
         Math.round(limit)
       }ms idle)`;
       this.#refiller.retiredUnproven(conn, reason);
     }
+  }
+
+  // ---- checking the learned idle limit ----
+
+  /**
+   * Keeps `conn`, which reached the learned limit's retirement age, out of the pool (never lent)
+   * until well past the limit: the upstream closes it ({@link #limitCheckClosed}), or it outlives
+   * the limit ({@link #limitOutlived}). See `src/idle_limit.ts`.
+   */
+  #startLimitCheck(conn: UpstreamConn, now: number): void {
+    const untilIdleMs = this.#idleLimit.startCheck();
+    const timer = setTimeout(
+      () => this.#limitOutlived(conn),
+      Math.max(0, conn.idleSince + untilIdleMs - now),
+    );
+    this.#limitCheck = { conn, timer };
+    this.#log.debug(
+      "idle upstream connection #{id} kept, never lent, until idle {until}: checking the upstream's idle limit",
+      { id: conn.id, until: formatDuration(Math.round(untilIdleMs)) },
+    );
+  }
+
+  /** The check's connection was lost while kept: the upstream closed it, at about the limit or not. */
+  #limitCheckClosed(conn: UpstreamConn, reason: IdleLossReason): void {
+    const check = this.#limitCheck;
+    if (check?.conn !== conn) return;
+    clearTimeout(check.timer);
+    this.#limitCheck = undefined;
+    const idleMs = performance.now() - conn.idleSince;
+    if (reason !== "closed by upstream") {
+      this.#idleLimit.checkAbandoned();
+      return;
+    }
+    const closesAfterMs = this.#idleLimit.closesAfterMs;
+    if (this.#idleLimit.checkClosed(idleMs)) {
+      this.#log.debug("the upstream's idle limit holds: it closed a connection idle {idle}", {
+        idle: formatDuration(Math.round(idleMs)),
+      });
+      return;
+    }
+    this.#limitForgotten("closed an idle connection only after", idleMs, closesAfterMs);
+  }
+
+  /** The check's connection stayed open past the limit: it is forgotten. */
+  #limitOutlived(conn: UpstreamConn): void {
+    if (this.#limitCheck?.conn !== conn) return;
+    this.#limitCheck = undefined;
+    const closesAfterMs = this.#idleLimit.closesAfterMs;
+    const idleMs = performance.now() - conn.idleSince;
+    this.#idleLimit.checkOutlived();
+    conn.close();
+    this.#limitForgotten("kept an idle connection open for", idleMs, closesAfterMs);
+  }
+
+  #limitForgotten(
+    what: "kept an idle connection open for" | "closed an idle connection only after",
+    idleMs: number,
+    closesAfterMs: number,
+  ): void {
+    this.#log.info(
+      `upstream {upstream} ${what} {idle}, past its idle limit of about {closes}; ` +
+        "no longer retiring idle connections early",
+      {
+        upstream: this.#address,
+        idle: formatDuration(Math.round(idleMs)),
+        closes: formatDuration(Math.round(closesAfterMs)),
+      },
+    );
+    // Idle connections now stay to --idle-timeout: the sweep finds their later deadlines.
+    clearTimeout(this.#sweepTimer);
+    this.#sweep();
+  }
+
+  /** Ends a check under way without an answer (the pool closes, or renews its connections). */
+  #endLimitCheck(): void {
+    const check = this.#limitCheck;
+    if (check === undefined) return;
+    clearTimeout(check.timer);
+    this.#limitCheck = undefined;
+    this.#idleLimit.checkAbandoned();
+    check.conn.close();
   }
 
   /** Makes sure the sweep timer fires by the time `conn` must leave the pool. */

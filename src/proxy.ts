@@ -101,6 +101,8 @@ export type ProxyServerOptions =
     reuseSettleMs?: number;
     /** `probationMs` of the pool's refills (`src/refill.ts`); not a command-line flag. */
     refillProbationMs?: number;
+    /** `idleLimitCheckMs` of the pool (`src/pool.ts`); not a command-line flag. */
+    idleLimitCheckMs?: number;
     /** Called with each finished session's summary (metrics, tests). */
     onSessionEnd?: (summary: SessionSummary) => void;
     /** How recently the upstream must have served for `/readyz` to say ready without a probe (tests shorten it). Default 10 s (`READY_INTERVAL_MS` of `src/observe.ts`). */
@@ -217,6 +219,7 @@ export class ProxyServer {
         ? options.reuseSettleMs ?? 0
         : undefined,
       probationMs: options.refillProbationMs,
+      idleLimitCheckMs: options.idleLimitCheckMs,
     });
     // Connections made with TLS files a reload replaced are not handed out again.
     options.tls?.onReload?.(() => this.pool.renew());

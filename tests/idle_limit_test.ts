@@ -4,9 +4,10 @@
  */
 
 import { assert, assertEquals, assertLess } from "./_assert.ts";
-import { IdleLimitLearner } from "../src/idle_limit.ts";
+import { CHECK_MARGIN_MS, IdleLimitLearner, LONGEST_CHECK_INTERVAL_MS } from "../src/idle_limit.ts";
 import { captureLog } from "./_log.ts";
-import { delay, echo, eventually, startProxy, TestUpstream } from "./_net.ts";
+import { configureLogging } from "../src/logging.ts";
+import { delay, echo, eventually, roundTrip, startProxy, TestUpstream, writeAll } from "./_net.ts";
 
 /** Feeds `learner` closes of `idleMs`, one second apart from `clock.at` on. */
 function closes(learner: IdleLimitLearner, clock: { at: number }, ...idleMs: number[]): void {
@@ -52,6 +53,75 @@ Deno.test("closes at one moment (an upstream restart) are one observation, howev
   // Three separate closes that agree still teach the limit.
   closes(learner, { at: 60_000 }, 10_000, 10_050, 10_020);
   assertEquals(learner.retireAfterMs, 9_000);
+});
+
+Deno.test("a learned limit is checked a minute later, then twice as late each time it holds, up to an hour apart", () => {
+  const learner = new IdleLimitLearner(() => {});
+  const clock = { at: 0 };
+  assertEquals(learner.checkDue(clock.at), false, "nothing learned, nothing to check");
+  closes(learner, clock, 10_000, 10_050, 10_020);
+  assertEquals(learner.closesAfterMs, 10_000);
+  assertEquals(learner.checkDue(clock.at + 59_999), false);
+  assert(learner.checkDue(clock.at + 60_000));
+  // Kept until a quarter of the limit past it, and a second more: 13.5 s.
+  assertEquals(learner.startCheck(), 12_500 + CHECK_MARGIN_MS);
+  assertEquals(learner.checkDue(clock.at + 60_000), false, "one check at a time");
+  let at = clock.at + 60_000;
+  const intervals: number[] = [];
+  for (let i = 0; i < 8; i++) {
+    learner.startCheck();
+    assert(learner.checkClosed(10_500, at), "closed at about the limit: it holds");
+    let next = at;
+    while (!learner.checkDue(next)) next += 1_000;
+    intervals.push(next - at);
+    at = next;
+  }
+  assertEquals(intervals, [
+    120_000,
+    240_000,
+    480_000,
+    960_000,
+    1_920_000,
+    3_600_000,
+    3_600_000,
+    3_600_000,
+  ]);
+  assertEquals(LONGEST_CHECK_INTERVAL_MS, 3_600_000);
+  assertEquals(learner.retireAfterMs, 9_000);
+});
+
+Deno.test("a learned limit is forgotten when its check's connection outlives it or is closed much later, and then learned anew", () => {
+  for (const end of ["outlived", "closed later"] as const) {
+    const learned: number[] = [];
+    const learner = new IdleLimitLearner((closes) => learned.push(closes), 1_000);
+    const clock = { at: 0 };
+    closes(learner, clock, 4_000, 4_010, 4_020); // restarts 4 s apart look like a limit
+    assertEquals(learner.retireAfterMs, 3_600);
+    assert(learner.checkDue(clock.at + 1_000));
+    learner.startCheck();
+    if (end === "outlived") learner.checkOutlived();
+    else assertEquals(learner.checkClosed(6_000, clock.at + 7_000), false);
+    assertEquals(learner.retireAfterMs, Infinity, end);
+    assertEquals(learner.checkDue(clock.at + 1e9), false, "nothing left to check");
+    // A limit that is there is learned again, from three new closes.
+    clock.at += 10_000;
+    closes(learner, clock, 6_000, 6_100);
+    assertEquals(learner.retireAfterMs, Infinity);
+    closes(learner, clock, 6_050);
+    assertEquals(learner.retireAfterMs, 5_400);
+    assertEquals(learned, [4_000, 6_000]);
+  }
+});
+
+Deno.test("a check that ends without an answer (the pool closed its connection) is made again after the same interval", () => {
+  const learner = new IdleLimitLearner(() => {}, 1_000);
+  const clock = { at: 0 };
+  closes(learner, clock, 500, 500, 500);
+  learner.startCheck();
+  learner.checkAbandoned(clock.at + 1_000);
+  assertEquals(learner.checkDue(clock.at + 1_999), false);
+  assert(learner.checkDue(clock.at + 2_000));
+  assertEquals(learner.retireAfterMs, 450);
 });
 
 Deno.test("a warm pool learns that the upstream closes idle connections after 400 ms, says so once, and retires them first", async () => {
@@ -136,4 +206,116 @@ Deno.test("an upstream idle limit shorter than the refill probation: refills bac
   // was learned), not one per round.
   const warnings = lines.filter((l) => l.includes("cannot keep idle connections ready"));
   assertEquals(warnings.length, 1, lines.join("\n"));
+});
+
+/**
+ * An echo upstream that closes a connection idle for `idleMs` while `limit.on` (Redis's `timeout`);
+ * it counts closes each way, and the bytes each connection it closed for idleness had received.
+ */
+function upstreamWithIdleLimit(idleMs: number) {
+  const limit = {
+    on: true,
+    closedByUpstream: 0,
+    closedByProxy: 0,
+    idleClosedBytes: [] as number[],
+  };
+  const upstream = new TestUpstream(async (conn) => {
+    const buffer = new Uint8Array(1024);
+    let received = 0;
+    while (true) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const idle = new Promise<"idle">((resolve) =>
+        timer = setTimeout(() => resolve("idle"), idleMs)
+      );
+      let read: number | null | "idle";
+      try {
+        read = await Promise.race([conn.read(buffer), idle]);
+      } finally {
+        clearTimeout(timer);
+      }
+      if (read === "idle") {
+        if (!limit.on) continue; // the read under way goes on
+        limit.closedByUpstream++;
+        limit.idleClosedBytes.push(received);
+        return; // TestUpstream closes it
+      }
+      if (read === null) {
+        limit.closedByProxy++;
+        return;
+      }
+      received += read;
+      await writeAll(conn, buffer.subarray(0, read));
+    }
+  });
+  return { upstream, limit };
+}
+
+Deno.test("a learned idle limit the upstream no longer keeps is found by a check a while later and forgotten: idle connections stay", async () => {
+  // Found by review: a limit could only go down, so one learned wrongly (restarts at a steady
+  // pace) or raised since had the pool redial every ready connection at that pace for good.
+  const { upstream, limit } = upstreamWithIdleLimit(400);
+  await using _ = upstream;
+  const lines = await captureLog(async (lines) => {
+    await using proxy = startProxy(upstream.address, {
+      pool: "warm",
+      minIdle: 2,
+      refillProbationMs: 100,
+      idleLimitCheckMs: 300,
+    });
+    await eventually(
+      () => lines.some((l) => l.includes("closes idle connections after about")),
+      5_000,
+      "the limit was learned",
+    );
+    limit.on = false; // raised, as by CONFIG SET timeout 0
+    await eventually(
+      () => lines.some((l) => l.includes("no longer retiring idle connections early")),
+      5_000,
+      "the limit was forgotten",
+    );
+    await delay(200); // a retirement under way at the forgetting ends
+    const retired = limit.closedByProxy;
+    await delay(1_500);
+    assertEquals(limit.closedByProxy, retired, "no idle connection retired once it was forgotten");
+    void proxy;
+  });
+  const forgotten = lines.filter((l) => l.includes("no longer retiring"));
+  assertEquals(forgotten.length, 1, lines.join("\n"));
+  assert(
+    /\[INF\].*kept an idle connection open for 1[5-9]\d\dms, past its idle limit of about 4\d\dms/
+      .test(forgotten[0]),
+    forgotten[0],
+  );
+});
+
+Deno.test("a check of a learned idle limit that holds keeps it, and its connection is never lent: a session meanwhile gets another", async () => {
+  const { upstream, limit } = upstreamWithIdleLimit(400);
+  await using _ = upstream;
+  const lines = await captureLog(async (lines) => {
+    configureLogging({ level: "debug", format: "text" });
+    await using proxy = startProxy(upstream.address, {
+      pool: "warm",
+      minIdle: 1,
+      refillProbationMs: 100,
+      idleLimitCheckMs: 200,
+    });
+    await eventually(
+      () => lines.some((l) => l.includes("checking the upstream's idle limit")),
+      8_000,
+      "a check began",
+    );
+    // The one ready connection is the check's now: the session is served on another.
+    assertEquals(await roundTrip(proxy.address, "mine"), "mine");
+    await eventually(
+      () => lines.some((l) => l.includes("the upstream's idle limit holds")),
+      5_000,
+      "the check's connection was closed by the upstream, at about the limit",
+    );
+    void proxy;
+  });
+  assertEquals(lines.filter((l) => l.includes("no longer retiring")), [], lines.join("\n"));
+  assertEquals(lines.filter((l) => l.includes("closes idle connections after about")).length, 1);
+  // Every connection the upstream closed for idleness, the check's among them, carried no byte.
+  assert(limit.idleClosedBytes.length >= 4, `${limit.idleClosedBytes}`);
+  assertEquals(limit.idleClosedBytes.filter((bytes) => bytes > 0), []);
 });
