@@ -10,9 +10,9 @@
  * A learned limit is checked now and then, since it may be wrong (restarts at a steady pace, each
  * closing connections dialled together at the same age, look like one) or may have changed: one
  * connection that reaches the retirement age is kept, never lent, until well past the limit. If
- * the upstream closes it at about the limit, the limit holds and the next check comes twice as
- * late ({@link FIRST_CHECK_AFTER_MS} after learning, at most {@link LONGEST_CHECK_INTERVAL_MS}
- * apart); if it stays open, or is closed much later, the limit is forgotten and learned anew.
+ * the upstream closes it meanwhile, the limit holds and the next check comes twice as late
+ * ({@link FIRST_CHECK_AFTER_MS} after learning, at most {@link LONGEST_CHECK_INTERVAL_MS} apart);
+ * if it stays open, the limit is forgotten and learned anew.
  *
  * ```ts
  * import { IdleLimitLearner } from "./idle_limit.ts";
@@ -102,24 +102,29 @@ export class IdleLimitLearner {
   }
 
   /**
-   * The upstream closed the check's connection, idle for `idleMs`, at `now`. @returns whether the
-   * limit holds (the close agrees with it); if not, it is forgotten.
+   * The upstream closed the check's connection while it was kept, at `now`: the limit holds, and
+   * the next check comes twice as late. (A server that checks its timeouts once a second closes
+   * up to a second late, so any close before the check's end counts.)
    */
-  checkClosed(idleMs: number, now: number = performance.now()): boolean {
+  checkClosed(now: number = performance.now()): void {
     this.#checking = false;
-    if (idleMs > this.#closesAfterMs * (1 + AGREEMENT)) {
-      this.#forget();
-      return false;
-    }
     this.#checkIntervalMs = Math.min(this.#checkIntervalMs * 2, LONGEST_CHECK_INTERVAL_MS);
     this.#nextCheckAt = now + this.#checkIntervalMs;
-    return true;
   }
 
-  /** The check's connection stayed open past {@link startCheck}'s time: the limit is forgotten. */
-  checkOutlived(): void {
+  /**
+   * The check's connection was still open, idle for `idleMs`, when the check ended (at its time,
+   * or earlier at `--idle-timeout` or `--max-lifetime`). @returns whether the limit was forgotten:
+   * when `idleMs` is past any close that agrees with it; otherwise the next check as planned.
+   */
+  checkKeptOpen(idleMs: number, now: number = performance.now()): boolean {
+    if (!(idleMs > this.#closesAfterMs * (1 + AGREEMENT))) {
+      this.checkAbandoned(now);
+      return false;
+    }
     this.#checking = false;
     this.#forget();
+    return true;
   }
 
   /** The check ended with no answer (the pool closed its connection): the next one as planned. */
@@ -149,7 +154,10 @@ export class IdleLimitLearner {
     const shortest = Math.min(...this.#recent);
     if (Math.max(...this.#recent) > shortest * (1 + AGREEMENT)) return;
     const retire = Math.floor(shortest * RETIRE_FRACTION);
-    if (retire >= this.#retireAfterMs) return; // retiring earlier already
+    // Retiring earlier already, or about as early (a check's own close a little sooner than the
+    // closes the limit was learned from is no news: no second log line, no restart of checks).
+    if (retire >= this.#retireAfterMs * (1 - AGREEMENT)) return;
+    this.#checking = false; // a check under way was of the old limit: the pool ends it
     this.#closesAfterMs = shortest;
     this.#retireAfterMs = retire;
     this.#checkIntervalMs = this.#firstCheckAfterMs;

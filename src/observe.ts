@@ -176,12 +176,13 @@ export function metricFamilies(stats: ProxyStats): MetricFamily[] {
     ),
     gaugeFamily(
       `${p}pool_connections`,
-      "Upstream connections by state: idle (ready), settling (released, watched before reuse), leased (serving a session), dialling.",
+      "Upstream connections by state: idle (ready), settling (released, watched before reuse), leased (serving a session), dialling, checking (the pool's own readiness probe or idle-limit check, never lent).",
       [
         { labels: { state: "idle" }, value: pool.idle },
         { labels: { state: "settling" }, value: pool.settling },
         { labels: { state: "leased" }, value: pool.leased },
         { labels: { state: "dialling" }, value: pool.dialling },
+        { labels: { state: "checking" }, value: pool.checking },
       ],
     ),
     counterFamily(

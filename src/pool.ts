@@ -223,6 +223,11 @@ export interface PoolStats {
   dialling: number;
   /** Connections held by sessions now. */
   leased: number;
+  /**
+   * The pool's own checks now, never lent: a readiness probe's connection (dialled and watched),
+   * and one kept past the upstream's learned idle limit to check it (`src/idle_limit.ts`).
+   */
+  checking: number;
   /** Borrowers waiting for a connection now (`--max-upstream` reached). */
   queued: number;
   /** The last dial failure, if any, in one line. */
@@ -420,7 +425,9 @@ export class UpstreamPool {
           retire: formatDuration(retireAfterMs),
         },
       );
-      // Idle connections past the new limit go now; the others by the sweep, in time.
+      // A check under way was of the old limit; idle connections past the new one go now, the
+      // others by the sweep, in time.
+      this.#endLimitCheck(false);
       clearTimeout(this.#sweepTimer);
       this.#sweep();
     }, options.idleLimitCheckMs);
@@ -443,6 +450,7 @@ export class UpstreamPool {
       settling,
       dialling: this.#dialsInFlight,
       leased: this.#leased,
+      checking: this.#checks,
       queued: this.#queue.length,
       lastDialError: this.#lastDialError,
       refillFailure: this.#refiller.failure,
@@ -550,9 +558,12 @@ export class UpstreamPool {
 
   /** Connections serving a session now: open ones that are not being dialled, idle or settling. */
   get #leased(): number {
-    return this.#open - this.#dialsInFlight - this.#idle.size - this.#settling.size -
-      (this.#probing === undefined ? 0 : 1) - // a probe's slot is not leased
-      this.#checkingLimit;
+    return this.#open - this.#dialsInFlight - this.#idle.size - this.#settling.size - this.#checks;
+  }
+
+  /** Slots held by the pool's own checks: a readiness probe, a check of the idle limit. */
+  get #checks(): number {
+    return (this.#probing === undefined ? 0 : 1) + this.#checkingLimit;
   }
 
   /** 1 while a check of the idle limit holds a connection open (not leased, not ready), else 0. */
@@ -958,8 +969,10 @@ export class UpstreamPool {
       }
       signal?.addEventListener("abort", onAbort, { once: true });
       this.#queue.push(waiter);
-      // Room to dial is what it needs: an idle connection holding a slot gives way.
-      if (!reusable) this.#closeOldestIdle();
+      // Room to dial is what it needs: a check of the idle limit holding a slot gives way, or
+      // else an idle connection.
+      if (this.#checkingLimit > 0) this.#endLimitCheck();
+      else if (!reusable) this.#closeOldestIdle();
     });
   }
 
@@ -1191,14 +1204,16 @@ export class UpstreamPool {
   /**
    * Keeps `conn`, which reached the learned limit's retirement age, out of the pool (never lent)
    * until well past the limit: the upstream closes it ({@link #limitCheckClosed}), or it outlives
-   * the limit ({@link #limitOutlived}). See `src/idle_limit.ts`.
+   * the limit ({@link #limitCheckKeptOpen}). See `src/idle_limit.ts`.
    */
   #startLimitCheck(conn: UpstreamConn, now: number): void {
     const untilIdleMs = this.#idleLimit.startCheck();
-    const timer = setTimeout(
-      () => this.#limitOutlived(conn),
-      Math.max(0, conn.idleSince + untilIdleMs - now),
+    // Never kept past --idle-timeout or --max-lifetime: the check then ends with what it saw.
+    const until = Math.min(
+      conn.idleSince + Math.min(untilIdleMs, this.options.idleTimeoutMs),
+      conn.retireAt,
     );
+    const timer = setTimeout(() => this.#limitCheckKeptOpen(conn), Math.max(0, until - now));
     this.#limitCheck = { conn, timer };
     this.#log.debug(
       "idle upstream connection #{id} kept, never lent, until idle {until}: checking the upstream's idle limit",
@@ -1206,46 +1221,33 @@ export class UpstreamPool {
     );
   }
 
-  /** The check's connection was lost while kept: the upstream closed it, at about the limit or not. */
+  /** The check's connection was lost while kept: closed by the upstream (the limit holds), or not. */
   #limitCheckClosed(conn: UpstreamConn, reason: IdleLossReason): void {
     const check = this.#limitCheck;
     if (check?.conn !== conn) return;
     clearTimeout(check.timer);
     this.#limitCheck = undefined;
-    const idleMs = performance.now() - conn.idleSince;
     if (reason !== "closed by upstream") {
       this.#idleLimit.checkAbandoned();
       return;
     }
-    const closesAfterMs = this.#idleLimit.closesAfterMs;
-    if (this.#idleLimit.checkClosed(idleMs)) {
-      this.#log.debug("the upstream's idle limit holds: it closed a connection idle {idle}", {
-        idle: formatDuration(Math.round(idleMs)),
-      });
-      return;
-    }
-    this.#limitForgotten("closed an idle connection only after", idleMs, closesAfterMs);
+    this.#idleLimit.checkClosed();
+    this.#log.debug("the upstream's idle limit holds: it closed a connection idle {idle}", {
+      idle: formatDuration(Math.round(performance.now() - conn.idleSince)),
+    });
   }
 
-  /** The check's connection stayed open past the limit: it is forgotten. */
-  #limitOutlived(conn: UpstreamConn): void {
+  /** The check's connection was still open at the check's end: past the limit, it is forgotten. */
+  #limitCheckKeptOpen(conn: UpstreamConn): void {
     if (this.#limitCheck?.conn !== conn) return;
     this.#limitCheck = undefined;
     const closesAfterMs = this.#idleLimit.closesAfterMs;
     const idleMs = performance.now() - conn.idleSince;
-    this.#idleLimit.checkOutlived();
     conn.close();
-    this.#limitForgotten("kept an idle connection open for", idleMs, closesAfterMs);
-  }
-
-  #limitForgotten(
-    what: "kept an idle connection open for" | "closed an idle connection only after",
-    idleMs: number,
-    closesAfterMs: number,
-  ): void {
+    if (!this.#idleLimit.checkKeptOpen(idleMs)) return; // ended early: the idle timeout, lifetime
     this.#log.info(
-      `upstream {upstream} ${what} {idle}, past its idle limit of about {closes}; ` +
-        "no longer retiring idle connections early",
+      "upstream {upstream} kept an idle connection open for {idle}, past its idle limit of about " +
+        "{closes}; no longer retiring idle connections early",
       {
         upstream: this.#address,
         idle: formatDuration(Math.round(idleMs)),
@@ -1257,13 +1259,16 @@ export class UpstreamPool {
     this.#sweep();
   }
 
-  /** Ends a check under way without an answer (the pool closes, or renews its connections). */
-  #endLimitCheck(): void {
+  /**
+   * Ends a check under way without an answer (the pool closes or renews its connections, a
+   * session needs its slot), or, with `abandoned` false, one a newly learned limit made moot.
+   */
+  #endLimitCheck(abandoned = true): void {
     const check = this.#limitCheck;
     if (check === undefined) return;
     clearTimeout(check.timer);
     this.#limitCheck = undefined;
-    this.#idleLimit.checkAbandoned();
+    if (abandoned) this.#idleLimit.checkAbandoned();
     check.conn.close();
   }
 

@@ -395,7 +395,7 @@ export class ProxyServer {
     this.#log.info(
       "{reason}: sessions {active} max-clients {maxClients} started {started} ended {ends}; " +
         "pool {mode} upstream {upstream} idle {idle} settling {settling} leased {leased} " +
-        "dialling {dialling} max-upstream {maxUpstream} queued {queued} hits {hits} " +
+        "dialling {dialling} checking {checking} max-upstream {maxUpstream} queued {queued} hits {hits} " +
         "misses {misses} dials {dials} dial-failures {dialFailures} " +
         "last-dial-error {lastDialError} refills {refills}; unexpected-errors {unexpected}",
       {
@@ -410,6 +410,7 @@ export class ProxyServer {
         settling: pool.settling,
         leased: pool.leased,
         dialling: pool.dialling,
+        checking: pool.checking,
         maxUpstream: (this.#options.maxUpstream ?? 0) > 0 ? this.#options.maxUpstream : "none",
         queued: pool.queued,
         hits: pool.hits,

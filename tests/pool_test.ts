@@ -724,7 +724,7 @@ Deno.test("--max-upstream: warm refills what it keeps ready once a slot is free 
   }
 });
 
-Deno.test("--max-upstream: a readiness probe holds a slot while it watches, so a session waits for it rather than going past the bound", async () => {
+Deno.test("--max-upstream: a readiness probe holds a slot while it watches (counted as checking), so a session waits for it rather than going past the bound", async () => {
   let open = 0;
   let most = 0;
   await using upstream = new TestUpstream(async (conn) => {
@@ -744,6 +744,11 @@ Deno.test("--max-upstream: a readiness probe holds a slot while it watches, so a
   try {
     const probing = pool.probe();
     await delay(10); // connected, watching for 100 ms
+    // Counted as the pool's own check, not as leased: the gauges add up to what is open.
+    assertEquals({ checking: pool.stats.checking, leased: pool.stats.leased }, {
+      checking: 1,
+      leased: 0,
+    });
     const borrowing = pool.borrow(discardingLease);
     await probing;
     const borrowed = await borrowing;
