@@ -83,7 +83,7 @@ export interface ProxyConfig {
    * open-file limit (`src/limits.ts`). Otherwise 1 to {@link MAX_CLIENTS}.
    */
   maxClients: number | "auto";
-  /** The most upstream connections at once (dialling, leased, idle and settling together); 0 means no limit. Default 0. */
+  /** The most upstream connections at once (dialling, leased, idle, settling and checking together); 0 means no limit. Default 0. */
   maxUpstream: number;
   /** How long a session waits for a free upstream connection once `maxUpstream` is reached (`queue-timeout`). Default 5000 (5s). Always > 0. */
   queueTimeoutMs: number;
