@@ -7,7 +7,16 @@ import { assert, assertEquals, assertLess } from "./_assert.ts";
 import { CHECK_MARGIN_MS, IdleLimitLearner, LONGEST_CHECK_INTERVAL_MS } from "../src/idle_limit.ts";
 import { captureLog } from "./_log.ts";
 import { configureLogging } from "../src/logging.ts";
-import { delay, echo, eventually, roundTrip, startProxy, TestUpstream, writeAll } from "./_net.ts";
+import type { ProxyServerOptions } from "../src/proxy.ts";
+import {
+  delay,
+  eventually,
+  roundTrip,
+  startProxy,
+  type TestProxy,
+  TestUpstream,
+  writeAll,
+} from "./_net.ts";
 
 /** Feeds `learner` closes of `idleMs`, one second apart from `clock.at` on. */
 function closes(learner: IdleLimitLearner, clock: { at: number }, ...idleMs: number[]): void {
@@ -153,48 +162,21 @@ Deno.test("a close a little sooner than the learned limit (a check's own) is no 
 });
 
 Deno.test("a warm pool learns that the upstream closes idle connections after 400 ms, says so once, and retires them first", async () => {
-  let closedByUpstream = 0;
-  let closedByProxy = 0;
   // Closes a connection idle for 400 ms, as Redis with `timeout` or MariaDB's connect_timeout.
-  await using upstream = new TestUpstream(async (conn) => {
-    const buffer = new Uint8Array(1024);
-    while (true) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const idle = new Promise<"idle">((resolve) => timer = setTimeout(() => resolve("idle"), 400));
-      let read: number | null | "idle";
-      try {
-        read = await Promise.race([conn.read(buffer), idle]);
-      } finally {
-        clearTimeout(timer);
-      }
-      if (read === "idle") {
-        closedByUpstream++;
-        return; // TestUpstream closes it
-      }
-      if (read === null) {
-        closedByProxy++;
-        return;
-      }
-      await echo(conn);
-      return;
-    }
-  });
+  const { upstream, limit } = upstreamWithIdleLimit(400);
+  await using _ = upstream;
   const lines = await captureLog(async (lines) => {
     await using proxy = startProxy(upstream.address, {
       pool: "warm",
       minIdle: 2,
       refillProbationMs: 100,
     });
-    await eventually(
-      () => lines.some((l) => l.includes("closes idle connections after about")),
-      5_000,
-      "the limit was learned",
-    );
-    const upstreamClosesWhenLearned = closedByUpstream;
+    await lineSeen(lines, "closes idle connections after about", "the limit was learned");
+    const upstreamClosesWhenLearned = limit.closedByUpstream;
     await delay(1_500);
     // From now on the proxy retires them (at 360 ms) before the upstream's 400 ms.
-    assertLess(closedByUpstream - upstreamClosesWhenLearned, 2);
-    assert(closedByProxy >= 2, `the proxy retired ${closedByProxy}`);
+    assertLess(limit.closedByUpstream - upstreamClosesWhenLearned, 2);
+    assert(limit.closedByProxy >= 2, `the proxy retired ${limit.closedByProxy}`);
     void proxy;
   });
   const learned = lines.filter((l) => l.includes("closes idle connections after about"));
@@ -218,11 +200,7 @@ Deno.test("an upstream idle limit shorter than the refill probation: refills bac
   });
   const lines = await captureLog(async (lines) => {
     await using proxy = startProxy(upstream.address, { pool: "warm", minIdle: 4 });
-    await eventually(
-      () => lines.some((l) => l.includes("closes idle connections after about")),
-      5_000,
-      "the limit was learned",
-    );
+    await lineSeen(lines, "closes idle connections after about", "the limit was learned");
     const learnedAt = accepted;
     await delay(3_000);
     // Redialled at the limit's pace this would be 4 every 135 ms: about 90 in 3 s. With the
@@ -235,6 +213,11 @@ Deno.test("an upstream idle limit shorter than the refill probation: refills bac
   const warnings = lines.filter((l) => l.includes("cannot keep idle connections ready"));
   assertEquals(warnings.length, 1, lines.join("\n"));
 });
+
+/** Waits until a captured log line includes `text` (`what` names it if it never comes). */
+function lineSeen(lines: string[], text: string, what: string, ms = 5_000): Promise<void> {
+  return eventually(() => lines.some((l) => l.includes(text)), ms, what);
+}
 
 /**
  * An echo upstream that closes a connection idle for `idleMs` while `limit.on` (Redis's `timeout`);
@@ -278,29 +261,41 @@ function upstreamWithIdleLimit(idleMs: number) {
   return { upstream, limit };
 }
 
+/**
+ * A `warm` proxy (two ready connections, a 100 ms probation, `overrides` over both) in front of
+ * `upstream`, once it has learned the upstream's idle limit; the limit is then turned off, as by
+ * Redis's `CONFIG SET timeout 0`, so a check's connection stays open.
+ */
+async function proxyOnceLearned(
+  upstream: TestUpstream,
+  limit: { on: boolean },
+  lines: string[],
+  overrides: Partial<ProxyServerOptions>,
+): Promise<TestProxy> {
+  const proxy = startProxy(upstream.address, {
+    pool: "warm",
+    minIdle: 2,
+    refillProbationMs: 100,
+    ...overrides,
+  });
+  try {
+    await lineSeen(lines, "closes idle connections after about", "the limit was learned");
+  } catch (error) {
+    await proxy[Symbol.asyncDispose]();
+    throw error;
+  }
+  limit.on = false;
+  return proxy;
+}
+
 Deno.test("a learned idle limit the upstream no longer keeps is found by a check a while later and forgotten: idle connections stay", async () => {
   // Found by review: a limit could only go down, so one learned wrongly (restarts at a steady
   // pace) or raised since had the pool redial every ready connection at that pace for good.
   const { upstream, limit } = upstreamWithIdleLimit(400);
   await using _ = upstream;
   const lines = await captureLog(async (lines) => {
-    await using proxy = startProxy(upstream.address, {
-      pool: "warm",
-      minIdle: 2,
-      refillProbationMs: 100,
-      idleLimitCheckMs: 300,
-    });
-    await eventually(
-      () => lines.some((l) => l.includes("closes idle connections after about")),
-      5_000,
-      "the limit was learned",
-    );
-    limit.on = false; // raised, as by CONFIG SET timeout 0
-    await eventually(
-      () => lines.some((l) => l.includes("no longer retiring idle connections early")),
-      5_000,
-      "the limit was forgotten",
-    );
+    await using proxy = await proxyOnceLearned(upstream, limit, lines, { idleLimitCheckMs: 300 });
+    await lineSeen(lines, "no longer retiring idle connections early", "the limit was forgotten");
     await delay(200); // a retirement under way at the forgetting ends
     const retired = limit.closedByProxy;
     await delay(1_500);
@@ -327,17 +322,14 @@ Deno.test("a check of a learned idle limit that holds keeps it, and its connecti
       refillProbationMs: 100,
       idleLimitCheckMs: 200,
     });
-    await eventually(
-      () => lines.some((l) => l.includes("checking the upstream's idle limit")),
-      8_000,
-      "a check began",
-    );
+    await lineSeen(lines, "checking the upstream's idle limit", "a check began", 8_000);
     // The one ready connection is the check's now: the session is served on another.
     assertEquals(await roundTrip(proxy.address, "mine"), "mine");
-    await eventually(
-      () => lines.some((l) => l.includes("the upstream's idle limit holds")),
-      5_000,
+    await lineSeen(
+      lines,
+      "the upstream's idle limit holds",
       "the check's connection was closed by the upstream, at about the limit",
+      5_000,
     );
     void proxy;
   });
@@ -355,25 +347,14 @@ Deno.test("a check of the idle limit gives its --max-upstream slot to a session 
   await using _ = upstream;
   const lines = await captureLog(async (lines) => {
     configureLogging({ level: "debug", format: "text" });
-    await using proxy = startProxy(upstream.address, {
-      pool: "warm",
+    // The check's connection stays open: it would hold its slot for 1.5 s.
+    await using proxy = await proxyOnceLearned(upstream, limit, lines, {
       minIdle: 1,
       maxUpstream: 1,
       queueTimeoutMs: 500,
-      refillProbationMs: 100,
       idleLimitCheckMs: 200,
     });
-    await eventually(
-      () => lines.some((l) => l.includes("closes idle connections after about")),
-      5_000,
-      "the limit was learned",
-    );
-    limit.on = false; // the check's connection stays open: it would hold its slot for 1.5 s
-    await eventually(
-      () => lines.some((l) => l.includes("checking the upstream's idle limit")),
-      5_000,
-      "a check began",
-    );
+    await lineSeen(lines, "checking the upstream's idle limit", "a check began");
     const stats = proxy.server.pool.stats;
     assertEquals({ checking: stats.checking, idle: stats.idle, leased: stats.leased }, {
       checking: 1,
@@ -392,24 +373,11 @@ Deno.test("a check of the idle limit ends at --idle-timeout: an upstream that ke
   const { upstream, limit } = upstreamWithIdleLimit(400);
   await using _ = upstream;
   const lines = await captureLog(async (lines) => {
-    await using proxy = startProxy(upstream.address, {
-      pool: "warm",
-      minIdle: 2,
+    await using proxy = await proxyOnceLearned(upstream, limit, lines, {
       idleTimeoutMs: 1_000,
-      refillProbationMs: 100,
       idleLimitCheckMs: 200,
     });
-    await eventually(
-      () => lines.some((l) => l.includes("closes idle connections after about")),
-      5_000,
-      "the limit was learned",
-    );
-    limit.on = false;
-    await eventually(
-      () => lines.some((l) => l.includes("no longer retiring idle connections early")),
-      5_000,
-      "the limit was forgotten",
-    );
+    await lineSeen(lines, "no longer retiring idle connections early", "the limit was forgotten");
     void proxy;
   });
   const forgotten = lines.find((l) => l.includes("no longer retiring")) ?? "";
