@@ -1217,7 +1217,7 @@ export class UpstreamPool {
     this.#limitCheck = { conn, timer };
     this.#log.debug(
       "idle upstream connection #{id} kept, never lent, until idle {until}: checking the upstream's idle limit",
-      { id: conn.id, until: formatDuration(Math.round(untilIdleMs)) },
+      { id: conn.id, until: formatDuration(Math.round(until - conn.idleSince)) },
     );
   }
 
