@@ -52,6 +52,12 @@ export const LONGEST_CHECK_INTERVAL_MS = 3_600_000;
 export const CHECK_PAST = 0.25;
 /** See {@link CHECK_PAST}. */
 export const CHECK_MARGIN_MS = 1_000;
+/**
+ * A lower limit is learned again only when it retires connections at least this fraction sooner:
+ * a check's own close a few milliseconds early is no news (no second log line, no restart of the
+ * checks), and a real drop still leaves at least 8% of margin before the new limit.
+ */
+export const RELEARN_BAND = 0.02;
 
 /** Learns the idle time after which the upstream closes connections; see the module documentation. */
 export class IdleLimitLearner {
@@ -113,18 +119,12 @@ export class IdleLimitLearner {
   }
 
   /**
-   * The check's connection was still open, idle for `idleMs`, when the check ended (at its time,
-   * or earlier at `--idle-timeout` or `--max-lifetime`). @returns whether the limit was forgotten:
-   * when `idleMs` is past any close that agrees with it; otherwise the next check as planned.
+   * The check's connection was still open when its time was up: the limit is gone, and forgotten.
+   * (A check cut short by `--idle-timeout` or `--max-lifetime` says nothing: {@link checkAbandoned}.)
    */
-  checkKeptOpen(idleMs: number, now: number = performance.now()): boolean {
-    if (!(idleMs > this.#closesAfterMs * (1 + AGREEMENT))) {
-      this.checkAbandoned(now);
-      return false;
-    }
+  checkOutlived(): void {
     this.#checking = false;
     this.#forget();
-    return true;
   }
 
   /** The check ended with no answer (the pool closed its connection): the next one as planned. */
@@ -154,9 +154,8 @@ export class IdleLimitLearner {
     const shortest = Math.min(...this.#recent);
     if (Math.max(...this.#recent) > shortest * (1 + AGREEMENT)) return;
     const retire = Math.floor(shortest * RETIRE_FRACTION);
-    // Retiring earlier already, or about as early (a check's own close a little sooner than the
-    // closes the limit was learned from is no news: no second log line, no restart of checks).
-    if (retire >= this.#retireAfterMs * (1 - AGREEMENT)) return;
+    // Retiring earlier already, or about as early ({@link RELEARN_BAND}).
+    if (retire >= this.#retireAfterMs * (1 - RELEARN_BAND)) return;
     this.#checking = false; // a check under way was of the old limit: the pool ends it
     this.#closesAfterMs = shortest;
     this.#retireAfterMs = retire;

@@ -321,7 +321,9 @@ export class UpstreamPool {
    * The connection kept past the learned idle limit to check that it still holds (never lent,
    * never counted as ready), and the timer at which it has outlived it.
    */
-  #limitCheck: { conn: UpstreamConn; timer: ReturnType<typeof setTimeout> } | undefined;
+  #limitCheck:
+    | { conn: UpstreamConn; timer: ReturnType<typeof setTimeout>; cutShort: boolean }
+    | undefined;
   /** What every connection tells the pool: one object for all of them. */
   readonly #connHooks: ConnHooks = {
     onClosed: (conn) => this.#onClosed(conn),
@@ -1208,13 +1210,12 @@ export class UpstreamPool {
    */
   #startLimitCheck(conn: UpstreamConn, now: number): void {
     const untilIdleMs = this.#idleLimit.startCheck();
-    // Never kept past --idle-timeout or --max-lifetime: the check then ends with what it saw.
-    const until = Math.min(
-      conn.idleSince + Math.min(untilIdleMs, this.options.idleTimeoutMs),
-      conn.retireAt,
-    );
+    // Never kept past --idle-timeout or --max-lifetime: cut short there, it tells nothing (a
+    // close it might still have seen would have meant the limit holds).
+    const full = conn.idleSince + untilIdleMs;
+    const until = Math.min(full, conn.idleSince + this.options.idleTimeoutMs, conn.retireAt);
     const timer = setTimeout(() => this.#limitCheckKeptOpen(conn), Math.max(0, until - now));
-    this.#limitCheck = { conn, timer };
+    this.#limitCheck = { conn, timer, cutShort: until < full };
     this.#log.debug(
       "idle upstream connection #{id} kept, never lent, until idle {until}: checking the upstream's idle limit",
       { id: conn.id, until: formatDuration(Math.round(until - conn.idleSince)) },
@@ -1237,14 +1238,19 @@ export class UpstreamPool {
     });
   }
 
-  /** The check's connection was still open at the check's end: past the limit, it is forgotten. */
+  /** The check's connection was still open at the check's end: the limit is forgotten. */
   #limitCheckKeptOpen(conn: UpstreamConn): void {
-    if (this.#limitCheck?.conn !== conn) return;
+    const check = this.#limitCheck;
+    if (check?.conn !== conn) return;
     this.#limitCheck = undefined;
     const closesAfterMs = this.#idleLimit.closesAfterMs;
     const idleMs = performance.now() - conn.idleSince;
     conn.close();
-    if (!this.#idleLimit.checkKeptOpen(idleMs)) return; // ended early: the idle timeout, lifetime
+    if (check.cutShort) {
+      this.#idleLimit.checkAbandoned(); // at --idle-timeout or --max-lifetime: no verdict
+      return;
+    }
+    this.#idleLimit.checkOutlived();
     this.#log.info(
       "upstream {upstream} kept an idle connection open for {idle}, past its idle limit of about " +
         "{closes}; no longer retiring idle connections early",
