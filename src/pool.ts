@@ -265,6 +265,17 @@ function isFit(conn: UpstreamConn): boolean {
   return conn.state === "idle" && conn.unfitReason === undefined;
 }
 
+/**
+ * A check of the learned idle limit: the connection kept past it (never lent, never counted as
+ * ready), the timer at which the check ends, and whether that end comes sooner than the check's
+ * own (at `--idle-timeout` or `--max-lifetime`).
+ */
+interface LimitCheck {
+  conn: UpstreamConn;
+  timer: ReturnType<typeof setTimeout>;
+  cutShort: boolean;
+}
+
 /** A borrower waiting for an idle connection or for room to dial (`--max-upstream`). */
 interface QueuedBorrower {
   /** Whether it may take a pooled connection (not in `off`, not a retry). */
@@ -317,13 +328,8 @@ export class UpstreamPool {
    */
   readonly #trimPeriodMs: number;
   readonly #idleLimit: IdleLimitLearner;
-  /**
-   * The connection kept past the learned idle limit to check that it still holds (never lent,
-   * never counted as ready), and the timer at which it has outlived it.
-   */
-  #limitCheck:
-    | { conn: UpstreamConn; timer: ReturnType<typeof setTimeout>; cutShort: boolean }
-    | undefined;
+  /** The check of the learned idle limit under way, if any. */
+  #limitCheck: LimitCheck | undefined;
   /** What every connection tells the pool: one object for all of them. */
   readonly #connHooks: ConnHooks = {
     onClosed: (conn) => this.#onClosed(conn),
@@ -1224,10 +1230,7 @@ export class UpstreamPool {
 
   /** The check's connection was lost while kept: closed by the upstream (the limit holds), or not. */
   #limitCheckClosed(conn: UpstreamConn, reason: IdleLossReason): void {
-    const check = this.#limitCheck;
-    if (check?.conn !== conn) return;
-    clearTimeout(check.timer);
-    this.#limitCheck = undefined;
+    if (this.#takeLimitCheck(conn) === undefined) return;
     if (reason !== "closed by upstream") {
       this.#idleLimit.checkAbandoned();
       return;
@@ -1240,9 +1243,8 @@ export class UpstreamPool {
 
   /** The check's connection was still open at the check's end: the limit is forgotten. */
   #limitCheckKeptOpen(conn: UpstreamConn): void {
-    const check = this.#limitCheck;
-    if (check?.conn !== conn) return;
-    this.#limitCheck = undefined;
+    const check = this.#takeLimitCheck(conn);
+    if (check === undefined) return;
     const closesAfterMs = this.#idleLimit.closesAfterMs;
     const idleMs = performance.now() - conn.idleSince;
     conn.close();
@@ -1270,12 +1272,19 @@ export class UpstreamPool {
    * session needs its slot), or, with `abandoned` false, one a newly learned limit made moot.
    */
   #endLimitCheck(abandoned = true): void {
-    const check = this.#limitCheck;
+    const check = this.#takeLimitCheck();
     if (check === undefined) return;
-    clearTimeout(check.timer);
-    this.#limitCheck = undefined;
     if (abandoned) this.#idleLimit.checkAbandoned();
     check.conn.close();
+  }
+
+  /** Takes the check under way (if of `conn`, when given) from the pool, its timer stopped. */
+  #takeLimitCheck(conn?: UpstreamConn): LimitCheck | undefined {
+    const check = this.#limitCheck;
+    if (check === undefined || (conn !== undefined && check.conn !== conn)) return undefined;
+    clearTimeout(check.timer);
+    this.#limitCheck = undefined;
+    return check;
   }
 
   /** Makes sure the sweep timer fires by the time `conn` must leave the pool. */
