@@ -400,3 +400,25 @@ Deno.test("a check of the idle limit ends at --idle-timeout, and cut short so it
   assertEquals(lines.filter((l) => l.includes("no longer retiring")), [], lines.join("\n"));
   assertEquals(lines.filter((l) => l.includes("closes idle connections after about")).length, 1);
 });
+
+Deno.test("a pool closed while a check of the idle limit is under way closes the check's connection and stops its timer", async () => {
+  const { upstream, limit } = upstreamWithIdleLimit(400);
+  await using _ = upstream;
+  await captureLog(async (lines) => {
+    configureLogging({ level: "debug", format: "text" });
+    const proxy = await proxyOnceLearned(upstream, limit, lines, { idleLimitCheckMs: 200 });
+    try {
+      await lineSeen(lines, "checking the upstream's idle limit", "a check began");
+      assertEquals(proxy.server.pool.stats.checking, 1);
+    } finally {
+      // The sanitizers also fail the test if the check's socket or timer outlives the proxy.
+      await proxy[Symbol.asyncDispose]();
+    }
+    // At once: the check itself would keep its connection about a second more.
+    await eventually(
+      () => limit.closedByProxy + limit.closedByUpstream === upstream.accepted,
+      300,
+      "every upstream connection closed",
+    );
+  });
+});
