@@ -11,7 +11,7 @@
  * ```
  *
  * Exit codes: 0 after a drain (or for --help and --version), 1 when the proxy cannot start
- * (the listen or admin address is taken), 2 for a bad command line, 70 for an internal error, and
+ * (the listen or admin address is taken) or --help or --version cannot be written, 2 for a bad command line, 70 for an internal error, and
  * 128 + the signal's number when a second SIGINT (130) or SIGTERM (143) cuts a drain short.
  *
  * @module
@@ -239,7 +239,18 @@ async function main(args: string[]): Promise<number> {
     return 2;
   }
   if (command.kind !== "run") {
-    printLine(Deno.stdout, command.text);
+    try {
+      printLine(Deno.stdout, command.text);
+    } catch (error) {
+      // A reader that left early (`--help | true`) is not a failure; anything else is one line.
+      if (error instanceof Deno.errors.BrokenPipe) return 0;
+      const reason = error instanceof Error ? error.message : String(error);
+      printLine(
+        Deno.stderr,
+        `tcp-pool-proxy: --${command.kind}: cannot write to stdout: ${reason}`,
+      );
+      return 1;
+    }
     return 0;
   }
   return await serve(command.config);

@@ -23,6 +23,7 @@ import denoJson from "../deno.json" with { type: "json" };
 import { DEFAULT_READ_AHEAD_MEMORY, READ_AHEAD_PER_DIRECTION } from "./_io.ts";
 import { AddressError, formatHostPort, type HostPort, parseHostPort } from "./address.ts";
 import { DurationError, formatDuration, parseDuration } from "./duration.ts";
+import { DEFAULT_POOL_SIZE } from "./limits.ts";
 import type { Protocol } from "./framing.ts";
 
 export type { Protocol } from "./framing.ts";
@@ -103,7 +104,7 @@ export interface ProxyConfig {
   readAheadMemory: number;
   /** With a framed protocol, how long owed responses may take to arrive after a client left. Default 1000 (1s). Always > 0. */
   reuseDrainTimeoutMs: number;
-  /** In `raw` reuse, how long a released connection is watched before it is handed out again. Default 5 (5ms); 0 hands it out at once. */
+  /** In `raw` reuse, how long a released connection is watched before it is handed out again. Default 5 (5ms); 0 hands it out at once, and is what a framed protocol has (no settle time). */
   reuseSettleMs: number;
   /** With `--protocol redis`, send `RESET` on a connection left with per-connection state and pool it after `+RESET`, instead of closing it. Default false. */
   redisReset: boolean;
@@ -211,7 +212,7 @@ export const DEFAULT_CONFIG: Readonly<ProxyConfig> = Object.freeze({
   listen: Object.freeze({ hostname: "127.0.0.1", port: 8848 }),
   upstream: Object.freeze({ hostname: "127.0.0.1", port: 8849 }),
   pool: "warm",
-  poolSize: 1000,
+  poolSize: DEFAULT_POOL_SIZE,
   minIdle: defaultMinIdle("warm"),
   preconnectRatio: 1,
   idleTimeoutMs: 60_000,
@@ -759,15 +760,53 @@ function buildConfig(
       "--min-idle",
     );
   }
+  // Each value is checked before whether it does anything: a bad value is the first thing said.
+  const idleTimeoutMs = duration("idle-timeout", values.get("idle-timeout"), 1) ?? d.idleTimeoutMs;
+  const maxLifetimeMs = duration("max-lifetime", values.get("max-lifetime"), 0) ?? d.maxLifetimeMs;
+  const queueTimeoutMs = duration("queue-timeout", values.get("queue-timeout"), 1) ??
+    d.queueTimeoutMs;
+  if (protocol !== "raw" && pool !== "reuse") {
+    throw new ConfigError(
+      `--protocol: ${protocol} has no effect with --pool ${pool} (only reuse pools by framing); drop it, or use --pool reuse`,
+      "--protocol",
+    );
+  }
+  if (pool === "off") {
+    const pooling = (["pool-size", "idle-timeout", "max-lifetime"] as const).find((flag) =>
+      values.has(flag)
+    );
+    if (pooling !== undefined) {
+      throw new ConfigError(
+        `--${pooling}: has no effect with --pool off (no connection is kept); drop it, or use --pool warm or reuse`,
+        `--${pooling}`,
+      );
+    }
+  }
+  if (values.has("queue-timeout") && maxUpstream === 0) {
+    throw new ConfigError(
+      "--queue-timeout: has no effect without --max-upstream (no session waits for a connection); add --max-upstream, or drop it",
+      "--queue-timeout",
+    );
+  }
+  const listen = address("listen", values.get("listen"), true) ?? { ...d.listen };
+  const upstream = address("upstream", values.get("upstream"), false) ?? { ...d.upstream };
+  if (reachesItself(listen, upstream)) {
+    throw new ConfigError(
+      `--upstream: ${formatHostPort(upstream)} is this proxy's own --listen address (${
+        formatHostPort(listen)
+      }): every session would connect back to the proxy; give the server's address`,
+      "--upstream",
+    );
+  }
   return {
-    listen: address("listen", values.get("listen"), true) ?? { ...d.listen },
-    upstream: address("upstream", values.get("upstream"), false) ?? { ...d.upstream },
+    listen,
+    upstream,
     pool,
     poolSize,
     minIdle,
     preconnectRatio,
-    idleTimeoutMs: duration("idle-timeout", values.get("idle-timeout"), 1) ?? d.idleTimeoutMs,
-    maxLifetimeMs: duration("max-lifetime", values.get("max-lifetime"), 0) ?? d.maxLifetimeMs,
+    idleTimeoutMs,
+    maxLifetimeMs,
     connectTimeoutMs: duration("connect-timeout", values.get("connect-timeout"), 1) ??
       d.connectTimeoutMs,
     clientTimeoutMs: duration("client-timeout", values.get("client-timeout"), 0) ??
@@ -777,7 +816,7 @@ function buildConfig(
     finTimeoutMs: duration("fin-timeout", values.get("fin-timeout"), 0) ?? d.finTimeoutMs,
     maxClients: maxClients(values.get("max-clients")) ?? d.maxClients,
     maxUpstream,
-    queueTimeoutMs: duration("queue-timeout", values.get("queue-timeout"), 1) ?? d.queueTimeoutMs,
+    queueTimeoutMs,
     protocol,
     reuseDrainBytes: size("reuse-drain-bytes", values.get("reuse-drain-bytes")) ??
       d.reuseDrainBytes,
@@ -785,7 +824,10 @@ function buildConfig(
       d.readAheadMemory,
     reuseDrainTimeoutMs: duration("reuse-drain-timeout", values.get("reuse-drain-timeout"), 1) ??
       d.reuseDrainTimeoutMs,
-    reuseSettleMs: duration("reuse-settle", values.get("reuse-settle"), 0) ?? d.reuseSettleMs,
+    // Framing knows where answers end: no settle time is in force (and /stats says so).
+    reuseSettleMs: protocol === "raw"
+      ? duration("reuse-settle", values.get("reuse-settle"), 0) ?? d.reuseSettleMs
+      : 0,
     redisReset,
     drainTimeoutMs: duration("drain-timeout", values.get("drain-timeout"), 0) ?? d.drainTimeoutMs,
     admin: address("admin", values.get("admin"), true),
@@ -936,6 +978,40 @@ function address(
     }
     throw err;
   }
+}
+
+/** The wildcard listen addresses: they accept connections to any address of this machine. */
+const WILDCARD_HOSTS: ReadonlySet<string> = new Set(["0.0.0.0", "::"]);
+
+/** `host` in one spelling: lower case, IPv6 compressed (`0:0::1` is `::1`), IPv4 dotted-quad. */
+function canonicalHost(host: string): string {
+  try {
+    return new URL(`http://${host.includes(":") ? `[${host}]` : host}/`).hostname
+      .replace(/^\[(.*)\]$/, "$1");
+  } catch {
+    return host.toLowerCase();
+  }
+}
+
+/** Whether `host` names this machine's loopback interface. */
+function isLoopbackHost(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\./.test(host) ||
+    /^::ffff:7f[0-9a-f]{2}:/.test(host);
+}
+
+/**
+ * Whether dialling `upstream` reaches this proxy's own listener at `listen`: the same port, and
+ * the same address, or a wildcard listener and an address of this machine (loopback or a
+ * wildcard), or a loopback listener and `localhost`. A name that resolves to this machine is not
+ * caught here (names are resolved at each dial).
+ */
+function reachesItself(listen: HostPort, upstream: HostPort): boolean {
+  if (listen.port !== upstream.port) return false;
+  const [l, u] = [canonicalHost(listen.hostname), canonicalHost(upstream.hostname)];
+  if (l === u) return true;
+  const local = (host: string) => isLoopbackHost(host) || WILDCARD_HOSTS.has(host);
+  if (WILDCARD_HOSTS.has(l)) return local(u);
+  return isLoopbackHost(l) && (u === "localhost" || WILDCARD_HOSTS.has(u));
 }
 
 /**

@@ -27,6 +27,8 @@ import type { ProxyConfig } from "./config.ts";
 
 /** The limit assumed when `/proc/self/limits` cannot be read: the usual Linux soft limit. */
 export const ASSUMED_OPEN_FILE_LIMIT = 1024;
+/** `--pool-size`'s default: with `--max-clients auto`, lowered to the pool's share without a word. */
+export const DEFAULT_POOL_SIZE = 1000;
 /** The limit used when the soft limit is `unlimited`: 2^20, the usual Linux `fs.nr_open`. */
 export const UNLIMITED_OPEN_FILES = 1_048_576;
 /** Descriptors kept back from sessions: the runtime's own (about 25 under `deno run`), stdio, logs. */
@@ -258,7 +260,16 @@ export function fitPoolToDescriptors(
   let sessionsThatFit: number | undefined;
   let fileLimit: number | undefined;
   if (choice.source !== "given") {
-    poolSize = Math.min(poolSize, poolShare(choice.fileLimit, reserve));
+    const share = poolShare(choice.fileLimit, reserve);
+    // The default's cap is the documented rule; a size the operator chose is told about.
+    if (config.pool !== "off" && poolSize > share && poolSize !== DEFAULT_POOL_SIZE) {
+      const limit = `${choice.source === "assumed" ? "assumed " : ""}${choice.fileLimit}`;
+      notes.push(
+        `--pool-size ${poolSize} lowered to ${share}: a third of the open-file limit ${limit} ` +
+          `after the reserve (--max-clients auto); raise ulimit -n, or give --max-clients`,
+      );
+    }
+    poolSize = Math.min(poolSize, share);
     if (choice.source !== "assumed" && choice.fileLimit < UNLIMITED_OPEN_FILES) {
       fileLimit = choice.fileLimit;
     }
@@ -296,7 +307,7 @@ export function fitPoolToDescriptors(
   }
   let minIdle = config.minIdle;
   if (minIdle > poolSize) {
-    notes.push(`--min-idle ${minIdle} lowered to the pool size in force, ${poolSize}`);
+    notes.push(`min-idle ${minIdle} lowered to the pool size in force, ${poolSize}`);
     minIdle = poolSize;
   }
   return { poolSize, minIdle, notes, sessionsThatFit, fileLimit };

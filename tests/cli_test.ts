@@ -124,6 +124,12 @@ const BAD_INPUTS: { what: string; args: string[]; names: string }[] = [
     args: ["--max-upstream", "2", "--min-idle", "3"],
     names: "--min-idle",
   },
+  {
+    what: "an upstream that is the listen address",
+    args: ["--listen", "127.0.0.1:18848", "--upstream", "127.0.0.1:18848"],
+    names: "--upstream",
+  },
+  { what: "--protocol redis with --pool warm", args: ["--protocol", "redis"], names: "--protocol" },
 ];
 
 for (const { what, args, names } of BAD_INPUTS) {
@@ -226,6 +232,31 @@ Deno.test("cli --version prints the version from deno.json and exits 0", async (
   assertEquals(outcome.code, 0);
   assertEquals(outcome.stderrLines, []);
   assertEquals(outcome.stdout, `tcp-pool-proxy ${denoJson.version}\n`);
+});
+
+Deno.test("cli --help and --version into a pipe closed early exit 0; into a full disk, 1 with one line", async () => {
+  for (const flag of ["--help", "--version"]) {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--quiet", "--allow-net", MAIN_TS, flag],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    await child.stdout.cancel(); // the reader leaves before a byte is written
+    const { code, stderr } = await child.output();
+    assertEquals([code, decoder.decode(stderr)], [0, ""], `${flag} into a closed pipe`);
+    const toFull = await new Deno.Command("sh", {
+      args: ["-c", 'exec "$0" run --quiet --allow-net "$1" "$2" >/dev/full', Deno.execPath()]
+        .concat([MAIN_TS, flag]),
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    const lines = decoder.decode(toFull.stderr).trimEnd().split("\n");
+    assertEquals(toFull.code, 1, `${flag} into /dev/full`);
+    assertEquals(lines.length, 1, lines.join("\n"));
+    assertMatch(lines[0], new RegExp(`^tcp-pool-proxy: ${flag}: cannot write to stdout: `));
+  }
 });
 
 /** Starts main.ts on 127.0.0.1:0 in front of `upstream` in pool mode `mode`, plus `extra` flags. */

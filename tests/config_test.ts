@@ -165,7 +165,7 @@ Deno.test("parseCli reads every flag, with a space or an equals sign", () => {
     reuseDrainBytes: 1_048_576,
     readAheadMemory: 8_388_608,
     reuseDrainTimeoutMs: 250,
-    reuseSettleMs: 5,
+    reuseSettleMs: 0, // framing: no settle time in force
     redisReset: true,
     drainTimeoutMs: 0,
     admin: { hostname: "127.0.0.1", port: 9090 },
@@ -276,6 +276,62 @@ Deno.test("--min-idle above --pool-size is rejected", () => {
   assertEquals(run("--pool-size", "4", "--min-idle", "4").minIdle, 4);
 });
 
+Deno.test("flags that keep connections are rejected with --pool off, and --queue-timeout without --max-upstream", () => {
+  for (const [flag, value] of [["pool-size", "5"], ["idle-timeout", "1s"], ["max-lifetime", "0"]]) {
+    rejects(
+      ["--pool", "off", `--${flag}`, value],
+      `--${flag}: has no effect with --pool off (no connection is kept); drop it, or use --pool warm or reuse`,
+      `--${flag}`,
+    );
+    assertEquals(run("--pool", "warm", `--${flag}`, value).pool, "warm");
+  }
+  rejects(
+    ["--queue-timeout", "1s"],
+    "--queue-timeout: has no effect without --max-upstream (no session waits for a connection); add --max-upstream, or drop it",
+    "--queue-timeout",
+  );
+  // A bad value is said first, before whether the flag does anything.
+  rejects(
+    ["--pool", "off", "--idle-timeout", "5"],
+    '--idle-timeout: "5" has no unit; use a number with a unit ms, s, m or h, e.g. 250ms, 5s, 1.5s, 2m',
+    "--idle-timeout",
+  );
+});
+
+Deno.test("an upstream that is the proxy's own listen address is rejected; other ports and addresses are not", () => {
+  const loops: [string, string][] = [
+    ["127.0.0.1:7000", "127.0.0.1:7000"],
+    ["0.0.0.0:7000", "127.0.0.1:7000"],
+    ["0.0.0.0:7000", "localhost:7000"],
+    ["[::]:7000", "127.0.0.5:7000"],
+    ["[::]:7000", "[::1]:7000"],
+    ["[::1]:7000", "[0:0::1]:7000"],
+    ["127.0.0.1:7000", "LOCALHOST:7000"],
+    ["127.0.0.1:7000", "0.0.0.0:7000"],
+  ];
+  for (const [listen, upstream] of loops) {
+    const err = assertThrows(
+      () => parseCli(["--listen", listen, "--upstream", upstream]),
+      ConfigError,
+    );
+    assertEquals(err.flag, "--upstream", `${listen} <- ${upstream}`);
+    assertStringIncludes(err.message, "is this proxy's own --listen address");
+  }
+  const fine: [string, string][] = [
+    ["127.0.0.1:7000", "127.0.0.1:7001"],
+    ["127.0.0.1:7000", "[::1]:7000"],
+    ["127.0.0.1:7000", "10.0.0.5:7000"],
+    ["0.0.0.0:7000", "10.0.0.5:7000"],
+    ["127.0.0.1:0", "127.0.0.1:8849"],
+  ];
+  for (const [listen, upstream] of fine) {
+    assertEquals(
+      run("--listen", listen, "--upstream", upstream).listen.port,
+      Number(listen.split(":").pop()),
+    );
+  }
+});
+
 Deno.test("--min-idle above 0 with --pool off is rejected as having no effect", () => {
   rejects(
     ["--pool", "off", "--min-idle", "2"],
@@ -335,8 +391,8 @@ Deno.test("the session timeouts accept a duration or 0 for none", () => {
     assertEquals(run(`--${flag}`, "1.5s")[field], 1_500, flag);
     assertEquals(run(`--${flag}`, "1h")[field], 3_600_000, flag);
   }
-  assertEquals(run("--queue-timeout", "1ms").queueTimeoutMs, 1);
-  assertEquals(run("--queue-timeout=2m").queueTimeoutMs, 120_000);
+  assertEquals(run("--max-upstream", "1", "--queue-timeout", "1ms").queueTimeoutMs, 1);
+  assertEquals(run("--max-upstream", "1", "--queue-timeout=2m").queueTimeoutMs, 120_000);
 });
 
 Deno.test("the session timeouts reject bad durations, naming the flag", () => {
@@ -634,7 +690,17 @@ Deno.test("--read-ahead-memory: a size up to 1GiB, 0 included; anything else is 
 });
 
 Deno.test("--protocol, --reuse-drain-*, --reuse-settle and --redis-reset: accepted forms and one-line rejections", () => {
-  assertEquals(run("--protocol", "memcached").protocol, "memcached");
+  assertEquals(run("--pool", "reuse", "--protocol", "memcached").protocol, "memcached");
+  assertEquals(run("--pool", "off", "--protocol", "raw").protocol, "raw");
+  assertEquals(run("--pool", "reuse", "--protocol", "redis").reuseSettleMs, 0);
+  assertEquals(run("--pool", "reuse").reuseSettleMs, 5);
+  for (const pool of ["off", "warm"]) {
+    rejects(
+      ["--pool", pool, "--protocol", "redis"],
+      `--protocol: redis has no effect with --pool ${pool} (only reuse pools by framing); drop it, or use --pool reuse`,
+      "--protocol",
+    );
+  }
   const framed = ["--pool", "reuse", "--protocol", "redis"];
   assertEquals(run(...framed, "--reuse-drain-bytes", "4096").reuseDrainBytes, 4096);
   assertEquals(run(...framed, "--reuse-drain-bytes", "64KiB").reuseDrainBytes, 65_536);

@@ -131,9 +131,27 @@ Deno.test("fitPoolToDescriptors: with auto, the pool keeps its share, and --min-
   };
   const fit = fitPoolToDescriptors(config, resolveMaxClients(config, proc));
   assertEquals([fit.poolSize, fit.minIdle], [330, 330]);
-  assertEquals(fit.notes, ["--min-idle 500 lowered to the pool size in force, 330"]);
+  assertEquals(fit.notes, ["min-idle 500 lowered to the pool size in force, 330"]);
   const roomy = fitPoolToDescriptors({ ...config, minIdle: 4 }, resolveMaxClients(config, proc));
   assertEquals([roomy.poolSize, roomy.minIdle, roomy.notes], [330, 4, []]);
+});
+
+Deno.test("fitPoolToDescriptors: with auto, a --pool-size other than the default that is lowered is noted", () => {
+  const proc = () => ({ limit: 1_024, source: "proc" as const });
+  const config = {
+    pool: "warm" as const,
+    poolSize: 5_000,
+    minIdle: 4,
+    maxClients: "auto" as const,
+  };
+  const fit = fitPoolToDescriptors(config, resolveMaxClients(config, proc));
+  assertEquals(fit.poolSize, 330);
+  assertEquals(fit.notes, [
+    "--pool-size 5000 lowered to 330: a third of the open-file limit 1024 after the reserve " +
+    "(--max-clients auto); raise ulimit -n, or give --max-clients",
+  ]);
+  const fits = fitPoolToDescriptors({ ...config, poolSize: 300 }, resolveMaxClients(config, proc));
+  assertEquals([fits.poolSize, fits.notes], [300, []]);
 });
 
 Deno.test("fitPoolToDescriptors: with a given --max-clients, the pool keeps what the sessions leave, and a --max-clients past the limit is noted", () => {
