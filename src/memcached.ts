@@ -43,7 +43,9 @@
  * stale reply, and believing one still owed only costs a pooled connection.
  *
  * The connection becomes `broken` (only closing it is safe) for: the binary protocol (a first
- * client byte of `0x80`), `quit`, `shutdown`, `watch` (a log stream), `lru_crawler metadump` and
+ * client byte of `0x80`), a `get`, `gets`, `gat` or `gats` with a key over 250 bytes (memcached
+ * 1.6.18 answers it with one error line and drops answers of earlier requests it had not sent yet,
+ * so what is owed is unknown), `quit`, `shutdown`, `watch` (a log stream), `lru_crawler metadump` and
  * `lru_crawler mgdump` (long dumps), a malformed storage line (see above), a data block not
  * followed by `\r\n`, a request line over the bound, more than 4096 requests outstanding, a reply
  * line not ended by `\r\n`, a reply when none is outstanding, a reply that does not fit the request
@@ -552,6 +554,13 @@ export class MemcachedTracker implements ExchangeTracker {
       } else if (token === 5 && cmd === C_CAS) {
         if (!(unsigned && digits <= 19)) this.#cBad = "its cas unique is not a 64-bit decimal";
       }
+    } else if (cmd === C_GET || cmd === C_GETS || cmd === C_GAT) {
+      // Keys follow the command (gat and gats: after the exptime). memcached 1.6 answers a key
+      // over 250 bytes with one error line and drops answers of earlier requests that it had not
+      // sent yet (which ones depends on how its reads fell): nothing then says what is owed.
+      if (len > MAX_KEY && (cmd !== C_GAT || token >= 2) && this.#cBad === "") {
+        this.#cBad = `a key is longer than ${MAX_KEY} bytes`;
+      }
     } else if (cmd === C_LRU_CRAWLER && token === 1) {
       if (isWord(this.#cSub, len, METADUMP) || isWord(this.#cSub, len, MGDUMP)) {
         this.#cBad = "lru_crawler dumps stream until the crawl ends";
@@ -589,6 +598,13 @@ export class MemcachedTracker implements ExchangeTracker {
       case C_GET:
       case C_GETS:
       case C_GAT:
+        if (bad !== "") {
+          this.#break(
+            `a retrieval whose key is longer than ${MAX_KEY} bytes (memcached answers it with an ` +
+              "error and drops answers of earlier requests it has not sent yet)",
+          );
+          return;
+        }
         return this.#push(K_RETRIEVAL | quiet);
       case C_STORE:
       case C_CAS: {

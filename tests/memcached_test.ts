@@ -133,6 +133,13 @@ const CLASSIC: Case[] = [
   },
   { name: "gat hit", client: "gat 100 a\r\n", server: value("a", "x") + "END\r\n" },
   { name: "gats miss", client: "gats 0 a b\r\n", server: "END\r\n" },
+  { name: "get with a key of 250 bytes", client: `get ${"k".repeat(250)}\r\n`, server: "END\r\n" },
+  {
+    // an exptime of 251 digits is not a key: memcached answers the error and drops nothing
+    name: "gat with a long exptime",
+    client: `version\r\ngat ${"9".repeat(251)} k\r\n`,
+    server: "VERSION 1.6.18\r\nCLIENT_ERROR invalid exptime argument\r\n",
+  },
   {
     name: "multi-key get with hits and misses",
     client: "get a b c d\r\n",
@@ -640,6 +647,16 @@ const BROKEN: Case[] = [
     steps: [["client", ""], ["client", "\x80\x01"]],
     broken: "binary",
   },
+  // memcached 1.6.18 answers `version\r\nget <251 bytes>` with the error line alone: it drops
+  // earlier answers it has not sent yet, so nothing says what is owed.
+  {
+    name: "get with a key over 250 bytes",
+    client: `version\r\nget ${LONG_KEY}\r\n`,
+    broken: "250",
+  },
+  { name: "gets with a second key over 250", client: `gets k ${LONG_KEY}\r\n`, broken: "250" },
+  { name: "gat with a key over 250", client: `gat 1 ${LONG_KEY}\r\n`, broken: "250" },
+  { name: "gats with a key over 250", client: `gats 1 k ${LONG_KEY}\r\n`, broken: "250" },
   { name: "quit", client: "quit\r\n", broken: "quit" },
   { name: "shutdown", client: "shutdown\r\n", broken: "shutdown" },
   { name: "watch", client: "watch fetchers\r\n", server: "OK\r\n", broken: "watch" },

@@ -561,6 +561,33 @@ Deno.test({
 
 Deno.test({
   name:
+    `memcached: a client that half-closes after version and a get of a 251-byte key (memcached drops the version answer) gets its EOF at once, not after --fin-timeout, and its connection is closed${noMemcached}`,
+  ignore: noMemcached !== "",
+  fn: async () => {
+    await using memcached = await MemcachedServer.start();
+    await using proxy = startProxy(upstreamAt(memcached.port), {
+      protocol: "memcached",
+      finTimeoutMs: 30_000,
+    });
+    const conn = await connect(proxy.address);
+    try {
+      await writeAll(conn, encoder.encode(`version\r\nget ${"x".repeat(251)}\r\n`));
+      await conn.closeWrite();
+      // memcached sends the error line alone; the version's answer never comes.
+      const reply = await within(conn, 3_000, () => readToEnd(conn));
+      assertEquals(decoder.decode(reply), "CLIENT_ERROR bad command line format\r\n");
+    } finally {
+      closeQuietly(conn);
+    }
+    await proxy.sessionsEnded(1);
+    const [summary] = proxy.sessions;
+    assertStringIncludes(summary.unfit ?? "", "longer than 250 bytes", sessionsText(proxy));
+    assertEquals(proxy.server.pool.stats.idle, 0, "the connection was closed, not pooled");
+  },
+});
+
+Deno.test({
+  name:
     `memcached: 20 clients one after the other, each set + get + close (no quit), are served over reused server connections${noMemcached}`,
   ignore: noMemcached !== "",
   fn: async () => {
