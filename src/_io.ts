@@ -33,6 +33,11 @@ export interface ByteConn {
   closeWrite(): Promise<void>;
   /** Closes the socket; a pending read or write fails. */
   close(): void;
+  /**
+   * Closes without the clean end of stream (over TLS, no close_notify), where the connection
+   * can tell a cut stream from a complete one; absent where it cannot (plain TCP).
+   */
+  abort?(): void;
 }
 
 /** A client's socket as a session uses it: a `Deno.TcpConn`, or a TLS `SocketConn`. */
@@ -41,11 +46,6 @@ export interface ClientConn extends ByteConn {
   readonly remoteAddr: Deno.Addr;
   /** Turns Nagle's algorithm off (`true`) or on. */
   setNoDelay(noDelay?: boolean): void;
-  /**
-   * Closes without the clean end of stream (over TLS, no close_notify), where the connection
-   * can tell a cut stream from a complete one; absent where it cannot (plain TCP).
-   */
-  abort?(): void;
 }
 
 /** Where clients come from: a `Deno.TcpListener`, or a `TlsListener`. */

@@ -397,7 +397,8 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
 
   /**
    * Closes the client. After an ending that may have cut an answer short, a TLS client is closed
-   * without close_notify, so that it sees a truncated stream, not a complete one.
+   * without close_notify, so that it sees a truncated stream, not a complete one (the upstream
+   * likewise: {@link closeUpstream}).
    */
   #closeClient(): void {
     const client = this.#client;
@@ -410,6 +411,18 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       return;
     }
     closeQuietly(client);
+  }
+
+  /**
+   * Closes the upstream connection, after the same endings as {@link closeClient} without the
+   * clean end of stream (over TLS, no close_notify), so that a request cut short is not taken
+   * for a complete one.
+   */
+  #closeUpstream(): void {
+    const up = this.#up;
+    if (up === undefined) return;
+    if (this.#end !== undefined && MAY_CUT_SHORT.has(this.#end)) up.abort();
+    else up.close();
   }
 
   /** Borrows a connection (leased through onLease), stopped if the session ends meanwhile. */
@@ -444,12 +457,12 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
         if (this.#drainMayWait()) bound = this.#boundDrain();
       }
       // A write stuck on a peer that stopped reading, a pending read: closing ends them.
-      if (!keep) this.#up?.close();
+      if (!keep) this.#closeUpstream();
       this.#closeClient();
       let ok = false;
       try {
         await this.#starting;
-        if (!keep) this.#up?.close();
+        if (!keep) this.#closeUpstream();
         await this.#pumping;
         if (this.#retrying !== undefined) await this.#retrying;
         // A complete exchange waits for nothing more (the usual end: no async step).

@@ -265,10 +265,33 @@ export class UpstreamConn {
 
   /** Closes the socket; the reader stops. Safe to call more than once. */
   close(): void {
+    this.#shut(false);
+  }
+
+  /**
+   * Closes the socket without the clean end of stream where the socket can tell (over TLS, no
+   * close_notify), after a session that may have cut its request short: the upstream then sees
+   * a cut stream, not a complete request. Plain TCP has only its FIN, as {@link close}. Safe to
+   * call more than once, and after {@link close} (then it does nothing).
+   */
+  abort(): void {
+    this.#shut(true);
+  }
+
+  #shut(cut: boolean): void {
     if (this.#state === "closed") return;
     this.#state = "closed";
     this.#lease = undefined;
-    closeQuietly(this.conn);
+    const conn = this.conn;
+    if (cut && conn.abort !== undefined) {
+      try {
+        conn.abort();
+      } catch {
+        // closed already
+      }
+    } else {
+      closeQuietly(conn);
+    }
     this.#releaseWrites?.();
     this.#hooks?.onClosed(this); // once: the state is closed from here on
   }

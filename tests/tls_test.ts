@@ -205,6 +205,51 @@ Deno.test("TLS upstream: relayed both ways, and reuse hands the same TLS connect
   assertEquals(upstream.accepted, 1, "one handshake for both sessions");
 });
 
+Deno.test("TLS upstream: a session cut short (client timeout) closes the upstream without close_notify, so a request cut short is not taken for a complete one; a client's FIN ends it cleanly", async () => {
+  const c = await certs();
+  const endings: string[] = [];
+  // Reads to the end of the stream and notes how it ended: clean (close_notify) or cut.
+  const noteEnding = async (conn: Deno.TlsConn) => {
+    const buffer = new Uint8Array(16 * 1024);
+    try {
+      while (await conn.read(buffer) !== null) {
+        // the request's bytes
+      }
+      endings.push("clean");
+    } catch (error) {
+      endings.push(error instanceof Error ? error.name : String(error));
+    }
+  };
+  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, noteEnding);
+  await using proxy = startProxy(upstream.address, {
+    pool: "off",
+    tls: upstreamTls({ ca: c.ca }),
+    clientTimeoutMs: 300,
+  });
+  // Half a request, then silence: the session ends at the client timeout.
+  const quiet = await connect(proxy.address);
+  try {
+    await writeAll(quiet, encoder.encode("upload part 1 of 2"));
+    await proxy.sessionsEnded(1);
+  } finally {
+    closeQuietly(quiet);
+  }
+  assertEquals(proxy.sessions[0].end, "client-timeout");
+  await eventually(() => endings.length === 1, 3_000, "the upstream saw the end");
+  assertEquals(endings[0], "UnexpectedEof", "a cut stream, not close_notify");
+  // A whole request ended by the client's FIN: close_notify.
+  const whole = await connect(proxy.address);
+  try {
+    await writeAll(whole, encoder.encode("upload, complete"));
+    await whole.closeWrite();
+    await proxy.sessionsEnded(2);
+  } finally {
+    closeQuietly(whole);
+  }
+  await eventually(() => endings.length === 2, 3_000, "the upstream saw the second end");
+  assertEquals(endings[1], "clean");
+});
+
 Deno.test("TLS upstream: an answer of 1 MiB and a request of 1 MiB cross intact", async () => {
   const c = await certs();
   await using upstream = new TlsUpstream(c.serverCert, c.serverKey, tlsEcho);
