@@ -168,6 +168,20 @@ function dialTls(
 }
 
 /**
+ * The reason, as for a failed handshake, when `error` is a fatal TLS alert from the upstream
+ * (`node:tls` codes `ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED`, `ERR_SSL_SSLV3_ALERT_...`);
+ * `undefined` for any other error. In TLS 1.3 the server checks a client certificate after the
+ * handshake has completed on the client's side, so its refusal arrives as the first read's error.
+ */
+export function tlsAlertReason(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== "string" || !/^ERR_SSL_(?:SSLV3|TLSV1|TLSV13)_ALERT_/.test(code)) {
+    return undefined;
+  }
+  return tlsReason(error as Error & { code: string }, "");
+}
+
+/**
  * One line for a failed handshake, from the code `node:tls` gives it, e.g.
  * `TLS: certificate is not valid for "cache.internal"`.
  */

@@ -419,7 +419,8 @@ export class UpstreamPool {
         },
         deliver: (conn) => this.#putIdle(conn),
         proven: () => this.#served(),
-        lostToUpstream: (detail) => this.#closedBeforeUse(detail),
+        lostToUpstream: (detail, tlsRefused) =>
+          this.#closedBeforeUse(detail, tlsRefused ? "tls" : "closed"),
       },
       this.#log,
       options.probationMs,
@@ -598,12 +599,22 @@ export class UpstreamPool {
 
   /**
    * The upstream closed a connection before it served anyone (a session's new connection, a
-   * refill, a probe): counted as a failed dial, `closed`, with `detail` as its reason.
+   * refill, a probe): counted as a failed dial, `closed` (or `tls`, for a handshake the upstream
+   * refused after it completed on our side), with `detail` as its reason.
    */
-  #closedBeforeUse(detail: string): UpstreamConnectError {
-    const error = new UpstreamConnectError(this.options.upstream, "closed", detail);
+  #closedBeforeUse(detail: string, failure: "closed" | "tls" = "closed"): UpstreamConnectError {
+    const error = new UpstreamConnectError(this.options.upstream, failure, detail);
     this.#dialFailed(error);
     return error;
+  }
+
+  /**
+   * A session's new connection whose first read was a fatal TLS alert
+   * ({@link UpstreamConn.handshakeRefused}): counted as a failed dial, `tls`, as a handshake that
+   * failed in the dial is. @returns the error the session ends with (`connect-failed`).
+   */
+  refusedOnFirstUse(conn: UpstreamConn): UpstreamConnectError {
+    return this.#closedBeforeUse(conn.handshakeRefused ?? "TLS: refused", "tls");
   }
 
   /**
@@ -1165,7 +1176,7 @@ export class UpstreamPool {
     }
     if (this.#limitCheck?.conn === conn) this.#limitCheckClosed(conn, reason);
     this.#log.debug("idle upstream connection #{id} dropped: {reason}", { id: conn.id, reason });
-    this.#refiller.lost(conn, reason);
+    this.#refiller.lost(conn, conn.handshakeRefused ?? reason);
     this.#refiller.request();
   }
 

@@ -1008,6 +1008,12 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       this.#endDrain(false, "read failed while draining");
       return;
     }
+    if (conn.handshakeRefused !== undefined && conn.leases === 1 && this.#bytesFromServer === 0) {
+      // A TLS 1.3 server refused our certificate after the handshake: the dial failed after all
+      // (and a retry would only be refused again).
+      this.#finish("connect-failed", this.#context.pool.refusedOnFirstUse(conn));
+      return;
+    }
     if (this.#canRetry()) {
       void this.#retry(conn);
       return;

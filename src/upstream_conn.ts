@@ -22,6 +22,7 @@ import {
   writeAll,
   writeConn,
 } from "./_io.ts";
+import { tlsAlertReason } from "./dial.ts";
 import { reportUnexpected } from "./failsafe.ts";
 
 /**
@@ -121,6 +122,12 @@ export class UpstreamConn {
    * upstream's FIN after ours (a passed-on half-close) is its answer to us, not this.
    */
   lostToUpstream: string | undefined;
+  /**
+   * Set when the first thing read was a fatal TLS alert (a TLS 1.3 server refusing the client
+   * certificate after the handshake): the reason, as a failed handshake's. The pool counts it as
+   * a failed dial (`tls`), not as a session's server error.
+   */
+  handshakeRefused: string | undefined;
   #finSent = false;
   #wrote = false;
   /**
@@ -327,8 +334,13 @@ export class UpstreamConn {
         }
         if (readError !== undefined) {
           if (this.#state === "closed" && isLocalInterruption(readError)) return;
+          // A TLS alert before the upstream sent a byte: the handshake was refused after all.
+          const refused = this.spokeBeforeWrite || this.answered
+            ? undefined
+            : tlsAlertReason(readError);
+          if (refused !== undefined) this.handshakeRefused = refused;
           this.unfitReason ??= "read failed";
-          this.lostToUpstream ??= "read failed";
+          this.lostToUpstream ??= refused ?? "read failed";
           this.#readEnded("error while idle", (lease) => lease.onUpstreamError(this, readError));
           return;
         }
