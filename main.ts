@@ -11,8 +11,9 @@
  * ```
  *
  * Exit codes: 0 after a drain (or for --help and --version), 1 when the proxy cannot start
- * (the listen or admin address is taken) or --help or --version cannot be written, 2 for a bad command line, 70 for an internal error, and
- * 128 + the signal's number when a second SIGINT (130) or SIGTERM (143) cuts a drain short.
+ * (the listen or admin address is taken) or --help or --version cannot be written, 2 for a bad
+ * command line, 70 for an internal error, and 128 + the signal's number when a second SIGINT
+ * (130) or SIGTERM (143) cuts a drain short.
  *
  * @module
  */
