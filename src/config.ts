@@ -641,7 +641,99 @@ function buildConfig(
   values: Map<ValueFlag, string>,
   switches: { redisReset: boolean; accessLog: boolean; upstreamTls: boolean },
 ): ProxyConfig {
+  // Every value is checked on its own first, so that a bad value is the first thing said; then
+  // the combinations: what a flag cannot do with the others given.
+  const config = parseValues(values, switches);
+  checkCombinations(config, values);
+  return config;
+}
+
+/** Each flag's value, checked alone (a bad one is a {@link ConfigError}), or its default. */
+function parseValues(
+  values: Map<ValueFlag, string>,
+  switches: { redisReset: boolean; accessLog: boolean; upstreamTls: boolean },
+): ProxyConfig {
   const { redisReset, accessLog, upstreamTls } = switches;
+  const d = DEFAULT_CONFIG;
+  const upstreamSni = values.get("upstream-sni");
+  if (upstreamSni !== undefined && !isDnsName(upstreamSni)) {
+    throw new ConfigError(
+      `--upstream-sni: ${JSON.stringify(upstreamSni)} is not a host name; ${
+        ACCEPTS["upstream-sni"]
+      } (an IP address upstream is checked against the address without it)`,
+      "--upstream-sni",
+    );
+  }
+  const pool = oneOf("pool", values.get("pool"), POOL_MODES, "a pool mode") ?? d.pool;
+  const poolSize = integer("pool-size", values.get("pool-size"), MAX_POOL_SIZE) ?? d.poolSize;
+  const maxUpstream = integer("max-upstream", values.get("max-upstream"), MAX_UPSTREAM) ??
+    d.maxUpstream;
+  const minIdle = integer("min-idle", values.get("min-idle"), MAX_POOL_SIZE) ??
+    Math.min(defaultMinIdle(pool), poolSize, maxUpstream > 0 ? maxUpstream : Infinity);
+  const protocol = oneOf("protocol", values.get("protocol"), PROTOCOLS, "a protocol") ??
+    d.protocol;
+  const reuseSettleMs = duration("reuse-settle", values.get("reuse-settle"), 0) ??
+    d.reuseSettleMs;
+  return {
+    listen: address("listen", values.get("listen"), true) ?? { ...d.listen },
+    upstream: address("upstream", values.get("upstream"), false) ?? { ...d.upstream },
+    pool,
+    poolSize,
+    minIdle,
+    preconnectRatio: ratio("preconnect-ratio", values.get("preconnect-ratio")) ??
+      d.preconnectRatio,
+    idleTimeoutMs: duration("idle-timeout", values.get("idle-timeout"), 1) ?? d.idleTimeoutMs,
+    maxLifetimeMs: duration("max-lifetime", values.get("max-lifetime"), 0) ?? d.maxLifetimeMs,
+    connectTimeoutMs: duration("connect-timeout", values.get("connect-timeout"), 1) ??
+      d.connectTimeoutMs,
+    clientTimeoutMs: duration("client-timeout", values.get("client-timeout"), 0) ??
+      d.clientTimeoutMs,
+    serverTimeoutMs: duration("server-timeout", values.get("server-timeout"), 0) ??
+      d.serverTimeoutMs,
+    finTimeoutMs: duration("fin-timeout", values.get("fin-timeout"), 0) ?? d.finTimeoutMs,
+    maxClients: maxClients(values.get("max-clients")) ?? d.maxClients,
+    maxUpstream,
+    queueTimeoutMs: duration("queue-timeout", values.get("queue-timeout"), 1) ?? d.queueTimeoutMs,
+    protocol,
+    reuseDrainBytes: size("reuse-drain-bytes", values.get("reuse-drain-bytes")) ??
+      d.reuseDrainBytes,
+    readAheadMemory: size("read-ahead-memory", values.get("read-ahead-memory")) ??
+      d.readAheadMemory,
+    reuseDrainTimeoutMs: duration("reuse-drain-timeout", values.get("reuse-drain-timeout"), 1) ??
+      d.reuseDrainTimeoutMs,
+    // Framing knows where answers end: no settle time is in force (and /stats says so).
+    reuseSettleMs: protocol === "raw" ? reuseSettleMs : 0,
+    redisReset,
+    drainTimeoutMs: duration("drain-timeout", values.get("drain-timeout"), 0) ?? d.drainTimeoutMs,
+    admin: address("admin", values.get("admin"), true),
+    accessLog,
+    upstreamTls,
+    upstreamSni,
+    upstreamCa: values.get("upstream-ca"),
+    upstreamCert: values.get("upstream-cert"),
+    upstreamKey: values.get("upstream-key"),
+    tlsCert: values.get("tls-cert"),
+    tlsKey: values.get("tls-key"),
+    tlsHandshakeTimeoutMs:
+      duration("tls-handshake-timeout", values.get("tls-handshake-timeout"), 1) ??
+        d.tlsHandshakeTimeoutMs,
+    tlsReloadIntervalMs: duration("tls-reload-interval", values.get("tls-reload-interval"), 0) ??
+      d.tlsReloadIntervalMs,
+    logLevel: oneOf("log-level", values.get("log-level"), LOG_LEVELS, "a log level") ??
+      d.logLevel,
+    logFormat: oneOf("log-format", values.get("log-format"), LOG_FORMATS, "a log format") ??
+      d.logFormat,
+    logBuffer: size("log-buffer", values.get("log-buffer")) ?? d.logBuffer,
+  };
+}
+
+/**
+ * What the flags given cannot do together: a flag that has no effect with the others (rejected,
+ * not ignored), a bound beyond another, an upstream that is the proxy itself. Each is a
+ * {@link ConfigError} naming the flag.
+ */
+function checkCombinations(config: ProxyConfig, values: Map<ValueFlag, string>): void {
+  const { pool, poolSize, minIdle, maxUpstream, protocol, redisReset, upstreamTls } = config;
   for (const flag of ["upstream-sni", "upstream-ca", "upstream-cert", "upstream-key"] as const) {
     if (values.has(flag) && !upstreamTls) {
       throw new ConfigError(
@@ -675,23 +767,6 @@ function buildConfig(
       "--tls-handshake-timeout",
     );
   }
-  const upstreamSni = values.get("upstream-sni");
-  if (upstreamSni !== undefined && !isDnsName(upstreamSni)) {
-    throw new ConfigError(
-      `--upstream-sni: ${JSON.stringify(upstreamSni)} is not a host name; ${
-        ACCEPTS["upstream-sni"]
-      } (an IP address upstream is checked against the address without it)`,
-      "--upstream-sni",
-    );
-  }
-  const d = DEFAULT_CONFIG;
-  const pool = oneOf("pool", values.get("pool"), POOL_MODES, "a pool mode") ?? d.pool;
-  const poolSize = integer("pool-size", values.get("pool-size"), MAX_POOL_SIZE) ?? d.poolSize;
-  const maxUpstream = integer("max-upstream", values.get("max-upstream"), MAX_UPSTREAM) ??
-    d.maxUpstream;
-  const minIdleGiven = integer("min-idle", values.get("min-idle"), MAX_POOL_SIZE);
-  const minIdle = minIdleGiven ??
-    Math.min(defaultMinIdle(pool), poolSize, maxUpstream > 0 ? maxUpstream : Infinity);
   if (minIdle > poolSize) {
     throw new ConfigError(
       `--min-idle: ${minIdle} is more than --pool-size ${poolSize}; use 0 to ${poolSize}`,
@@ -704,8 +779,6 @@ function buildConfig(
       "--min-idle",
     );
   }
-  const protocol = oneOf("protocol", values.get("protocol"), PROTOCOLS, "a protocol") ??
-    d.protocol;
   if (redisReset && protocol !== "redis") {
     throw new ConfigError(
       `--redis-reset: has no effect with --protocol ${protocol}; drop it, or use --protocol redis`,
@@ -738,19 +811,15 @@ function buildConfig(
       "--reuse-settle",
     );
   }
-  const preconnectRatio = ratio("preconnect-ratio", values.get("preconnect-ratio")) ??
-    d.preconnectRatio;
   if (pool === "off" && values.has("preconnect-ratio")) {
     throw new ConfigError(
       `--preconnect-ratio: has no effect with --pool off; drop it, or use --pool warm or reuse`,
       "--preconnect-ratio",
     );
   }
-  const logLevel = oneOf("log-level", values.get("log-level"), LOG_LEVELS, "a log level") ??
-    d.logLevel;
-  if (accessLog && (logLevel === "warn" || logLevel === "error")) {
+  if (config.accessLog && (config.logLevel === "warn" || config.logLevel === "error")) {
     throw new ConfigError(
-      `--access-log: its lines are written at info, which --log-level ${logLevel} drops; use --log-level info or debug`,
+      `--access-log: its lines are written at info, which --log-level ${config.logLevel} drops; use --log-level info or debug`,
       "--access-log",
     );
   }
@@ -760,11 +829,6 @@ function buildConfig(
       "--min-idle",
     );
   }
-  // Each value is checked before whether it does anything: a bad value is the first thing said.
-  const idleTimeoutMs = duration("idle-timeout", values.get("idle-timeout"), 1) ?? d.idleTimeoutMs;
-  const maxLifetimeMs = duration("max-lifetime", values.get("max-lifetime"), 0) ?? d.maxLifetimeMs;
-  const queueTimeoutMs = duration("queue-timeout", values.get("queue-timeout"), 1) ??
-    d.queueTimeoutMs;
   if (protocol !== "raw" && pool !== "reuse") {
     throw new ConfigError(
       `--protocol: ${protocol} has no effect with --pool ${pool} (only reuse pools by framing); drop it, or use --pool reuse`,
@@ -788,67 +852,14 @@ function buildConfig(
       "--queue-timeout",
     );
   }
-  const listen = address("listen", values.get("listen"), true) ?? { ...d.listen };
-  const upstream = address("upstream", values.get("upstream"), false) ?? { ...d.upstream };
-  if (reachesItself(listen, upstream)) {
+  if (reachesItself(config.listen, config.upstream)) {
     throw new ConfigError(
-      `--upstream: ${formatHostPort(upstream)} is this proxy's own --listen address (${
-        formatHostPort(listen)
+      `--upstream: ${formatHostPort(config.upstream)} is this proxy's own --listen address (${
+        formatHostPort(config.listen)
       }): every session would connect back to the proxy; give the server's address`,
       "--upstream",
     );
   }
-  return {
-    listen,
-    upstream,
-    pool,
-    poolSize,
-    minIdle,
-    preconnectRatio,
-    idleTimeoutMs,
-    maxLifetimeMs,
-    connectTimeoutMs: duration("connect-timeout", values.get("connect-timeout"), 1) ??
-      d.connectTimeoutMs,
-    clientTimeoutMs: duration("client-timeout", values.get("client-timeout"), 0) ??
-      d.clientTimeoutMs,
-    serverTimeoutMs: duration("server-timeout", values.get("server-timeout"), 0) ??
-      d.serverTimeoutMs,
-    finTimeoutMs: duration("fin-timeout", values.get("fin-timeout"), 0) ?? d.finTimeoutMs,
-    maxClients: maxClients(values.get("max-clients")) ?? d.maxClients,
-    maxUpstream,
-    queueTimeoutMs,
-    protocol,
-    reuseDrainBytes: size("reuse-drain-bytes", values.get("reuse-drain-bytes")) ??
-      d.reuseDrainBytes,
-    readAheadMemory: size("read-ahead-memory", values.get("read-ahead-memory")) ??
-      d.readAheadMemory,
-    reuseDrainTimeoutMs: duration("reuse-drain-timeout", values.get("reuse-drain-timeout"), 1) ??
-      d.reuseDrainTimeoutMs,
-    // Framing knows where answers end: no settle time is in force (and /stats says so).
-    reuseSettleMs: protocol === "raw"
-      ? duration("reuse-settle", values.get("reuse-settle"), 0) ?? d.reuseSettleMs
-      : 0,
-    redisReset,
-    drainTimeoutMs: duration("drain-timeout", values.get("drain-timeout"), 0) ?? d.drainTimeoutMs,
-    admin: address("admin", values.get("admin"), true),
-    accessLog,
-    upstreamTls,
-    upstreamSni,
-    upstreamCa: values.get("upstream-ca"),
-    upstreamCert: values.get("upstream-cert"),
-    upstreamKey: values.get("upstream-key"),
-    tlsCert: values.get("tls-cert"),
-    tlsKey: values.get("tls-key"),
-    tlsHandshakeTimeoutMs:
-      duration("tls-handshake-timeout", values.get("tls-handshake-timeout"), 1) ??
-        d.tlsHandshakeTimeoutMs,
-    tlsReloadIntervalMs: duration("tls-reload-interval", values.get("tls-reload-interval"), 0) ??
-      d.tlsReloadIntervalMs,
-    logLevel,
-    logFormat: oneOf("log-format", values.get("log-format"), LOG_FORMATS, "a log format") ??
-      d.logFormat,
-    logBuffer: size("log-buffer", values.get("log-buffer")) ?? d.logBuffer,
-  };
 }
 
 const SIZE_UNITS: Record<string, number> = {
@@ -980,38 +991,53 @@ function address(
   }
 }
 
-/** The wildcard listen addresses: they accept connections to any address of this machine. */
-const WILDCARD_HOSTS: ReadonlySet<string> = new Set(["0.0.0.0", "::"]);
-
-/** `host` in one spelling: lower case, IPv6 compressed (`0:0::1` is `::1`), IPv4 dotted-quad. */
+/** `host` in one spelling: lower case, IPv6 compressed (`0:0::1` is `::1`), IPv4 dotted-quad,
+ * an IPv4-mapped IPv6 address as its IPv4 address. */
 function canonicalHost(host: string): string {
+  let canonical: string;
   try {
-    return new URL(`http://${host.includes(":") ? `[${host}]` : host}/`).hostname
+    canonical = new URL(`http://${host.includes(":") ? `[${host}]` : host}/`).hostname
       .replace(/^\[(.*)\]$/, "$1");
   } catch {
     return host.toLowerCase();
   }
-}
-
-/** Whether `host` names this machine's loopback interface. */
-function isLoopbackHost(host: string): boolean {
-  return host === "localhost" || host === "::1" || /^127\./.test(host) ||
-    /^::ffff:7f[0-9a-f]{2}:/.test(host);
+  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(canonical);
+  if (mapped === null) return canonical;
+  const [high, low] = [parseInt(mapped[1], 16), parseInt(mapped[2], 16)];
+  return [high >> 8, high & 255, low >> 8, low & 255].join(".");
 }
 
 /**
- * Whether dialling `upstream` reaches this proxy's own listener at `listen`: the same port, and
- * the same address, or a wildcard listener and an address of this machine (loopback or a
- * wildcard), or a loopback listener and `localhost`. A name that resolves to this machine is not
- * caught here (names are resolved at each dial).
+ * The addresses a dial to `host` (canonical) may reach on this machine's loopback: a wildcard
+ * is connected to as the loopback of its family, and `localhost` as either family's (it is
+ * resolved at each dial). Any other host: itself.
+ */
+function dialledAs(host: string): string[] {
+  if (host === "localhost") return ["127.0.0.1", "::1"];
+  if (host === "0.0.0.0") return ["127.0.0.1"];
+  if (host === "::") return ["::1"];
+  return [host];
+}
+
+/** Whether a listener on `listen` (canonical) accepts a connection to `target` (canonical). */
+function accepts(listen: string, target: string): boolean {
+  const v4Loopback = /^127\./.test(target);
+  if (listen === "::") return v4Loopback || target === "::1"; // dual-stack, as Linux binds it
+  if (listen === "0.0.0.0") return v4Loopback;
+  if (listen === "localhost") return target === "127.0.0.1" || target === "::1";
+  return listen === target;
+}
+
+/**
+ * Whether dialling `upstream` may reach this proxy's own listener at `listen`: the same port,
+ * and an address the listener accepts (the same one; loopback for a wildcard listener, as far
+ * as a loopback or wildcard upstream goes; `localhost` counted as both loopback addresses). A
+ * name that resolves to this machine is not caught here (names are resolved at each dial).
  */
 function reachesItself(listen: HostPort, upstream: HostPort): boolean {
   if (listen.port !== upstream.port) return false;
-  const [l, u] = [canonicalHost(listen.hostname), canonicalHost(upstream.hostname)];
-  if (l === u) return true;
-  const local = (host: string) => isLoopbackHost(host) || WILDCARD_HOSTS.has(host);
-  if (WILDCARD_HOSTS.has(l)) return local(u);
-  return isLoopbackHost(l) && (u === "localhost" || WILDCARD_HOSTS.has(u));
+  const l = canonicalHost(listen.hostname);
+  return dialledAs(canonicalHost(upstream.hostname)).some((target) => accepts(l, target));
 }
 
 /**

@@ -290,12 +290,22 @@ Deno.test("flags that keep connections are rejected with --pool off, and --queue
     "--queue-timeout: has no effect without --max-upstream (no session waits for a connection); add --max-upstream, or drop it",
     "--queue-timeout",
   );
-  // A bad value is said first, before whether the flag does anything.
+  // A bad value is said first, before whether the flag does anything, its own or another's.
   rejects(
     ["--pool", "off", "--idle-timeout", "5"],
     '--idle-timeout: "5" has no unit; use a number with a unit ms, s, m or h, e.g. 250ms, 5s, 1.5s, 2m',
     "--idle-timeout",
   );
+  for (
+    const args of [
+      ["--pool", "off", "--pool-size", "5", "--listen", "nowhere"],
+      ["--queue-timeout", "1s", "--listen", "nowhere"],
+      ["--pool", "reuse", "--protocol", "redis", "--reuse-settle", "1s", "--listen", "nowhere"],
+    ]
+  ) {
+    const err = assertThrows(() => parseCli(args), ConfigError);
+    assertEquals(err.flag, "--listen", args.join(" "));
+  }
 });
 
 Deno.test("an upstream that is the proxy's own listen address is rejected; other ports and addresses are not", () => {
@@ -308,6 +318,9 @@ Deno.test("an upstream that is the proxy's own listen address is rejected; other
     ["[::1]:7000", "[0:0::1]:7000"],
     ["127.0.0.1:7000", "LOCALHOST:7000"],
     ["127.0.0.1:7000", "0.0.0.0:7000"],
+    ["127.0.0.1:7000", "[::ffff:127.0.0.1]:7000"],
+    ["localhost:7000", "127.0.0.1:7000"],
+    ["[::1]:7000", "localhost:7000"], // localhost counts as both loopback addresses
   ];
   for (const [listen, upstream] of loops) {
     const err = assertThrows(
@@ -322,6 +335,8 @@ Deno.test("an upstream that is the proxy's own listen address is rejected; other
     ["127.0.0.1:7000", "[::1]:7000"],
     ["127.0.0.1:7000", "10.0.0.5:7000"],
     ["0.0.0.0:7000", "10.0.0.5:7000"],
+    ["0.0.0.0:7000", "[::1]:7000"], // an IPv4 wildcard does not take IPv6
+    ["127.0.0.2:7000", "0.0.0.0:7000"], // a dial to 0.0.0.0 goes to 127.0.0.1
     ["127.0.0.1:0", "127.0.0.1:8849"],
   ];
   for (const [listen, upstream] of fine) {
