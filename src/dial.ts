@@ -167,17 +167,19 @@ function dialTls(
   });
 }
 
+/** The `node:tls` codes of the alerts a server refuses a handshake with (certificates, access). */
+const REFUSAL_ALERT =
+  /^ERR_SSL_(?:SSLV3|TLSV1|TLSV13)_ALERT_(?:CERTIFICATE_|BAD_CERTIFICATE|UNSUPPORTED_CERTIFICATE|UNKNOWN_CA|ACCESS_DENIED|HANDSHAKE_FAILURE|DECRYPT_ERROR)/;
+
 /**
- * The reason, as for a failed handshake, when `error` is a fatal TLS alert from the upstream
- * (`node:tls` codes `ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED`, `ERR_SSL_SSLV3_ALERT_...`);
- * `undefined` for any other error. In TLS 1.3 the server checks a client certificate after the
+ * The reason, as for a failed handshake, when `error` is a fatal TLS alert by which the upstream
+ * refuses a handshake (`ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED`, `..._ALERT_UNKNOWN_CA`,
+ * `..._ALERT_ACCESS_DENIED`, ...); `undefined` for any other error. In TLS 1.3 the server checks a client certificate after the
  * handshake has completed on the client's side, so its refusal arrives as the first read's error.
  */
 export function tlsAlertReason(error: unknown): string | undefined {
   const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code !== "string" || !/^ERR_SSL_(?:SSLV3|TLSV1|TLSV13)_ALERT_/.test(code)) {
-    return undefined;
-  }
+  if (typeof code !== "string" || !REFUSAL_ALERT.test(code)) return undefined;
   return tlsReason(error as Error & { code: string }, "");
 }
 

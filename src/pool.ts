@@ -419,8 +419,10 @@ export class UpstreamPool {
         },
         deliver: (conn) => this.#putIdle(conn),
         proven: () => this.#served(),
-        lostToUpstream: (detail, tlsRefused) =>
-          this.#closedBeforeUse(detail, tlsRefused ? "tls" : "closed"),
+        lostToUpstream: (conn, detail) => {
+          if (conn.dialFailureCounted) return; // its session counted it (refusedOnFirstUse)
+          this.#closedBeforeUse(detail, conn.handshakeRefused !== undefined ? "tls" : "closed");
+        },
       },
       this.#log,
       options.probationMs,
@@ -614,6 +616,8 @@ export class UpstreamPool {
    * failed in the dial is. @returns the error the session ends with (`connect-failed`).
    */
   refusedOnFirstUse(conn: UpstreamConn): UpstreamConnectError {
+    // Once: a refill on probation is reported lost as well when its session releases it.
+    conn.dialFailureCounted = true;
     return this.#closedBeforeUse(conn.handshakeRefused ?? "TLS: refused", "tls");
   }
 

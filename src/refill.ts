@@ -61,11 +61,12 @@ export interface RefillTarget {
   deliver(conn: UpstreamConn): void;
   /**
    * The upstream ended a refill before it served anyone (closed it, reset it, greeted and
-   * closed): as good as a failed dial, counted as one (`closed`; `tls` when `tlsRefused`: its
-   * first read was a fatal TLS alert). Not called for a dial that failed, which the pool counted
-   * already, nor for a refill the pool itself retired.
+   * closed): as good as a failed dial, counted as one (`closed`; `tls` when its first read was a
+   * fatal TLS alert, {@link UpstreamConn.handshakeRefused}), unless its session counted it already.
+   * Not called for a dial that failed, which the pool counted already, nor for a refill the pool
+   * itself retired.
    */
-  lostToUpstream(detail: string, tlsRefused: boolean): void;
+  lostToUpstream(conn: UpstreamConn, detail: string): void;
   /** A refill proved itself, or a session on a connection got an answer: the upstream serves. */
   proven(): void;
 }
@@ -198,7 +199,7 @@ export class Refiller {
     const greeting = conn.greetingPreview();
     const detail = `${reason} ${age}ms after connect, before it served a client` +
       (greeting === "" ? "" : ` (it said ${greeting})`);
-    if (upstreamDid) this.#target.lostToUpstream(detail, conn.handshakeRefused !== undefined);
+    if (upstreamDid) this.#target.lostToUpstream(conn, detail);
     this.#failed(round, `upstream ${this.#target.address} ${detail}`);
   }
 

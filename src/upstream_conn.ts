@@ -128,6 +128,8 @@ export class UpstreamConn {
    * a failed dial (`tls`), not as a session's server error.
    */
   handshakeRefused: string | undefined;
+  /** Set once this connection's loss was counted as a failed dial, so that it is counted once. */
+  dialFailureCounted = false;
   #finSent = false;
   #wrote = false;
   /**
@@ -335,8 +337,8 @@ export class UpstreamConn {
         if (readError !== undefined) {
           if (this.#state === "closed" && isLocalInterruption(readError)) return;
           // A TLS alert before the upstream sent a byte: the handshake was refused after all.
-          const refused = this.spokeBeforeWrite || this.answered
-            ? undefined
+          const refused = this.spokeBeforeWrite || this.answered || this.checked
+            ? undefined // the upstream spoke: the handshake had been accepted
             : tlsAlertReason(readError);
           if (refused !== undefined) this.handshakeRefused = refused;
           this.unfitReason ??= "read failed";
@@ -395,7 +397,8 @@ export class UpstreamConn {
       reportUnexpected(`the reader of upstream connection #${this.id}`, error);
       this.unfitReason ??= "internal error";
       const lease = this.#lease;
-      this.close();
+      this.abort(); // a request may be cut short: no clean end of stream
+
       try {
         lease?.onUpstreamError(this, error);
       } catch (handlerError) {

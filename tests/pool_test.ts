@@ -998,3 +998,23 @@ Deno.test("a lease handler that throws while told of a failed delivery is report
   // The delivery's fault and the handler's, each reported once.
   assertEquals(unexpectedErrors() - before, 2);
 });
+
+Deno.test("a refill refused on its first read (a TLS 1.3 certificate refusal) counts as one failed dial: its session counts it, its release on probation does not again", async () => {
+  await using upstream = new TestUpstream(echo);
+  const pool = testPool(upstream.address, { mode: "warm", minIdle: 1, probationMs: 10_000 });
+  try {
+    await eventually(() => pool.stats.idle === 1, 2_000, "a refill ready");
+    const { conn, fromPool } = await pool.borrow(discardingLease);
+    assert(fromPool, "the refill, still on probation");
+    // What the reader sets when the first thing it reads is such an alert.
+    conn.handshakeRefused = "TLS: the upstream requires a client certificate";
+    conn.lostToUpstream = conn.handshakeRefused;
+    pool.refusedOnFirstUse(conn); // the session's count, as it ends connect-failed
+    await conn.endLease();
+    pool.release(conn, false);
+    assertEquals(pool.stats.dialFailuresBy.tls, 1);
+    assertEquals(pool.stats.dialFailures, 1);
+  } finally {
+    await pool.close();
+  }
+});

@@ -176,7 +176,7 @@ Deno.test("a refill whose reader lost it before the dial's continuation ran coun
       await conn.readerDone;
       assertEquals(conn.state, "closed");
       return conn;
-    }, { lostToUpstream: (detail) => losses.push(detail) });
+    }, { lostToUpstream: (_conn, detail) => losses.push(detail) });
     const refiller = new Refiller(target, getProxyLogger("pool"));
     try {
       refiller.request();
@@ -419,7 +419,7 @@ function refillTarget(
   upstream: TestUpstream,
   delivered: UpstreamConn[],
   dial: () => Promise<UpstreamConn>,
-  options: { wanted?: number; lostToUpstream?: (detail: string) => void } = {},
+  options: { wanted?: number; lostToUpstream?: (conn: UpstreamConn, detail: string) => void } = {},
 ): RefillTarget {
   const { wanted = 1, lostToUpstream = () => {} } = options;
   return {
