@@ -143,6 +143,13 @@ Deno.test("refills that proved themselves end the episode: one info line, and th
       minIdle: 2,
       refillProbationMs: 100,
     });
+    // First the failures (the first 8 connections are closed at once), then the recovery: two
+    // refills idle at once before the first close is read must not pass for the recovery.
+    await eventually(
+      () => proxy.server.pool.stats.refillFailure !== undefined,
+      8_000,
+      "a failure noted",
+    );
     await eventually(
       () =>
         proxy.server.pool.stats.idle === 2 && proxy.server.pool.stats.refillFailure === undefined,
