@@ -119,7 +119,7 @@ function logListening(
   });
 }
 
-async function serve(config: ProxyConfig): Promise<number> {
+async function serve(config: ProxyConfig, given: ReadonlySet<string>): Promise<number> {
   let upstreamTls;
   let listenerTls;
   try {
@@ -141,7 +141,7 @@ async function serve(config: ProxyConfig): Promise<number> {
   let limit = resolveMaxClients(config);
   // The pool keeps no more than the descriptors the client sessions leave it.
   const { poolSize, minIdle, notes, sessionsThatFit, fileLimit } = fitPoolToDescriptors(
-    config,
+    { ...config, poolSizeGiven: given.has("pool-size") },
     limit,
   );
   for (const note of notes) log.warn(note);
@@ -254,7 +254,7 @@ async function main(args: string[]): Promise<number> {
     }
     return 0;
   }
-  return await serve(command.config);
+  return await serve(command.config, command.given);
 }
 
 if (import.meta.main) {

@@ -23,7 +23,6 @@ import denoJson from "../deno.json" with { type: "json" };
 import { DEFAULT_READ_AHEAD_MEMORY, READ_AHEAD_PER_DIRECTION } from "./_io.ts";
 import { AddressError, formatHostPort, type HostPort, parseHostPort } from "./address.ts";
 import { DurationError, formatDuration, parseDuration } from "./duration.ts";
-import { DEFAULT_POOL_SIZE } from "./limits.ts";
 import type { Protocol } from "./framing.ts";
 
 export type { Protocol } from "./framing.ts";
@@ -152,7 +151,12 @@ export interface ProxyConfig {
 
 /** What the command line asks for: run the proxy, or print help or the version. */
 export type CliCommand =
-  | { kind: "run"; config: ProxyConfig }
+  | {
+    kind: "run";
+    config: ProxyConfig;
+    /** The value flags given on the command line (names without dashes), defaults aside. */
+    given: ReadonlySet<string>;
+  }
   | { kind: "help"; text: string }
   | { kind: "version"; text: string };
 
@@ -212,7 +216,7 @@ export const DEFAULT_CONFIG: Readonly<ProxyConfig> = Object.freeze({
   listen: Object.freeze({ hostname: "127.0.0.1", port: 8848 }),
   upstream: Object.freeze({ hostname: "127.0.0.1", port: 8849 }),
   pool: "warm",
-  poolSize: DEFAULT_POOL_SIZE,
+  poolSize: 1000,
   minIdle: defaultMinIdle("warm"),
   preconnectRatio: 1,
   idleTimeoutMs: 60_000,
@@ -393,6 +397,7 @@ export function parseCli(args: string[]): CliCommand {
   }
   return {
     kind: "run",
+    given: new Set(values.keys()),
     config: buildConfig(values, {
       redisReset: raw["redis-reset"] === true,
       accessLog: raw["access-log"] === true,

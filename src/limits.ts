@@ -27,8 +27,6 @@ import type { ProxyConfig } from "./config.ts";
 
 /** The limit assumed when `/proc/self/limits` cannot be read: the usual Linux soft limit. */
 export const ASSUMED_OPEN_FILE_LIMIT = 1024;
-/** `--pool-size`'s default: with `--max-clients auto`, lowered to the pool's share without a word. */
-export const DEFAULT_POOL_SIZE = 1000;
 /** The limit used when the soft limit is `unlimited`: 2^20, the usual Linux `fs.nr_open`. */
 export const UNLIMITED_OPEN_FILES = 1_048_576;
 /** Descriptors kept back from sessions: the runtime's own (about 25 under `deno run`), stdio, logs. */
@@ -250,7 +248,10 @@ export function descriptorsNeeded(
  * that could not be read, or an unlimited one, changes nothing for a given `--max-clients`.
  */
 export function fitPoolToDescriptors(
-  config: ReserveConfig & Pick<ProxyConfig, "pool" | "poolSize" | "minIdle">,
+  config: ReserveConfig & Pick<ProxyConfig, "pool" | "poolSize" | "minIdle"> & {
+    /** Whether `--pool-size` was given (then its cap under `auto` is warned about). */
+    poolSizeGiven?: boolean;
+  },
   choice: MaxClientsChoice,
   readLimit: () => OpenFileLimit = openFileLimit,
 ): PoolFit {
@@ -262,7 +263,7 @@ export function fitPoolToDescriptors(
   if (choice.source !== "given") {
     const share = poolShare(choice.fileLimit, reserve);
     // The default's cap is the documented rule; a size the operator chose is told about.
-    if (config.pool !== "off" && poolSize > share && poolSize !== DEFAULT_POOL_SIZE) {
+    if (config.pool !== "off" && poolSize > share && config.poolSizeGiven === true) {
       const limit = `${choice.source === "assumed" ? "assumed " : ""}${choice.fileLimit}`;
       notes.push(
         `--pool-size ${poolSize} lowered to ${share}: a third of the open-file limit ${limit} ` +

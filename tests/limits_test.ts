@@ -136,11 +136,12 @@ Deno.test("fitPoolToDescriptors: with auto, the pool keeps its share, and --min-
   assertEquals([roomy.poolSize, roomy.minIdle, roomy.notes], [330, 4, []]);
 });
 
-Deno.test("fitPoolToDescriptors: with auto, a --pool-size other than the default that is lowered is noted", () => {
+Deno.test("fitPoolToDescriptors: with auto, a given --pool-size that is lowered is noted; the default, lowered, is not", () => {
   const proc = () => ({ limit: 1_024, source: "proc" as const });
   const config = {
     pool: "warm" as const,
     poolSize: 5_000,
+    poolSizeGiven: true,
     minIdle: 4,
     maxClients: "auto" as const,
   };
@@ -152,6 +153,16 @@ Deno.test("fitPoolToDescriptors: with auto, a --pool-size other than the default
   ]);
   const fits = fitPoolToDescriptors({ ...config, poolSize: 300 }, resolveMaxClients(config, proc));
   assertEquals([fits.poolSize, fits.notes], [300, []]);
+  const givenAsDefault = fitPoolToDescriptors(
+    { ...config, poolSize: 1_000 },
+    resolveMaxClients(config, proc),
+  );
+  assertEquals(givenAsDefault.notes.length, 1, "--pool-size 1000 given: noted");
+  const byDefault = fitPoolToDescriptors(
+    { ...config, poolSize: 1_000, poolSizeGiven: false },
+    resolveMaxClients(config, proc),
+  );
+  assertEquals([byDefault.poolSize, byDefault.notes], [330, []]);
 });
 
 Deno.test("fitPoolToDescriptors: with a given --max-clients, the pool keeps what the sessions leave, and a --max-clients past the limit is noted", () => {
