@@ -182,7 +182,8 @@ const USAGE = `Usage: deno task bench [options]
   --proxy FILE          the proxy entry point to run (default main.ts of this repository)
   --proxy-args="FLAGS"  more flags for the proxy under test, separated by spaces (give it
                         with "=", as its value starts with dashes; not --protocol, which the
-                        columns set), e.g.
+                        columns set; a flag that does nothing in a column's mode, such as
+                        --pool-size with off, stops that column, as the proxy refuses it), e.g.
                         --proxy-args="--client-timeout 0 --server-timeout 0 --fin-timeout 0"
   --help                this text`;
 
