@@ -167,14 +167,18 @@ function dialTls(
   });
 }
 
-/** The `node:tls` codes of the alerts a server refuses a handshake with (certificates, access). */
+/**
+ * The `node:tls` codes of the alerts by which a server refuses our certificate. Not
+ * `..._ALERT_HANDSHAKE_FAILURE`: Deno 2.9.6's `node:tls` gives that code to every TLS error
+ * without one of its own (a corrupt record, an alert it does not name), which is no refusal.
+ */
 const REFUSAL_ALERT =
-  /^ERR_SSL_(?:SSLV3|TLSV1|TLSV13)_ALERT_(?:CERTIFICATE_|BAD_CERTIFICATE|UNSUPPORTED_CERTIFICATE|UNKNOWN_CA|ACCESS_DENIED|HANDSHAKE_FAILURE|DECRYPT_ERROR)/;
+  /^ERR_SSL_(?:SSLV3|TLSV1|TLSV13)_ALERT_(?:CERTIFICATE_|BAD_CERTIFICATE|UNSUPPORTED_CERTIFICATE|UNKNOWN_CA)/;
 
 /**
  * The reason, as for a failed handshake, when `error` is a fatal TLS alert by which the upstream
- * refuses a handshake (`ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED`, `..._ALERT_UNKNOWN_CA`,
- * `..._ALERT_ACCESS_DENIED`, ...); `undefined` for any other error. In TLS 1.3 the server checks a client certificate after the
+ * refuses our certificate (`ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED`,
+ * `ERR_SSL_TLSV1_ALERT_UNKNOWN_CA`, ...); `undefined` for any other error. In TLS 1.3 the server checks a client certificate after the
  * handshake has completed on the client's side, so its refusal arrives as the first read's error.
  */
 export function tlsAlertReason(error: unknown): string | undefined {

@@ -398,7 +398,6 @@ export class UpstreamConn {
       this.unfitReason ??= "internal error";
       const lease = this.#lease;
       this.abort(); // a request may be cut short: no clean end of stream
-
       try {
         lease?.onUpstreamError(this, error);
       } catch (handlerError) {

@@ -21,7 +21,7 @@ import {
   assertStringIncludes,
 } from "./_assert.ts";
 import { formatHostPort, type HostPort } from "../src/address.ts";
-import { dialUpstream, type UpstreamTls } from "../src/dial.ts";
+import { dialUpstream, tlsAlertReason, type UpstreamTls } from "../src/dial.ts";
 import { CertificateReloader, listenerTlsOf, type TlsFiles, upstreamTlsOf } from "../src/tls.ts";
 import {
   closeQuietly,
@@ -1589,4 +1589,33 @@ Deno.test("warm: a session that misses waits for a refill only if no earlier ses
     for (const client of clients) closeQuietly(client);
   }
   await proxy.sessionsEnded(3);
+});
+
+Deno.test("tlsAlertReason: alerts refusing our certificate are a refused handshake; node:tls's catch-all HANDSHAKE_FAILURE and other errors are not", () => {
+  const withCode = (code: string) => Object.assign(new Error(code), { code });
+  assertStringIncludes(
+    tlsAlertReason(withCode("ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED")) ?? "",
+    "requires a client certificate",
+  );
+  for (
+    const code of [
+      "ERR_SSL_TLSV1_ALERT_UNKNOWN_CA",
+      "ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE",
+      "ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED",
+      "ERR_SSL_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+    ]
+  ) {
+    assert(tlsAlertReason(withCode(code)) !== undefined, code);
+  }
+  // Deno 2.9.6 names every TLS error without a code of its own so (a corrupt record included).
+  for (
+    const code of [
+      "ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE",
+      "ERR_SSL_WRONG_VERSION_NUMBER",
+      "ECONNRESET",
+    ]
+  ) {
+    assertEquals(tlsAlertReason(withCode(code)), undefined, code);
+  }
+  assertEquals(tlsAlertReason(new Error("no code")), undefined);
 });
