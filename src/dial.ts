@@ -219,9 +219,17 @@ async function dialTcp(
   signals: AbortSignal[],
 ): Promise<Deno.TcpConn> {
   const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(CONNECT_TIMEOUT), timeoutMs);
-  const onOuterAbort = (reason: unknown) => controller.abort(reason);
-  const stopWatching = onAnyAbort(signals, onOuterAbort);
+  // Deno 2.9.6's connect checks its signal once more after the connect completed, and throws if
+  // it was aborted meanwhile, losing the connected socket (never closed, counted nowhere). An
+  // abort in the same event-loop turn as the completion lands there; one from a later turn comes
+  // after the connect's own continuation has run, so it either cancels a connect still pending
+  // or finds it done (then the connection is used: it did connect).
+  let deferred: ReturnType<typeof setTimeout> | undefined;
+  const abortLater = (reason: unknown) => {
+    deferred ??= setTimeout(() => controller.abort(reason), 0);
+  };
+  const timer = setTimeout(() => abortLater(CONNECT_TIMEOUT), timeoutMs);
+  const stopWatching = onAnyAbort(signals, abortLater);
   try {
     for (const signal of signals) signal.throwIfAborted();
     const conn = await Deno.connect({
@@ -247,6 +255,7 @@ async function dialTcp(
     throw connectError(address, error, error);
   } finally {
     clearTimeout(timer);
+    clearTimeout(deferred);
     stopWatching();
   }
 }

@@ -1018,3 +1018,39 @@ Deno.test("a refill refused on its first read (a TLS 1.3 certificate refusal) co
     await pool.close();
   }
 });
+
+Deno.test("a dial whose timeout fires as its connect completes loses no socket: each connection is returned or closed (Deno's connect threw after connecting and dropped the socket)", async () => {
+  // Counts connections, and those the dialling side left open: no EOF long after the dials.
+  let accepted = 0;
+  let ended = 0;
+  await using upstream = new TestUpstream(async (conn) => {
+    accepted++;
+    const buffer = new Uint8Array(16);
+    try {
+      while (await conn.read(buffer) !== null) {
+        // nothing is sent
+      }
+    } catch {
+      // reset
+    }
+    ended++;
+  });
+  const dials: Promise<void>[] = [];
+  for (let i = 0; i < 600; i++) {
+    // Timeouts spread over the time a connect takes here, so that some fire as one completes.
+    dials.push(
+      dialUpstream(upstream.address, Math.random() * 6, undefined).then(
+        (conn) => conn.close(),
+        () => {},
+      ),
+    );
+    if (i % 50 === 49) {
+      const until = performance.now() + 2; // a busy turn, as under load
+      while (performance.now() < until) { /* spin */ }
+      await delay(0);
+    }
+  }
+  await Promise.all(dials);
+  await eventually(() => ended === accepted, 3_000, `${accepted - ended} connections left open`);
+  assertGreaterOrEqual(accepted, 1, "some connects completed");
+});
