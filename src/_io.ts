@@ -742,3 +742,20 @@ export function closeQuietly(resource: { close(): void }): void {
     // already closed
   }
 }
+
+/**
+ * Closes `conn`: cleanly, or with `cut`, without the clean end of stream where the socket can
+ * tell (over TLS, no close_notify; {@link ByteConn.abort}), so that its peer sees a stream cut
+ * short, not a complete one. Plain TCP has only its FIN either way. Never throws.
+ */
+export function closeOrCut(conn: ByteConn, cut: boolean): void {
+  if (!cut || conn.abort === undefined) {
+    closeQuietly(conn);
+    return;
+  }
+  try {
+    conn.abort();
+  } catch {
+    // already closed
+  }
+}

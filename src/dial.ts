@@ -178,8 +178,9 @@ const REFUSAL_ALERT =
 /**
  * The reason, as for a failed handshake, when `error` is a fatal TLS alert by which the upstream
  * refuses our certificate (`ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED`,
- * `ERR_SSL_TLSV1_ALERT_UNKNOWN_CA`, ...); `undefined` for any other error. In TLS 1.3 the server checks a client certificate after the
- * handshake has completed on the client's side, so its refusal arrives as the first read's error.
+ * `ERR_SSL_TLSV1_ALERT_UNKNOWN_CA`, ...); `undefined` for any other error. In TLS 1.3 the server
+ * checks a client certificate after the handshake has completed on the client's side, so its
+ * refusal arrives as the first read's error.
  */
 export function tlsAlertReason(error: unknown): string | undefined {
   const code = (error as { code?: unknown } | null)?.code;

@@ -37,7 +37,7 @@
 import { formatHostPort, type HostPort } from "./address.ts";
 import {
   type ClientConn,
-  closeQuietly,
+  closeOrCut,
   describeError,
   isLocalInterruption,
   ReadBuffers,
@@ -401,16 +401,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
    * likewise: {@link closeUpstream}).
    */
   #closeClient(): void {
-    const client = this.#client;
-    if (client.abort !== undefined && this.#end !== undefined && MAY_CUT_SHORT.has(this.#end)) {
-      try {
-        client.abort();
-      } catch {
-        // closed already
-      }
-      return;
-    }
-    closeQuietly(client);
+    closeOrCut(this.#client, this.#mayHaveCutShort);
   }
 
   /**
@@ -419,10 +410,13 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
    * for a complete one.
    */
   #closeUpstream(): void {
-    const up = this.#up;
-    if (up === undefined) return;
-    if (this.#end !== undefined && MAY_CUT_SHORT.has(this.#end)) up.abort();
-    else up.close();
+    if (this.#mayHaveCutShort) this.#up?.abort();
+    else this.#up?.close();
+  }
+
+  /** Whether the session's ending may have cut a request or an answer short ({@link MAY_CUT_SHORT}). */
+  get #mayHaveCutShort(): boolean {
+    return this.#end !== undefined && MAY_CUT_SHORT.has(this.#end);
   }
 
   /** Borrows a connection (leased through onLease), stopped if the session ends meanwhile. */

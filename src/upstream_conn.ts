@@ -16,7 +16,7 @@
 
 import {
   type ByteConn,
-  closeQuietly,
+  closeOrCut,
   isLocalInterruption,
   ReadBuffers,
   writeAll,
@@ -291,16 +291,7 @@ export class UpstreamConn {
     if (this.#state === "closed") return;
     this.#state = "closed";
     this.#lease = undefined;
-    const conn = this.conn;
-    if (cut && conn.abort !== undefined) {
-      try {
-        conn.abort();
-      } catch {
-        // closed already
-      }
-    } else {
-      closeQuietly(conn);
-    }
+    closeOrCut(this.conn, cut);
     this.#releaseWrites?.();
     this.#hooks?.onClosed(this); // once: the state is closed from here on
   }
