@@ -220,24 +220,24 @@ async function dialTcp(
   signals: AbortSignal[],
 ): Promise<Deno.TcpConn> {
   const controller = new AbortController();
-  // Deno 2.9.6's connect checks its signal once more after the connect completed, and throws if
-  // it was aborted meanwhile, losing the connected socket (never closed, counted nowhere). An
-  // abort in the same event-loop turn as the completion lands there; one from a later turn comes
-  // after the connect's own continuation has run, so it either cancels a connect still pending
-  // or finds it done (then the connection is used: it did connect).
-  let deferred: ReturnType<typeof setTimeout> | undefined;
-  const abortLater = (reason: unknown) => {
-    deferred ??= setTimeout(() => controller.abort(reason), 0);
-  };
-  const timer = setTimeout(() => abortLater(CONNECT_TIMEOUT), timeoutMs);
-  const stopWatching = onAnyAbort(signals, abortLater);
+  const connectSignal = controller.signal;
+  // Deno 2.9.6's connect checks its signal once more after the connect op completed, and throws
+  // if it was aborted meanwhile, dropping the connected socket (never closed, counted nowhere).
+  // The op's result can wait in the runtime for a later event-loop turn (a burst of completed
+  // ops is handed to JS in parts), so no timing of the abort avoids that. This signal's own
+  // check is a no-op: the abort still cancels a connect in progress (Interrupted), and a connect
+  // that had completed returns its connection, which is used, since it did connect.
+  connectSignal.throwIfAborted = () => {};
+  const abortConnect = (reason: unknown) => controller.abort(reason);
+  const timer = setTimeout(() => abortConnect(CONNECT_TIMEOUT), timeoutMs);
+  const stopWatching = onAnyAbort(signals, abortConnect);
   try {
     for (const signal of signals) signal.throwIfAborted();
     const conn = await Deno.connect({
       hostname: address.hostname,
       port: address.port,
       transport: "tcp",
-      signal: controller.signal,
+      signal: connectSignal,
     });
     try {
       conn.setNoDelay(true);
@@ -256,7 +256,6 @@ async function dialTcp(
     throw connectError(address, error, error);
   } finally {
     clearTimeout(timer);
-    clearTimeout(deferred);
     stopWatching();
   }
 }
