@@ -163,10 +163,21 @@ Deno.test("reuse: many concurrent sessions never put one connection in the pool 
   await Promise.all(clients);
   await proxy.sessionsEnded(160);
   const stats = proxy.server.pool.stats;
-  assertEquals(stats.idle, open.size, "idle entries must be distinct live connections");
+  // A connection closed as "pool full" may not have reached its upstream handler yet.
+  await eventually(
+    () => proxy.server.pool.stats.idle === open.size,
+    2_000,
+    `idle entries (${proxy.server.pool.stats.idle}) are distinct live connections (${open.size})`,
+  );
   // Reused, not dialled per session (a dial that loses the race to a returned one is pooled).
   assert(upstream.accepted <= 32, `dialled ${upstream.accepted} for 160 sessions of 16 clients`);
-  assertEquals(stats.pooled, 160);
+  // Each went back, unless dials that lost their race had filled the pool to the number in use
+  // at once (then it is closed as "pool full"); never refused for another reason.
+  const refused = Object.entries(stats.refused).filter(([reason, n]) =>
+    n > 0 && reason !== "pool full"
+  );
+  assertEquals(refused, [], "no release refused but as pool full");
+  assertEquals(stats.pooled + stats.refused["pool full"], 160);
 });
 
 Deno.test("reuse: a client EOF after an unanswered request passes the FIN on and the answer arrives", async () => {
