@@ -94,6 +94,7 @@ export class DemandTracker {
   #dialTimeMs: number;
   readonly #startsPeak: RecentPeak;
   readonly #leasedPeak: RecentPeak;
+  readonly #wantedPeak: RecentPeak;
 
   constructor(options: DemandOptions) {
     this.#ratio = options.ratio;
@@ -110,6 +111,7 @@ export class DemandTracker {
     const period = options.peakPeriodMs ?? PEAK_PERIOD_MS;
     this.#startsPeak = new RecentPeak(period);
     this.#leasedPeak = new RecentPeak(period);
+    this.#wantedPeak = new RecentPeak(period);
   }
 
   /** The moving average of dial times, at least the shortest window (see {@link DemandOptions}). */
@@ -143,6 +145,19 @@ export class DemandTracker {
   /** `leased` connections are in use at `now` (leased, or settling before they can be reused). */
   leased(leased: number, now: number): void {
     this.#leasedPeak.observe(leased, now);
+  }
+
+  /**
+   * `wanted` sessions hold or wait for a connection at `now`: unlike {@link leased}, not capped by
+   * the connections there are.
+   */
+  wanted(wanted: number, now: number): void {
+    this.#wantedPeak.observe(wanted, now);
+  }
+
+  /** The recent peak of sessions that held or waited for a connection at once. */
+  peakWanted(now: number): number {
+    return this.#wantedPeak.value(now);
   }
 
   /** The recent peak of sessions started within one dial time. */

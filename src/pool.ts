@@ -134,6 +134,9 @@ export interface PoolOptions {
 /** The reason a borrower's wait for an idle connection is stopped (one object: no `DOMException` per borrow). */
 const STOPPED_WAITING = new Error("the dial won");
 
+/** The reason a served session's dial is aborted in `reuse`: the pool has what the load wants. */
+const NOT_NEEDED = new Error("served from the pool, which has as many as were wanted at once");
+
 /** Default {@link PoolOptions.trimPeriodMs}: the demand tracker's peak period. */
 export const TRIM_PERIOD_MS = PEAK_PERIOD_MS;
 
@@ -588,7 +591,14 @@ export class UpstreamPool {
    * yet available again, so as good as in use when sizing what to keep).
    */
   #noteLeased(): void {
-    this.#demand.leased(this.#leased + this.#settling.size, performance.now());
+    const now = performance.now();
+    this.#demand.leased(this.#leased + this.#settling.size, now);
+    this.#demand.wanted(this.#leased + this.#idle.waiting, now);
+  }
+
+  /** Tells demand how many sessions hold or wait for a connection now (a session starts to wait). */
+  #noteWanted(): void {
+    this.#demand.wanted(this.#leased + this.#idle.waiting, performance.now());
   }
 
   #lostBeforeUse(conn: UpstreamConn): UpstreamConnectError {
@@ -637,15 +647,24 @@ export class UpstreamPool {
     return this.#idle.waiting < this.#refiller.inFlight;
   }
 
-  /** With a slot held: dials, and takes an idle connection instead if one is returned first. */
+  /**
+   * With a slot held: dials, and takes an idle connection instead if one is returned first. Then
+   * the dial goes on and its connection joins the pool, so the pool grows to what the load wants;
+   * in `reuse`, only while connections open and being dialled are no more than the recent peak
+   * of sessions that held or waited for one at once, else it is aborted. Without that bound, each
+   * session served by a returned connection left a dial behind: 300 clients against an upstream
+   * slow to accept had about 2,300 dials in flight (measured).
+   */
   async #takeOrDial(signal?: AbortSignal): Promise<Borrowed> {
-    const dialing = this.#dial(signal);
+    const ownDial = this.options.mode === "reuse" ? new AbortController() : undefined;
+    const dialing = this.#dial(signal, undefined, false, ownDial?.signal);
     const stopWaiting = new AbortController();
     // Served at once from a held idle connection (one pooled after this borrower left the
     // --max-upstream queue), not through #putIdle: this dial is then one to come, counted here.
     const held = this.#idle.size > 0;
     const waiting = this.#idle.take(stopWaiting.signal);
     if (held) this.#orphanDials++;
+    this.#noteWanted();
     const dialed = () => dialing.then((conn) => ({ conn, fromPool: false }));
     let borrowed: Borrowed;
     try {
@@ -662,6 +681,11 @@ export class UpstreamPool {
     }
     if (borrowed.fromPool) {
       // The dial goes on; its connection joins the pool (counted as ready since it was served).
+      // In reuse, not past the sessions that wanted a connection at once (a connect that
+      // completed as it was aborted lands all the same).
+      if (ownDial !== undefined && this.#open > this.#demand.peakWanted(performance.now())) {
+        ownDial.abort(NOT_NEEDED);
+      }
       dialing.then((conn) => this.#orphanLanded(conn), () => this.#orphanLanded(undefined));
     } else {
       stopWaiting.abort(STOPPED_WAITING);
@@ -1012,18 +1036,21 @@ export class UpstreamPool {
   /**
    * Dials one connection; the caller holds a slot (counted in `#open`), which the connection
    * keeps until it closes, or which is freed when the dial fails. With `leaseTo`, the new
-   * connection is leased in the tick it is created, before its reader can lose it.
+   * connection is leased in the tick it is created, before its reader can lose it. `notNeeded`
+   * aborts it like the borrower's `signal` (a served session's dial, {@link #takeOrDial}).
    */
   #dial(
     signal?: AbortSignal,
     leaseTo?: LeaseHandlers,
     unchecked = false,
+    notNeeded?: AbortSignal,
   ): Promise<UpstreamConn> {
     this.#stats.dials++;
     this.#dialsInFlight++;
     const started = performance.now();
-    const closing = this.#closeController.signal;
-    const signals = signal === undefined ? [closing] : [signal, closing];
+    const signals = [this.#closeController.signal];
+    if (signal !== undefined) signals.push(signal);
+    if (notNeeded !== undefined) signals.push(notNeeded);
     const { upstream, connectTimeoutMs, openingCheck } = this.options;
     const check = unchecked ? undefined : openingCheck;
     const dialing = dialUpstream(upstream, connectTimeoutMs, this.options.tls, ...signals)

@@ -96,3 +96,13 @@ Deno.test("reuse keeps ready the ratio times the recent peak in use, less those 
   headroom.leased(32, 100);
   assertEquals(headroom.reuseReadyTarget(200, 0, 32), 16, "half again ready");
 });
+
+Deno.test("the peak of sessions that held or waited for a connection is its own, not capped by leased connections, and is forgotten like the others", () => {
+  const demand = new DemandTracker({ ratio: 1, capacity: 10, peakPeriodMs: 1_000 });
+  demand.leased(4, 100); // four connections, all in use
+  demand.wanted(12, 100); // and eight more sessions waiting for one
+  demand.wanted(2, 300);
+  assertEquals(demand.peakLeased(300), 4);
+  assertEquals(demand.peakWanted(300), 12, "not capped by the capacity (--pool-size) either");
+  assertEquals(demand.peakWanted(2_500), 0);
+});

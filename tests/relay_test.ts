@@ -3,7 +3,7 @@
  * bytes, backpressure, half-close both ways, errors, and how sessions end in each pool mode.
  */
 
-import { assert, assertEquals, assertLess, assertNotEquals } from "./_assert.ts";
+import { assert, assertEquals, assertGreater, assertLess, assertNotEquals } from "./_assert.ts";
 import type { PoolMode } from "../src/config.ts";
 import { REUSE_SETTLE_MS } from "../src/pool.ts";
 import {
@@ -178,6 +178,59 @@ Deno.test("reuse: many concurrent sessions never put one connection in the pool 
   );
   assertEquals(refused, [], "no release refused but as pool full");
   assertEquals(stats.pooled + stats.refused["pool full"], 160);
+});
+
+Deno.test("reuse: a session served by a returned connection aborts its own dial unless other sessions wait, so an upstream slow to accept does not pile up dials in flight", async () => {
+  // Accepts one connection, the pool's, and no more; a backlog of 0 then drops further connects.
+  const listener = Deno.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    tcpBacklog: 0,
+  } as Deno.TcpListenOptions);
+  const address = { hostname: "127.0.0.1", port: listener.addr.port };
+  const served = (async () => {
+    const conn = await listener.accept();
+    try {
+      await echo(conn);
+    } catch {
+      // closed at the end
+    } finally {
+      closeQuietly(conn);
+    }
+  })();
+  const proxy = startProxy(address, { pool: "reuse", connectTimeoutMs: 10_000 });
+  const filler = await (async () => {
+    assertEquals(await roundTrip(proxy.address, "first"), "first"); // the pooled connection
+    await proxy.sessionsEnded(1);
+    return await Deno.connect(address); // fills the accept queue: later connects hang
+  })();
+  try {
+    // Two clients in turn on one pooled connection: whoever finds it leased dials, and is then
+    // served by the other's release.
+    await Promise.all([0, 1].map(async (client) => {
+      for (let i = 0; i < 15; i++) {
+        const text = `c${client}r${i}`;
+        assertEquals(await roundTrip(proxy.address, text), text);
+      }
+    }));
+    await proxy.sessionsEnded(31);
+    const stats = proxy.server.pool.stats;
+    assertGreater(stats.dials, 3, "sessions found the connection leased and dialled");
+    // A served session's dial goes on only while connections open and being dialled are no more
+    // than the sessions that wanted one at once: two clients, up to three sessions as one ends
+    // and its client's next begins, one pooled connection, so at most two dials. Before, each
+    // went on until the connect timeout (10 s here): 29 of 30.
+    await eventually(
+      () => proxy.server.pool.stats.dialling <= 2,
+      1_000,
+      `at most two dials left in flight (${proxy.server.pool.stats.dialling} of ${stats.dials})`,
+    );
+  } finally {
+    await proxy.close();
+    closeQuietly(filler);
+    closeQuietly(listener);
+    await served;
+  }
 });
 
 Deno.test("reuse: a client EOF after an unanswered request passes the FIN on and the answer arrives", async () => {
