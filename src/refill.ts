@@ -260,7 +260,7 @@ export class Refiller {
       if (conn.state === "closed") {
         // Its reader lost it before this ran (an upstream that closes at once or floods a
         // greeting; that loss found it on no probation): a failed refill like any other.
-        this.lost(conn, conn.unfitReason ?? "closed");
+        this.lost(conn, conn.handshakeRefused ?? conn.unfitReason ?? "closed");
         return;
       }
       this.#target.deliver(conn);
