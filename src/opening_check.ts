@@ -25,7 +25,7 @@
 import { formatHostPort, type HostPort } from "./address.ts";
 import { type ByteConn, closeQuietly, describeError, writeAll } from "./_io.ts";
 import { anyAborted, onAnyAbort } from "./abort.ts";
-import { UpstreamConnectError } from "./dial.ts";
+import { tlsAlertReason, UpstreamConnectError } from "./dial.ts";
 
 /** What the reply to an opening check says about the connection. */
 export type OpeningVerdict = "serves" | "asks-login" | "unexpected";
@@ -125,6 +125,11 @@ export async function checkOpening(
     }
     if (cut === "aborted") throw new UpstreamConnectError(address, "aborted", "aborted");
     if (error instanceof UpstreamConnectError) throw error;
+    // A TLS 1.3 server refuses our certificate after the handshake completed on our side.
+    const refused = tlsAlertReason(error);
+    if (refused !== undefined) {
+      throw new UpstreamConnectError(address, "tls", refused, { cause: error });
+    }
     throw new UpstreamConnectError(
       address,
       "error",

@@ -41,6 +41,7 @@ import type { PoolMode } from "./config.ts";
 import {
   type ConnectFailure,
   dialUpstream,
+  tlsAlertReason,
   UpstreamConnectError,
   type UpstreamTls,
 } from "./dial.ts";
@@ -424,6 +425,7 @@ export class UpstreamPool {
         proven: () => this.#served(),
         lostToUpstream: (conn, detail) => {
           if (conn.dialFailureCounted) return; // its session counted it (refusedOnFirstUse)
+          conn.dialFailureCounted = true;
           this.#closedBeforeUse(detail, conn.handshakeRefused !== undefined ? "tls" : "closed");
         },
       },
@@ -1175,6 +1177,10 @@ export class UpstreamPool {
         this.#served();
         return;
       }
+      if (typeof lost === "object") {
+        this.#closedBeforeUse(lost.refused, "tls"); // a TLS 1.3 refusal of our certificate
+        return;
+      }
       const detail = `the upstream ${lost} the probe connection at once`;
       this.#closedBeforeUse(detail);
     }, (error: unknown) => this.#dialFailed(error)).finally(() => {
@@ -1208,6 +1214,11 @@ export class UpstreamPool {
     if (this.#limitCheck?.conn === conn) this.#limitCheckClosed(conn, reason);
     this.#log.debug("idle upstream connection #{id} dropped: {reason}", { id: conn.id, reason });
     this.#refiller.lost(conn, conn.handshakeRefused ?? reason);
+    // Refused while idle, and not a refill on probation (which the refiller counted): a session's
+    // dial that went to the pool. Its handshake failed all the same.
+    if (conn.handshakeRefused !== undefined && !conn.dialFailureCounted) {
+      this.refusedOnFirstUse(conn);
+    }
     this.#refiller.request();
   }
 
@@ -1353,25 +1364,27 @@ export class UpstreamPool {
 
 /**
  * Reads `socket` for up to `ms`, then closes it: `"closed"` or `"reset"` if the upstream ended it
- * meanwhile, `undefined` if it was still open (bytes it sent, a greeting, are dropped).
+ * meanwhile, `{ refused }` if that was a TLS alert refusing our certificate (its reason), and
+ * `undefined` if it was still open (bytes it sent, a greeting, are dropped).
  */
 async function watchThenClose(
   socket: ByteConn,
   ms: number,
-): Promise<"closed" | "reset" | undefined> {
+): Promise<"closed" | "reset" | { refused: string } | undefined> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const quiet = new Promise<undefined>((resolve) =>
     timer = setTimeout(() => resolve(undefined), ms)
   );
   const buffer = new Uint8Array(1024);
-  const watching = (async (): Promise<"closed" | "reset"> => {
+  const watching = (async (): Promise<"closed" | "reset" | { refused: string }> => {
     try {
       while (true) {
         const n = await readConn(socket, buffer); // a greeting is dropped
         if (n === null || n === 0) return "closed"; // the runtime's read op says EOF as 0
       }
-    } catch {
-      return "reset";
+    } catch (error) {
+      const refused = tlsAlertReason(error);
+      return refused === undefined ? "reset" : { refused };
     }
   })();
   try {

@@ -1019,6 +1019,25 @@ Deno.test("a refill refused on its first read (a TLS 1.3 certificate refusal) co
   }
 });
 
+Deno.test("a session's dial that went to the pool and is refused while idle (a TLS 1.3 certificate refusal) counts as one failed dial; it is no refill on probation", async () => {
+  await using upstream = new TestUpstream(echo);
+  const pool = testPool(upstream.address, { mode: "reuse", settleMs: 0 });
+  try {
+    const { conn } = await pool.borrow(discardingLease);
+    await conn.endLease();
+    assertEquals(pool.release(conn, true), "pooled");
+    // What the reader sets when the first thing it reads is such an alert; then the upstream
+    // closes it, while idle.
+    conn.handshakeRefused = "TLS: the upstream requires a client certificate";
+    closeQuietly(upstream.conns[0]);
+    await eventually(() => pool.stats.idle === 0, 2_000, "dropped while idle");
+    assertEquals(pool.stats.dialFailuresBy.tls, 1);
+    assertEquals(pool.stats.dialFailures, 1);
+  } finally {
+    await pool.close();
+  }
+});
+
 Deno.test("a dial whose timeout fires as its connect completes loses no socket: each connection is returned or closed (Deno's connect threw after connecting and dropped the socket)", async () => {
   // Counts connections, and those the dialling side left open: no EOF long after the dials.
   let accepted = 0;

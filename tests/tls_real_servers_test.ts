@@ -16,11 +16,33 @@
  */
 
 import tls from "node:tls";
-import { assert, assertEquals, assertGreaterOrEqual, assertLess, assertMatch } from "./_assert.ts";
-import { closeQuietly, connect, decoder, encoder, readToEnd, writeAll } from "./_net.ts";
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertLess,
+  assertMatch,
+  assertRejects,
+} from "./_assert.ts";
+import {
+  closeQuietly,
+  connect,
+  decoder,
+  discardingLease,
+  encoder,
+  readToEnd,
+  writeAll,
+} from "./_net.ts";
+import { UpstreamConnectError } from "../src/dial.ts";
+import { MEMCACHED_OPENING_CHECK, type OpeningCheck } from "../src/opening_check.ts";
+import { UpstreamPool } from "../src/pool.ts";
+
 import { awaitClosed, MAIN_TS, ProxyProcess, relayOnce } from "./_proxy_process.ts";
 import { describeRun, missingBinaries, onFreePort, run, type RunResult } from "./_servers.ts";
 import { makeTestCerts, type TestCerts } from "./make_test_certs.ts";
+
+/** `PoolStats.dialFailuresBy` with no failure. */
+const NO_DIAL_FAILURES = { timeout: 0, refused: 0, closed: 0, tls: 0, descriptors: 0, error: 0 };
 
 // ---- certificates, servers, proxies ----
 
@@ -292,6 +314,34 @@ Deno.test({
         withoutCert.stderr,
         /\[WRN\].*unavailable \(connect-failed\): .*TLS: the upstream requires a client certificate/,
       );
+      // The readiness probe and memcached's opening check meet the refusal as their first read's
+      // error: each counts one failed dial, as TLS (they counted it "closed" and "error").
+      const secureContext = tls.createSecureContext({ ca: [certs.ca] });
+      const refusingPool = (mode: "off" | "reuse", openingCheck?: OpeningCheck) =>
+        new UpstreamPool({
+          upstream: { hostname: "127.0.0.1", port: server.port },
+          ...{ mode, maxIdle: 1, minIdle: 0, idleTimeoutMs: 60_000, maxLifetimeMs: 0 },
+          connectTimeoutMs: 5_000,
+          tls: { secureContext: () => secureContext },
+          openingCheck,
+        });
+      const probing = refusingPool("off");
+      try {
+        await probing.probe();
+        assertEquals(probing.stats.dialFailuresBy, { ...NO_DIAL_FAILURES, tls: 1 });
+      } finally {
+        await probing.close();
+      }
+      const checking = refusingPool("reuse", MEMCACHED_OPENING_CHECK);
+      try {
+        const error = await assertRejects(() => checking.borrow(discardingLease));
+        assert(error instanceof UpstreamConnectError && error.failure === "tls", String(error));
+        assertMatch(error.message, /TLS: the upstream requires a client certificate/);
+        assertEquals(checking.stats.dialFailuresBy, { ...NO_DIAL_FAILURES, tls: 1 });
+      } finally {
+        await checking.close();
+      }
+
       // warm: its refills are refused the same way while idle, and said to be, not "closed".
       await using warm = spawnProxy(certs, server.port, ["--pool", "warm", "--min-idle", "1"]);
       await warm.waitForLine(
