@@ -152,7 +152,8 @@ export interface SessionSummary {
   queueMs: number;
   /**
    * Milliseconds from asking the pool for a connection to having one, the queue wait left out:
-   * the dial (and TLS handshake), or next to nothing for a pooled connection; 0 when none came.
+   * the dial (and TLS handshake), or next to nothing for a pooled connection; when none came,
+   * the time until the borrow failed (a refused or timed-out dial), else 0.
    */
   connectMs: number;
   /** What the pool did with the connection at the end. */
@@ -252,6 +253,8 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   /** When the session asked the pool for a connection, and when it got one (0: not yet). */
   #borrowStartedAt = 0;
   #leasedAt = 0;
+  /** When the borrow failed (no connection came); 0 otherwise. */
+  #connectFailedAt = 0;
   #queueMs = 0;
   #up: UpstreamConn | undefined;
   #source: SessionSummary["source"] = "none";
@@ -353,6 +356,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
         // can be stopped.
         if (pool.borrowIdle(this) === undefined) await this.#borrow(pool, false);
       } catch (error) {
+        this.#connectFailedAt = performance.now();
         this.#finish(connectEnd(error, signal), error);
         return;
       }
@@ -613,9 +617,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       bytesFromServer: this.#bytesFromServer,
       durationMs: performance.now() - this.#startedAt,
       queueMs: this.#queueMs,
-      connectMs: this.#leasedAt === 0
-        ? 0
-        : Math.max(0, this.#leasedAt - this.#borrowStartedAt - this.#queueMs),
+      connectMs: this.#connectMs(),
       release: this.#release,
     };
     if (this.#error !== undefined) summary.error = describeError(this.#error);
@@ -625,6 +627,15 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     const unfit = this.#tracker?.unfit;
     if (unfit !== undefined) summary.unfit = `${unfit.kind}: ${unfit.reason}`;
     return summary;
+  }
+
+  /**
+   * From asking the pool to having a connection, or to giving up (a failed or timed-out dial:
+   * the time it took to fail), the queue wait left out; 0 when the session never asked.
+   */
+  #connectMs(): number {
+    const until = this.#leasedAt !== 0 ? this.#leasedAt : this.#connectFailedAt;
+    return until === 0 ? 0 : Math.max(0, until - this.#borrowStartedAt - this.#queueMs);
   }
 
   /** The only clean end: the client closed after a complete exchange, with no FIN passed on. */

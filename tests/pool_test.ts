@@ -351,6 +351,9 @@ Deno.test("a connect that does not complete fails after --connect-timeout, and t
       }
       await proxy.sessionsEnded(1);
       assertEquals(proxy.sessions[0].end, "connect-timeout");
+      assertEquals(proxy.sessions[0].source, "none");
+      // The time it tried, as the access log shows it (it said 0).
+      assertGreaterOrEqual(proxy.sessions[0].connectMs, 140);
     } finally {
       await proxy.close();
     }
