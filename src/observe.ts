@@ -187,7 +187,7 @@ export function metricFamilies(stats: ProxyStats): MetricFamily[] {
     ),
     counterFamily(
       `${p}pool_borrows`,
-      "Upstream connections handed to sessions, by source: pool (a hit) or dial (a miss).",
+      "Upstream connections handed to sessions, by source: pool (a hit) or dial (a miss; a retry's fresh connection counts here too).",
       [
         { labels: { source: "pool" }, value: pool.hits },
         { labels: { source: "dial" }, value: pool.misses },
