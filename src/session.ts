@@ -411,11 +411,24 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   /**
    * Closes the upstream connection, after the same endings as {@link closeClient} without the
    * clean end of stream (over TLS, no close_notify), so that a request cut short is not taken
-   * for a complete one.
+   * for a complete one; unless the framing knows every request sent was whole.
    */
   #closeUpstream(): void {
-    if (this.#mayHaveCutShort) this.#up?.abort();
+    if (this.#requestMayBeCutShort) this.#up?.abort();
     else this.#up?.close();
+  }
+
+  /**
+   * Whether the upstream may have received a request cut short: after an ending that may cut
+   * short, unless a framed session's tracker saw every request it sent end (a client that went
+   * quiet after a whole `BLPOP` was cut, and the server logged it). A request the tracker saw
+   * whole but whose write is still under way is cut all the same: the clean end queues behind
+   * the unwritten bytes, which the close drops (`SocketConn.close`).
+   */
+  get #requestMayBeCutShort(): boolean {
+    if (!this.#mayHaveCutShort) return false;
+    const tracker = this.#tracker;
+    return tracker === undefined || tracker.unfit !== undefined || tracker.partialRequest;
   }
 
   /** Whether the session's ending may have cut a request or an answer short ({@link MAY_CUT_SHORT}). */

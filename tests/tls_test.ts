@@ -250,6 +250,50 @@ Deno.test("TLS upstream: a session cut short (client timeout) closes the upstrea
   assertEquals(endings[1], "clean");
 });
 
+Deno.test("TLS upstream: with framing, a session ended by the client timeout closes the upstream with close_notify when every request it sent was whole (a BLPOP left waiting), and without when one was cut", async () => {
+  const c = await certs();
+  const endings: string[] = [];
+  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, async (conn) => {
+    const buffer = new Uint8Array(256 * 1024);
+    await delay(600); // not reading at first: a large request's write is still under way
+    try {
+      while (await conn.read(buffer) !== null) {
+        // no answer: the BLPOP waits
+      }
+      endings.push("clean");
+    } catch (error) {
+      endings.push(error instanceof Error ? error.name : String(error));
+    }
+  });
+  await using proxy = startProxy(upstream.address, {
+    pool: "reuse",
+    protocol: "redis",
+    tls: upstreamTls({ ca: c.ca }),
+    clientTimeoutMs: 300,
+  });
+  const value = 16 * 1024 * 1024;
+  const requests = [
+    "*3\r\n$5\r\nBLPOP\r\n$5\r\nqueue\r\n$1\r\n0\r\n", // whole, its answer owed
+    "*3\r\n$5\r\nBLPOP\r\n$5\r\nqu", // cut
+    // Whole as the framing sees it, but its write upstream still under way at the timeout.
+    `*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$${value}\r\n${"v".repeat(value)}\r\n`,
+  ];
+  for (const [i, request] of requests.entries()) {
+    const quiet = await connect(proxy.address);
+    try {
+      const writing = writeAll(quiet, encoder.encode(request)).catch(() => {});
+      await proxy.sessionsEnded(i + 1);
+      closeQuietly(quiet);
+      await writing;
+    } finally {
+      closeQuietly(quiet);
+    }
+    assertEquals(proxy.sessions[i].end, "client-timeout");
+    await eventually(() => endings.length === i + 1, 3_000, `the upstream saw end ${i + 1}`);
+  }
+  assertEquals(endings, ["clean", "UnexpectedEof", "UnexpectedEof"]);
+});
+
 Deno.test("TLS upstream: an answer of 1 MiB and a request of 1 MiB cross intact", async () => {
   const c = await certs();
   await using upstream = new TlsUpstream(c.serverCert, c.serverKey, tlsEcho);
