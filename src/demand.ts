@@ -148,14 +148,14 @@ export class DemandTracker {
   }
 
   /**
-   * `wanted` sessions hold or wait for a connection at `now`: unlike {@link leased}, not capped by
-   * the connections there are.
+   * `wanted` connections are taken (leased or settling) or waited for at `now`: unlike
+   * {@link leased}, not capped by the connections there are.
    */
   wanted(wanted: number, now: number): void {
     this.#wantedPeak.observe(wanted, now);
   }
 
-  /** The recent peak of sessions that held or waited for a connection at once. */
+  /** The recent peak of connections taken or waited for at once. */
   peakWanted(now: number): number {
     return this.#wantedPeak.value(now);
   }

@@ -136,7 +136,7 @@ export interface PoolOptions {
 const STOPPED_WAITING = new Error("the dial won");
 
 /** The reason a served session's dial is aborted in `reuse`: the pool has what the load wants. */
-const NOT_NEEDED = new Error("served from the pool, which has as many as were wanted at once");
+const NOT_NEEDED = new Error("served from the pool, which holds as many as were wanted at once");
 
 /** Default {@link PoolOptions.trimPeriodMs}: the demand tracker's peak period. */
 export const TRIM_PERIOD_MS = PEAK_PERIOD_MS;
@@ -594,13 +594,20 @@ export class UpstreamPool {
    */
   #noteLeased(): void {
     const now = performance.now();
-    this.#demand.leased(this.#leased + this.#settling.size, now);
-    this.#demand.wanted(this.#leased + this.#idle.waiting, now);
+    const taken = this.#leased + this.#settling.size;
+    this.#demand.leased(taken, now);
+    this.#demand.wanted(taken + this.#idle.waiting + this.#queue.length, now);
   }
 
-  /** Tells demand how many sessions hold or wait for a connection now (a session starts to wait). */
+  /**
+   * Tells demand how many connections are wanted now (a session starts to wait): taken (leased
+   * or settling, see {@link #noteLeased}), or waited for, in the pool or in the --max-upstream
+   * queue. Settling ones count: a pool of only as many as the sessions at once would have every
+   * session miss while the one it needs settles (a review: dialling and aborting without end).
+   */
   #noteWanted(): void {
-    this.#demand.wanted(this.#leased + this.#idle.waiting, performance.now());
+    const taken = this.#leased + this.#settling.size;
+    this.#demand.wanted(taken + this.#idle.waiting + this.#queue.length, performance.now());
   }
 
   #lostBeforeUse(conn: UpstreamConn): UpstreamConnectError {
@@ -653,9 +660,9 @@ export class UpstreamPool {
    * With a slot held: dials, and takes an idle connection instead if one is returned first. Then
    * the dial goes on and its connection joins the pool, so the pool grows to what the load wants;
    * in `reuse`, only while connections open and being dialled are no more than the recent peak
-   * of sessions that held or waited for one at once, else it is aborted. Without that bound, each
-   * session served by a returned connection left a dial behind: 300 clients against an upstream
-   * slow to accept had about 2,300 dials in flight (measured).
+   * of connections wanted at once (taken, leased or settling, or waited for), else it is
+   * aborted. Without that bound, each session served by a returned connection left a dial
+   * behind: 300 clients against an upstream slow to accept had about 2,300 dials in flight.
    */
   async #takeOrDial(signal?: AbortSignal): Promise<Borrowed> {
     const ownDial = this.options.mode === "reuse" ? new AbortController() : undefined;
@@ -683,8 +690,8 @@ export class UpstreamPool {
     }
     if (borrowed.fromPool) {
       // The dial goes on; its connection joins the pool (counted as ready since it was served).
-      // In reuse, not past the sessions that wanted a connection at once (a connect that
-      // completed as it was aborted lands all the same).
+      // In reuse, not past the connections wanted at once (a connect that completed as it was
+      // aborted lands all the same).
       if (ownDial !== undefined && this.#open > this.#demand.peakWanted(performance.now())) {
         ownDial.abort(NOT_NEEDED);
       }

@@ -97,7 +97,7 @@ Deno.test("reuse keeps ready the ratio times the recent peak in use, less those 
   assertEquals(headroom.reuseReadyTarget(200, 0, 32), 16, "half again ready");
 });
 
-Deno.test("the peak of sessions that held or waited for a connection is its own, not capped by leased connections, and is forgotten like the others", () => {
+Deno.test("the peak of connections taken or waited for is its own, not capped by leased connections, and is forgotten like the others", () => {
   const demand = new DemandTracker({ ratio: 1, capacity: 10, peakPeriodMs: 1_000 });
   demand.leased(4, 100); // four connections, all in use
   demand.wanted(12, 100); // and eight more sessions waiting for one

@@ -17,6 +17,7 @@ import {
   assert,
   assertEquals,
   assertInstanceOf,
+  assertLess,
   assertMatch,
   assertStringIncludes,
 } from "./_assert.ts";
@@ -292,6 +293,31 @@ Deno.test("TLS upstream: with framing, a session ended by the client timeout clo
     await eventually(() => endings.length === i + 1, 3_000, `the upstream saw end ${i + 1}`);
   }
   assertEquals(endings, ["clean", "UnexpectedEof", "UnexpectedEof"]);
+});
+
+Deno.test("TLS upstream: reuse with a settle time stops dialling once the pool holds what looping clients want (settling connections count as wanted)", async () => {
+  const c = await certs();
+  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, tlsEcho);
+  await using proxy = startProxy(upstream.address, {
+    pool: "reuse",
+    tls: upstreamTls({ ca: c.ca }),
+    reuseSettleMs: 5,
+  });
+  const clients = 16;
+  const loop = (rounds: number) =>
+    Promise.all(Array.from({ length: clients }, async (_, client) => {
+      for (let i = 0; i < rounds; i++) {
+        const text = `c${client}r${i}`;
+        assertEquals(await roundTrip(proxy.address, text), text);
+      }
+    }));
+  await loop(25); // the pool grows
+  const warm = proxy.server.pool.stats.dials;
+  await loop(15);
+  const later = proxy.server.pool.stats.dials - warm;
+  // Before, a session that missed while the connection it needed settled dialled (a TLS
+  // handshake) and aborted it, without end: 118-136 dials for 240 sessions.
+  assertLess(later, 2 * clients, `${later} dials for ${clients * 15} sessions once warm`);
 });
 
 Deno.test("TLS upstream: an answer of 1 MiB and a request of 1 MiB cross intact", async () => {
