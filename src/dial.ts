@@ -226,7 +226,9 @@ async function dialTcp(
   // The op's result can wait in the runtime for a later event-loop turn (a burst of completed
   // ops is handed to JS in parts), so no timing of the abort avoids that. This signal's own
   // check is a no-op: the abort still cancels a connect in progress (Interrupted), and a connect
-  // that had completed returns its connection, which is used, since it did connect.
+  // that had completed returns its connection, which is used, since it did connect. The
+  // controller must not be aborted before the call (Deno then registers no abort, and with this
+  // no-op nothing would throw: the connect could not be cancelled); the loop below checks first.
   connectSignal.throwIfAborted = () => {};
   const abortConnect = (reason: unknown) => controller.abort(reason);
   const timer = setTimeout(() => abortConnect(CONNECT_TIMEOUT), timeoutMs);
