@@ -611,6 +611,8 @@ export class UpstreamPool {
   }
 
   #lostBeforeUse(conn: UpstreamConn): UpstreamConnectError {
+    // A TLS 1.3 refusal read before the lease (counted then, while idle): its own reason.
+    if (conn.handshakeRefused !== undefined) return this.refusedOnFirstUse(conn);
     const greeting = conn.greetingPreview();
     const detail = `the upstream closed the new connection before it could be used (${
       conn.unfitReason ?? "closed"
@@ -635,9 +637,14 @@ export class UpstreamPool {
    * failed in the dial is. @returns the error the session ends with (`connect-failed`).
    */
   refusedOnFirstUse(conn: UpstreamConn): UpstreamConnectError {
-    // Once: a refill on probation is reported lost as well when its session releases it.
+    const reason = conn.handshakeRefused ?? "TLS: refused";
+    // Once: a refill on probation is reported lost as well when its session releases it, and a
+    // dial's connection refused before its borrower leased it was counted while idle.
+    if (conn.dialFailureCounted) {
+      return new UpstreamConnectError(this.options.upstream, "tls", reason);
+    }
     conn.dialFailureCounted = true;
-    return this.#closedBeforeUse(conn.handshakeRefused ?? "TLS: refused", "tls");
+    return this.#closedBeforeUse(reason, "tls");
   }
 
   /**

@@ -31,6 +31,7 @@ import {
   discardingLease,
   encoder,
   readToEnd,
+  startProxy,
   writeAll,
 } from "./_net.ts";
 import { UpstreamConnectError } from "../src/dial.ts";
@@ -331,6 +332,30 @@ Deno.test({
         assertEquals(probing.stats.dialFailuresBy, { ...NO_DIAL_FAILURES, tls: 1 });
       } finally {
         await probing.close();
+      }
+      // Sessions in reuse: a refusal read before the borrower leased the connection was counted
+      // twice, once as TLS while idle and again as "closed", with that reason for the session.
+      {
+        await using proxy = startProxy({ hostname: "127.0.0.1", port: server.port }, {
+          pool: "reuse",
+          tls: { secureContext: () => secureContext },
+        });
+        for (let i = 0; i < 60; i++) {
+          const conn = await connect(proxy.address);
+          try {
+            await writeAll(conn, encoder.encode("no certificate\n")).catch(() => {});
+            assertEquals((await awaitClosed(conn, 5_000)).bytes, 0);
+          } finally {
+            closeQuietly(conn);
+          }
+        }
+        await proxy.sessionsEnded(60);
+        const stats = proxy.server.pool.stats;
+        assertEquals(stats.dialFailuresBy, { ...NO_DIAL_FAILURES, tls: stats.dials });
+        for (const session of proxy.sessions) {
+          assertEquals(session.end, "connect-failed");
+          assertMatch(session.error ?? "", /TLS: the upstream requires a client certificate/);
+        }
       }
       const checking = refusingPool("reuse", MEMCACHED_OPENING_CHECK);
       try {
