@@ -428,7 +428,8 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   get #requestMayBeCutShort(): boolean {
     if (!this.#mayHaveCutShort) return false;
     const tracker = this.#tracker;
-    return tracker === undefined || tracker.unfit !== undefined || tracker.partialRequest;
+    // Per-connection state (AUTH, SELECT: `state`) leaves the exchange framed; `broken` does not.
+    return tracker === undefined || tracker.unfit?.kind === "broken" || tracker.partialRequest;
   }
 
   /** Whether the session's ending may have cut a request or an answer short ({@link MAY_CUT_SHORT}). */
