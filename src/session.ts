@@ -153,7 +153,8 @@ export interface SessionSummary {
   /**
    * Milliseconds from asking the pool for a connection to having one, the queue wait left out:
    * the dial (and TLS handshake), or next to nothing for a pooled connection; when none came,
-   * the time until the borrow failed (a refused or timed-out dial), else 0.
+   * the time until the borrow failed (a refused or timed-out dial), else 0. A retry's connecting
+   * (or failing to) is added.
    */
   connectMs: number;
   /** What the pool did with the connection at the end. */
@@ -255,6 +256,9 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   #leasedAt = 0;
   /** When the borrow failed (no connection came); 0 otherwise. */
   #connectFailedAt = 0;
+  /** A retry's connecting (or its failure), and its wait in the --max-upstream queue. */
+  #retryConnectMs = 0;
+  #retryQueueMs = 0;
   #queueMs = 0;
   #up: UpstreamConn | undefined;
   #source: SessionSummary["source"] = "none";
@@ -645,11 +649,15 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
 
   /**
    * From asking the pool to having a connection, or to giving up (a failed or timed-out dial:
-   * the time it took to fail), the queue wait left out; 0 when the session never asked.
+   * the time it took to fail), the queue wait left out; 0 when the session never asked. A
+   * retry's connecting, successful or not, is added.
    */
   #connectMs(): number {
     const until = this.#leasedAt !== 0 ? this.#leasedAt : this.#connectFailedAt;
-    return until === 0 ? 0 : Math.max(0, until - this.#borrowStartedAt - this.#queueMs);
+    const first = until === 0
+      ? 0
+      : Math.max(0, until - this.#borrowStartedAt - (this.#queueMs - this.#retryQueueMs));
+    return first + this.#retryConnectMs;
   }
 
   /** The only clean end: the client closed after a complete exchange, with no FIN passed on. */
@@ -1083,6 +1091,8 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     pool.release(previous, dialectSwap);
     if (this.#end !== undefined) return false;
     let fresh: UpstreamConn;
+    const retryStartedAt = performance.now();
+    const queuedBefore = this.#queueMs;
     try {
       this.#replay.restart();
       // Leased through onLease, which makes it the session's connection.
@@ -1091,6 +1101,11 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     } catch (error) {
       this.#finish(connectEnd(error, signal), error);
       return false;
+    } finally {
+      // The retry's connecting (or its failure) adds to the connect time, its queue wait left out.
+      const queued = this.#queueMs - queuedBefore;
+      this.#retryQueueMs += queued;
+      this.#retryConnectMs += Math.max(0, performance.now() - retryStartedAt - queued);
     }
     // Ended meanwhile: the teardown releases it.
     if (this.#end !== undefined) return false;

@@ -362,6 +362,54 @@ Deno.test("a connect that does not complete fails after --connect-timeout, and t
   }
 });
 
+Deno.test("a retry whose dial times out adds the time it tried to the session's connect time", async () => {
+  // Accepts one connection, the pool's; a backlog of 0 and one connection queued unaccepted then
+  // make every later connect hang.
+  const listener = Deno.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    tcpBacklog: 0,
+  } as Deno.TcpListenOptions);
+  const address = { hostname: "127.0.0.1", port: listener.addr.port };
+  let filler: Deno.TcpConn | undefined;
+  const served = (async () => {
+    const conn = await listener.accept();
+    const buffer = new Uint8Array(1024);
+    try {
+      const n = await conn.read(buffer); // the first session's request, answered
+      if (n !== null) await writeAll(conn, buffer.subarray(0, n));
+      await conn.read(buffer); // the second's, on the pooled connection: closed unanswered
+      filler = await Deno.connect(address); // fills the accept queue: the retry's dial hangs
+    } catch {
+      // closed at the end
+    } finally {
+      closeQuietly(conn);
+    }
+  })();
+  const proxy = startProxy(address, { pool: "reuse", connectTimeoutMs: 300 });
+  try {
+    assertEquals(await roundTrip(proxy.address, "first"), "first");
+    await proxy.sessionsEnded(1);
+    const client = await connect(proxy.address);
+    try {
+      await writeAll(client, encoder.encode("second"));
+      await within(client, 3_000, () => readToEnd(client).catch(() => new Uint8Array()));
+    } finally {
+      closeQuietly(client);
+    }
+    await proxy.sessionsEnded(2);
+    const session = proxy.sessions[1];
+    assertEquals([session.source, session.retried, session.end], ["pool", true, "connect-timeout"]);
+    // It read as the pooled connection's near-zero time (0.02 ms in a review).
+    assertGreaterOrEqual(session.connectMs, 250);
+  } finally {
+    await proxy.close();
+    if (filler !== undefined) closeQuietly(filler);
+    closeQuietly(listener);
+    await served;
+  }
+});
+
 Deno.test("shutdown cuts sessions that outlive the drain timeout and closes the pool", async () => {
   const upstream = new TestUpstream(echo);
   const proxy = startProxy(upstream.address, { pool: "reuse" });
