@@ -594,20 +594,20 @@ export class UpstreamPool {
    */
   #noteLeased(): void {
     const now = performance.now();
-    const taken = this.#leased + this.#settling.size;
-    this.#demand.leased(taken, now);
-    this.#demand.wanted(taken + this.#idle.waiting + this.#queue.length, now);
+    this.#demand.leased(this.#leased + this.#settling.size, now);
+    this.#noteWanted(now);
   }
 
   /**
-   * Tells demand how many connections are wanted now (a session starts to wait): taken (leased
-   * or settling, see {@link #noteLeased}), or waited for, in the pool or in the --max-upstream
-   * queue. Settling ones count: a pool of only as many as the sessions at once would have every
-   * session miss while the one it needs settles (a review: dialling and aborting without end).
+   * Tells demand how many connections are wanted now (a lease, or a session starts to wait):
+   * taken (leased or settling, see {@link #noteLeased}), or waited for, in the pool or in the
+   * --max-upstream queue. Settling ones count: a pool of only as many as the sessions at once
+   * would have every session miss while the one it needs settles (a review: dialling and
+   * aborting without end).
    */
-  #noteWanted(): void {
+  #noteWanted(now = performance.now()): void {
     const taken = this.#leased + this.#settling.size;
-    this.#demand.wanted(taken + this.#idle.waiting + this.#queue.length, performance.now());
+    this.#demand.wanted(taken + this.#idle.waiting + this.#queue.length, now);
   }
 
   #lostBeforeUse(conn: UpstreamConn): UpstreamConnectError {
