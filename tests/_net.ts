@@ -314,6 +314,19 @@ export function patternBytes(length: number, seed = 1): Uint8Array {
 }
 
 /**
+ * A listener with an accept backlog of 0: once one connection waits unaccepted in its queue, the
+ * kernel drops further SYNs, so a connect hangs until the dialler gives up.
+ */
+export function listenWithoutBacklog(): { listener: Deno.TcpListener; address: HostPort } {
+  const listener = Deno.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    tcpBacklog: 0,
+  } as Deno.TcpListenOptions);
+  return { listener, address: { hostname: "127.0.0.1", port: listener.addr.port } };
+}
+
+/**
  * A listener that never accepts, with its backlog filled: a connect to it hangs (the kernel drops
  * the SYN) until the dialler gives up. For connect-timeout tests.
  */

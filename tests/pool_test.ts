@@ -29,6 +29,7 @@ import {
   echoOnceThen,
   encoder,
   eventually,
+  listenWithoutBacklog,
   readExactly,
   readToEnd,
   roundTrip,
@@ -365,12 +366,7 @@ Deno.test("a connect that does not complete fails after --connect-timeout, and t
 Deno.test("a retry whose dial times out adds the time it tried to the session's connect time", async () => {
   // Accepts one connection, the pool's; a backlog of 0 and one connection queued unaccepted then
   // make every later connect hang.
-  const listener = Deno.listen({
-    hostname: "127.0.0.1",
-    port: 0,
-    tcpBacklog: 0,
-  } as Deno.TcpListenOptions);
-  const address = { hostname: "127.0.0.1", port: listener.addr.port };
+  const { listener, address } = listenWithoutBacklog();
   let filler: Deno.TcpConn | undefined;
   const served = (async () => {
     const conn = await listener.accept();
