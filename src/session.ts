@@ -251,14 +251,8 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
   readonly #id: number;
   readonly #context: SessionContext;
   readonly #startedAt = performance.now();
-  /** When the session asked the pool for a connection, and when it got one (0: not yet). */
-  #borrowStartedAt = 0;
-  #leasedAt = 0;
-  /** When the borrow failed (no connection came); 0 otherwise. */
-  #connectFailedAt = 0;
-  /** A retry's connecting (or its failure), and its wait in the --max-upstream queue. */
-  #retryConnectMs = 0;
-  #retryQueueMs = 0;
+  /** Time spent getting connections (a retry's too), the --max-upstream queue left out. */
+  #connectMs = 0;
   #queueMs = 0;
   #up: UpstreamConn | undefined;
   #source: SessionSummary["source"] = "none";
@@ -355,12 +349,12 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
         // The connection arrives through onLease, before anything can be delivered on it. Whatever
         // ends the session (the drain included) stops a wait in the --max-upstream queue or a dial
         // at once.
-        this.#borrowStartedAt = performance.now();
         // An idle pooled connection is leased at once; only a dial or a wait needs a borrow that
         // can be stopped.
-        if (pool.borrowIdle(this) === undefined) await this.#borrow(pool, false);
+        const hitAt = performance.now();
+        if (pool.borrowIdle(this) !== undefined) this.#connectMs += performance.now() - hitAt;
+        else await this.#borrow(pool, false);
       } catch (error) {
-        this.#connectFailedAt = performance.now();
         this.#finish(connectEnd(error, signal), error);
         return;
       }
@@ -382,7 +376,6 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     this.#tracker = this.#context.newTracker?.();
     this.#rearm(); // the server timeout starts now
     if (this.#source !== "none") return; // a retry's fresh connection
-    this.#leasedAt = this.#serverActiveAt;
     this.#source = fromPool ? "pool" : "dial";
     // Go's rule: only a connection that served an earlier session may be retried after a client
     // byte was written to it, so only then are the client's bytes kept for a replay.
@@ -441,7 +434,11 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     return this.#end !== undefined && MAY_CUT_SHORT.has(this.#end);
   }
 
-  /** Borrows a connection (leased through onLease), stopped if the session ends meanwhile. */
+  /**
+   * Borrows a connection (leased through onLease), stopped if the session ends meanwhile. The
+   * time it takes, to the connection or to the failure, adds to the connect time; its wait in
+   * the --max-upstream queue does not.
+   */
   async #borrow(
     pool: SessionContext["pool"],
     fresh: boolean,
@@ -450,10 +447,14 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     const borrowing = new AbortController();
     if (this.#end !== undefined) borrowing.abort(this.#end);
     this.#borrowing = borrowing;
+    const startedAt = performance.now();
+    const queuedBefore = this.#queueMs;
     try {
       return (await pool.borrow(this, borrowing.signal, { fresh, unchecked })).conn;
     } finally {
       this.#borrowing = undefined;
+      const queued = this.#queueMs - queuedBefore;
+      this.#connectMs += Math.max(0, performance.now() - startedAt - queued);
     }
   }
 
@@ -635,7 +636,7 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
       bytesFromServer: this.#bytesFromServer,
       durationMs: performance.now() - this.#startedAt,
       queueMs: this.#queueMs,
-      connectMs: this.#connectMs(),
+      connectMs: this.#connectMs,
       release: this.#release,
     };
     if (this.#error !== undefined) summary.error = describeError(this.#error);
@@ -645,19 +646,6 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     const unfit = this.#tracker?.unfit;
     if (unfit !== undefined) summary.unfit = `${unfit.kind}: ${unfit.reason}`;
     return summary;
-  }
-
-  /**
-   * From asking the pool to having a connection, or to giving up (a failed or timed-out dial:
-   * the time it took to fail), the queue wait left out; 0 when the session never asked. A
-   * retry's connecting, successful or not, is added.
-   */
-  #connectMs(): number {
-    const until = this.#leasedAt !== 0 ? this.#leasedAt : this.#connectFailedAt;
-    const first = until === 0
-      ? 0
-      : Math.max(0, until - this.#borrowStartedAt - (this.#queueMs - this.#retryQueueMs));
-    return first + this.#retryConnectMs;
   }
 
   /** The only clean end: the client closed after a complete exchange, with no FIN passed on. */
@@ -1091,8 +1079,6 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     pool.release(previous, dialectSwap);
     if (this.#end !== undefined) return false;
     let fresh: UpstreamConn;
-    const retryStartedAt = performance.now();
-    const queuedBefore = this.#queueMs;
     try {
       this.#replay.restart();
       // Leased through onLease, which makes it the session's connection.
@@ -1101,11 +1087,6 @@ class Session implements LeaseHandlers, SessionHandle, Deadline {
     } catch (error) {
       this.#finish(connectEnd(error, signal), error);
       return false;
-    } finally {
-      // The retry's connecting (or its failure) adds to the connect time, its queue wait left out.
-      const queued = this.#queueMs - queuedBefore;
-      this.#retryQueueMs += queued;
-      this.#retryConnectMs += Math.max(0, performance.now() - retryStartedAt - queued);
     }
     // Ended meanwhile: the teardown releases it.
     if (this.#end !== undefined) return false;
