@@ -424,9 +424,11 @@ export class UpstreamPool {
         deliver: (conn) => this.#putIdle(conn),
         proven: () => this.#served(),
         lostToUpstream: (conn, detail) => {
-          if (conn.dialFailureCounted) return; // its session counted it (refusedOnFirstUse)
-          conn.dialFailureCounted = true;
-          this.#closedBeforeUse(detail, conn.handshakeRefused !== undefined ? "tls" : "closed");
+          this.#closedBeforeUse(
+            detail,
+            conn.handshakeRefused !== undefined ? "tls" : "closed",
+            conn,
+          );
         },
       },
       this.#log,
@@ -617,16 +619,24 @@ export class UpstreamPool {
     const detail = `the upstream closed the new connection before it could be used (${
       conn.unfitReason ?? "closed"
     }${greeting === "" ? "" : `; it said ${greeting}`})`;
-    return this.#closedBeforeUse(detail);
+    return this.#closedBeforeUse(detail, "closed", conn);
   }
 
   /**
    * The upstream closed a connection before it served anyone (a session's new connection, a
    * refill, a probe): counted as a failed dial, `closed` (or `tls`, for a handshake the upstream
-   * refused after it completed on our side), with `detail` as its reason.
+   * refused after it completed on our side), with `detail` as its reason; once per `conn` (a
+   * refill on probation is reported lost as well when its session releases it, and a dial's
+   * connection refused before its borrower leased it is counted while idle).
    */
-  #closedBeforeUse(detail: string, failure: "closed" | "tls" = "closed"): UpstreamConnectError {
+  #closedBeforeUse(
+    detail: string,
+    failure: "closed" | "tls" = "closed",
+    conn?: UpstreamConn,
+  ): UpstreamConnectError {
     const error = new UpstreamConnectError(this.options.upstream, failure, detail);
+    if (conn?.dialFailureCounted === true) return error;
+    if (conn !== undefined) conn.dialFailureCounted = true;
     this.#dialFailed(error);
     return error;
   }
@@ -637,14 +647,7 @@ export class UpstreamPool {
    * failed in the dial is. @returns the error the session ends with (`connect-failed`).
    */
   refusedOnFirstUse(conn: UpstreamConn): UpstreamConnectError {
-    const reason = conn.handshakeRefused ?? "TLS: refused";
-    // Once: a refill on probation is reported lost as well when its session releases it, and a
-    // dial's connection refused before its borrower leased it was counted while idle.
-    if (conn.dialFailureCounted) {
-      return new UpstreamConnectError(this.options.upstream, "tls", reason);
-    }
-    conn.dialFailureCounted = true;
-    return this.#closedBeforeUse(reason, "tls");
+    return this.#closedBeforeUse(conn.handshakeRefused ?? "TLS: refused", "tls", conn);
   }
 
   /**
@@ -1228,11 +1231,9 @@ export class UpstreamPool {
     if (this.#limitCheck?.conn === conn) this.#limitCheckClosed(conn, reason);
     this.#log.debug("idle upstream connection #{id} dropped: {reason}", { id: conn.id, reason });
     this.#refiller.lost(conn, conn.handshakeRefused ?? reason);
-    // Refused while idle, and not a refill on probation (which the refiller counted): a session's
-    // dial that went to the pool. Its handshake failed all the same.
-    if (conn.handshakeRefused !== undefined && !conn.dialFailureCounted) {
-      this.refusedOnFirstUse(conn);
-    }
+    // Refused while idle: a refill on probation the refiller counted just now, or a session's dial
+    // that went to the pool, whose handshake failed all the same (counted once either way).
+    if (conn.handshakeRefused !== undefined) this.refusedOnFirstUse(conn);
     this.#refiller.request();
   }
 
