@@ -206,12 +206,15 @@ Deno.test("TLS upstream: relayed both ways, and reuse hands the same TLS connect
   assertEquals(upstream.accepted, 1, "one handshake for both sessions");
 });
 
-Deno.test("TLS upstream: a session cut short (client timeout) closes the upstream without close_notify, so a request cut short is not taken for a complete one; a client's FIN ends it cleanly", async () => {
-  const c = await certs();
-  const endings: string[] = [];
-  // Reads to the end of the stream and notes how it ended: clean (close_notify) or cut.
-  const noteEnding = async (conn: Deno.TlsConn) => {
-    const buffer = new Uint8Array(16 * 1024);
+/**
+ * An upstream handler that answers nothing, reads to the end of the stream (after `waitMs`
+ * without reading) and pushes onto `endings` how it ended: `clean` (close_notify) or the error's
+ * name (`UnexpectedEof`: cut).
+ */
+function notingEndings(endings: string[], waitMs = 0): (conn: Deno.TlsConn) => Promise<void> {
+  return async (conn) => {
+    const buffer = new Uint8Array(256 * 1024);
+    await delay(waitMs);
     try {
       while (await conn.read(buffer) !== null) {
         // the request's bytes
@@ -221,7 +224,12 @@ Deno.test("TLS upstream: a session cut short (client timeout) closes the upstrea
       endings.push(error instanceof Error ? error.name : String(error));
     }
   };
-  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, noteEnding);
+}
+
+Deno.test("TLS upstream: a session cut short (client timeout) closes the upstream without close_notify, so a request cut short is not taken for a complete one; a client's FIN ends it cleanly", async () => {
+  const c = await certs();
+  const endings: string[] = [];
+  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, notingEndings(endings));
   await using proxy = startProxy(upstream.address, {
     pool: "off",
     tls: upstreamTls({ ca: c.ca }),
@@ -254,18 +262,8 @@ Deno.test("TLS upstream: a session cut short (client timeout) closes the upstrea
 Deno.test("TLS upstream: with framing, a session ended by the client timeout closes the upstream with close_notify when every request it sent was whole (a BLPOP left waiting), and without when one was cut", async () => {
   const c = await certs();
   const endings: string[] = [];
-  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, async (conn) => {
-    const buffer = new Uint8Array(256 * 1024);
-    await delay(600); // not reading at first: a large request's write is still under way
-    try {
-      while (await conn.read(buffer) !== null) {
-        // no answer: the BLPOP waits
-      }
-      endings.push("clean");
-    } catch (error) {
-      endings.push(error instanceof Error ? error.name : String(error));
-    }
-  });
+  // Not reading at first: a large request's write is still under way at the client timeout.
+  await using upstream = new TlsUpstream(c.serverCert, c.serverKey, notingEndings(endings, 600));
   await using proxy = startProxy(upstream.address, {
     pool: "reuse",
     protocol: "redis",
